@@ -1,0 +1,144 @@
+//! `--allow`: which source addresses may connect, as a list of CIDR blocks.
+//!
+//! Owns parsing and matching; the server decides what to do with a peer that does not match.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// One block of addresses, such as `127.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_match(u128::from(net), u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`; match it as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn prefix_match(net: u128, ip: u128, prefix: u8, bits: u32) -> bool {
+    let host_bits = bits - u32::from(prefix);
+    if host_bits >= bits {
+        return true;
+    }
+    (net >> host_bits) == (ip >> host_bits)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    /// `ADDR/PREFIX`, or a bare address meaning just that address.
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let bad = || format!("\"{text}\" is not an address block (examples: 127.0.0.0/8, 10.1.2.3, ::1/128)");
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// Blocks allowed to connect; an empty list allows every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList(pub Vec<Cidr>);
+
+impl AllowList {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.0.is_empty() || self.0.iter().any(|cidr| cidr.contains(ip))
+    }
+}
+
+impl FromStr for AllowList {
+    type Err = String;
+
+    /// A comma-separated list of blocks.
+    fn from_str(text: &str) -> Result<AllowList, String> {
+        text.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map(AllowList)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_match_at_their_edges() {
+        let lan: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(lan.contains(ip("10.1.0.0")));
+        assert!(lan.contains(ip("10.1.255.255")));
+        assert!(!lan.contains(ip("10.2.0.0")));
+        assert!(!lan.contains(ip("10.0.255.255")));
+        let one: Cidr = "127.0.0.2".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.2")));
+        assert!(!one.contains(ip("127.0.0.1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.9")));
+        assert!(!all.contains(ip("::1")), "an IPv4 block never matches IPv6");
+    }
+
+    #[test]
+    fn ipv6_blocks_and_mapped_ipv4_peers() {
+        let loopback: Cidr = "::1/128".parse().unwrap();
+        assert!(loopback.contains(ip("::1")));
+        assert!(!loopback.contains(ip("::2")));
+        let v4: Cidr = "127.0.0.0/8".parse().unwrap();
+        assert!(v4.contains(ip("::ffff:127.0.0.5")));
+    }
+
+    #[test]
+    fn lists_parse_and_empty_allows_all() {
+        let list: AllowList = "127.0.0.0/8, ::1".parse().unwrap();
+        assert!(list.allows(ip("127.9.9.9")));
+        assert!(list.allows(ip("::1")));
+        assert!(!list.allows(ip("192.0.2.1")));
+        assert!(AllowList::default().allows(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn bad_blocks_are_rejected_with_the_text() {
+        for bad in ["10.0.0.0/33", "::1/129", "localhost", "10.0.0.0/x", "/8"] {
+            let error = bad.parse::<Cidr>().unwrap_err();
+            assert!(error.contains(bad), "{error}");
+        }
+    }
+}

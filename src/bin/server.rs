@@ -1,0 +1,68 @@
+//! `server`: command line → configuration → the server's poll loop.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use heartbeat::cli::{ServerArgs, StartError};
+use heartbeat::config::{self, format_duration};
+use heartbeat::{logging, net, prompt, server::Server};
+
+fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("server: {error}");
+            ExitCode::from(error.exit_code() as u8)
+        }
+    }
+}
+
+fn run(args: &ServerArgs) -> Result<(), StartError> {
+    let (file, _) = config::load(args.config.as_deref())?;
+    let mut config = args.resolve(&file)?;
+    logging::init(args.log_level.filter(), args.log_file.as_deref())?;
+    let stdin = std::io::stdin();
+    if !args.no_prompt && !args.timing_given() && stdin.is_terminal() {
+        let mut stdout = std::io::stdout();
+        match prompt::ask_server_timing(&mut stdin.lock(), &mut stdout, config.timing) {
+            Ok(timing) => config.timing = timing,
+            Err(e) => log::warn!("could not read settings from the terminal: {e}; using defaults"),
+        }
+    }
+    let (timing, raised) = config.timing.with_idle_rule();
+    if let Some(warning) = raised {
+        log::warn!("{warning}");
+    }
+    config.timing = timing;
+    match args.max_open_files {
+        Some(limit) => set_open_file_limit(limit),
+        None => {
+            if let Err(e) = net::raise_open_file_limit() {
+                log::warn!("could not raise the open-file limit: {}", net::describe(&e));
+            }
+        }
+    }
+    let mut server = Server::bind(config.clone())?;
+    server.stop_on_signals()?;
+    println!(
+        "Listening on {} (heartbeat every {}, {} times, after {} idle)",
+        server.local_addr(),
+        format_duration(timing.interval),
+        timing.count,
+        format_duration(timing.idle)
+    );
+    let stats = server.run()?;
+    println!("{}", stats.summary());
+    Ok(())
+}
+
+fn set_open_file_limit(limit: u64) {
+    let result = rlimit::Resource::NOFILE
+        .get()
+        .and_then(|(_, hard)| rlimit::Resource::NOFILE.set(limit.min(hard), hard));
+    if let Err(e) = result {
+        log::warn!("could not set the open-file limit to {limit}: {}", net::describe(&e));
+    }
+}

@@ -1,0 +1,390 @@
+//! The command lines of both binaries, and how flags, `configuration.json` and the built-in
+//! defaults combine: a flag wins over the file, the file over the default.
+//!
+//! Owns argument parsing and that merge. It opens no socket and asks no question: resolving
+//! host names is `net`'s job, prompting is `prompt`'s.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::allow::AllowList;
+use crate::client::{self, ClientConfig};
+use crate::config::{self, ConfigError, FileConfig};
+use crate::liveness::Timing;
+use crate::net::{self, SetupError};
+use crate::server::{self, ServerConfig};
+
+/// Why the command line could not be turned into a configuration.
+#[derive(Debug)]
+pub enum StartError {
+    /// A bad configuration file or value: exit status 2.
+    Config(ConfigError),
+    /// An address that cannot be used: exit status 1.
+    Setup(SetupError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Setup(e) => e.fmt(f),
+        }
+    }
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Setup(_) => 1,
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+impl From<SetupError> for StartError {
+    fn from(e: SetupError) -> Self {
+        StartError::Setup(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text)
+}
+
+fn size(text: &str) -> Result<usize, String> {
+    config::parse_size(text)
+}
+
+fn port(text: &str) -> Result<u16, String> {
+    config::parse_port(text)
+}
+
+/// TCP heartbeat server: echoes each line as `Echoing...<line>`, sends `heartbeat` to peers
+/// that go quiet, and closes those that do not answer with `End Connection`.
+///
+/// Settings come from the flags, then `configuration.json` (the `server` object), then the
+/// defaults. Durations are written 500ms, 5s, 2m, or a bare number of seconds.
+#[derive(Debug, Parser)]
+#[command(name = "server", version, after_help = SERVER_AFTER_HELP)]
+pub struct ServerArgs {
+    /// Configuration file [default: ./configuration.json if present]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; 0.0.0.0 or :: listens on every interface [default: 127.0.0.1]
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8000]
+    #[arg(long, value_name = "N", value_parser = port)]
+    pub port: Option<u16>,
+    /// Time between heartbeats to a quiet peer [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub interval: Option<Duration>,
+    /// Heartbeats sent before a silent peer is closed [default: 3]
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+    /// Silence before the first heartbeat; at least interval × count [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub idle: Option<Duration>,
+    /// Timer resolution: heartbeats and closes are at most this late
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "1ms")]
+    pub tick: Duration,
+    /// Longest line accepted; longer ones get `Error: line too long`
+    #[arg(long, value_name = "BYTES", value_parser = size, default_value = "64KiB")]
+    pub max_line: usize,
+    /// Output held for a peer that is not reading before the server stops reading from it
+    #[arg(long, value_name = "BYTES", value_parser = size, default_value = "1MiB")]
+    pub max_write_buffer: usize,
+    /// Peers served at once; more are told `Error: server full` and closed
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1 [default: all]
+    #[arg(long, value_name = "CIDR,...")]
+    pub allow: Option<AllowList>,
+    /// Length of the queue of connections waiting to be accepted
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_BACKLOG)]
+    pub backlog: i32,
+    /// Open-file limit to run with [default: raise the soft limit to the hard limit]
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u64>,
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Also write the log to this file
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Never ask for settings, even on a terminal
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+const SERVER_AFTER_HELP: &str = "\
+On a terminal, with no timing flag and no --no-prompt, the server asks for the interval,
+count and idle time as the original did; Enter keeps the value shown.
+SIGINT or SIGTERM: every peer is told `End Connection`, a summary is printed, exit 0.
+Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
+
+impl ServerArgs {
+    /// True when a timing setting came from a flag (then the server does not prompt).
+    pub fn timing_given(&self) -> bool {
+        self.interval.is_some() || self.count.is_some() || self.idle.is_some()
+    }
+
+    /// Flags over the file over the defaults. The idle rule is not applied here: the caller
+    /// applies it after any prompt, so that it can print the warning.
+    pub fn resolve(&self, file: &FileConfig) -> Result<ServerConfig, StartError> {
+        let defaults = ServerConfig::default();
+        let section = &file.server;
+        let host = self.host.clone().or_else(|| section.host.clone());
+        let port = self.port.or(section.port).unwrap_or(server::DEFAULT_PORT);
+        let addr = match host {
+            Some(host) => net::resolve(&host, port)?,
+            None => std::net::SocketAddr::new(defaults.addr.ip(), port),
+        };
+        let timing = Timing {
+            idle: self.idle.or(section.idle).unwrap_or(Timing::DEFAULT.idle),
+            interval: self.interval.or(section.interval).unwrap_or(Timing::DEFAULT.interval),
+            count: self.count.or(section.count).unwrap_or(Timing::DEFAULT.count),
+        };
+        Ok(ServerConfig {
+            addr,
+            timing,
+            tick: self.tick.max(Duration::from_micros(1)),
+            max_line: self.max_line.max(1),
+            max_write_buffer: self.max_write_buffer,
+            max_connections: self.max_connections,
+            allow: self.allow.clone().unwrap_or_default(),
+            backlog: self.backlog,
+        })
+    }
+}
+
+/// TCP heartbeat client: connects to the server, sends a line every --interval, answers
+/// each `heartbeat`, and exits when the server says `End Connection`.
+///
+/// With --connections N (N > 1) it is a load generator: N connections on one event loop,
+/// a status line on a terminal, and a summary with round-trip percentiles at the end.
+#[derive(Debug, Parser)]
+#[command(name = "client", version, after_help = CLIENT_AFTER_HELP)]
+pub struct ClientArgs {
+    /// Configuration file [default: ./configuration.json if present]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Server address [default: the file's server.host, else 127.0.0.1]
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Server port [default: the file's server.port, else 8000]
+    #[arg(long, value_name = "N", value_parser = port)]
+    pub port: Option<u16>,
+    /// Local address(es) to connect from, used in turn, e.g. 127.0.0.1,127.0.0.2
+    /// [default: the file's client object, else any]
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub bind: Vec<String>,
+    /// Time between data lines; 0 never sends data (only answers heartbeats) [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub interval: Option<Duration>,
+    /// Wait this long before answering a heartbeat (a testing aid) [default: 0]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub heartbeat_block: Option<Duration>,
+    /// The data line to send
+    #[arg(long, value_name = "TEXT", default_value = client::DEFAULT_MESSAGE)]
+    pub message: String,
+    /// Stop after this long [default: until the server closes the connection]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Connections to open; more than 1 is load mode
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: usize,
+    /// New connections per second at most
+    #[arg(long, value_name = "R", default_value_t = client::DEFAULT_CONNECT_RATE)]
+    pub connect_rate: u32,
+    /// Print the final summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: LogLevel,
+    /// Never ask for settings, even on a terminal
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+const CLIENT_AFTER_HELP: &str = "\
+Example, load mode: client --connections 10000 --interval 0 --duration 60s
+On a terminal, with no --interval/--heartbeat-block flag and no --no-prompt, a single
+client asks for both as the original did; Enter keeps the value shown.
+Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
+
+impl ClientArgs {
+    pub fn timing_given(&self) -> bool {
+        self.interval.is_some() || self.heartbeat_block.is_some()
+    }
+
+    pub fn resolve(&self, file: &FileConfig) -> Result<ClientConfig, StartError> {
+        let host = self
+            .host
+            .clone()
+            .or_else(|| file.server.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let port = self.port.or(file.server.port).unwrap_or(server::DEFAULT_PORT);
+        let server = net::resolve(&host, port)?;
+        let bind = if self.bind.is_empty() {
+            match &file.client.host {
+                Some(host) => vec![net::resolve(host, file.client.port.unwrap_or(0))?],
+                None => Vec::new(),
+            }
+        } else {
+            self.bind
+                .iter()
+                .map(|addr| parse_bind(addr))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let connections = self.connections.max(1);
+        Ok(ClientConfig {
+            server,
+            bind,
+            connections,
+            connect_rate: self.connect_rate.max(1),
+            interval: self.interval.unwrap_or(client::DEFAULT_INTERVAL),
+            heartbeat_block: self.heartbeat_block.unwrap_or(Duration::ZERO),
+            message: self.message.clone().into_bytes(),
+            duration: self.duration,
+            verbose: connections == 1 && !self.json,
+            status_line: connections > 1 && !self.json && client::stderr_is_terminal(),
+            ..ClientConfig::default()
+        })
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` (port 0 when not given).
+fn parse_bind(text: &str) -> Result<std::net::SocketAddr, SetupError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    net::resolve(text, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(args: &[&str]) -> ServerArgs {
+        ServerArgs::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    fn client(args: &[&str]) -> ClientArgs {
+        ClientArgs::try_parse_from(std::iter::once("client").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn server_defaults_without_a_file() {
+        let config = server(&[]).resolve(&FileConfig::default()).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.timing, Timing::DEFAULT);
+        assert_eq!(config.max_line, 64 * 1024);
+        assert_eq!(config.max_write_buffer, 1 << 20);
+        assert!(!server(&[]).timing_given());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let file = config::parse(
+            std::path::Path::new("c.json"),
+            r#"{"server": {"host": "127.0.0.2", "port": "9000", "interval": "5s", "count": 4}}"#,
+        )
+        .unwrap();
+        let args = server(&["--port", "0", "--interval", "250ms", "--idle", "2s"]);
+        let config = args.resolve(&file).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.2:0");
+        assert_eq!(config.timing.interval, Duration::from_millis(250));
+        assert_eq!(config.timing.count, 4, "from the file");
+        assert_eq!(config.timing.idle, Duration::from_secs(2));
+        assert!(args.timing_given());
+    }
+
+    #[test]
+    fn bad_flag_values_are_rejected_by_the_parser() {
+        for bad in [
+            &["--interval", "soon"][..],
+            &["--port", "70000"],
+            &["--max-line", "big"],
+            &["--allow", "10.0.0.0/99"],
+        ] {
+            let args = std::iter::once("server").chain(bad.iter().copied());
+            assert!(ServerArgs::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_that_is_not_an_address_is_a_setup_error() {
+        let error = server(&["--host", "no such host!"])
+            .resolve(&FileConfig::default())
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(error.to_string().contains("no such host!"), "{error}");
+    }
+
+    #[test]
+    fn client_connects_where_the_server_listens_and_binds_the_client_section() {
+        let file = config::parse(
+            std::path::Path::new("c.json"),
+            r#"{"server": {"host": "127.0.0.1", "port": 8123}, "client": {"host": "127.0.0.3", "port": "0"}}"#,
+        )
+        .unwrap();
+        let config = client(&[]).resolve(&file).unwrap();
+        assert_eq!(config.server.to_string(), "127.0.0.1:8123");
+        assert_eq!(config.bind, vec!["127.0.0.3:0".parse().unwrap()]);
+        assert_eq!(config.interval, Duration::from_secs(30));
+        assert!(config.verbose);
+    }
+
+    #[test]
+    fn client_load_mode_flags() {
+        let args = client(&[
+            "--connections",
+            "500",
+            "--interval",
+            "0",
+            "--bind",
+            "127.0.0.1,127.0.0.2",
+            "--json",
+        ]);
+        let config = args.resolve(&FileConfig::default()).unwrap();
+        assert_eq!(config.connections, 500);
+        assert_eq!(config.interval, Duration::ZERO);
+        assert_eq!(config.bind.len(), 2);
+        assert!(!config.verbose);
+        assert!(!config.status_line, "never with --json");
+    }
+}

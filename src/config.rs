@@ -1,0 +1,373 @@
+//! `configuration.json`: reading it, checking every key, and the value syntaxes shared with
+//! the command line (durations, ports, sizes).
+//!
+//! Owns the file format and its errors. It does not know about flags or prompts (`cli` merges
+//! those over what this returns) and it opens no socket.
+//!
+//! The format is the original program's, ports as strings or numbers:
+//!
+//! ```json
+//! { "server": { "host": "127.0.0.1", "port": "8000",
+//!               "interval": "10s", "count": 3, "idle": "30s" },
+//!   "client": { "host": "127.0.0.1", "port": "0" } }
+//! ```
+//!
+//! Every key is optional; an unknown key is an error, so a typo is never silently ignored.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// The file looked for in the current directory when `--config` is not given.
+pub const DEFAULT_FILE: &str = "configuration.json";
+
+/// What `configuration.json` said. `None` means "not in the file".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub client: ClientSection,
+}
+
+/// The `server` object: where the server listens (and the client connects), and the
+/// heartbeat schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub interval: Option<Duration>,
+    pub count: Option<u32>,
+    pub idle: Option<Duration>,
+}
+
+/// The `client` object: the client's own local address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// A configuration file that could not be used. Each message names the file, and the key
+/// where there is one, so the person reading it knows what to fix.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file named with `--config` could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON, or not a JSON object.
+    Syntax { path: PathBuf, message: String },
+    /// A key is unknown or its value is unusable.
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            ConfigError::Syntax { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::Key { path, key, message } => {
+                write!(f, "{}: key \"{key}\": {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Finds and reads the configuration: the file named with `--config` (which must exist),
+/// else `configuration.json` in the current directory if there is one, else the built-in
+/// defaults. Returns the configuration and the file it came from.
+pub fn load(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from(DEFAULT_FILE);
+            if !default.exists() {
+                return Ok((FileConfig::default(), None));
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let config = parse(&path, &text)?;
+    Ok((config, Some(path)))
+}
+
+/// Parses the text of a configuration file; `path` is used only in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Value::Object(root) = root else {
+        return Err(ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: "expected a JSON object with \"server\" and \"client\" keys".into(),
+        });
+    };
+    let key_error = |key: &str, message: String| ConfigError::Key {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let mut config = FileConfig::default();
+    for (name, value) in &root {
+        let section = as_object(value).map_err(|m| key_error(name, m))?;
+        match name.as_str() {
+            "server" => config.server = server_section(section).map_err(|(k, m)| key_error(&k, m))?,
+            "client" => config.client = client_section(section).map_err(|(k, m)| key_error(&k, m))?,
+            _ => return Err(key_error(name, "unknown key (expected \"server\" or \"client\")".into())),
+        }
+    }
+    Ok(config)
+}
+
+type KeyResult<T> = Result<T, (String, String)>;
+
+fn server_section(object: &Map<String, Value>) -> KeyResult<ServerSection> {
+    let mut section = ServerSection::default();
+    for (key, value) in object {
+        let full = format!("server.{key}");
+        let at = |message: String| (full.clone(), message);
+        match key.as_str() {
+            "host" => section.host = Some(as_string(value).map_err(at)?),
+            "port" => section.port = Some(parse_port(&scalar(value).map_err(at)?).map_err(at)?),
+            "interval" => {
+                section.interval = Some(parse_duration(&scalar(value).map_err(at)?).map_err(at)?)
+            }
+            "idle" => section.idle = Some(parse_duration(&scalar(value).map_err(at)?).map_err(at)?),
+            "count" => section.count = Some(parse_count(&scalar(value).map_err(at)?).map_err(at)?),
+            _ => {
+                return Err(at(
+                    "unknown key (expected host, port, interval, count or idle)".into(),
+                ))
+            }
+        }
+    }
+    Ok(section)
+}
+
+fn client_section(object: &Map<String, Value>) -> KeyResult<ClientSection> {
+    let mut section = ClientSection::default();
+    for (key, value) in object {
+        let full = format!("client.{key}");
+        let at = |message: String| (full.clone(), message);
+        match key.as_str() {
+            "host" => section.host = Some(as_string(value).map_err(at)?),
+            "port" => section.port = Some(parse_port(&scalar(value).map_err(at)?).map_err(at)?),
+            _ => return Err(at("unknown key (expected host or port)".into())),
+        }
+    }
+    Ok(section)
+}
+
+fn as_object(value: &Value) -> Result<&Map<String, Value>, String> {
+    value
+        .as_object()
+        .ok_or_else(|| format!("expected an object, got {value}"))
+}
+
+fn as_string(value: &Value) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("expected a string, got {value}"))
+}
+
+/// A string or a number, as text: the original wrote ports as strings, people write numbers.
+fn scalar(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(format!("expected a string or a number, got {other}")),
+    }
+}
+
+/// A TCP port, 0 to 65535 (0: any free port).
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a port number (0 to 65535)"))
+}
+
+/// A heartbeat count: a whole number, 0 or more.
+pub fn parse_count(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a whole number"))
+}
+
+/// A duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`30`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{text}\" is not a duration (examples: 500ms, 5s, 2m, or 30 for seconds)");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+}
+
+/// A size in bytes: `65536`, `64KiB`, `1MiB` (also `k`/`KB`/`M`/`MB`, meaning powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("\"{text}\" is not a size in bytes (examples: 65536, 64KiB, 1MiB)");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let value: usize = number.parse().map_err(|_| bad())?;
+    value.checked_mul(scale).ok_or_else(bad)
+}
+
+/// Formats a duration the way a person writes it in a flag: `250ms`, `10s`, `1.5s`, `2m`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms != 0 && ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 && ms != 0 {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{}s", duration.as_secs_f64())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{duration:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<FileConfig, ConfigError> {
+        parse(Path::new("configuration.json"), text)
+    }
+
+    #[test]
+    fn the_originals_file_with_string_ports_loads() {
+        let text = r#"{
+            "server" : { "host" : "192.0.2.81", "port" : "8000" },
+            "client" : { "host" : "192.0.2.82", "port" : "8000" }
+        }"#;
+        let config = parse_str(text).expect("loads");
+        assert_eq!(config.server.host.as_deref(), Some("192.0.2.81"));
+        assert_eq!(config.server.port, Some(8000));
+        assert_eq!(config.client.host.as_deref(), Some("192.0.2.82"));
+        assert_eq!(config.client.port, Some(8000));
+        assert_eq!(config.server.interval, None);
+    }
+
+    #[test]
+    fn numeric_ports_and_timing_keys_load() {
+        let text = r#"{ "server": { "port": 9000, "interval": "500ms", "count": "4", "idle": 3 } }"#;
+        let config = parse_str(text).expect("loads");
+        assert_eq!(config.server.port, Some(9000));
+        assert_eq!(config.server.interval, Some(Duration::from_millis(500)));
+        assert_eq!(config.server.count, Some(4));
+        assert_eq!(config.server.idle, Some(Duration::from_secs(3)));
+        assert_eq!(config.client, ClientSection::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_file_and_the_key() {
+        let err = parse_str(r#"{ "server": { "prot": "8000" } }"#).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("configuration.json: key \"server.prot\": unknown key"), "{text}");
+        let err = parse_str(r#"{ "servers": {} }"#).unwrap_err();
+        assert!(err.to_string().contains("key \"servers\""), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key_and_the_value() {
+        let err = parse_str(r#"{ "server": { "idle": "soon" } }"#).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("key \"server.idle\""), "{text}");
+        assert!(text.contains("\"soon\" is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn bad_port_and_bad_json_are_errors() {
+        let err = parse_str(r#"{ "server": { "port": "80000" } }"#).unwrap_err();
+        assert!(err.to_string().contains("server.port"), "{err}");
+        let err = parse_str(r#"{ "server": { "port": true } }"#).unwrap_err();
+        assert!(err.to_string().contains("server.port"), "{err}");
+        let err = parse_str(r#"{ "server": "#).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        let err = parse_str("[1, 2]").unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let err = load(Some(Path::new("/nonexistent/heartbeat.json"))).unwrap_err();
+        assert!(err.to_string().starts_with("/nonexistent/heartbeat.json: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("5s"), Ok(ms(5000)));
+        assert_eq!(parse_duration("2m"), Ok(ms(120_000)));
+        assert_eq!(parse_duration("1h"), Ok(ms(3_600_000)));
+        assert_eq!(parse_duration("30"), Ok(ms(30_000)));
+        assert_eq!(parse_duration("0"), Ok(ms(0)));
+        assert_eq!(parse_duration("0.25"), Ok(ms(250)));
+        assert_eq!(parse_duration(" 7 s "), Ok(ms(7000)));
+        for bad in ["", "s", "-1", "5x", "1..2", "ms5", "1e9999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_format_as_they_are_written() {
+        let ms = Duration::from_millis;
+        assert_eq!(format_duration(ms(10_000)), "10s");
+        assert_eq!(format_duration(ms(120_000)), "2m");
+        assert_eq!(format_duration(ms(250)), "250ms");
+        assert_eq!(format_duration(ms(1500)), "1.5s");
+        assert_eq!(format_duration(ms(0)), "0ms");
+    }
+}

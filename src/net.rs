@@ -1,0 +1,211 @@
+//! Socket setup at the edges of the loops: resolving addresses, listening with an explicit
+//! backlog, connecting from a chosen source address, and the open-file limit.
+//!
+//! Owns [`SetupError`], the error type of everything that can fail before a loop runs. What
+//! happens on a connection once it is open belongs to `conn` and the loops.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Something that stopped a server or client from starting. Each message names what failed
+/// and, where it helps, what to do about it.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The host is neither an address nor a name that resolves.
+    Resolve { host: String, message: String },
+    /// The listening socket could not be set up.
+    Listen { addr: SocketAddr, source: io::Error },
+    /// The poll instance, signal handler or waker could not be created.
+    EventLoop { what: &'static str, source: io::Error },
+    /// The log file could not be opened.
+    LogFile { path: PathBuf, source: io::Error },
+    /// More connections were asked for than the open-file limit allows.
+    TooFewFiles {
+        wanted: u64,
+        possible: u64,
+        limit: u64,
+    },
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Resolve { host, message } => {
+                write!(f, "\"{host}\" is not an address this host can use: {message}")
+            }
+            SetupError::Listen { addr, source } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::AddrInUse => " (is another server running? pick another --port)",
+                    io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+                    io::ErrorKind::AddrNotAvailable => " (no interface of this host has that address)",
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr}: {}{hint}", describe(source))
+            }
+            SetupError::EventLoop { what, source } => write!(f, "cannot create the {what}: {source}"),
+            SetupError::LogFile { path, source } => {
+                write!(f, "cannot open log file {}: {source}", path.display())
+            }
+            SetupError::TooFewFiles {
+                wanted,
+                possible,
+                limit,
+            } => write!(
+                f,
+                "{wanted} connections need more files than the open-file limit ({limit}) allows: \
+                 at most {possible} can be opened; raise the limit (ulimit -n) or ask for fewer"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// An I/O error as a person reads it: `address already in use`, not `Os { code: 98, .. }`.
+pub fn describe(error: &io::Error) -> String {
+    let text = error.to_string();
+    // std appends " (os error N)"; the number helps nobody reading a log.
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_ascii_lowercase(),
+        None => text,
+    }
+}
+
+/// Resolves `host:port`; a literal address never touches the resolver.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SetupError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let error = |message: String| SetupError::Resolve {
+        host: host.to_string(),
+        message,
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| error(describe(&e)))?
+        .next()
+        .ok_or_else(|| error("it resolves to no address".into()))
+}
+
+/// A non-blocking listener on `addr` with the given accept backlog (the kernel caps it at
+/// `net.core.somaxconn`). `SO_REUSEADDR` lets a restarted server bind while old connections
+/// linger in TIME_WAIT, as every production daemon does.
+pub fn listen(addr: SocketAddr, backlog: i32) -> Result<mio::net::TcpListener, SetupError> {
+    let setup = || -> io::Result<mio::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        Ok(mio::net::TcpListener::from_std(socket.into()))
+    };
+    setup().map_err(|source| SetupError::Listen { addr, source })
+}
+
+/// Starts a non-blocking connect to `dest`, from `source` when given (any port on that
+/// address). The connection completes later: the socket turns writable, and
+/// [`connect_result`] says whether it succeeded.
+pub fn connect_from(source: Option<SocketAddr>, dest: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    if let Some(source) = source {
+        // With port 0 the kernel picks a free ephemeral port of that address: about 28,000
+        // per source address, which is why load mode spreads over several of them.
+        socket.bind(&source.into())?;
+    }
+    match socket.connect(&dest.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || would_block(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+const EINPROGRESS: i32 = 115;
+
+/// After a connecting socket turns writable: `Ok(true)` connected, `Ok(false)` still in
+/// progress (a spurious wake-up), `Err` the connect failed.
+pub fn connect_result(stream: &mio::net::TcpStream) -> io::Result<bool> {
+    if let Some(error) = stream.take_error()? {
+        return Err(error);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit, and returns the soft limit in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
+    if soft < hard {
+        rlimit::Resource::NOFILE.set(hard, hard)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+/// The error kinds the loops handle by name, as mio's own examples do.
+pub fn would_block(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock
+}
+
+pub fn interrupted(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Interrupted
+}
+
+/// Accept failed because this process or the system ran out of file descriptors.
+pub fn out_of_files(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(EMFILE) | Some(ENFILE))
+        || matches!(error.kind(), io::ErrorKind::OutOfMemory)
+}
+
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_drops_the_os_error_number() {
+        let error = io::Error::from_raw_os_error(98);
+        assert_eq!(describe(&error), "address already in use");
+    }
+
+    #[test]
+    fn literal_addresses_resolve_without_a_resolver() {
+        assert_eq!(resolve("127.0.0.1", 80).ok(), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(resolve("::1", 80).ok(), Some("[::1]:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_host_that_is_not_an_address_is_a_setup_error_naming_it() {
+        let error = resolve("not an address!", 80).unwrap_err();
+        assert!(error.to_string().starts_with("\"not an address!\""), "{error}");
+    }
+
+    #[test]
+    fn listening_twice_on_one_port_names_the_address_and_says_why() {
+        let first = listen("127.0.0.1:0".parse().unwrap(), 16).expect("first listener");
+        let addr = first.local_addr().unwrap();
+        let error = listen(addr, 16).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("address already in use"), "{text}");
+        assert!(text.contains("another server running"), "{text}");
+    }
+
+    #[test]
+    fn out_of_files_recognises_emfile_and_enfile() {
+        assert!(out_of_files(&io::Error::from_raw_os_error(24)));
+        assert!(out_of_files(&io::Error::from_raw_os_error(23)));
+        assert!(!out_of_files(&io::Error::from_raw_os_error(104)));
+    }
+}

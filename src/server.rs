@@ -1,0 +1,581 @@
+//! The server's poll loop: accepts peers, echoes their lines, and carries out what `liveness`
+//! decides when their timers come due.
+//!
+//! Owns the sockets, the slab of connection records and the timers. It makes no timing
+//! decision itself (`liveness` does), frames no bytes itself (`protocol` does) and keeps
+//! no buffer itself (`conn` does): it only moves bytes between sockets and those cores.
+//!
+//! One turn of the loop: sleep in `poll` until an event or the next timer; handle each
+//! event (accept, read, write); fire every timer that is due; finish reading peers that
+//! were cut off for fairness. An idle server sleeps until its earliest timer.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
+
+use crate::allow::AllowList;
+use crate::conn::{read_once, split, token, Buffers, ReadResult};
+use crate::liveness::{Action, Peer, Timing};
+use crate::net::{self, describe, interrupted, out_of_files, would_block, SetupError};
+use crate::protocol::{self, classify, Frame, Message};
+use crate::ratelimit::LogLimiter;
+use crate::stats::ServerStats;
+use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::timer::{timeout_until, Timers};
+
+/// How the server runs. `Default` gives the documented defaults on 127.0.0.1:8000.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub timing: Timing,
+    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
+    pub tick: Duration,
+    /// Longest line accepted, in bytes.
+    pub max_line: usize,
+    /// Output held for one peer before the server stops reading from it.
+    pub max_write_buffer: usize,
+    /// Peers served at once; one more is told `Error: server full` and closed.
+    pub max_connections: usize,
+    /// Peers allowed in by source address; empty allows everyone.
+    pub allow: AllowList,
+    pub backlog: i32,
+}
+
+pub const DEFAULT_PORT: u16 = 8000;
+pub const DEFAULT_TICK: Duration = Duration::from_millis(1);
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Large enough for a burst of a thousand connects between two loop turns; the kernel caps
+/// it at `net.core.somaxconn`.
+pub const DEFAULT_BACKLOG: i32 = 4096;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            timing: Timing::DEFAULT,
+            tick: DEFAULT_TICK,
+            max_line: protocol::DEFAULT_MAX_LINE,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow: AllowList::default(),
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+}
+
+const LISTENER: Token = Token(usize::MAX - 2);
+
+/// Reads served to one peer per event before others get their turn (64 KiB each).
+const READS_PER_TURN: usize = 16;
+const READ_BUFFER: usize = 64 * 1024;
+/// After accept fails for lack of file descriptors, wait this long before trying again:
+/// long enough not to spin, short enough that peers barely notice.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long stopping waits for peers to take their `End Connection`.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why a connection ended; each is counted and logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The peer closed its side (after its output was flushed).
+    PeerClosed,
+    /// Every heartbeat went unanswered; the peer was told `End Connection`.
+    Dead,
+    /// A reset, broken pipe or other I/O error.
+    Failed,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// One peer: 48 bytes plus the wheel's node; buffers only while they hold bytes.
+struct Conn {
+    stream: TcpStream,
+    generation: u32,
+    /// `Some` once the connection is ending: no more reading, flush output, then close.
+    ending: Option<Ending>,
+    /// Reading stopped because the peer is not taking its output.
+    read_paused: bool,
+    liveness: Peer,
+    buffers: Buffers,
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    timers: Timers,
+    config: ServerConfig,
+    stats: ServerStats,
+    next_generation: u32,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    /// Peers whose reads were cut short for fairness; served again before sleeping.
+    unfinished: Vec<Token>,
+    accept_paused_until: Option<Instant>,
+    stop: StopSignal,
+    log_limiter: LogLimiter,
+}
+
+impl Server {
+    /// Binds the listening socket. Nothing is accepted until [`Server::run`].
+    pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
+        let event_loop = |what| move |source| SetupError::EventLoop { what, source };
+        let poll = Poll::new().map_err(event_loop("poll instance"))?;
+        let mut listener = net::listen(config.addr, config.backlog)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SetupError::Listen {
+                addr: config.addr,
+                source,
+            })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(event_loop("listener registration"))?;
+        let stop = StopSignal::new(poll.registry())?;
+        let now = Instant::now();
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::new(),
+            timers: Timers::new(now, config.tick, 0),
+            stats: ServerStats::default(),
+            next_generation: 0,
+            read_buf: vec![0; READ_BUFFER],
+            write_buf: Vec::with_capacity(2 * READ_BUFFER),
+            unfinished: Vec::new(),
+            accept_paused_until: None,
+            stop,
+            log_limiter: LogLimiter::new(Duration::from_secs(1)),
+            config,
+        })
+    }
+
+    /// The address actually bound (with the real port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stop.stopper()
+    }
+
+    /// Stops the server on SIGINT or SIGTERM (for the binary, not for tests).
+    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
+        self.stop.listen_for_signals(self.poll.registry())
+    }
+
+    /// Serves until stopped, then tells every peer `End Connection` and returns the counts.
+    pub fn run(mut self) -> Result<ServerStats, SetupError> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.is_requested() {
+            let timeout = if self.unfinished.is_empty() {
+                self.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(SetupError::EventLoop {
+                    what: "poll wait",
+                    source: e,
+                });
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => {}
+                    SIGNALS => self.take_signals(),
+                    token => {
+                        if event.is_writable() || event.is_write_closed() || event.is_error() {
+                            self.on_writable(token, now);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(token, now);
+                        }
+                    }
+                }
+            }
+            for token in std::mem::take(&mut self.unfinished) {
+                self.on_readable(token, now);
+            }
+            self.fire_timers(now);
+            if self.accept_paused_until.is_some_and(|until| until <= now) {
+                self.accept_paused_until = None;
+                self.accept_all(now);
+            }
+        }
+        self.shutdown(&mut events);
+        Ok(self.stats)
+    }
+
+    fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        let wakeup = match (self.timers.next_wakeup(), self.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        timeout_until(wakeup, now)
+    }
+
+    fn take_signals(&mut self) {
+        if let Some(signal) = self.stop.on_signal_event() {
+            info!("received signal {signal}: stopping");
+        }
+    }
+
+    /// Accepts until the kernel has no more waiting peers.
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        while let Some(listener) = &self.listener {
+            match listener.accept() {
+                Ok((stream, addr)) => self.admit(stream, addr, now),
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // Out of descriptors (or worse): the waiting peer stays in the backlog
+                    // and accept would fail again at once, so back off instead of spinning.
+                    self.stats.accept_errors += 1;
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    let what = if out_of_files(&e) {
+                        "out of file descriptors"
+                    } else {
+                        "accept failed"
+                    };
+                    if self.log_limiter.allow("accept", now) {
+                        warn!(
+                            "{what} ({}): not accepting for {}ms; {} peers open",
+                            describe(&e),
+                            ACCEPT_BACKOFF.as_millis(),
+                            self.conns.len()
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes in one accepted peer, or turns it away.
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
+        if !self.config.allow.allows(addr.ip()) {
+            self.stats.rejected_not_allowed += 1;
+            if self.log_limiter.allow("not allowed", now) {
+                info!("{addr} refused: not in the --allow list");
+            }
+            return;
+        }
+        if self.conns.len() >= self.config.max_connections {
+            self.stats.rejected_full += 1;
+            let mut full = Vec::with_capacity(protocol::SERVER_FULL.len() + 1);
+            protocol::encode_line(&mut full, protocol::SERVER_FULL);
+            // Best effort: a fresh socket has room for one short line.
+            let _ = stream.write(&full);
+            if self.log_limiter.allow("full", now) {
+                warn!(
+                    "{addr} refused: server full ({} peers, --max-connections)",
+                    self.conns.len()
+                );
+            }
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let registered = self.poll.registry().register(
+            &mut stream,
+            token(key, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            warn!("{addr}: cannot watch the connection: {}", describe(&e));
+            return;
+        }
+        // Echoes are small and interactive: do not hold them back waiting for ACKs.
+        let _ = stream.set_nodelay(true);
+        let liveness = Peer::new(now);
+        self.timers.arm(key, liveness.deadline(&self.config.timing));
+        entry.insert(Conn {
+            stream,
+            generation,
+            ending: None,
+            read_paused: false,
+            liveness,
+            buffers: Buffers::default(),
+        });
+        self.stats.on_open();
+        info!("{addr} connected ({} open)", self.conns.len());
+    }
+
+    /// The connection behind `token`, if it is still the one the token was issued for.
+    fn conn_key(&self, token: Token) -> Option<usize> {
+        let (key, generation) = split(token);
+        let conn = self.conns.get(key)?;
+        (conn.generation == generation).then_some(key)
+    }
+
+    /// Reads and echoes until the kernel has nothing more, the peer's output is full, or the
+    /// peer has had its turn.
+    fn on_readable(&mut self, token: Token, now: Instant) {
+        let Some(key) = self.conn_key(token) else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            let conn = &mut self.conns[key];
+            if conn.ending.is_some() {
+                return;
+            }
+            if conn.buffers.unsent() >= self.config.max_write_buffer {
+                // Back-pressure: leave the peer's bytes in the kernel until it reads.
+                conn.read_paused = true;
+                return;
+            }
+            match read_once(&mut conn.stream, &mut self.read_buf) {
+                ReadResult::Data(n) => {
+                    if let Err(e) = self.on_bytes(key, n, now) {
+                        debug!("{}: write failed: {}", peer_name(&self.conns[key]), describe(&e));
+                        self.close(key, Ending::Failed);
+                        return;
+                    }
+                }
+                ReadResult::Eof => {
+                    self.begin_ending(key, Ending::PeerClosed, now);
+                    return;
+                }
+                ReadResult::WouldBlock => return,
+                ReadResult::Failed(e) => {
+                    debug!("{}: read failed: {}", peer_name(conn), describe(&e));
+                    self.close(key, Ending::Failed);
+                    return;
+                }
+            }
+        }
+        self.unfinished.push(token);
+    }
+
+    /// Frames `read_buf[..n]`, echoes each data line, and sends the echoes in one write.
+    fn on_bytes(&mut self, key: usize, n: usize, now: Instant) -> std::io::Result<()> {
+        let Server {
+            conns,
+            read_buf,
+            write_buf,
+            stats,
+            config,
+            ..
+        } = self;
+        let conn = &mut conns[key];
+        if conn.liveness.on_data(now) > 0 {
+            stats.heartbeats_answered += 1;
+            info!("{}: heartbeat answered", peer_name(conn));
+        }
+        write_buf.clear();
+        let max_line = config.max_line;
+        conn.buffers
+            .feed(max_line, &read_buf[..n], |frame| match frame {
+                Frame::Line(line) => match classify(line) {
+                    Message::HeartbeatReply => {}
+                    Message::Data(data) => {
+                        debug!("data: {}", String::from_utf8_lossy(data));
+                        protocol::encode_echo(write_buf, data);
+                        stats.lines_echoed += 1;
+                    }
+                },
+                Frame::TooLong => {
+                    protocol::encode_too_long(write_buf, max_line);
+                    stats.lines_too_long += 1;
+                }
+            });
+        if write_buf.is_empty() {
+            return Ok(());
+        }
+        conn.buffers.send(&mut conn.stream, write_buf)
+    }
+
+    fn on_writable(&mut self, token: Token, now: Instant) {
+        let Some(key) = self.conn_key(token) else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        match conn.buffers.flush(&mut conn.stream) {
+            Err(e) => {
+                debug!("{}: write failed: {}", peer_name(conn), describe(&e));
+                self.close(key, Ending::Failed);
+            }
+            Ok(drained) => {
+                if let (true, Some(ending)) = (drained, conn.ending) {
+                    self.close(key, ending);
+                } else if conn.read_paused && conn.buffers.unsent() < self.config.max_write_buffer {
+                    conn.read_paused = false;
+                    self.on_readable(token, now);
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let timing = self.config.timing;
+        while let Some(key) = self.timers.poll_expired(now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if let Some(ending) = conn.ending {
+                // The peer had its time to take its last output; close regardless.
+                self.close(key, ending);
+                continue;
+            }
+            match conn.liveness.on_timer(now, &timing) {
+                Action::Rearm(at) => self.timers.arm(key, at),
+                Action::SendHeartbeat { number, next } => {
+                    info!(
+                        "{}: idle, heartbeat {number}/{} sent",
+                        peer_name(conn),
+                        timing.count
+                    );
+                    self.stats.heartbeats_sent += 1;
+                    self.timers.arm(key, next);
+                    self.send_line(key, protocol::HEARTBEAT);
+                }
+                Action::Close => {
+                    info!(
+                        "{}: no answer to {} heartbeats: End Connection sent, closing",
+                        peer_name(conn),
+                        timing.count
+                    );
+                    self.send_line(key, protocol::END_CONNECTION);
+                    self.begin_ending(key, Ending::Dead, now);
+                }
+            }
+        }
+    }
+
+    /// Sends one protocol line; a failure closes the connection.
+    fn send_line(&mut self, key: usize, line: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        self.write_buf.clear();
+        protocol::encode_line(&mut self.write_buf, line);
+        if let Err(e) = conn.buffers.send(&mut conn.stream, &self.write_buf) {
+            debug!("{}: write failed: {}", peer_name(conn), describe(&e));
+            self.close(key, Ending::Failed);
+        }
+    }
+
+    /// Stops reading from the peer; closes it once its output is flushed, or after the
+    /// linger time if it never takes it.
+    fn begin_ending(&mut self, key: usize, ending: Ending, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.ending = Some(ending);
+        match conn.buffers.flush(&mut conn.stream) {
+            Ok(true) => self.close(key, ending),
+            Ok(false) => {
+                let linger = match ending {
+                    Ending::Shutdown => SHUTDOWN_FLUSH,
+                    _ => self.config.timing.idle,
+                };
+                self.timers.arm(key, now + linger);
+            }
+            Err(e) => {
+                debug!("{}: write failed: {}", peer_name(conn), describe(&e));
+                self.close(key, Ending::Failed);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize, ending: Ending) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        self.timers.cancel(key);
+        self.stats.on_close();
+        match ending {
+            Ending::PeerClosed => {
+                self.stats.closed_by_peer += 1;
+                info!("{}: peer closed the connection", peer_name(&conn));
+            }
+            Ending::Dead => self.stats.closed_dead += 1,
+            Ending::Failed => self.stats.closed_on_error += 1,
+            Ending::Shutdown => self.stats.closed_at_shutdown += 1,
+        }
+        deregister(self.poll.registry(), conn.stream);
+    }
+
+    /// Stops accepting, tells every peer `End Connection`, and waits up to one second for
+    /// the line to leave before closing whatever is left.
+    fn shutdown(&mut self, events: &mut Events) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let now = Instant::now();
+        let deadline = now + SHUTDOWN_FLUSH;
+        info!("stopping: telling {} peers End Connection", self.conns.len());
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.send_line(key, protocol::END_CONNECTION);
+            self.begin_ending(key, Ending::Shutdown, now);
+        }
+        while !self.conns.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Err(e) = self.poll.poll(events, Some(deadline - now)) {
+                if !interrupted(&e) {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token();
+                if token.0 < LISTENER.0 && (event.is_writable() || event.is_error()) {
+                    self.on_writable(token, now);
+                }
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, Ending::Shutdown);
+        }
+    }
+}
+
+fn deregister(registry: &Registry, mut stream: TcpStream) {
+    // Closing the socket removes it from epoll anyway; deregistering first keeps mio's
+    // bookkeeping exact on every platform.
+    let _ = registry.deregister(&mut stream);
+}
+
+/// The peer's address for a log line, or a placeholder once the socket can no longer say.
+fn peer_name(conn: &Conn) -> String {
+    match conn.stream.peer_addr() {
+        Ok(addr) => addr.to_string(),
+        Err(_) => "a peer".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_record_is_small() {
+        // The memory target is 128 bytes per idle connection for everything the process
+        // holds; the record is the largest part of it.
+        assert!(std::mem::size_of::<Conn>() <= 56, "{}", std::mem::size_of::<Conn>());
+    }
+}
