@@ -172,8 +172,14 @@ impl ServerArgs {
         };
         let timing = Timing {
             idle: self.idle.or(section.idle).unwrap_or(Timing::DEFAULT.idle),
-            interval: self.interval.or(section.interval).unwrap_or(Timing::DEFAULT.interval),
-            count: self.count.or(section.count).unwrap_or(Timing::DEFAULT.count),
+            interval: self
+                .interval
+                .or(section.interval)
+                .unwrap_or(Timing::DEFAULT.interval),
+            count: self
+                .count
+                .or(section.count)
+                .unwrap_or(Timing::DEFAULT.count),
         };
         Ok(ServerConfig {
             addr,
@@ -254,7 +260,10 @@ impl ClientArgs {
             .clone()
             .or_else(|| file.server.host.clone())
             .unwrap_or_else(|| "127.0.0.1".to_string());
-        let port = self.port.or(file.server.port).unwrap_or(server::DEFAULT_PORT);
+        let port = self
+            .port
+            .or(file.server.port)
+            .unwrap_or(server::DEFAULT_PORT);
         let server = net::resolve(&host, port)?;
         let bind = if self.bind.is_empty() {
             match &file.client.host {

@@ -215,10 +215,16 @@ impl Client {
                 }
             }
             let status = self.config.status_line.then_some(next_status);
-            let wakeup = [self.timers.next_wakeup(), end, drain_until, self.next_connect_at(), status]
-                .into_iter()
-                .flatten()
-                .min();
+            let wakeup = [
+                self.timers.next_wakeup(),
+                end,
+                drain_until,
+                self.next_connect_at(),
+                status,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Err(e) = self.poll.poll(&mut events, timeout_until(wakeup, now)) {
                 if interrupted(&e) {
                     continue;
@@ -303,7 +309,11 @@ impl Client {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, token(key, generation), interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token(key, generation), interest)
+        {
             self.connect_failed(&e);
             return;
         }
@@ -323,7 +333,11 @@ impl Client {
 
     fn connect_failed(&mut self, error: &std::io::Error) {
         self.stats.record_failure(ConnectFailure::from_io(error));
-        let text = format!("cannot connect to {}: {}", self.config.server, describe(error));
+        let text = format!(
+            "cannot connect to {}: {}",
+            self.config.server,
+            describe(error)
+        );
         debug!("{text}");
         self.first_error.get_or_insert(text);
     }
@@ -422,7 +436,10 @@ impl Client {
         let verbose = config.verbose;
         conn.buffers.feed(config.max_line, &read_buf[..n], |frame| {
             let Frame::Line(line) = frame else {
-                warn!("a line from the server is longer than {} bytes", config.max_line);
+                warn!(
+                    "a line from the server is longer than {} bytes",
+                    config.max_line
+                );
                 return;
             };
             if verbose {

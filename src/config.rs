@@ -126,9 +126,18 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     for (name, value) in &root {
         let section = as_object(value).map_err(|m| key_error(name, m))?;
         match name.as_str() {
-            "server" => config.server = server_section(section).map_err(|(k, m)| key_error(&k, m))?,
-            "client" => config.client = client_section(section).map_err(|(k, m)| key_error(&k, m))?,
-            _ => return Err(key_error(name, "unknown key (expected \"server\" or \"client\")".into())),
+            "server" => {
+                config.server = server_section(section).map_err(|(k, m)| key_error(&k, m))?
+            }
+            "client" => {
+                config.client = client_section(section).map_err(|(k, m)| key_error(&k, m))?
+            }
+            _ => {
+                return Err(key_error(
+                    name,
+                    "unknown key (expected \"server\" or \"client\")".into(),
+                ))
+            }
         }
     }
     Ok(config)
@@ -211,7 +220,8 @@ pub fn parse_count(text: &str) -> Result<u32, String> {
 
 /// A duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`30`, `0.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{text}\" is not a duration (examples: 500ms, 5s, 2m, or 30 for seconds)");
+    let bad =
+        || format!("\"{text}\" is not a duration (examples: 500ms, 5s, 2m, or 30 for seconds)");
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -290,7 +300,8 @@ mod tests {
 
     #[test]
     fn numeric_ports_and_timing_keys_load() {
-        let text = r#"{ "server": { "port": 9000, "interval": "500ms", "count": "4", "idle": 3 } }"#;
+        let text =
+            r#"{ "server": { "port": 9000, "interval": "500ms", "count": "4", "idle": 3 } }"#;
         let config = parse_str(text).expect("loads");
         assert_eq!(config.server.port, Some(9000));
         assert_eq!(config.server.interval, Some(Duration::from_millis(500)));
@@ -303,7 +314,10 @@ mod tests {
     fn unknown_key_names_the_file_and_the_key() {
         let err = parse_str(r#"{ "server": { "prot": "8000" } }"#).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("configuration.json: key \"server.prot\": unknown key"), "{text}");
+        assert!(
+            text.starts_with("configuration.json: key \"server.prot\": unknown key"),
+            "{text}"
+        );
         let err = parse_str(r#"{ "servers": {} }"#).unwrap_err();
         assert!(err.to_string().contains("key \"servers\""), "{err}");
     }
@@ -331,7 +345,11 @@ mod tests {
     #[test]
     fn missing_explicit_file_is_an_error_naming_it() {
         let err = load(Some(Path::new("/nonexistent/heartbeat.json"))).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/heartbeat.json: cannot read"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/heartbeat.json: cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,18 +13,18 @@
 #![forbid(unsafe_code)]
 
 pub mod allow;
-// pub mod cli;
-// pub mod client;
+pub mod cli;
+pub mod client;
 pub mod config;
-// pub mod conn;
+pub mod conn;
 pub mod liveness;
 pub mod logging;
 pub mod net;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;
-// pub mod server;
-// pub mod stats;
+pub mod server;
+pub mod stats;
 pub mod stop;
-// pub mod timer;
+pub mod timer;
 pub mod wheel;

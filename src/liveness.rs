@@ -56,7 +56,13 @@ impl Timing {
             count: self.count,
             used: protocol,
         };
-        (Timing { idle: protocol, ..self }, Some(warning))
+        (
+            Timing {
+                idle: protocol,
+                ..self
+            },
+            Some(warning),
+        )
     }
 }
 
@@ -346,10 +352,7 @@ mod tests {
 
     #[test]
     fn zero_heartbeats_closes_at_idle() {
-        let timing = Timing {
-            count: 0,
-            ..TIMING
-        };
+        let timing = Timing { count: 0, ..TIMING };
         let t0 = Instant::now();
         let mut peer = Peer::new(t0);
         assert_eq!(
@@ -383,6 +386,9 @@ mod tests {
         let warning = warning.expect("a warning");
         assert_eq!(warning.used, secs(15));
         let text = warning.to_string();
-        assert!(text.contains("10s") && text.contains("5s") && text.contains('3'), "{text}");
+        assert!(
+            text.contains("10s") && text.contains("5s") && text.contains('3'),
+            "{text}"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub enum SetupError {
     /// The listening socket could not be set up.
     Listen { addr: SocketAddr, source: io::Error },
     /// The poll instance, signal handler or waker could not be created.
-    EventLoop { what: &'static str, source: io::Error },
+    EventLoop {
+        what: &'static str,
+        source: io::Error,
+    },
     /// The log file could not be opened.
     LogFile { path: PathBuf, source: io::Error },
     /// More connections were asked for than the open-file limit allows.
@@ -35,18 +38,25 @@ impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SetupError::Resolve { host, message } => {
-                write!(f, "\"{host}\" is not an address this host can use: {message}")
+                write!(
+                    f,
+                    "\"{host}\" is not an address this host can use: {message}"
+                )
             }
             SetupError::Listen { addr, source } => {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (is another server running? pick another --port)",
                     io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-                    io::ErrorKind::AddrNotAvailable => " (no interface of this host has that address)",
+                    io::ErrorKind::AddrNotAvailable => {
+                        " (no interface of this host has that address)"
+                    }
                     _ => "",
                 };
                 write!(f, "cannot listen on {addr}: {}{hint}", describe(source))
             }
-            SetupError::EventLoop { what, source } => write!(f, "cannot create the {what}: {source}"),
+            SetupError::EventLoop { what, source } => {
+                write!(f, "cannot create the {what}: {source}")
+            }
             SetupError::LogFile { path, source } => {
                 write!(f, "cannot open log file {}: {source}", path.display())
             }
@@ -109,7 +119,10 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> Result<mio::net::TcpListener, S
 /// Starts a non-blocking connect to `dest`, from `source` when given (any port on that
 /// address). The connection completes later: the socket turns writable, and
 /// [`connect_result`] says whether it succeeded.
-pub fn connect_from(source: Option<SocketAddr>, dest: SocketAddr) -> io::Result<mio::net::TcpStream> {
+pub fn connect_from(
+    source: Option<SocketAddr>,
+    dest: SocketAddr,
+) -> io::Result<mio::net::TcpStream> {
     let socket = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
@@ -181,14 +194,20 @@ mod tests {
 
     #[test]
     fn literal_addresses_resolve_without_a_resolver() {
-        assert_eq!(resolve("127.0.0.1", 80).ok(), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(
+            resolve("127.0.0.1", 80).ok(),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
         assert_eq!(resolve("::1", 80).ok(), Some("[::1]:80".parse().unwrap()));
     }
 
     #[test]
     fn a_host_that_is_not_an_address_is_a_setup_error_naming_it() {
         let error = resolve("not an address!", 80).unwrap_err();
-        assert!(error.to_string().starts_with("\"not an address!\""), "{error}");
+        assert!(
+            error.to_string().starts_with("\"not an address!\""),
+            "{error}"
+        );
     }
 
     #[test]

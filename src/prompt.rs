@@ -118,7 +118,10 @@ mod tests {
         let timing = ask_server_timing(&mut &b"\n\n\n"[..], &mut out, Timing::DEFAULT).unwrap();
         assert_eq!(timing, Timing::DEFAULT);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Time interval between heartbeats [10s]: "), "{text}");
+        assert!(
+            text.contains("Time interval between heartbeats [10s]: "),
+            "{text}"
+        );
         assert!(text.contains("[3]: "), "{text}");
         assert!(text.contains("[30s]: "), "{text}");
     }
@@ -138,9 +141,13 @@ mod tests {
     #[test]
     fn end_of_input_keeps_the_defaults() {
         let mut out = Vec::new();
-        let (interval, block) =
-            ask_client_timing(&mut &b"50\n"[..], &mut out, Duration::from_secs(30), Duration::ZERO)
-                .unwrap();
+        let (interval, block) = ask_client_timing(
+            &mut &b"50\n"[..],
+            &mut out,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(interval, Duration::from_secs(50));
         assert_eq!(block, Duration::ZERO);
     }

@@ -1,0 +1,549 @@
+//! The wire protocol: line framing and the message constants. No I/O.
+//!
+//! Owns the incremental [`LineDecoder`] (bytes in, complete lines out, with a length limit),
+//! the `encode_*` functions that append outgoing lines to a buffer, and [`classify`], which
+//! tells the server a heartbeat answer from data. It touches no socket and reads no clock:
+//! the loops in `server` and `client` read bytes, feed them here and write what comes back;
+//! `liveness` decides when to send a heartbeat.
+//!
+//! Text lines over TCP, each ending in `\n`; a `\r\n` ending is accepted and the `\r`
+//! dropped, a lone `\r` anywhere else is data, and an empty line is a line. Lines are bytes;
+//! they need not be UTF-8.
+//!
+//! | direction       | line                                   | meaning                                 |
+//! |-----------------|----------------------------------------|-----------------------------------------|
+//! | client → server | any data `X`                           | data; the server answers `Echoing...X`  |
+//! | server → client | `heartbeat` ([`HEARTBEAT`])            | "are you there?"                        |
+//! | client → server | `Echoing...heartbeat` ([`HEARTBEAT_REPLY`]) | the answer; the server does not echo it |
+//! | server → client | `End Connection` ([`END_CONNECTION`])  | the server is closing this connection   |
+//! | server → client | `Error: server full` ([`SERVER_FULL`]) | refused at accept, then closed          |
+//! | server → client | `Error: line too long (limit N bytes)` | one overlong line was dropped; stays open |
+//!
+//! A line longer than the limit ([`DEFAULT_MAX_LINE`] unless configured) is never buffered:
+//! the decoder reports [`Frame::TooLong`] once, drops its bytes up to and including the next
+//! `\n`, and carries on with the line after it.
+
+use std::io::Write as _;
+use std::mem;
+
+use memchr::{memchr, memchr_iter};
+
+/// Server → client: "are you there?".
+pub const HEARTBEAT: &[u8] = b"heartbeat";
+/// Client → server: the answer to [`HEARTBEAT`]; the server does not echo it.
+pub const HEARTBEAT_REPLY: &[u8] = b"Echoing...heartbeat";
+/// Server → client: the last line before the server closes the connection.
+pub const END_CONNECTION: &[u8] = b"End Connection";
+/// What the server puts in front of each data line it echoes.
+pub const ECHO_PREFIX: &[u8] = b"Echoing...";
+/// Server → client: sent to a connection refused because the server is at its limit.
+pub const SERVER_FULL: &[u8] = b"Error: server full";
+/// The default limit on a line's length in bytes (see [`LineDecoder::feed`] for what counts).
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// The first allocation for a split line, so a short line arriving in small pieces does not
+/// reallocate on every piece. Growth then doubles, capped at the line limit.
+const MIN_PARTIAL: usize = 64;
+
+/// What the decoder found in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// One complete line, without its `\n` or `\r\n`.
+    Line(&'a [u8]),
+    /// A line went over the limit: reported once per overlong line, at the moment it crosses
+    /// the limit; its bytes up to and including the next `\n` are dropped.
+    TooLong,
+}
+
+/// Per-connection framing state. Holds no heap memory while no partial line is pending
+/// (an idle connection owns no buffer): after a split line completes, the partial buffer is
+/// released, so `Vec::new()` is the resting state.
+///
+/// Invariants: `partial` is empty exactly when it has no capacity; `partial` and `discarding`
+/// are never both set; `partial.capacity() <= max_line`, so a 10 MB line without a newline
+/// costs at most `max_line` bytes.
+#[derive(Debug, Default)]
+pub struct LineDecoder {
+    /// The start of a line that began in an earlier read and has no `\n` yet.
+    partial: Vec<u8>,
+    /// True while dropping the rest of an overlong line, up to its `\n`.
+    discarding: bool,
+}
+
+impl LineDecoder {
+    /// A decoder at the start of a line, holding nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes just read; calls `on_frame` for each complete line or `TooLong`, in order.
+    ///
+    /// Lines wholly inside `input` are passed as slices of `input` (zero-copy, no
+    /// allocation); only a line split across reads is copied into the partial buffer, which
+    /// is released when that line completes.
+    ///
+    /// `max_line` limits the bytes before the `\n`, a trailing `\r` included: a line of
+    /// exactly `max_line` bytes and `\n` is accepted, one more byte is [`Frame::TooLong`] (so
+    /// with `\r\n` endings the content may be `max_line - 1` bytes). The buffer never grows
+    /// past `max_line`. Pass the same `max_line` on every call for one connection.
+    pub fn feed(&mut self, max_line: usize, input: &[u8], mut on_frame: impl FnMut(Frame<'_>)) {
+        let Some(mut input) = self.finish_pending(max_line, input, &mut on_frame) else {
+            return;
+        };
+        // At the start of a line, nothing held: every complete line is a slice of `input`.
+        let mut start = 0;
+        for end in memchr_iter(b'\n', input) {
+            on_frame(frame(max_line, &input[start..end]));
+            start = end + 1;
+        }
+        input = &input[start..];
+        if input.len() > max_line {
+            on_frame(Frame::TooLong);
+            self.discarding = true;
+        } else if !input.is_empty() {
+            self.hold(max_line, input);
+        }
+    }
+
+    /// Bytes held for an incomplete line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// True when the decoder holds no heap allocation (capacity 0).
+    pub fn is_unallocated(&self) -> bool {
+        self.partial.capacity() == 0
+    }
+
+    /// True at the start of a line with nothing held and nothing being dropped: this decoder
+    /// could be dropped and replaced by [`LineDecoder::new`] without changing what comes out.
+    pub fn is_at_rest(&self) -> bool {
+        self.is_unallocated() && !self.discarding
+    }
+
+    /// Deals with a line begun in an earlier read (held, or being dropped). Returns the input
+    /// after that line's `\n`, or `None` if `input` ends before it.
+    fn finish_pending<'i>(
+        &mut self,
+        max_line: usize,
+        input: &'i [u8],
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) -> Option<&'i [u8]> {
+        if self.discarding {
+            let end = memchr(b'\n', input)?;
+            self.discarding = false;
+            return Some(&input[end + 1..]);
+        }
+        if self.partial.is_empty() {
+            return Some(input);
+        }
+        let newline = memchr(b'\n', input);
+        let head = &input[..newline.unwrap_or(input.len())];
+        if self.partial.len() + head.len() > max_line {
+            self.partial = Vec::new();
+            on_frame(Frame::TooLong);
+            self.discarding = newline.is_none();
+        } else {
+            self.hold(max_line, head);
+            if newline.is_some() {
+                let line = mem::take(&mut self.partial);
+                on_frame(Frame::Line(strip_cr(&line)));
+            }
+        }
+        newline.map(|end| &input[end + 1..])
+    }
+
+    /// Appends to the partial line; the caller has checked the total fits in `max_line`.
+    /// Capacity doubles (amortised O(1) per byte) but never goes past `max_line`.
+    fn hold(&mut self, max_line: usize, bytes: &[u8]) {
+        let needed = self.partial.len() + bytes.len();
+        if needed > self.partial.capacity() {
+            let target = needed
+                .max(self.partial.capacity().saturating_mul(2))
+                .max(MIN_PARTIAL)
+                .min(max_line);
+            self.partial.reserve_exact(target - self.partial.len());
+        }
+        self.partial.extend_from_slice(bytes);
+    }
+}
+
+/// A line found whole in the input: a `Line`, or `TooLong` if it is over the limit.
+fn frame(max_line: usize, line: &[u8]) -> Frame<'_> {
+    if line.len() > max_line {
+        Frame::TooLong
+    } else {
+        Frame::Line(strip_cr(line))
+    }
+}
+
+/// Drops one `\r` at the end of a line (a `\r\n` ending).
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Appends `line` + `\n` to `out`.
+pub fn encode_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.reserve(line.len() + 1);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+/// Appends [`ECHO_PREFIX`] + `line` + `\n` to `out`.
+pub fn encode_echo(out: &mut Vec<u8>, line: &[u8]) {
+    out.reserve(ECHO_PREFIX.len() + line.len() + 1);
+    out.extend_from_slice(ECHO_PREFIX);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+/// Appends `Error: line too long (limit N bytes)\n` to `out`, allocating nothing but the
+/// growth of `out`.
+pub fn encode_too_long(out: &mut Vec<u8>, max_line: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(out, "Error: line too long (limit {max_line} bytes)");
+}
+
+/// What a received line is, for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// [`HEARTBEAT_REPLY`]: the peer answered a heartbeat; not echoed.
+    HeartbeatReply,
+    /// Anything else: data, to be echoed.
+    Data(&'a [u8]),
+}
+
+/// Tells a heartbeat answer from data. `line` is a decoded line (no `\n` or `\r\n`).
+pub fn classify(line: &[u8]) -> Message<'_> {
+    if line == HEARTBEAT_REPLY {
+        Message::HeartbeatReply
+    } else {
+        Message::Data(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An owned [`Frame`], to collect what the decoder yields.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Got {
+        Line(Vec<u8>),
+        TooLong,
+    }
+
+    fn line(bytes: &[u8]) -> Got {
+        Got::Line(bytes.to_vec())
+    }
+
+    /// Feeds `chunks` one read at a time, checking the memory bound after every read.
+    fn decode_with(decoder: &mut LineDecoder, max_line: usize, chunks: &[&[u8]]) -> Vec<Got> {
+        let mut got = Vec::new();
+        for chunk in chunks {
+            decoder.feed(max_line, chunk, |frame| {
+                got.push(match frame {
+                    Frame::Line(l) => line(l),
+                    Frame::TooLong => Got::TooLong,
+                })
+            });
+            assert!(
+                decoder.pending() <= max_line,
+                "pending {}",
+                decoder.pending()
+            );
+            assert!(decoder.partial.capacity() <= max_line);
+            assert_eq!(decoder.pending() == 0, decoder.is_unallocated());
+        }
+        got
+    }
+
+    fn decode(max_line: usize, chunks: &[&[u8]]) -> Vec<Got> {
+        decode_with(&mut LineDecoder::new(), max_line, chunks)
+    }
+
+    /// `input` cut into pieces of `size` bytes.
+    fn pieces(input: &[u8], size: usize) -> Vec<&[u8]> {
+        input.chunks(size).collect()
+    }
+
+    /// Every way of cutting `input` in two, and in one-byte reads, yields the same lines.
+    fn same_at_every_split(max_line: usize, input: &[u8], want: &[Got]) {
+        assert_eq!(decode(max_line, &[input]), want, "whole");
+        assert_eq!(
+            decode(max_line, &pieces(input, 1)),
+            want,
+            "one byte at a time"
+        );
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(decode(max_line, &[a, b]), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn lines_split_at_every_point() {
+        let input = b"Hello, there\n\nsecond line\r\nx\n";
+        let want = [
+            line(b"Hello, there"),
+            line(b""),
+            line(b"second line"),
+            line(b"x"),
+        ];
+        same_at_every_split(DEFAULT_MAX_LINE, input, &want);
+        for size in 2..input.len() {
+            assert_eq!(
+                decode(DEFAULT_MAX_LINE, &pieces(input, size)),
+                want,
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_is_stripped_even_when_split_between_reads() {
+        assert_eq!(
+            decode(100, &[b"abc\r", b"\ndef\r\n"]),
+            [line(b"abc"), line(b"def")]
+        );
+        assert_eq!(decode(100, &[b"\r", b"\n"]), [line(b"")]);
+        assert_eq!(decode(100, &[b"\r\n\r\n"]), [line(b""), line(b"")]);
+    }
+
+    #[test]
+    fn only_one_cr_before_the_newline_is_dropped() {
+        assert_eq!(decode(100, &[b"a\r\r\n"]), [line(b"a\r")]);
+    }
+
+    #[test]
+    fn lone_cr_mid_line_is_data() {
+        same_at_every_split(
+            100,
+            b"a\rb\r\rc\n\rd\n",
+            &[line(b"a\rb\r\rc"), line(b"\rd")],
+        );
+    }
+
+    #[test]
+    fn empty_lines_are_lines() {
+        same_at_every_split(100, b"\n\n\n", &[line(b""), line(b""), line(b"")]);
+    }
+
+    #[test]
+    fn non_utf8_and_nul_bytes_are_kept_byte_for_byte() {
+        let input = b"\xff\xfe\x00\x80a\x00\n\xc3\x28\n";
+        same_at_every_split(
+            100,
+            input,
+            &[line(b"\xff\xfe\x00\x80a\x00"), line(b"\xc3\x28")],
+        );
+    }
+
+    #[test]
+    fn unterminated_line_is_held_not_yielded() {
+        let mut decoder = LineDecoder::new();
+        assert_eq!(
+            decode_with(&mut decoder, 100, &[b"one\ntw"]),
+            [line(b"one")]
+        );
+        assert_eq!(decoder.pending(), 2);
+        assert!(!decoder.is_at_rest());
+        assert_eq!(decode_with(&mut decoder, 100, &[b"o\n"]), [line(b"two")]);
+    }
+
+    #[test]
+    fn exactly_at_limit_is_accepted() {
+        let input = b"12345678\n";
+        same_at_every_split(8, input, &[line(b"12345678")]);
+        // The `\r` of a `\r\n` ending counts towards the limit.
+        same_at_every_split(8, b"1234567\r\n", &[line(b"1234567")]);
+    }
+
+    #[test]
+    fn one_over_limit_is_too_long_once_then_decoding_resumes() {
+        let want = [line(b"ok"), Got::TooLong, line(b"next"), line(b"")];
+        same_at_every_split(8, b"ok\n123456789\nnext\n\n", &want);
+        same_at_every_split(8, b"ok\n12345678\r\nnext\n\n", &want);
+        // Far over the limit, in one read and split.
+        let mut long = b"ok\n".to_vec();
+        long.extend_from_slice(&[b'z'; 100]);
+        long.extend_from_slice(b"\nnext\n\n");
+        same_at_every_split(8, &long, &want);
+    }
+
+    #[test]
+    fn too_long_is_reported_when_the_limit_is_crossed_not_at_the_newline() {
+        let mut decoder = LineDecoder::new();
+        assert_eq!(decode_with(&mut decoder, 4, &[b"abcd"]), []);
+        assert_eq!(decode_with(&mut decoder, 4, &[b"e"]), [Got::TooLong]);
+        assert!(decoder.is_unallocated());
+        assert!(!decoder.is_at_rest(), "still dropping up to the newline");
+        assert_eq!(decode_with(&mut decoder, 4, &[b"fgh", b"ij"]), []);
+        assert_eq!(decode_with(&mut decoder, 4, &[b"k\nab\n"]), [line(b"ab")]);
+        assert!(decoder.is_at_rest());
+    }
+
+    #[test]
+    fn ten_megabytes_without_newline_stay_within_the_limit() {
+        let max_line = DEFAULT_MAX_LINE;
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut decoder = LineDecoder::new();
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(decode_with(&mut decoder, max_line, &[&chunk]));
+            assert!(decoder.pending() <= max_line);
+            assert!(decoder.is_unallocated());
+        }
+        assert_eq!(got, [Got::TooLong]);
+        let tail = decode_with(&mut decoder, max_line, &[b"still long\nafter\n"]);
+        assert_eq!(tail, [line(b"after")]);
+    }
+
+    #[test]
+    fn line_growing_towards_the_limit_never_holds_more_than_the_limit() {
+        let max_line = 1000;
+        let mut decoder = LineDecoder::new();
+        let input = vec![b'y'; max_line];
+        assert_eq!(decode_with(&mut decoder, max_line, &pieces(&input, 7)), []);
+        assert_eq!(decoder.pending(), max_line);
+        assert_eq!(decoder.partial.capacity(), max_line);
+        assert_eq!(
+            decode_with(&mut decoder, max_line, &[b"\n"]),
+            [line(&input)]
+        );
+    }
+
+    #[test]
+    fn partial_buffer_is_released_after_a_split_line_completes() {
+        let mut decoder = LineDecoder::new();
+        assert!(decoder.is_unallocated());
+        decode_with(&mut decoder, 100, &[b"whole\n"]);
+        assert!(decoder.is_unallocated(), "whole lines are not copied");
+        decode_with(&mut decoder, 100, &[b"spl"]);
+        assert!(!decoder.is_unallocated());
+        decode_with(&mut decoder, 100, &[b"it\n"]);
+        assert!(decoder.is_unallocated());
+        assert!(decoder.is_at_rest());
+    }
+
+    #[test]
+    fn whole_lines_are_slices_of_the_input() {
+        let input = b"a\nbb\n";
+        let mut decoder = LineDecoder::new();
+        let range = input.as_ptr_range();
+        decoder.feed(100, input, |frame| match frame {
+            Frame::Line(l) => assert!(range.contains(&l.as_ptr())),
+            Frame::TooLong => panic!("too long"),
+        });
+    }
+
+    #[test]
+    fn heartbeat_reply_is_told_from_data() {
+        assert_eq!(classify(HEARTBEAT_REPLY), Message::HeartbeatReply);
+        assert_eq!(classify(b"Hello, there"), Message::Data(b"Hello, there"));
+        assert_eq!(classify(HEARTBEAT), Message::Data(HEARTBEAT));
+        assert_eq!(
+            classify(b"Echoing...heartbeat "),
+            Message::Data(b"Echoing...heartbeat ")
+        );
+        assert_eq!(classify(b""), Message::Data(b""));
+        // With a `\r\n` ending the decoder drops the `\r`, so the reply is still recognised.
+        let got = decode(100, &[b"Echoing...heartbeat\r\n"]);
+        assert_eq!(got, [line(HEARTBEAT_REPLY)]);
+    }
+
+    #[test]
+    fn encoders_append_lines() {
+        let mut out = b"x\n".to_vec();
+        encode_line(&mut out, HEARTBEAT);
+        encode_echo(&mut out, b"Hello, there");
+        encode_too_long(&mut out, DEFAULT_MAX_LINE);
+        encode_line(&mut out, b"");
+        let want: &[u8] = b"x\nheartbeat\nEchoing...Hello, there\n\
+                            Error: line too long (limit 65536 bytes)\n\n";
+        assert_eq!(out, want);
+    }
+
+    /// Lines of random bytes (no `\n`, `\r` allowed anywhere) and whether each ends in `\r\n`.
+    fn wire_lines(max_len: usize) -> impl Strategy<Value = Vec<(Vec<u8>, bool)>> {
+        let byte = any::<u8>().prop_filter("no newline", |b| *b != b'\n');
+        let one = (prop::collection::vec(byte, 0..max_len), any::<bool>());
+        prop::collection::vec(one, 0..20)
+    }
+
+    /// The bytes on the wire, and what a decoder with limit `max_line` should yield: the
+    /// line limit counts every byte before the `\n`, and one `\r` before it is dropped.
+    fn wire_and_expected(lines: &[(Vec<u8>, bool)], max_line: usize) -> (Vec<u8>, Vec<Got>) {
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for (content, crlf) in lines {
+            let start = wire.len();
+            wire.extend_from_slice(content);
+            if *crlf {
+                wire.push(b'\r');
+            }
+            let raw = &wire[start..];
+            want.push(if raw.len() > max_line {
+                Got::TooLong
+            } else {
+                line(raw.strip_suffix(b"\r").unwrap_or(raw))
+            });
+            wire.push(b'\n');
+        }
+        (wire, want)
+    }
+
+    /// `wire` cut into reads whose sizes cycle through `sizes`.
+    fn chunked<'a>(wire: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut chunks = Vec::new();
+        let mut rest = wire;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+            chunks.push(chunk);
+            rest = tail;
+        }
+        chunks
+    }
+
+    proptest! {
+        /// Any chunking yields exactly the lines that were sent, in order, each once.
+        #[test]
+        fn any_chunking_yields_the_same_lines(
+            lines in wire_lines(200),
+            sizes in prop::collection::vec(1usize..300, 1..10),
+        ) {
+            let (wire, want) = wire_and_expected(&lines, DEFAULT_MAX_LINE);
+            let mut decoder = LineDecoder::new();
+            prop_assert_eq!(decode_with(&mut decoder, DEFAULT_MAX_LINE, &chunked(&wire, &sizes)), want);
+            prop_assert!(decoder.is_at_rest());
+        }
+
+        /// With a small limit, each line over it yields one `TooLong`, the others a `Line`,
+        /// and the decoder never holds more than the limit.
+        #[test]
+        fn small_limit_yields_one_too_long_per_overlong_line(
+            lines in wire_lines(200),
+            sizes in prop::collection::vec(1usize..100, 1..10),
+            max_line in 0usize..40,
+            tail in prop::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..60),
+        ) {
+            let (mut wire, mut want) = wire_and_expected(&lines, max_line);
+            wire.extend_from_slice(&tail);
+            if tail.len() > max_line {
+                // Reported when it crosses the limit, before any newline arrives.
+                want.push(Got::TooLong);
+            }
+            let mut decoder = LineDecoder::new();
+            prop_assert_eq!(decode_with(&mut decoder, max_line, &chunked(&wire, &sizes)), want);
+            if tail.len() <= max_line {
+                prop_assert_eq!(decoder.pending(), tail.len());
+            } else {
+                prop_assert_eq!(decoder.pending(), 0);
+            }
+        }
+    }
+}

@@ -47,7 +47,10 @@ mod tests {
         let mut limiter = LogLimiter::new(second);
         assert!(limiter.allow("accept", t0));
         assert!(!limiter.allow("accept", t0 + second / 2));
-        assert!(limiter.allow("full", t0 + second / 2), "reasons are limited separately");
+        assert!(
+            limiter.allow("full", t0 + second / 2),
+            "reasons are limited separately"
+        );
         assert!(!limiter.allow("accept", t0 + second - Duration::from_nanos(1)));
         assert!(limiter.allow("accept", t0 + second));
     }

@@ -129,12 +129,10 @@ impl Server {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let mut listener = net::listen(config.addr, config.backlog)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| SetupError::Listen {
-                addr: config.addr,
-                source,
-            })?;
+        let local_addr = listener.local_addr().map_err(|source| SetupError::Listen {
+            addr: config.addr,
+            source,
+        })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(event_loop("listener registration"))?;
@@ -346,7 +344,11 @@ impl Server {
             match read_once(&mut conn.stream, &mut self.read_buf) {
                 ReadResult::Data(n) => {
                     if let Err(e) = self.on_bytes(key, n, now) {
-                        debug!("{}: write failed: {}", peer_name(&self.conns[key]), describe(&e));
+                        debug!(
+                            "{}: write failed: {}",
+                            peer_name(&self.conns[key]),
+                            describe(&e)
+                        );
                         self.close(key, Ending::Failed);
                         return;
                     }
@@ -523,7 +525,10 @@ impl Server {
         }
         let now = Instant::now();
         let deadline = now + SHUTDOWN_FLUSH;
-        info!("stopping: telling {} peers End Connection", self.conns.len());
+        info!(
+            "stopping: telling {} peers End Connection",
+            self.conns.len()
+        );
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.send_line(key, protocol::END_CONNECTION);
@@ -576,6 +581,10 @@ mod tests {
     fn a_connection_record_is_small() {
         // The memory target is 128 bytes per idle connection for everything the process
         // holds; the record is the largest part of it.
-        assert!(std::mem::size_of::<Conn>() <= 56, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 56,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

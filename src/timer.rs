@@ -58,8 +58,8 @@ impl Timers {
     /// When the loop next needs to wake for a timer, or `None` when no timer is armed.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let tick = self.wheel.next_deadline()?;
-        let nanos = u64::try_from(self.tick_nanos.saturating_mul(u128::from(tick)))
-            .unwrap_or(u64::MAX);
+        let nanos =
+            u64::try_from(self.tick_nanos.saturating_mul(u128::from(tick))).unwrap_or(u64::MAX);
         Some(self.origin + Duration::from_nanos(nanos))
     }
 
@@ -92,7 +92,11 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::new(t0, 10 * MS, 4);
         timers.arm(1, t0 + 15 * MS);
-        assert_eq!(timers.poll_expired(t0 + 15 * MS), None, "tick 1 ends at 20 ms");
+        assert_eq!(
+            timers.poll_expired(t0 + 15 * MS),
+            None,
+            "tick 1 ends at 20 ms"
+        );
         assert_eq!(timers.poll_expired(t0 + 19 * MS), None);
         assert_eq!(timers.poll_expired(t0 + 20 * MS), Some(1));
         assert!(timers.is_empty());

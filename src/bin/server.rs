@@ -63,6 +63,9 @@ fn set_open_file_limit(limit: u64) {
         .get()
         .and_then(|(_, hard)| rlimit::Resource::NOFILE.set(limit.min(hard), hard));
     if let Err(e) = result {
-        log::warn!("could not set the open-file limit to {limit}: {}", net::describe(&e));
+        log::warn!(
+            "could not set the open-file limit to {limit}: {}",
+            net::describe(&e)
+        );
     }
 }
