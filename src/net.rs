@@ -94,11 +94,24 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SetupError> {
         host: host.to_string(),
         message,
     };
+    if !looks_like_host_name(host) {
+        // Caught here so that a typo never turns into a DNS query.
+        return Err(error("not an IP address or a host name".into()));
+    }
     (host, port)
         .to_socket_addrs()
         .map_err(|e| error(describe(&e)))?
         .next()
         .ok_or_else(|| error("it resolves to no address".into()))
+}
+
+/// Letters, digits, `-` and `.`, not all digits and dots (that is a mistyped IPv4 address).
+fn looks_like_host_name(host: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(allowed)
+        && !host.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 /// A non-blocking listener on `addr` with the given accept backlog (the kernel caps it at
@@ -203,11 +216,18 @@ mod tests {
 
     #[test]
     fn a_host_that_is_not_an_address_is_a_setup_error_naming_it() {
-        let error = resolve("not an address!", 80).unwrap_err();
-        assert!(
-            error.to_string().starts_with("\"not an address!\""),
-            "{error}"
-        );
+        for bad in ["not an address!", "300.1.2.3", "", "127.0.0.1:80"] {
+            let error = resolve(bad, 80).unwrap_err();
+            let text = error.to_string();
+            assert!(text.starts_with(&format!("\"{bad}\"")), "{text}");
+            assert!(text.contains("not an IP address or a host name"), "{text}");
+        }
+    }
+
+    #[test]
+    fn localhost_resolves() {
+        let addr = resolve("localhost", 80).expect("localhost resolves");
+        assert!(addr.ip().is_loopback(), "{addr}");
     }
 
     #[test]

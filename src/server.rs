@@ -208,6 +208,11 @@ impl Server {
                 self.on_readable(token, now);
             }
             self.fire_timers(now);
+            debug_assert_eq!(
+                self.timers.len(),
+                self.conns.len(),
+                "every open connection has exactly one timer, and no closed one has any"
+            );
             if self.accept_paused_until.is_some_and(|until| until <= now) {
                 self.accept_paused_until = None;
                 self.accept_all(now);

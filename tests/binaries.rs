@@ -1,12 +1,15 @@
 //! The built `server` and `client` binaries, run as a user would run them: the `Listening on`
 //! line, a client closed by the server, a clean stop on SIGTERM, and bad configuration.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ServerProcess;
+
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
 /// Kills the child if a test fails before it exits, so no process outlives the test.
 struct Reaped(Child);
@@ -32,43 +35,17 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
     }
 }
 
-/// Starts the server on a free port and returns it with the port it printed.
-fn start_server(extra: &[&str]) -> (Reaped, BufReader<std::process::ChildStdout>, String, u16) {
-    let mut child = Command::new(SERVER)
-        .args([
-            "--port",
-            "0",
-            "--no-prompt",
-            "--interval",
-            "100ms",
-            "--count",
-            "3",
-        ])
-        .args(["--idle", "400ms"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("a first line");
-    let port = first
-        .strip_prefix("Listening on 127.0.0.1:")
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    (Reaped(child), stdout, first, port)
-}
+const FAST: [&str; 6] = ["--interval", "100ms", "--count", "3", "--idle", "400ms"];
+const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
 /// The server announces its real address and settings, a client that never answers is
 /// told `End Connection`, and SIGTERM stops the server with a summary and exit status 0.
 #[test]
 fn server_and_client_binaries_end_to_end() {
-    let (mut server, mut server_out, first, port) = start_server(&[]);
+    let mut server = ServerProcess::start(&FAST);
+    let port = server.port;
     assert_eq!(
-        first.trim_end(),
+        server.listening.trim_end(),
         format!("Listening on 127.0.0.1:{port} (heartbeat every 100ms, 3 times, after 400ms idle)")
     );
     let client = Command::new(CLIENT)
@@ -101,18 +78,16 @@ fn server_and_client_binaries_end_to_end() {
         "{out}"
     );
 
-    let pid = server.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let status = wait_with_timeout(&mut server.0, Duration::from_secs(5));
+    server.signal("-TERM");
+    let status = server.wait(Duration::from_secs(5));
     assert!(status.success(), "server exit {status:?}");
-    let mut summary = String::new();
-    server_out.read_to_string(&mut summary).unwrap();
+    let summary = server.rest_of_stdout();
     assert!(
-        summary.contains("1 connections accepted") || summary.contains("accepted: 1"),
+        summary.contains("Summary: 1 connections accepted, peak 1 open"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("closed for not answering heartbeats: 1"),
         "{summary}"
     );
 }
@@ -120,7 +95,8 @@ fn server_and_client_binaries_end_to_end() {
 /// A client that answers keeps its connection; the server echoes its data.
 #[test]
 fn client_binary_exchanges_data_until_its_duration() {
-    let (_server, _out, _, port) = start_server(&[]);
+    let server = ServerProcess::start(&FAST);
+    let port = server.port;
     let output = Command::new(CLIENT)
         .args(["--port", &port.to_string(), "--no-prompt"])
         .args(["--interval", "150ms", "--duration", "1s"])

@@ -152,3 +152,107 @@ pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// The built `server` binary, started on a free port of 127.0.0.1 and killed when dropped, so
+/// a failing test leaves no process behind.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// The first line it printed: `Listening on 127.0.0.1:PORT (...)`.
+    pub listening: String,
+    pub stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Starts `server --port 0 --no-prompt` with `args` and waits for its `Listening on` line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--port", "0", "--no-prompt"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut listening = String::new();
+        stdout.read_line(&mut listening).expect("a first line");
+        let port = listening
+            .strip_prefix("Listening on 127.0.0.1:")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {listening:?}"));
+        ServerProcess {
+            child,
+            port,
+            listening,
+            stdout,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
+    /// User + system CPU time of the server process, in clock ticks (1/100 s here).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("/proc stat");
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        utime + stime
+    }
+
+    /// Sends `signal` (e.g. "-TERM") to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// Waits for the process to exit, at most `limit`; returns its status.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "server still running after {limit:?}"
+            );
+            std::thread::sleep(5 * MS);
+        }
+    }
+
+    /// Everything the server printed after its first line.
+    pub fn rest_of_stdout(&mut self) -> String {
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("stdout");
+        rest
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
