@@ -263,16 +263,18 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// Formats a duration the way a person writes it in a flag: `250ms`, `10s`, `1.5s`, `2m`.
 pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms != 0 && ms % 60_000 == 0 {
+    if duration.is_zero() {
+        "0s".to_string()
+    } else if duration.subsec_nanos() % 1_000_000 != 0 {
+        format!("{duration:?}")
+    } else if ms % 60_000 == 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 && ms != 0 {
+    } else if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{}s", duration.as_secs_f64())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
-        format!("{ms}ms")
     } else {
-        format!("{duration:?}")
+        format!("{ms}ms")
     }
 }
 
@@ -386,6 +388,7 @@ mod tests {
         assert_eq!(format_duration(ms(120_000)), "2m");
         assert_eq!(format_duration(ms(250)), "250ms");
         assert_eq!(format_duration(ms(1500)), "1.5s");
-        assert_eq!(format_duration(ms(0)), "0ms");
+        assert_eq!(format_duration(ms(0)), "0s");
+        assert_eq!(format_duration(Duration::from_micros(500)), "500µs");
     }
 }

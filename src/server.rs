@@ -232,7 +232,12 @@ impl Server {
 
     fn take_signals(&mut self) {
         if let Some(signal) = self.stop.on_signal_event() {
-            info!("received signal {signal}: stopping");
+            let name = match signal {
+                signal_hook::consts::SIGINT => "SIGINT",
+                signal_hook::consts::SIGTERM => "SIGTERM",
+                _ => "a signal",
+            };
+            info!("received {name}: stopping");
         }
     }
 

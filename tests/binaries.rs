@@ -245,3 +245,28 @@ fn short_idle_is_raised_with_a_warning() {
         "{warning}"
     );
 }
+
+/// Asking for more connections than the open-file limit allows is refused before any
+/// connection is made, with the numbers: how many could be opened, and the limit.
+#[test]
+fn load_client_refuses_more_connections_than_files_before_connecting() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let output = Command::new(CLIENT)
+        .args(["--port", &port, "--no-prompt", "--connections", "5000000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("client runs");
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("5000000 connections need more files than the open-file limit"),
+        "{err}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no connection was attempted"
+    );
+}
