@@ -46,11 +46,10 @@ fn transitions(c: &mut Criterion) {
             for _ in 0..PEERS / 4 {
                 let mut peer = Peer::new(t0);
                 let mut at = peer.deadline(&timing);
-                loop {
-                    match peer.on_timer(at, &timing) {
-                        Action::SendHeartbeat { next, .. } | Action::Rearm(next) => at = next,
-                        Action::Close => break,
-                    }
+                while let Action::SendHeartbeat { next, .. } | Action::Rearm(next) =
+                    peer.on_timer(at, &timing)
+                {
+                    at = next;
                 }
                 closed += 1;
             }

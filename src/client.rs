@@ -187,17 +187,16 @@ impl Client {
         let mut last_opened = 0u64;
         let finish = loop {
             let now = Instant::now();
-            if drain_until.is_none() {
-                if self.stop.is_requested() {
-                    drain_until = Some(now + DRAIN);
-                } else if end.is_some_and(|end| now >= end) {
-                    drain_until = Some(now + DRAIN);
-                }
-                self.draining = drain_until.is_some();
+            let time_is_up = end.is_some_and(|end| now >= end);
+            if drain_until.is_none() && (self.stop.is_requested() || time_is_up) {
+                drain_until = Some(now + DRAIN);
+                self.draining = true;
             }
             if let Some(until) = drain_until {
-                let echoes_pending = self.conns.iter().any(|(_, c)| !c.awaiting_echo.is_empty());
-                if now >= until || !echoes_pending {
+                let stats = &self.stats;
+                let answered = stats.echoes_received + stats.unanswered;
+                let echoes_owed = stats.lines_sent.saturating_sub(answered);
+                if now >= until || echoes_owed == 0 {
                     break if self.stop.is_requested() {
                         Finish::Stopped
                     } else {
