@@ -50,7 +50,7 @@ impl FromStr for Cidr {
     /// `ADDR/PREFIX`, or a bare address meaning just that address.
     fn from_str(text: &str) -> Result<Cidr, String> {
         let bad = || {
-            format!("\"{text}\" is not an address block (examples: 127.0.0.0/8, 10.1.2.3, ::1/128)")
+            format!("{text:?} is not an address block (examples: 127.0.0.0/8, 10.1.2.3, ::1/128)")
         };
         let (addr, prefix) = match text.trim().split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),

@@ -75,7 +75,16 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Syntax { path, message } => write!(f, "{}: {message}", path.display()),
             ConfigError::Key { path, key, message } => {
-                write!(f, "{}: key \"{key}\": {message}", path.display())
+                // Keys come from the file: escape control characters so that an error
+                // stays on one line.
+                let mut shown = String::with_capacity(key.len());
+                for c in key.chars() {
+                    match c.is_control() {
+                        true => shown.extend(c.escape_default()),
+                        false => shown.push(c),
+                    }
+                }
+                write!(f, "{}: key \"{shown}\": {message}", path.display())
             }
         }
     }
@@ -208,42 +217,49 @@ fn scalar(value: &Value) -> Result<String, String> {
 pub fn parse_port(text: &str) -> Result<u16, String> {
     text.trim()
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a port number (0 to 65535)"))
+        .map_err(|_| format!("{text:?} is not a port number (0 to 65535)"))
 }
 
 /// A heartbeat count: a whole number, 0 or more.
 pub fn parse_count(text: &str) -> Result<u32, String> {
     text.trim()
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a whole number"))
+        .map_err(|_| format!("{text:?} is not a whole number"))
 }
 
-/// A duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`30`, `0.5`).
+/// A duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`30`, `0.5`);
+/// `us`/`µs` too, so that whatever [`format_duration`] prints reads back.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("\"{text}\" is not a duration (examples: 500ms, 5s, 2m, or 30 for seconds)");
+    let bad = || format!("{text:?} is not a duration (examples: 500ms, 5s, 2m, or 30 for seconds)");
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
+    let nanos_per_unit: u64 = match unit.trim() {
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "" | "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(bad()),
     };
     if number.is_empty() {
         return Err(bad());
     }
+    // Whole numbers are computed exactly; only fractions go through floating point.
+    if let Ok(whole) = number.parse::<u64>() {
+        let nanos = u128::from(whole) * u128::from(nanos_per_unit);
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad())?;
+        return Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32));
+    }
     let value: f64 = number.parse().map_err(|_| bad())?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+    Duration::try_from_secs_f64(value * nanos_per_unit as f64 / 1e9).map_err(|_| bad())
 }
 
 /// A size in bytes: `65536`, `64KiB`, `1MiB` (also `k`/`KB`/`M`/`MB`, meaning powers of 1024).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let bad = || format!("\"{text}\" is not a size in bytes (examples: 65536, 64KiB, 1MiB)");
+    let bad = || format!("{text:?} is not a size in bytes (examples: 65536, 64KiB, 1MiB)");
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -333,6 +349,14 @@ mod tests {
     }
 
     #[test]
+    fn errors_stay_on_one_line_whatever_the_file_holds() {
+        let err = parse_str("{ \"server\": { \"a\\nb\": 1, \"port\": \"8\\n0\" } }").unwrap_err();
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        let err = parse_str("{ \"server\": { \"port\": \"8\\n0\" } }").unwrap_err();
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+
+    #[test]
     fn bad_port_and_bad_json_are_errors() {
         let err = parse_str(r#"{ "server": { "port": "80000" } }"#).unwrap_err();
         assert!(err.to_string().contains("server.port"), "{err}");
@@ -365,6 +389,16 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(ms(0)));
         assert_eq!(parse_duration("0.25"), Ok(ms(250)));
         assert_eq!(parse_duration(" 7 s "), Ok(ms(7000)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(
+            parse_duration("10000000004ms"),
+            Ok(Duration::from_millis(10_000_000_004)),
+            "whole numbers are exact"
+        );
+        assert_eq!(
+            parse_duration(&format_duration(Duration::from_micros(500))),
+            Ok(Duration::from_micros(500))
+        );
         for bad in ["", "s", "-1", "5x", "1..2", "ms5", "1e9999"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }

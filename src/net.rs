@@ -38,10 +38,7 @@ impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SetupError::Resolve { host, message } => {
-                write!(
-                    f,
-                    "\"{host}\" is not an address this host can use: {message}"
-                )
+                write!(f, "{host:?} is not an address this host can use: {message}")
             }
             SetupError::Listen { addr, source } => {
                 let hint = match source.kind() {
@@ -140,8 +137,9 @@ pub fn connect_from(
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
     if let Some(source) = source {
-        // With port 0 the kernel picks a free ephemeral port of that address: about 28,000
-        // per source address, which is why load mode spreads over several of them.
+        if source.port() == 0 {
+            defer_port_choice(&socket);
+        }
         socket.bind(&source.into())?;
     }
     match socket.connect(&dest.into()) {
@@ -153,6 +151,21 @@ pub fn connect_from(
 }
 
 const EINPROGRESS: i32 = 115;
+
+/// Lets the kernel pick the source port at `connect` rather than at `bind`
+/// (`IP_BIND_ADDRESS_NO_PORT`). At `bind` it must find a port free for *every* destination,
+/// a search that crawls once thousands of ports sit in TIME_WAIT (measured here: 2,000
+/// binds took 3.5 s with 23,000 sockets in TIME_WAIT, 49 ms with this option). At `connect`
+/// only the 4-tuple must be unique. Best effort: without it, binding still works, slower.
+fn defer_port_choice(socket: &Socket) {
+    #[cfg(target_os = "linux")]
+    if socket.domain().is_ok_and(|domain| domain == Domain::IPV4) {
+        use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+        let _ = setsockopt(socket, IpBindAddressNoPort, &true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
 
 /// After a connecting socket turns writable: `Ok(true)` connected, `Ok(false)` still in
 /// progress (a spurious wake-up), `Err` the connect failed.
