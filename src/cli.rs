@@ -117,7 +117,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub idle: Option<Duration>,
     /// Timer resolution: heartbeats and closes are at most this late
-    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "1ms")]
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "500us")]
     pub tick: Duration,
     /// Longest line accepted; longer ones get `Error: line too long`
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "64KiB")]

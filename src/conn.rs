@@ -14,8 +14,8 @@ use crate::protocol::{Frame, LineDecoder};
 
 /// Tokens carry the slab key in the low 32 bits and a generation above it, so an event for a
 /// closed connection whose slot was reused is recognised and ignored. Keys stay far below
-/// 2^32 − 3 (they are bounded by the open-file limit), so a connection token never equals the
-/// loops' fixed tokens at the top of the range.
+/// 2^32 − 16 (they are bounded by the open-file limit), so a connection token never equals
+/// the loops' fixed tokens at the top of the range.
 pub fn token(key: usize, generation: u32) -> Token {
     Token((key & 0xffff_ffff) | (generation as usize) << 32)
 }
@@ -239,9 +239,9 @@ mod tests {
         assert_eq!(split(token(7, 3)), (7, 3));
         assert_eq!(split(token(0, u32::MAX)), (0, u32::MAX));
         assert_ne!(token(7, 3), token(7, 4));
-        // The loops' fixed tokens are the top three values; a key would have to reach
-        // 2^32 - 3 (a billion times the open-file limit) to collide with them.
-        assert!(token(0xffff_fffc, u32::MAX).0 < usize::MAX - 2);
+        // The loops' fixed tokens are the top few values; a key would have to reach
+        // 2^32 - 16 (a billion times the open-file limit) to collide with them.
+        assert!(token(0xffff_ffef, u32::MAX).0 < usize::MAX - 15);
     }
 
     #[test]

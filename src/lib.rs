@@ -12,6 +12,7 @@
 //! The binaries in `src/bin/` parse the command line and call into the library.
 #![forbid(unsafe_code)]
 
+pub mod alarm;
 pub mod allow;
 pub mod cli;
 pub mod client;

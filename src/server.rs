@@ -18,6 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
+use crate::alarm::{Alarm, ALARM};
 use crate::allow::AllowList;
 use crate::conn::{read_once, split, token, Buffers, ReadResult};
 use crate::liveness::{Action, Peer, Timing};
@@ -47,7 +48,11 @@ pub struct ServerConfig {
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
-pub const DEFAULT_TICK: Duration = Duration::from_millis(1);
+/// Chosen by measurement (10,000 silent peers closed as dead while 10,000 more connected,
+/// 2-core machine; README, Performance): End Connection lateness p99 0.7 ms, max 1.2 ms at
+/// 500 µs, against p99 1.2 ms, max 3.7–4.3 ms at 1 ms; 250 µs and 100 µs cost 5–35% more
+/// CPU in that run for tails no better than the machine's scheduling noise.
+pub const DEFAULT_TICK: Duration = Duration::from_micros(500);
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Large enough for a burst of a thousand connects between two loop turns; the kernel caps
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
     }
 }
 
+/// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
 
 /// Reads served to one peer per event before others get their turn (64 KiB each).
@@ -120,6 +126,7 @@ pub struct Server {
     unfinished: Vec<Token>,
     accept_paused_until: Option<Instant>,
     stop: StopSignal,
+    alarm: Alarm,
     log_limiter: LogLimiter,
 }
 
@@ -137,6 +144,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(event_loop("listener registration"))?;
         let stop = StopSignal::new(poll.registry())?;
+        let alarm = Alarm::new(poll.registry())?;
         let now = Instant::now();
         Ok(Server {
             poll,
@@ -151,6 +159,7 @@ impl Server {
             unfinished: Vec::new(),
             accept_paused_until: None,
             stop,
+            alarm,
             log_limiter: LogLimiter::new(Duration::from_secs(1)),
             config,
         })
@@ -174,10 +183,12 @@ impl Server {
     pub fn run(mut self) -> Result<ServerStats, SetupError> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.is_requested() {
-            let timeout = if self.unfinished.is_empty() {
-                self.next_timeout(Instant::now())
-            } else {
-                Some(Duration::ZERO)
+            let now = Instant::now();
+            let wakeup = self.next_wakeup();
+            self.alarm.arm(wakeup, now);
+            let timeout = match self.unfinished.is_empty() {
+                true => timeout_until(wakeup, now),
+                false => Some(Duration::ZERO),
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if interrupted(&e) {
@@ -193,6 +204,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     WAKER => {}
+                    ALARM => self.alarm.on_event(),
                     SIGNALS => self.take_signals(),
                     token => {
                         if event.is_writable() || event.is_write_closed() || event.is_error() {
@@ -222,12 +234,13 @@ impl Server {
         Ok(self.stats)
     }
 
-    fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        let wakeup = match (self.timers.next_wakeup(), self.accept_paused_until) {
+    /// When the loop must wake even if no peer does anything: the next timer, or the end of
+    /// an accept back-off.
+    fn next_wakeup(&self) -> Option<Instant> {
+        match (self.timers.next_wakeup(), self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        timeout_until(wakeup, now)
+        }
     }
 
     fn take_signals(&mut self) {
@@ -448,6 +461,7 @@ impl Server {
                 self.close(key, ending);
                 continue;
             }
+            let due = conn.liveness.deadline(&timing);
             match conn.liveness.on_timer(now, &timing) {
                 Action::Rearm(at) => self.timers.arm(key, at),
                 Action::SendHeartbeat { number, next } => {
@@ -461,6 +475,8 @@ impl Server {
                     self.send_line(key, protocol::HEARTBEAT);
                 }
                 Action::Close => {
+                    let late = Instant::now().saturating_duration_since(due);
+                    self.stats.close_lateness.record(late);
                     info!(
                         "{}: no answer to {} heartbeats: End Connection sent, closing",
                         peer_name(conn),
@@ -557,7 +573,8 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
-                if token.0 < LISTENER.0 && (event.is_writable() || event.is_error()) {
+                let fixed = matches!(token, LISTENER | ALARM | WAKER | SIGNALS);
+                if !fixed && (event.is_writable() || event.is_error()) {
                     self.on_writable(token, now);
                 }
             }

@@ -35,6 +35,49 @@ pub struct ServerStats {
     pub rejected_not_allowed: u64,
     /// `accept` itself failed (e.g. `EMFILE`).
     pub accept_errors: u64,
+    /// How long after its due time each `End Connection` was sent.
+    pub close_lateness: Lateness,
+}
+
+/// A histogram of how late timers fired, in microseconds: the precision of the wheel and
+/// the loop, measured in the server where it happens, not at a peer across a network.
+#[derive(Clone)]
+pub struct Lateness(Histogram<u64>);
+
+impl Lateness {
+    pub fn record(&mut self, late: Duration) {
+        self.0.saturating_record(micros(late));
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles::of(&self.0)
+    }
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness(new_histogram())
+    }
+}
+
+impl std::fmt::Debug for Lateness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.percentiles().fmt(f)
+    }
+}
+
+impl PartialEq for Lateness {
+    fn eq(&self, other: &Self) -> bool {
+        self.percentiles() == other.percentiles()
+    }
+}
+
+impl Eq for Lateness {}
+
+impl Serialize for Lateness {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.percentiles().serialize(serializer)
+    }
 }
 
 impl ServerStats {
@@ -71,6 +114,15 @@ impl ServerStats {
         );
         for (label, value) in rows {
             out.push_str(&format!("\n  {label}: {value}"));
+        }
+        if self.closed_dead > 0 {
+            out.push('\n');
+            out.push_str(
+                &self
+                    .close_lateness
+                    .percentiles()
+                    .row("End Connection lateness"),
+            );
         }
         out
     }
@@ -386,6 +438,7 @@ mod tests {
             rejected_full: 1011,
             rejected_not_allowed: 1012,
             accept_errors: 1013,
+            close_lateness: Lateness::default(),
         };
         let text = s.summary();
         assert!(
@@ -396,6 +449,22 @@ mod tests {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");
+    }
+
+    #[test]
+    fn close_lateness_is_summarised_when_peers_were_closed_as_dead() {
+        let mut s = ServerStats::default();
+        assert!(!s.summary().contains("lateness"), "nothing to report yet");
+        s.closed_dead = 2;
+        s.close_lateness.record(Duration::from_micros(400));
+        s.close_lateness.record(Duration::from_micros(1200));
+        let text = s.summary();
+        let row = text.lines().last().unwrap_or_default();
+        assert!(row.contains("End Connection lateness"), "{text}");
+        assert!(
+            row.contains("max 1.200ms") && row.contains("(2 samples)"),
+            "{row}"
+        );
     }
 
     #[test]
