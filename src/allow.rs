@@ -62,6 +62,16 @@ impl FromStr for Cidr {
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
             None => max,
         };
+        // An IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 block it maps, the way
+        // peers are matched (see `canonical`).
+        if let IpAddr::V6(v6) = network {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(Cidr {
+                    network: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { network, prefix })
     }
 }
@@ -125,6 +135,10 @@ mod tests {
         assert!(!loopback.contains(ip("::2")));
         let v4: Cidr = "127.0.0.0/8".parse().unwrap();
         assert!(v4.contains(ip("::ffff:127.0.0.5")));
+        let mapped: Cidr = "::ffff:127.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains(ip("127.0.0.5")));
+        assert!(mapped.contains(ip("::ffff:127.0.0.5")));
+        assert!(!mapped.contains(ip("10.0.0.1")));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Owns argument parsing and that merge. It opens no socket and asks no question: resolving
 //! host names is `net`'s job, prompting is `prompt`'s.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -14,6 +15,7 @@ use crate::client::{self, ClientConfig};
 use crate::config::{self, ConfigError, FileConfig};
 use crate::liveness::Timing;
 use crate::net::{self, SetupError};
+use crate::protocol;
 use crate::server::{self, ServerConfig};
 
 /// Why the command line could not be turned into a configuration.
@@ -83,7 +85,29 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 fn size(text: &str) -> Result<usize, String> {
-    config::parse_size(text)
+    config::parse_size(text).and_then(|n| match n {
+        0 => Err("must be more than 0".to_string()),
+        n => Ok(n),
+    })
+}
+
+fn tick(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text).and_then(|d| match d.is_zero() {
+        true => Err("must be more than 0".to_string()),
+        false => Ok(d),
+    })
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be more than 0".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn positive_u32(text: &str) -> Result<u32, String> {
+    positive(text).and_then(|n| u32::try_from(n).map_err(|_| format!("{n} is too large")))
 }
 
 fn port(text: &str) -> Result<u16, String> {
@@ -117,7 +141,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub idle: Option<Duration>,
     /// Timer resolution: heartbeats and closes are at most this late
-    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "500us")]
+    #[arg(long, value_name = "DUR", value_parser = tick, default_value = "500us")]
     pub tick: Duration,
     /// Longest line accepted; longer ones get `Error: line too long`
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "64KiB")]
@@ -126,7 +150,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "1MiB")]
     pub max_write_buffer: usize,
     /// Peers served at once; more are told `Error: server full` and closed
-    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1 [default: all]
     #[arg(long, value_name = "CIDR,...")]
@@ -148,27 +172,32 @@ pub struct ServerArgs {
 }
 
 const SERVER_AFTER_HELP: &str = "\
-On a terminal, with no timing flag and no --no-prompt, the server asks for the interval,
+On a terminal, with no setting given by flag and no --no-prompt, the server asks for the interval,
 count and idle time as the original did; Enter keeps the value shown.
 SIGINT or SIGTERM: every peer is told `End Connection`, a summary is printed, exit 0.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
 impl ServerArgs {
-    /// True when a timing setting came from a flag (then the server does not prompt).
-    pub fn timing_given(&self) -> bool {
-        self.interval.is_some() || self.count.is_some() || self.idle.is_some()
+    /// True when a setting came from a flag: then the server asks nothing.
+    pub fn settings_given(&self) -> bool {
+        let timing = self.interval.is_some() || self.count.is_some() || self.idle.is_some();
+        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
     }
 
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
-    /// applies it after any prompt, so that it can print the warning.
-    pub fn resolve(&self, file: &FileConfig) -> Result<ServerConfig, StartError> {
-        let defaults = ServerConfig::default();
+    /// applies it after any prompt, so that it can print the warning. `path` is the file the
+    /// configuration came from, for naming it in errors.
+    pub fn resolve(
+        &self,
+        file: &FileConfig,
+        path: Option<&Path>,
+    ) -> Result<ServerConfig, StartError> {
         let section = &file.server;
-        let host = self.host.clone().or_else(|| section.host.clone());
         let port = self.port.or(section.port).unwrap_or(server::DEFAULT_PORT);
-        let addr = match host {
-            Some(host) => net::resolve(&host, port)?,
-            None => std::net::SocketAddr::new(defaults.addr.ip(), port),
+        let addr = match (&self.host, &section.host) {
+            (Some(host), _) => net::resolve(host, port)?,
+            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (None, None) => SocketAddr::new(ServerConfig::default().addr.ip(), port),
         };
         let timing = Timing {
             idle: self.idle.or(section.idle).unwrap_or(Timing::DEFAULT.idle),
@@ -181,17 +210,58 @@ impl ServerArgs {
                 .or(section.count)
                 .unwrap_or(Timing::DEFAULT.count),
         };
+        check_timing(&timing)?;
         Ok(ServerConfig {
             addr,
             timing,
-            tick: self.tick.max(Duration::from_micros(1)),
-            max_line: self.max_line.max(1),
+            tick: self.tick,
+            max_line: self.max_line,
             max_write_buffer: self.max_write_buffer,
             max_connections: self.max_connections,
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
         })
     }
+}
+
+/// Prints a line on stdout for the binaries; a reader that went away (`| head`) is not a
+/// reason to panic.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+/// A zero idle time or interval would heartbeat a peer the moment it connects.
+pub fn check_timing(timing: &Timing) -> Result<(), ConfigError> {
+    let invalid = |setting: &str| ConfigError::Invalid {
+        setting: setting.to_string(),
+        message: "must be more than 0".to_string(),
+    };
+    if timing.idle.is_zero() {
+        return Err(invalid("idle"));
+    }
+    if timing.interval.is_zero() && timing.count > 0 {
+        return Err(invalid("interval"));
+    }
+    Ok(())
+}
+
+/// A setup error about a value that came from the configuration file is a configuration
+/// error naming the file and the key.
+fn from_file<T>(
+    path: Option<&Path>,
+    key: &str,
+    result: Result<T, SetupError>,
+) -> Result<T, ConfigError> {
+    result.map_err(|e| ConfigError::Key {
+        path: path
+            .unwrap_or(Path::new(config::DEFAULT_FILE))
+            .to_path_buf(),
+        key: key.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// TCP heartbeat client: connects to the server, sends a line every --interval, answers
@@ -228,10 +298,10 @@ pub struct ClientArgs {
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub duration: Option<Duration>,
     /// Connections to open; more than 1 is load mode
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
     pub connections: usize,
     /// New connections per second at most
-    #[arg(long, value_name = "R", default_value_t = client::DEFAULT_CONNECT_RATE)]
+    #[arg(long, value_name = "R", value_parser = positive_u32, default_value_t = client::DEFAULT_CONNECT_RATE)]
     pub connect_rate: u32,
     /// Print the final summary as one JSON object on stdout
     #[arg(long)]
@@ -245,45 +315,77 @@ pub struct ClientArgs {
 
 const CLIENT_AFTER_HELP: &str = "\
 Example, load mode: client --connections 10000 --interval 0 --duration 60s
-On a terminal, with no --interval/--heartbeat-block flag and no --no-prompt, a single
+On a terminal, with no setting given by flag and no --no-prompt, a single
 client asks for both as the original did; Enter keeps the value shown.
 Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
 
 impl ClientArgs {
-    pub fn timing_given(&self) -> bool {
-        self.interval.is_some() || self.heartbeat_block.is_some()
+    /// True when a setting came from a flag: then the client asks nothing.
+    pub fn settings_given(&self) -> bool {
+        let timing = self.interval.is_some() || self.heartbeat_block.is_some();
+        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
     }
 
-    pub fn resolve(&self, file: &FileConfig) -> Result<ClientConfig, StartError> {
-        let host = self
-            .host
-            .clone()
-            .or_else(|| file.server.host.clone())
-            .unwrap_or_else(|| "127.0.0.1".to_string());
+    pub fn resolve(
+        &self,
+        file: &FileConfig,
+        path: Option<&Path>,
+    ) -> Result<ClientConfig, StartError> {
         let port = self
             .port
             .or(file.server.port)
             .unwrap_or(server::DEFAULT_PORT);
-        let server = net::resolve(&host, port)?;
+        let server = match (&self.host, &file.server.host) {
+            (Some(host), _) => net::resolve(host, port)?,
+            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], port)),
+        };
         let bind = if self.bind.is_empty() {
             match &file.client.host {
-                Some(host) => vec![net::resolve(host, file.client.port.unwrap_or(0))?],
+                Some(host) => {
+                    let port = file.client.port.unwrap_or(0);
+                    let addr = from_file(path, "client.host", net::resolve(host, port))?;
+                    // The file's local address is for the file's server; a server of the
+                    // other family (say `--host ::1`) is reached from any local address.
+                    if addr.is_ipv4() == server.is_ipv4() {
+                        vec![addr]
+                    } else {
+                        Vec::new()
+                    }
+                }
                 None => Vec::new(),
             }
         } else {
-            self.bind
+            let bind = self
+                .bind
                 .iter()
                 .map(|addr| parse_bind(addr))
-                .collect::<Result<Vec<_>, _>>()?
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(other) = bind.iter().find(|a| a.is_ipv4() != server.is_ipv4()) {
+                return Err(StartError::Config(ConfigError::Invalid {
+                    setting: "--bind".into(),
+                    message: format!("{other} cannot reach the server at {server}"),
+                }));
+            }
+            bind
         };
-        let connections = self.connections.max(1);
+        if self.message.contains(['\n', '\r']) {
+            return Err(StartError::Config(ConfigError::Invalid {
+                setting: "--message".into(),
+                message: "must be one line (no newline or carriage return)".into(),
+            }));
+        }
+        let connections = self.connections;
         Ok(ClientConfig {
             server,
             bind,
             connections,
-            connect_rate: self.connect_rate.max(1),
+            connect_rate: self.connect_rate,
             interval: self.interval.unwrap_or(client::DEFAULT_INTERVAL),
             heartbeat_block: self.heartbeat_block.unwrap_or(Duration::ZERO),
+            // Room for the echo of the longest line either side may send.
+            max_line: protocol::DEFAULT_MAX_LINE.max(self.message.len())
+                + protocol::ECHO_PREFIX.len(),
             message: self.message.clone().into_bytes(),
             duration: self.duration,
             verbose: connections == 1 && !self.json,
@@ -318,12 +420,12 @@ mod tests {
 
     #[test]
     fn server_defaults_without_a_file() {
-        let config = server(&[]).resolve(&FileConfig::default()).unwrap();
+        let config = server(&[]).resolve(&FileConfig::default(), None).unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:8000");
         assert_eq!(config.timing, Timing::DEFAULT);
         assert_eq!(config.max_line, 64 * 1024);
         assert_eq!(config.max_write_buffer, 1 << 20);
-        assert!(!server(&[]).timing_given());
+        assert!(!server(&[]).settings_given());
     }
 
     #[test]
@@ -334,12 +436,12 @@ mod tests {
         )
         .unwrap();
         let args = server(&["--port", "0", "--interval", "250ms", "--idle", "2s"]);
-        let config = args.resolve(&file).unwrap();
+        let config = args.resolve(&file, None).unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.2:0");
         assert_eq!(config.timing.interval, Duration::from_millis(250));
         assert_eq!(config.timing.count, 4, "from the file");
         assert_eq!(config.timing.idle, Duration::from_secs(2));
-        assert!(args.timing_given());
+        assert!(args.settings_given());
     }
 
     #[test]
@@ -356,9 +458,78 @@ mod tests {
     }
 
     #[test]
+    fn zero_where_zero_cannot_work_is_refused() {
+        for bad in [
+            &["--max-write-buffer", "0"][..],
+            &["--max-line", "0"],
+            &["--tick", "0"],
+            &["--max-connections", "0"],
+        ] {
+            let args = std::iter::once("server").chain(bad.iter().copied());
+            assert!(ServerArgs::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        for (flags, setting) in [
+            (&["--idle", "0"][..], "idle"),
+            (&["--interval", "0", "--idle", "5s"], "interval"),
+        ] {
+            let error = server(flags).resolve(&FileConfig::default(), None);
+            let error = error.expect_err("refused").to_string();
+            assert!(error.starts_with(setting), "{error}");
+        }
+        let no_heartbeats = server(&["--interval", "0", "--count", "0"]);
+        assert!(no_heartbeats.resolve(&FileConfig::default(), None).is_ok());
+        for bad in [&["--connections", "0"][..], &["--connect-rate", "0"]] {
+            let args = std::iter::once("client").chain(bad.iter().copied());
+            assert!(ClientArgs::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_host_in_the_file_is_a_config_error_naming_the_key() {
+        let file =
+            config::parse(Path::new("c.json"), r#"{"server": {"host": "300.1.2.3"}}"#).unwrap();
+        let error = server(&[])
+            .resolve(&file, Some(Path::new("c.json")))
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().starts_with("c.json: key \"server.host\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn client_message_must_be_one_line_and_bind_must_match_the_server() {
+        let multi = client(&["--message", "a\nb"]).resolve(&FileConfig::default(), None);
+        assert!(multi.unwrap_err().to_string().starts_with("--message"));
+        let mixed = client(&["--host", "::1", "--bind", "127.0.0.1"]);
+        let error = mixed.resolve(&FileConfig::default(), None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot reach the server at [::1]"),
+            "{error}"
+        );
+        // The file's IPv4 local address is left out for an IPv6 server named by flag.
+        let file =
+            config::parse(Path::new("c.json"), r#"{"client": {"host": "127.0.0.1"}}"#).unwrap();
+        let config = client(&["--host", "::1"]).resolve(&file, None).unwrap();
+        assert!(config.bind.is_empty());
+    }
+
+    #[test]
+    fn client_line_limit_fits_the_echo_of_its_own_message() {
+        let long = "x".repeat(70_000);
+        let config = client(&["--message", &long])
+            .resolve(&FileConfig::default(), None)
+            .unwrap();
+        assert!(config.max_line >= long.len() + "Echoing...".len());
+    }
+
+    #[test]
     fn a_host_that_is_not_an_address_is_a_setup_error() {
         let error = server(&["--host", "no such host!"])
-            .resolve(&FileConfig::default())
+            .resolve(&FileConfig::default(), None)
             .unwrap_err();
         assert_eq!(error.exit_code(), 1);
         assert!(error.to_string().contains("no such host!"), "{error}");
@@ -371,7 +542,7 @@ mod tests {
             r#"{"server": {"host": "127.0.0.1", "port": 8123}, "client": {"host": "127.0.0.3", "port": "0"}}"#,
         )
         .unwrap();
-        let config = client(&[]).resolve(&file).unwrap();
+        let config = client(&[]).resolve(&file, None).unwrap();
         assert_eq!(config.server.to_string(), "127.0.0.1:8123");
         assert_eq!(config.bind, vec!["127.0.0.3:0".parse().unwrap()]);
         assert_eq!(config.interval, Duration::from_secs(30));
@@ -389,7 +560,7 @@ mod tests {
             "127.0.0.1,127.0.0.2",
             "--json",
         ]);
-        let config = args.resolve(&FileConfig::default()).unwrap();
+        let config = args.resolve(&FileConfig::default(), None).unwrap();
         assert_eq!(config.connections, 500);
         assert_eq!(config.interval, Duration::ZERO);
         assert_eq!(config.bind.len(), 2);

@@ -24,7 +24,15 @@ use crate::net::{self, describe, interrupted, SetupError};
 use crate::protocol::{self, Frame};
 use crate::stats::{ClientStats, ClientSummary, ConnectFailure};
 use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
-use crate::timer::{timeout_until, Timers};
+use crate::timer::{later, timeout_until, Timers};
+
+/// Prints one line on stdout, ignoring errors: a closed pipe (`client | head`) must not
+/// panic the client; it carries on and exits normally.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// How the client runs. `Default` is the original's single client of 127.0.0.1:8000.
 #[derive(Debug, Clone)]
@@ -118,7 +126,7 @@ impl Conn {
     /// The connection's one timer: its connect timeout, or its next send or answer.
     fn next_deadline(&self) -> Option<Instant> {
         if let Some(since) = self.connecting_since {
-            return Some(since + CONNECT_TIMEOUT);
+            return Some(later(since, CONNECT_TIMEOUT));
         }
         match (self.next_send, self.answers_due.front()) {
             (Some(a), Some(&b)) => Some(a.min(b)),
@@ -181,7 +189,7 @@ impl Client {
     pub fn run(mut self) -> Result<Outcome, SetupError> {
         let mut events = Events::with_capacity(1024);
         self.start = Instant::now();
-        let end = self.config.duration.map(|d| self.start + d);
+        let end = self.config.duration.map(|d| later(self.start, d));
         let mut drain_until: Option<Instant> = None;
         let mut next_status = self.start + STATUS_PERIOD;
         let mut last_opened = 0u64;
@@ -189,7 +197,7 @@ impl Client {
             let now = Instant::now();
             let time_is_up = end.is_some_and(|end| now >= end);
             if drain_until.is_none() && (self.stop.is_requested() || time_is_up) {
-                drain_until = Some(now + DRAIN);
+                drain_until = Some(later(now, DRAIN));
                 self.draining = true;
             }
             if let Some(until) = drain_until {
@@ -361,11 +369,11 @@ impl Client {
                     self.stats.open += 1;
                     self.stats.record_connect_time(now - since);
                     if self.config.verbose {
-                        println!("Connected with {}", self.config.server);
+                        say!("Connected with {}", self.config.server);
                     }
                     let first = self.first_send_delay(key);
                     let conn = &mut self.conns[key];
-                    conn.next_send = first.map(|delay| now + delay);
+                    conn.next_send = first.map(|delay| later(now, delay));
                     self.rearm(key);
                 }
                 Err(e) => {
@@ -442,7 +450,7 @@ impl Client {
                 return;
             };
             if verbose {
-                println!("Received: {}", String::from_utf8_lossy(line));
+                say!("Received: {}", String::from_utf8_lossy(line));
             }
             if line == protocol::END_CONNECTION {
                 end_connection = true;
@@ -450,7 +458,8 @@ impl Client {
                 if config.heartbeat_block.is_zero() {
                     answer_now += 1;
                 } else {
-                    conn.answers_due.push_back(now + config.heartbeat_block);
+                    conn.answers_due
+                        .push_back(later(now, config.heartbeat_block));
                 }
             } else if line.starts_with(protocol::ECHO_PREFIX) {
                 if let Some(sent) = conn.awaiting_echo.pop_front() {
@@ -483,7 +492,7 @@ impl Client {
         self.line_buf.clear();
         protocol::encode_line(&mut self.line_buf, line);
         if self.config.verbose {
-            println!("Sent: {}", String::from_utf8_lossy(line));
+            say!("Sent: {}", String::from_utf8_lossy(line));
         }
         match conn.buffers.send(&mut conn.stream, &self.line_buf) {
             Ok(()) => true,
@@ -511,7 +520,7 @@ impl Client {
             }
             let send_data = conn.next_send.is_some_and(|at| at <= now);
             if send_data {
-                conn.next_send = (!self.draining).then(|| now + self.config.interval);
+                conn.next_send = (!self.draining).then(|| later(now, self.config.interval));
             }
             for _ in 0..answers {
                 if !self.answer_heartbeat(key) {
@@ -543,7 +552,7 @@ impl Client {
     fn closed_by_server(&mut self, key: usize) {
         self.stats.closed_by_server += 1;
         if self.config.verbose {
-            println!("Connection closed by server");
+            say!("Connection closed by server");
         }
         self.close(key);
     }
@@ -551,7 +560,7 @@ impl Client {
     fn failed(&mut self, key: usize, error: &std::io::Error) {
         self.stats.errors += 1;
         if self.config.verbose {
-            println!("Connection failed: {}", describe(error));
+            say!("Connection failed: {}", describe(error));
         } else {
             debug!("connection failed: {}", describe(error));
         }

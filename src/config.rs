@@ -59,6 +59,8 @@ pub enum ConfigError {
     },
     /// The file is not valid JSON, or not a JSON object.
     Syntax { path: PathBuf, message: String },
+    /// A setting, from a flag or the file, has a value the program cannot run with.
+    Invalid { setting: String, message: String },
     /// A key is unknown or its value is unusable.
     Key {
         path: PathBuf,
@@ -74,6 +76,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{}: cannot read: {source}", path.display())
             }
             ConfigError::Syntax { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::Invalid { setting, message } => write!(f, "{setting}: {message}"),
             ConfigError::Key { path, key, message } => {
                 // Keys come from the file: escape control characters so that an error
                 // stays on one line.

@@ -98,6 +98,14 @@ impl Buffers {
         self.release_if_empty();
     }
 
+    /// The input ended: passes on a last line that had no `\n` (see [`LineDecoder::finish`]).
+    pub fn finish(&mut self, on_frame: impl FnMut(Frame<'_>)) {
+        if let Some(held) = self.0.as_deref_mut() {
+            held.decoder.finish(on_frame);
+        }
+        self.release_if_empty();
+    }
+
     /// Sends `bytes` after any output already waiting; what the kernel refuses is kept.
     pub fn send(&mut self, stream: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
         if self.unsent() > 0 {

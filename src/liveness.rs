@@ -24,6 +24,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::timer::later;
+
 /// The heartbeat schedule, shared by every peer of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -129,7 +131,7 @@ impl Peer {
     /// When the next action falls due: `L + idle + sent·interval`.
     pub fn deadline(&self, timing: &Timing) -> Instant {
         let heartbeats = timing.interval.saturating_mul(self.heartbeats_sent);
-        self.last_seen + timing.idle.saturating_add(heartbeats)
+        later(self.last_seen, timing.idle.saturating_add(heartbeats))
     }
 
     /// The peer's timer came due at `now`.
@@ -348,6 +350,28 @@ mod tests {
         let mut peer = Peer::new(t0 + secs(5));
         peer.on_data(t0);
         assert_eq!(peer.last_seen(), t0 + secs(5));
+    }
+
+    #[test]
+    fn absurd_timeouts_mean_never_not_a_panic() {
+        let timing = Timing {
+            idle: Duration::MAX,
+            interval: Duration::MAX,
+            count: 3,
+        };
+        let t0 = Instant::now();
+        let mut peer = Peer::new(t0);
+        assert!(peer.deadline(&timing) > t0 + secs(3600 * 24 * 365));
+        assert!(matches!(
+            peer.on_timer(t0 + secs(3600), &timing),
+            Action::Rearm(_)
+        ));
+        let (raised, _) = Timing {
+            idle: secs(1),
+            ..timing
+        }
+        .with_idle_rule();
+        assert!(Peer::new(t0).deadline(&raised) > t0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Owns logger set-up only; what is logged, and at which level, is decided where it happens.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use log::LevelFilter;
@@ -19,11 +20,16 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
         .set_thread_level(LevelFilter::Off)
         .set_time_format_rfc3339()
         .build();
+    // Colour only on a terminal: a log redirected to a file must not hold escape codes.
+    let colour = match std::io::stderr().is_terminal() {
+        true => ColorChoice::Auto,
+        false => ColorChoice::Never,
+    };
     let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
         level,
         config.clone(),
         TerminalMode::Stderr,
-        ColorChoice::Auto,
+        colour,
     )];
     if let Some(path) = file {
         let file = OpenOptions::new()

@@ -105,6 +105,15 @@ impl LineDecoder {
         }
     }
 
+    /// The input ended (the peer closed its side): a last line held without its `\n` is
+    /// passed on as a line, so `printf hello | nc` is answered too. The decoder is left at rest.
+    pub fn finish(&mut self, mut on_frame: impl FnMut(Frame<'_>)) {
+        if !self.discarding && !self.partial.is_empty() {
+            on_frame(Frame::Line(&self.partial));
+        }
+        *self = LineDecoder::new();
+    }
+
     /// Bytes held for an incomplete line.
     pub fn pending(&self) -> usize {
         self.partial.len()
@@ -280,6 +289,26 @@ mod tests {
             let (a, b) = input.split_at(cut);
             assert_eq!(decode(max_line, &[a, b]), want, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn finish_passes_on_an_unterminated_last_line_once() {
+        let mut decoder = LineDecoder::new();
+        let mut got = Vec::new();
+        decoder.feed(16, b"one\ntwo", |f| got.push(format!("{f:?}")));
+        decoder.finish(|f| got.push(format!("{f:?}")));
+        decoder.finish(|f| got.push(format!("{f:?}")));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1].contains("[116, 119, 111]"), "\"two\": {got:?}");
+        assert!(decoder.is_at_rest());
+        let mut dropped = LineDecoder::new();
+        let mut frames = 0;
+        dropped.feed(4, b"far too long", |_| frames += 1);
+        dropped.finish(|_| frames += 1);
+        assert_eq!(
+            frames, 1,
+            "only the TooLong: a dropped line is not passed on"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::protocol::{self, classify, Frame, Message};
 use crate::ratelimit::LogLimiter;
 use crate::stats::ServerStats;
 use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
-use crate::timer::{timeout_until, Timers};
+use crate::timer::{later, timeout_until, Timers};
 
 /// How the server runs. `Default` gives the documented defaults on 127.0.0.1:8000.
 #[derive(Debug, Clone)]
@@ -85,6 +85,11 @@ const READ_BUFFER: usize = 64 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long stopping waits for peers to take their `End Connection`.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+/// How long a peer declared dead has to take its `End Connection` and close its side.
+const DEAD_LINGER: Duration = Duration::from_secs(2);
+/// An echo is at most this many times the bytes read: an empty line, 1 byte, comes back as
+/// `Echoing...` and a newline. Reads are sized by it so output stays within its limit.
+const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
 
 /// Why a connection ended; each is counted and logged once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +108,15 @@ enum Ending {
 struct Conn {
     stream: TcpStream,
     generation: u32,
-    /// `Some` once the connection is ending: no more reading, flush output, then close.
+    /// `Some` once the connection is ending: input is read and dropped, output flushed, our
+    /// side shut down, and the socket closed once the peer has closed its side too (or the
+    /// linger time ran out). Closing with input unread would send a reset, which can destroy
+    /// output the kernel has not delivered yet, `End Connection` included.
     ending: Option<Ending>,
+    /// The peer closed its sending side.
+    eof_seen: bool,
+    /// Our sending side is shut down: everything queued has been handed to the kernel.
+    write_closed: bool,
     /// Reading stopped because the peer is not taking its output.
     read_paused: bool,
     liveness: Peer,
@@ -216,8 +228,13 @@ impl Server {
                     }
                 }
             }
-            for token in std::mem::take(&mut self.unfinished) {
+            let mut unfinished = std::mem::take(&mut self.unfinished);
+            for token in unfinished.drain(..) {
                 self.on_readable(token, now);
+            }
+            if self.unfinished.is_empty() {
+                // Keep the capacity: no allocation per turn while peers are cut off.
+                self.unfinished = unfinished;
             }
             self.fire_timers(now);
             debug_assert_eq!(
@@ -333,6 +350,8 @@ impl Server {
             stream,
             generation,
             ending: None,
+            eof_seen: false,
+            write_closed: false,
             read_paused: false,
             liveness,
             buffers: Buffers::default(),
@@ -354,29 +373,38 @@ impl Server {
         let Some(key) = self.conn_key(token) else {
             return;
         };
+        if self.conns[key].ending.is_some() {
+            self.drop_input(key);
+            return;
+        }
         for _ in 0..READS_PER_TURN {
             let conn = &mut self.conns[key];
-            if conn.ending.is_some() {
-                return;
-            }
-            if conn.buffers.unsent() >= self.config.max_write_buffer {
-                // Back-pressure: leave the peer's bytes in the kernel until it reads.
+            let room = self
+                .config
+                .max_write_buffer
+                .saturating_sub(conn.buffers.unsent());
+            if room == 0 {
+                // Back-pressure: leave the peer's bytes in the kernel until it reads. That it
+                // has sent more is still a sign of life.
                 conn.read_paused = true;
+                conn.liveness.on_data(now);
                 return;
             }
-            match read_once(&mut conn.stream, &mut self.read_buf) {
+            // Sized so that echoing what is read cannot overrun the limit.
+            let want = (room / ECHO_GROWTH).clamp(1, READ_BUFFER);
+            match read_once(&mut conn.stream, &mut self.read_buf[..want]) {
                 ReadResult::Data(n) => {
-                    if let Err(e) = self.on_bytes(key, n, now) {
-                        debug!(
-                            "{}: write failed: {}",
-                            peer_name(&self.conns[key]),
-                            describe(&e)
-                        );
-                        self.close(key, Ending::Failed);
+                    if let Err(e) = self.echo(key, Some(n)) {
+                        self.write_failed(key, &e);
                         return;
                     }
                 }
                 ReadResult::Eof => {
+                    if let Err(e) = self.echo(key, None) {
+                        self.write_failed(key, &e);
+                        return;
+                    }
+                    self.conns[key].eof_seen = true;
                     self.begin_ending(key, Ending::PeerClosed, now);
                     return;
                 }
@@ -391,8 +419,10 @@ impl Server {
         self.unfinished.push(token);
     }
 
-    /// Frames `read_buf[..n]`, echoes each data line, and sends the echoes in one write.
-    fn on_bytes(&mut self, key: usize, n: usize, now: Instant) -> std::io::Result<()> {
+    /// Frames what was read (`Some(n)`: `read_buf[..n]`; `None`: the end of the input, which
+    /// completes a last line without a newline), echoes each data line, and sends the echoes
+    /// in one write.
+    fn echo(&mut self, key: usize, read: Option<usize>) -> std::io::Result<()> {
         let Server {
             conns,
             read_buf,
@@ -402,31 +432,71 @@ impl Server {
             ..
         } = self;
         let conn = &mut conns[key];
-        if conn.liveness.on_data(now) > 0 {
+        // Read now, not at the start of the loop turn, so that L is never earlier than the
+        // bytes' arrival and no heartbeat comes early.
+        if conn.liveness.on_data(Instant::now()) > 0 {
             stats.heartbeats_answered += 1;
             info!("{}: heartbeat answered", peer_name(conn));
         }
         write_buf.clear();
         let max_line = config.max_line;
-        conn.buffers
-            .feed(max_line, &read_buf[..n], |frame| match frame {
-                Frame::Line(line) => match classify(line) {
-                    Message::HeartbeatReply => {}
-                    Message::Data(data) => {
-                        debug!("data: {}", String::from_utf8_lossy(data));
-                        protocol::encode_echo(write_buf, data);
-                        stats.lines_echoed += 1;
-                    }
-                },
-                Frame::TooLong => {
-                    protocol::encode_too_long(write_buf, max_line);
-                    stats.lines_too_long += 1;
+        let mut on_frame = |frame: Frame<'_>| match frame {
+            Frame::Line(line) => match classify(line) {
+                Message::HeartbeatReply => {}
+                Message::Data(data) => {
+                    debug!("data: {}", String::from_utf8_lossy(data));
+                    protocol::encode_echo(write_buf, data);
+                    stats.lines_echoed += 1;
                 }
-            });
+            },
+            Frame::TooLong => {
+                protocol::encode_too_long(write_buf, max_line);
+                stats.lines_too_long += 1;
+            }
+        };
+        match read {
+            Some(n) => conn.buffers.feed(max_line, &read_buf[..n], &mut on_frame),
+            None => conn.buffers.finish(&mut on_frame),
+        }
         if write_buf.is_empty() {
             return Ok(());
         }
         conn.buffers.send(&mut conn.stream, write_buf)
+    }
+
+    /// For an ending connection: reads and drops whatever the peer still sends, until it
+    /// closes its side.
+    fn drop_input(&mut self, key: usize) {
+        loop {
+            let conn = &mut self.conns[key];
+            if conn.eof_seen {
+                return;
+            }
+            match read_once(&mut conn.stream, &mut self.read_buf) {
+                ReadResult::Data(_) => {}
+                ReadResult::WouldBlock => return,
+                ReadResult::Eof => {
+                    conn.eof_seen = true;
+                    self.advance_ending(key);
+                    return;
+                }
+                ReadResult::Failed(_) => {
+                    if let Some(ending) = conn.ending {
+                        self.close(key, ending);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_failed(&mut self, key: usize, error: &std::io::Error) {
+        debug!(
+            "{}: write failed: {}",
+            peer_name(&self.conns[key]),
+            describe(error)
+        );
+        self.close(key, Ending::Failed);
     }
 
     fn on_writable(&mut self, token: Token, now: Instant) {
@@ -434,15 +504,14 @@ impl Server {
             return;
         };
         let conn = &mut self.conns[key];
+        if conn.ending.is_some() {
+            self.advance_ending(key);
+            return;
+        }
         match conn.buffers.flush(&mut conn.stream) {
-            Err(e) => {
-                debug!("{}: write failed: {}", peer_name(conn), describe(&e));
-                self.close(key, Ending::Failed);
-            }
-            Ok(drained) => {
-                if let (true, Some(ending)) = (drained, conn.ending) {
-                    self.close(key, ending);
-                } else if conn.read_paused && conn.buffers.unsent() < self.config.max_write_buffer {
+            Err(e) => self.write_failed(key, &e),
+            Ok(_) => {
+                if conn.read_paused && conn.buffers.unsent() < self.config.max_write_buffer {
                     conn.read_paused = false;
                     self.on_readable(token, now);
                 }
@@ -502,26 +571,50 @@ impl Server {
         }
     }
 
-    /// Stops reading from the peer; closes it once its output is flushed, or after the
-    /// linger time if it never takes it.
+    /// Starts ending a connection: from now on its input is dropped, its output flushed,
+    /// then its sending side shut down; it is closed once the peer has closed its side too,
+    /// or when the linger time runs out.
     fn begin_ending(&mut self, key: usize, ending: Ending, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.ending = Some(ending);
+        let linger = match ending {
+            Ending::Shutdown => SHUTDOWN_FLUSH,
+            Ending::Dead => DEAD_LINGER,
+            // A peer that half-closed may be reading a large backlog of echoes.
+            Ending::PeerClosed | Ending::Failed => self.config.timing.idle,
+        };
+        self.timers.arm(key, later(now, linger));
+        self.advance_ending(key);
+        if self.conns.contains(key) {
+            self.drop_input(key);
+        }
+    }
+
+    /// Moves an ending connection on as far as it can go now: flush, shut down our side,
+    /// close once both sides are done.
+    fn advance_ending(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(ending) = conn.ending else {
+            return;
+        };
         match conn.buffers.flush(&mut conn.stream) {
-            Ok(true) => self.close(key, ending),
-            Ok(false) => {
-                let linger = match ending {
-                    Ending::Shutdown => SHUTDOWN_FLUSH,
-                    _ => self.config.timing.idle,
-                };
-                self.timers.arm(key, now + linger);
+            Ok(true) => {
+                if !conn.write_closed {
+                    conn.write_closed = true;
+                    // The FIN follows the last queued byte, End Connection included.
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                }
+                if conn.eof_seen {
+                    self.close(key, ending);
+                }
             }
-            Err(e) => {
-                debug!("{}: write failed: {}", peer_name(conn), describe(&e));
-                self.close(key, Ending::Failed);
-            }
+            Ok(false) => {}
+            // The peer is gone: nothing more to deliver, and the ending's reason stands.
+            Err(_) => self.close(key, ending),
         }
     }
 
@@ -555,8 +648,13 @@ impl Server {
             "stopping: telling {} peers End Connection",
             self.conns.len()
         );
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.ending.is_none())
+            .map(|(key, _)| key)
+            .collect();
+        for key in open {
             self.send_line(key, protocol::END_CONNECTION);
             self.begin_ending(key, Ending::Shutdown, now);
         }
@@ -573,15 +671,24 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
-                let fixed = matches!(token, LISTENER | ALARM | WAKER | SIGNALS);
-                if !fixed && (event.is_writable() || event.is_error()) {
+                if matches!(token, LISTENER | ALARM | WAKER | SIGNALS) {
+                    continue;
+                }
+                if event.is_writable() || event.is_error() {
                     self.on_writable(token, now);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(token, now);
                 }
             }
         }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(key, Ending::Shutdown);
+        let left: Vec<(usize, Ending)> = self
+            .conns
+            .iter()
+            .map(|(key, conn)| (key, conn.ending.unwrap_or(Ending::Shutdown)))
+            .collect();
+        for (key, ending) in left {
+            self.close(key, ending);
         }
     }
 }

@@ -76,6 +76,18 @@ impl Timers {
     }
 }
 
+/// `now + delay`, or a time centuries away if that cannot be represented: a timeout too
+/// long to matter is "never", not a panic.
+pub fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// About a hundred years: beyond every real timeout, yet always representable as an
+/// `Instant` (whose seconds count from boot).
+pub const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How long to sleep in `poll` before `wakeup`; `None` (sleep until an event) if there is none.
 pub fn timeout_until(wakeup: Option<Instant>, now: Instant) -> Option<Duration> {
     wakeup.map(|at| at.saturating_duration_since(now))
@@ -149,6 +161,13 @@ mod tests {
         let mut timers = Timers::new(t0, MS, 4);
         timers.arm(1, t0 - 5 * MS);
         assert_eq!(timers.poll_expired(t0), Some(1));
+    }
+
+    #[test]
+    fn later_never_overflows() {
+        let t0 = Instant::now();
+        assert_eq!(later(t0, 5 * MS), t0 + 5 * MS);
+        assert_eq!(later(t0, Duration::MAX), t0 + FAR_FUTURE);
     }
 
     #[test]

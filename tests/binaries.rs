@@ -149,6 +149,10 @@ fn bad_configuration_file_is_exit_2_naming_file_and_key() {
             r#"{"server": {"port": "0", "idle": "forever"}}"#,
             "server.idle",
         ),
+        (
+            r#"{"server": {"host": "300.1.2.3", "port": "0"}}"#,
+            "server.host",
+        ),
     ] {
         let path = dir.path().join("configuration.json");
         std::fs::write(&path, body).unwrap();

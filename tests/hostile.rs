@@ -252,3 +252,74 @@ fn allow_list_closes_peers_from_other_addresses() {
     assert_eq!(stats.rejected_not_allowed, 1);
     assert_eq!(stats.accepted, 1);
 }
+
+/// A peer still talking when the server stops gets every echo owed, `End Connection`, and
+/// then a clean end of stream, not a reset: the server drops its input until the peer is
+/// done instead of closing on unread bytes (which makes the kernel reset the connection and
+/// discard what it had not delivered yet).
+#[test]
+fn stopping_closes_a_chatty_peer_cleanly_after_end_connection() {
+    let server = start_server(ServerConfig::default());
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let chatter = std::thread::spawn(move || {
+        let burst = LINE.repeat(64);
+        let start = Instant::now();
+        // Sends as fast as it can until the server is gone (5 s at most).
+        while start.elapsed() < Duration::from_secs(5) {
+            if writer.write_all(&burst).is_err() {
+                break;
+            }
+        }
+    });
+    let reader = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        let result = (&stream).read_to_end(&mut received);
+        (result.map(|_| ()), received)
+    });
+    std::thread::sleep(200 * MS);
+    let stats = server.stop();
+    let (result, received) = reader.join().unwrap();
+    assert!(
+        result.is_ok(),
+        "a reset instead of a clean close: {result:?}"
+    );
+    assert!(
+        received.ends_with(b"End Connection\n"),
+        "last bytes: {:?}",
+        String::from_utf8_lossy(&received[received.len().saturating_sub(40)..])
+    );
+    chatter.join().unwrap();
+    assert_eq!(stats.closed_at_shutdown, 1);
+}
+
+/// A last line without a newline, followed by a half-close, is still echoed.
+#[test]
+fn half_close_echoes_an_unterminated_last_line() {
+    let server = start_server(ServerConfig::default());
+    let mut peer = Peer::connect(server.addr);
+    peer.send(b"one\ntwo");
+    peer.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(peer.read_to_end(), b"Echoing...one\nEchoing...two\n");
+}
+
+/// Timeouts too long to represent mean "never", not a panic at the first connection.
+#[test]
+fn absurd_timeouts_do_not_panic() {
+    let server = start_server(ServerConfig {
+        timing: heartbeat::liveness::Timing {
+            idle: Duration::MAX,
+            interval: Duration::MAX,
+            count: 3,
+        },
+        ..ServerConfig::default()
+    });
+    let mut peer = Peer::connect(server.addr);
+    round_trip(&mut peer);
+    drop(peer);
+    let stats = server.stop();
+    assert_eq!(stats.lines_echoed, 1);
+}

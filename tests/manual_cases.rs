@@ -91,6 +91,7 @@ fn case_3_quiet_peer_that_does_not_answer_is_closed_on_time() {
         assert!(*got + 5 * MS >= due, "at {got:?}, due {due:?}: early");
         assert!(*got <= due + tolerance, "at {got:?}, due {due:?}: late");
     }
+    drop(peer);
     let stats = server.stop();
     assert_eq!(stats.heartbeats_sent, 3);
     assert_eq!(stats.closed_dead, 1);

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat::cli::{ClientArgs, StartError};
+use heartbeat::cli::{print_line, ClientArgs, StartError};
 use heartbeat::client::{Client, Finish};
 use heartbeat::config;
 use heartbeat::net::{self, SetupError};
@@ -25,11 +25,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
-    let (file, _) = config::load(args.config.as_deref())?;
-    let mut config = args.resolve(&file)?;
+    let (file, path) = config::load(args.config.as_deref())?;
+    let mut config = args.resolve(&file, path.as_deref())?;
     logging::init(args.log_level.filter(), None)?;
     let stdin = std::io::stdin();
-    if config.connections == 1 && !args.no_prompt && !args.timing_given() && stdin.is_terminal() {
+    if config.connections == 1 && !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
         let mut stdout = std::io::stdout();
         let asked = prompt::ask_client_timing(
             &mut stdin.lock(),
@@ -57,9 +57,9 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
     client.stop_on_signals()?;
     let outcome = client.run()?;
     if args.json {
-        println!("{}", outcome.summary.to_json());
+        print_line(&outcome.summary.to_json());
     } else if !single {
-        println!("{}", outcome.summary.to_text());
+        print_line(&outcome.summary.to_text());
     }
     if outcome.finish == Finish::NothingConnected {
         if let Some(error) = &outcome.first_error {

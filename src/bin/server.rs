@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat::cli::{ServerArgs, StartError};
+use heartbeat::cli::{print_line, ServerArgs, StartError};
 use heartbeat::config::{self, format_duration};
 use heartbeat::{logging, net, prompt, server::Server};
 
@@ -20,20 +20,22 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &ServerArgs) -> Result<(), StartError> {
-    let (file, _) = config::load(args.config.as_deref())?;
-    let mut config = args.resolve(&file)?;
+    let (file, path) = config::load(args.config.as_deref())?;
+    let mut config = args.resolve(&file, path.as_deref())?;
     logging::init(args.log_level.filter(), args.log_file.as_deref())?;
     let stdin = std::io::stdin();
-    if !args.no_prompt && !args.timing_given() && stdin.is_terminal() {
+    if !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
         let mut stdout = std::io::stdout();
         match prompt::ask_server_timing(&mut stdin.lock(), &mut stdout, config.timing) {
             Ok(timing) => config.timing = timing,
             Err(e) => log::warn!("could not read settings from the terminal: {e}; using defaults"),
         }
     }
+    heartbeat::cli::check_timing(&config.timing)?;
     let (timing, raised) = config.timing.with_idle_rule();
     if let Some(warning) = raised {
-        log::warn!("{warning}");
+        // Printed whatever the log level: it changes what the server will do.
+        eprintln!("server: warning: {warning}");
     }
     config.timing = timing;
     match args.max_open_files {
@@ -46,15 +48,15 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     }
     let mut server = Server::bind(config.clone())?;
     server.stop_on_signals()?;
-    println!(
+    print_line(&format!(
         "Listening on {} (heartbeat every {}, {} times, after {} idle)",
         server.local_addr(),
         format_duration(timing.interval),
         timing.count,
         format_duration(timing.idle)
-    );
+    ));
     let stats = server.run()?;
-    println!("{}", stats.summary());
+    print_line(&stats.summary());
     Ok(())
 }
 
