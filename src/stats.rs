@@ -335,7 +335,7 @@ impl Percentiles {
         let (p50, p90, p99) = (ms(self.p50_us, 3), ms(self.p90_us, 3), ms(self.p99_us, 3));
         let (p999, max, n) = (ms(self.p999_us, 3), ms(self.max_us, 3), self.count);
         format!(
-            "  {label:<13}p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}  ({n} samples)"
+            "  {label:<12} p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}  ({n} samples)"
         )
     }
 }

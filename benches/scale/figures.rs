@@ -1,0 +1,222 @@
+//! What is measured: the rows of the table (label, phase, which way is better, unit) and,
+//! per server, each figure's value or the reason it has none, its pass/fail checks and
+//! its notes. Filled in by the phases, read by the report.
+
+use crate::Kind;
+
+/// The reason given for figures of phases left out with `SCALE_PHASES`.
+pub const SKIPPED: &str = "skipped";
+/// The reason given for figures the tokio baseline cannot report (it keeps no statistics).
+pub const NOT_MEASURED: &str = "not measured by the baseline";
+
+/// One figure: a value, or why there is none (`None`: its phase has not run).
+type Fig = Option<Result<f64, String>>;
+
+#[derive(Clone, Copy)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// One row of the table: `{n}`, `{s}`, `{rate}` and `{idle}` in the label are sizes.
+pub struct Row {
+    pub label: &'static str,
+    pub phase: &'static str,
+    pub better: Better,
+    /// Decimals shown, then the unit.
+    pub decimals: usize,
+    pub unit: &'static str,
+}
+
+const fn row(
+    label: &'static str,
+    phase: &'static str,
+    better: Better,
+    decimals: usize,
+    unit: &'static str,
+) -> Row {
+    Row {
+        label,
+        phase,
+        better,
+        decimals,
+        unit,
+    }
+}
+
+// Indices into `ROWS` and `Figures::values`.
+pub const HELD: usize = 0;
+pub const RSS: usize = 1;
+pub const RSS_QUIET: usize = 2;
+pub const ACCEPT: usize = 3;
+pub const CPU_LINE: usize = 4;
+/// End Connection lateness as the server measured it (sent − due), p50, p99, max.
+pub const SERVER_LATE: [usize; 3] = [5, 6, 7];
+/// End Connection lateness at the peer (arrival − due, timed in this process).
+pub const PEER_LATE: [usize; 3] = [8, 9, 10];
+pub const WAKE_N: usize = 11;
+pub const CPU_N: usize = 12;
+pub const WAKE_0: usize = 13;
+pub const CPU_0: usize = 14;
+
+pub const ROWS: [Row; 15] = {
+    use Better::{Higher, Lower};
+    const SILENT: &str = "silent peers";
+    [
+        row("1. connections held (of {n})", "hold", Higher, 0, ""),
+        row(
+            "2. RSS per idle connection (after a heartbeat round)",
+            "hold",
+            Lower,
+            0,
+            " B",
+        ),
+        row(
+            "2b. RSS per idle connection (never heartbeated)",
+            "idle",
+            Lower,
+            0,
+            " B",
+        ),
+        row(
+            "3. accept rate (opening {n}, client capped at {rate}/s)",
+            "hold",
+            Higher,
+            0,
+            "/s",
+        ),
+        row(
+            "4. server CPU per echoed line",
+            "pipelining",
+            Lower,
+            0,
+            " ns",
+        ),
+        row(
+            "5. close lateness p50, measured in the server ({s} silent peers)",
+            SILENT,
+            Lower,
+            3,
+            " ms",
+        ),
+        row(
+            "5. close lateness p99, measured in the server",
+            SILENT,
+            Lower,
+            3,
+            " ms",
+        ),
+        row(
+            "5. close lateness max, measured in the server",
+            SILENT,
+            Lower,
+            3,
+            " ms",
+        ),
+        row(
+            "5b. close lateness p50, arrival at the peer",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row(
+            "5b. close lateness p99, arrival at the peer",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row(
+            "5b. close lateness max, arrival at the peer",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row("6. idle wake-ups, {n} connections", "idle", Lower, 1, "/s"),
+        row(
+            "6. idle CPU over {idle} s, {n} connections",
+            "idle",
+            Lower,
+            0,
+            " ms",
+        ),
+        row("6. idle wake-ups, 0 connections", "idle", Lower, 1, "/s"),
+        row(
+            "6. idle CPU over {idle} s, 0 connections",
+            "idle",
+            Lower,
+            0,
+            " ms",
+        ),
+    ]
+};
+
+/// One server's results.
+pub struct Figures {
+    pub kind: Kind,
+    /// Left out with `SCALE_ONLY`.
+    pub skipped: bool,
+    pub values: [Fig; ROWS.len()],
+    /// All connections held, none dropped, heartbeats answered (figure 1's check).
+    pub held_ok: Option<bool>,
+    /// Every silent peer got exactly `count` heartbeats, End Connection, then EOF.
+    pub silent_ok: Option<bool>,
+    pub notes: Vec<String>,
+}
+
+impl Figures {
+    pub fn new(kind: Kind, skipped: bool) -> Figures {
+        Figures {
+            kind,
+            skipped,
+            values: Default::default(),
+            held_ok: None,
+            silent_ok: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn set(&mut self, figure: usize, value: f64) {
+        self.values[figure] = Some(Ok(value));
+    }
+
+    /// Figure `figure` has no value, because of `why`.
+    pub fn fail(&mut self, figure: usize, why: &str) {
+        self.values[figure] = Some(Err(why.to_string()));
+    }
+
+    pub fn get(&self, figure: usize) -> Option<f64> {
+        self.values[figure].as_ref()?.as_ref().ok().copied()
+    }
+
+    /// Every figure of the phase that has no value yet gets `why` instead.
+    pub fn fail_unset(&mut self, phase: &str, why: &str) {
+        for (value, row) in self.values.iter_mut().zip(&ROWS) {
+            if value.is_none() && row.phase == phase {
+                *value = Some(Err(why.to_string()));
+            }
+        }
+    }
+
+    /// Why each figure that should have been measured was not, one line per reason.
+    pub fn missing(&self) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for (value, row) in self.values.iter().zip(&ROWS) {
+            let why = match value {
+                _ if self.skipped => continue,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) if e == SKIPPED || e == NOT_MEASURED => continue,
+                Some(Err(e)) => e.as_str(),
+                None => "not run",
+            };
+            let label = row.label.split(" (").next().unwrap_or(row.label);
+            let line = format!("{}: {label}: {why}", self.kind.name());
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+}

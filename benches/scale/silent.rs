@@ -1,0 +1,180 @@
+//! Figure 5, close lateness: silent peers send one line and never answer. How late is their
+//! End Connection sent, as heartbeat measures it itself (read from the summary it prints at
+//! exit), and how late does it arrive at the peer (timed in this process, for both servers)?
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use heartbeat::stats::Percentiles;
+
+use crate::drivers;
+use crate::figures::{Figures, NOT_MEASURED, PEER_LATE, SERVER_LATE};
+use crate::server::ServerProc;
+use crate::{Kind, Run, SILENT_TIMING};
+
+/// The label of the lateness row in heartbeat's exit summary (`ServerStats::summary`).
+const LATENESS_LABEL: &str = "End Connection lateness";
+
+/// Figure 5: N silent peers against one server; heartbeat's own figures from its summary,
+/// arrival at the peers for both.
+pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
+    let sizes = run.sizes;
+    let timing = SILENT_TIMING;
+    if fig.kind == Kind::Tokio {
+        for i in SERVER_LATE {
+            fig.fail(i, NOT_MEASURED);
+        }
+    }
+    let server = ServerProc::start(fig.kind, timing, sizes.tick)?;
+    let spread = Duration::from_secs_f64(sizes.silent as f64 / f64::from(sizes.silent_rate.max(1)));
+    let budget = spread + timing.idle + timing.interval * timing.count + Duration::from_secs(30);
+    let results = run.rt.block_on(drivers::silent_peers(
+        server.addr,
+        sizes.silent,
+        sizes.silent_rate,
+        timing,
+        budget,
+    ));
+    let output = server.stop()?;
+    let mut close = micros_histogram()?;
+    let mut echo = micros_histogram()?;
+    let mut first_heartbeat = micros_histogram()?;
+    let mut anomalies: BTreeMap<String, usize> = BTreeMap::new();
+    for result in results {
+        match result {
+            Ok(times) if times.close_late_us < 0 || times.first_heartbeat_late_us < 0 => {
+                *anomalies
+                    .entry("heartbeat or End Connection arrived early".into())
+                    .or_default() += 1
+            }
+            Ok(times) => {
+                close.saturating_record((times.close_late_us as u64).max(1));
+                echo.saturating_record(times.echo_us.max(1));
+                first_heartbeat.saturating_record((times.first_heartbeat_late_us as u64).max(1));
+            }
+            Err(why) => *anomalies.entry(why).or_default() += 1,
+        }
+    }
+    let bad: usize = anomalies.values().sum();
+    fig.silent_ok = Some(bad == 0);
+    fig.notes.push(format!(
+        "silent peers: {} of {} got exactly {} heartbeats, End Connection, then EOF{}",
+        close.len(),
+        sizes.silent,
+        timing.count,
+        if bad == 0 { "" } else { "; the others:" }
+    ));
+    for (why, k) in anomalies.iter().take(5) {
+        fig.notes.push(format!("  {k} × {why}"));
+    }
+    if fig.kind == Kind::Heartbeat {
+        server_side(fig, &output, sizes.silent);
+    }
+    if close.is_empty() {
+        return Err("no silent peer saw its End Connection".to_string());
+    }
+    let at_peer = percentiles(&close);
+    for (i, us) in PEER_LATE.into_iter().zip(key_figures(&at_peer)) {
+        fig.set(i, ms(us));
+    }
+    fig.notes.push(format!(
+        "silent peers: close lateness at the peer = End Connection arrival − (line sent + idle \
+         {} ms + {} × {} ms), timed in this process: {}",
+        timing.idle.as_millis(),
+        timing.count,
+        timing.interval.as_millis(),
+        row(&at_peer, 2)
+    ));
+    fig.notes.push(format!(
+        "silent peers: for comparison, heartbeat 1 lateness at the peer {}; echo round trip of \
+         the line {}",
+        row(&percentiles(&first_heartbeat), 2),
+        row(&percentiles(&echo), 2)
+    ));
+    Ok(())
+}
+
+/// Figure 5 as heartbeat measured it: the lateness row of the summary it printed on stdout
+/// when it stopped, or why there is none.
+fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
+    let Some(sent) = output.iter().rev().find_map(|line| parse_lateness(line)) else {
+        for i in SERVER_LATE {
+            fig.fail(
+                i,
+                "the server printed no parsable `End Connection lateness` line at exit",
+            );
+        }
+        return;
+    };
+    for (i, us) in SERVER_LATE.into_iter().zip(key_figures(&sent)) {
+        fig.set(i, ms(us));
+    }
+    fig.notes.push(format!(
+        "silent peers: close lateness measured in the server = End Connection sent − its due \
+         time, from the summary it printed at exit: {} ({} samples for {peers} silent peers)",
+        row(&sent, 3),
+        sent.count
+    ));
+}
+
+/// Parses heartbeat's lateness row, `  End Connection lateness p50 0.362ms  p90 0.544ms  p99
+/// 0.692ms  p99.9 0.954ms  max 1.081ms  (10000 samples)`. The space after the label may be
+/// missing: the row pads labels to 13 characters and runs longer ones into `p50`.
+fn parse_lateness(line: &str) -> Option<Percentiles> {
+    let rest = line.trim_start().strip_prefix(LATENESS_LABEL)?;
+    let mut words = rest.split_whitespace();
+    let mut us = BTreeMap::new();
+    let count = loop {
+        let word = words.next()?;
+        if let Some(samples) = word.strip_prefix('(') {
+            break samples.parse().ok()?;
+        }
+        let value: f64 = words.next()?.strip_suffix("ms")?.parse().ok()?;
+        us.insert(word, (value * 1000.0).round() as u64);
+    };
+    Some(Percentiles {
+        count,
+        p50_us: *us.get("p50")?,
+        p90_us: *us.get("p90")?,
+        p99_us: *us.get("p99")?,
+        p999_us: *us.get("p99.9")?,
+        max_us: *us.get("max")?,
+    })
+}
+
+/// The three figures of the table, in microseconds: p50, p99, max.
+fn key_figures(p: &Percentiles) -> [u64; 3] {
+    [p.p50_us, p.p99_us, p.max_us]
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+fn row(p: &Percentiles, decimals: usize) -> String {
+    let f = |us: u64| format!("{:.*}", decimals, ms(us));
+    format!(
+        "p50 {} p90 {} p99 {} p99.9 {} max {} ms",
+        f(p.p50_us),
+        f(p.p90_us),
+        f(p.p99_us),
+        f(p.p999_us),
+        f(p.max_us)
+    )
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn micros_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| format!("histogram: {e}"))
+}
