@@ -74,7 +74,7 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     if close.is_empty() {
         return Err("no silent peer saw its End Connection".to_string());
     }
-    let at_peer = percentiles(&close);
+    let at_peer = Percentiles::of(&close);
     for (i, us) in PEER_LATE.into_iter().zip(key_figures(&at_peer)) {
         fig.set(i, ms(us));
     }
@@ -89,8 +89,8 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     fig.notes.push(format!(
         "silent peers: for comparison, heartbeat 1 lateness at the peer {}; echo round trip of \
          the line {}",
-        row(&percentiles(&first_heartbeat), 2),
-        row(&percentiles(&echo), 2)
+        row(&Percentiles::of(&first_heartbeat), 2),
+        row(&Percentiles::of(&echo), 2)
     ));
     Ok(())
 }
@@ -146,17 +146,6 @@ fn parse_lateness(line: &str) -> Option<Percentiles> {
 /// The three figures of the table, in microseconds: p50, p99, max.
 fn key_figures(p: &Percentiles) -> [u64; 3] {
     [p.p50_us, p.p99_us, p.max_us]
-}
-
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    Percentiles {
-        count: h.len(),
-        p50_us: h.value_at_quantile(0.5),
-        p90_us: h.value_at_quantile(0.9),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-    }
 }
 
 fn row(p: &Percentiles, decimals: usize) -> String {
