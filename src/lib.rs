@@ -1,15 +1,29 @@
 //! heartbeat: a TCP heartbeat server and client on one single-threaded `mio` loop.
 //!
-//! Module map (pure cores first, then the shells that own sockets):
+//! Module map, pure cores first, then the shells that own sockets. The cores touch no socket
+//! and read no clock; the loops only move bytes between sockets and them.
 //!
-//! | module     | owns                                                               | touches I/O? |
-//! |------------|--------------------------------------------------------------------|--------------|
-//! | `protocol` | line framing (incremental decoder with a length limit), messages   | no           |
-//! | `wheel`    | the hierarchical timer wheel keyed by slab key, in integer ticks   | no           |
-//! | `liveness` | the per-peer heartbeat state machine; takes `now` as an argument   | no           |
-//! | `config`   | `configuration.json`, durations, the idle rule, validation errors  | reads a file |
+//! | module      | owns                                                                  | I/O        |
+//! |-------------|-----------------------------------------------------------------------|------------|
+//! | `protocol`  | line framing (incremental decoder with a length limit), the messages  | none       |
+//! | `wheel`     | the hierarchical timer wheel keyed by slab key, in integer ticks      | none       |
+//! | `liveness`  | the per-peer heartbeat state machine; takes `now` as an argument      | none       |
+//! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
+//! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
+//! | `allow`     | `--allow` address blocks                                              | none       |
+//! | `ratelimit` | at most one log line per reason per second                            | none       |
+//! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
+//! | `cli`       | both command lines; flags over the file over the defaults             | none       |
+//! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
+//! | `conn`      | reading and writing one non-blocking socket; buffers only when needed | sockets    |
+//! | `net`       | resolving, listening, connecting, the open-file limit; `SetupError`   | sockets    |
+//! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
+//! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
+//! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
+//! | `server`    | the server's poll loop                                                | all of it  |
+//! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
 //!
-//! The binaries in `src/bin/` parse the command line and call into the library.
+//! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
 #![forbid(unsafe_code)]
 
 pub mod alarm;
