@@ -400,6 +400,8 @@ impl Server {
                     }
                 }
                 ReadResult::Eof => {
+                    // Logged now: once both sides are shut the socket no longer knows its peer.
+                    info!("{}: peer closed the connection", peer_name(conn));
                     if let Err(e) = self.echo(key, None) {
                         self.write_failed(key, &e);
                         return;
@@ -625,10 +627,7 @@ impl Server {
         self.timers.cancel(key);
         self.stats.on_close();
         match ending {
-            Ending::PeerClosed => {
-                self.stats.closed_by_peer += 1;
-                info!("{}: peer closed the connection", peer_name(&conn));
-            }
+            Ending::PeerClosed => self.stats.closed_by_peer += 1,
             Ending::Dead => self.stats.closed_dead += 1,
             Ending::Failed => self.stats.closed_on_error += 1,
             Ending::Shutdown => self.stats.closed_at_shutdown += 1,
