@@ -699,10 +699,20 @@ fn deregister(registry: &Registry, mut stream: TcpStream) {
 }
 
 /// The peer's address for a log line, or a placeholder once the socket can no longer say.
-fn peer_name(conn: &Conn) -> String {
-    match conn.stream.peer_addr() {
-        Ok(addr) => addr.to_string(),
-        Err(_) => "a peer".to_string(),
+fn peer_name(conn: &Conn) -> PeerName<'_> {
+    PeerName(&conn.stream)
+}
+
+/// Formats as the peer's address, asked of the socket only when a log line is written (no
+/// `String` per line, nothing at all when the level is off).
+struct PeerName<'a>(&'a TcpStream);
+
+impl std::fmt::Display for PeerName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.peer_addr() {
+            Ok(addr) => addr.fmt(f),
+            Err(_) => f.write_str("a peer"),
+        }
     }
 }
 
