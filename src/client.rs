@@ -146,8 +146,9 @@ pub struct Client {
     start: Instant,
     read_buf: Vec<u8>,
     line_buf: Vec<u8>,
-    /// No new data lines: the run is ending and waits for echoes.
-    draining: bool,
+    /// Set when the run is ending: no new data lines or connections, only waiting (until
+    /// this time at most) for the echoes of lines already sent.
+    drain_until: Option<Instant>,
     stop: StopSignal,
     first_error: Option<String>,
 }
@@ -169,7 +170,7 @@ impl Client {
             start: now,
             read_buf: vec![0; READ_BUFFER],
             line_buf: Vec::with_capacity(256),
-            draining: false,
+            drain_until: None,
             stop,
             first_error: None,
             config,
@@ -190,17 +191,15 @@ impl Client {
         let mut events = Events::with_capacity(1024);
         self.start = Instant::now();
         let end = self.config.duration.map(|d| later(self.start, d));
-        let mut drain_until: Option<Instant> = None;
         let mut next_status = self.start + STATUS_PERIOD;
         let mut last_opened = 0u64;
         let finish = loop {
             let now = Instant::now();
             let time_is_up = end.is_some_and(|end| now >= end);
-            if drain_until.is_none() && (self.stop.is_requested() || time_is_up) {
-                drain_until = Some(later(now, DRAIN));
-                self.draining = true;
+            if !self.draining() && (self.stop.is_requested() || time_is_up) {
+                self.drain_until = Some(later(now, DRAIN));
             }
-            if let Some(until) = drain_until {
+            if let Some(until) = self.drain_until {
                 let stats = &self.stats;
                 let answered = stats.echoes_received + stats.unanswered;
                 let echoes_owed = stats.lines_sent.saturating_sub(answered);
@@ -225,7 +224,7 @@ impl Client {
             let wakeup = [
                 self.timers.next_wakeup(),
                 end,
-                drain_until,
+                self.drain_until,
                 self.next_connect_at(),
                 status,
             ]
@@ -282,9 +281,13 @@ impl Client {
         })
     }
 
+    fn draining(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
     /// When the connect rate allows the next new connection, if any are left to start.
     fn next_connect_at(&self) -> Option<Instant> {
-        if self.started >= self.config.connections || self.draining {
+        if self.started >= self.config.connections || self.draining() {
             return None;
         }
         let rate = f64::from(self.config.connect_rate.max(1));
@@ -504,6 +507,7 @@ impl Client {
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        let draining = self.draining();
         while let Some(key) = self.timers.poll_expired(now) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -520,14 +524,14 @@ impl Client {
             }
             let send_data = conn.next_send.is_some_and(|at| at <= now);
             if send_data {
-                conn.next_send = (!self.draining).then(|| later(now, self.config.interval));
+                conn.next_send = (!draining).then(|| later(now, self.config.interval));
             }
             for _ in 0..answers {
                 if !self.answer_heartbeat(key) {
                     break;
                 }
             }
-            if send_data && !self.draining && self.conns.contains(key) {
+            if send_data && !draining && self.conns.contains(key) {
                 let message = std::mem::take(&mut self.config.message);
                 let sent = self.send(key, &message);
                 self.config.message = message;
