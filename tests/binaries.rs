@@ -35,6 +35,13 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
     }
 }
 
+/// The first line a child process printed on the given stream.
+fn first_line(stream: impl Read) -> String {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).expect("a line");
+    line
+}
+
 const FAST: [&str; 6] = ["--interval", "100ms", "--count", "3", "--idle", "400ms"];
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
@@ -199,10 +206,7 @@ fn configuration_json_in_the_current_directory_is_used() {
         .spawn()
         .unwrap();
     let mut child = Reaped(child);
-    let mut first = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line(child.0.stdout.take().unwrap());
     assert!(first.starts_with("Listening on 127.0.0.1:"), "{first}");
     assert!(
         first.ends_with("(heartbeat every 1s, 2 times, after 5s idle)\n"),
@@ -232,18 +236,12 @@ fn short_idle_is_raised_with_a_warning() {
         .spawn()
         .unwrap();
     let mut child = Reaped(child);
-    let mut first = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line(child.0.stdout.take().unwrap());
     assert!(
         first.ends_with("(heartbeat every 5s, 3 times, after 15s idle)\n"),
         "{first}"
     );
-    let mut warning = String::new();
-    BufReader::new(child.0.stderr.take().unwrap())
-        .read_line(&mut warning)
-        .unwrap();
+    let warning = first_line(child.0.stderr.take().unwrap());
     assert!(
         warning.contains("10s") && warning.contains("15s") && warning.contains("5s"),
         "{warning}"
