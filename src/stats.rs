@@ -36,15 +36,15 @@ pub struct ServerStats {
     /// `accept` itself failed (e.g. `EMFILE`).
     pub accept_errors: u64,
     /// How long after its due time each `End Connection` was sent.
-    pub close_lateness: Lateness,
+    pub close_lateness: Latencies,
 }
 
-/// A histogram of how late timers fired, in microseconds: the precision of the wheel and
-/// the loop, measured in the server where it happens, not at a peer across a network.
+/// A histogram of durations in microseconds (1 µs to an hour, 3 significant figures; longer
+/// ones count as an hour): how late timers fired, round trips, connect times.
 #[derive(Clone)]
-pub struct Lateness(Histogram<u64>);
+pub struct Latencies(Histogram<u64>);
 
-impl Lateness {
+impl Latencies {
     pub fn record(&mut self, late: Duration) {
         self.0.saturating_record(micros(late));
     }
@@ -54,27 +54,27 @@ impl Lateness {
     }
 }
 
-impl Default for Lateness {
+impl Default for Latencies {
     fn default() -> Self {
-        Lateness(new_histogram())
+        Latencies(new_histogram())
     }
 }
 
-impl std::fmt::Debug for Lateness {
+impl std::fmt::Debug for Latencies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.percentiles().fmt(f)
     }
 }
 
-impl PartialEq for Lateness {
+impl PartialEq for Latencies {
     fn eq(&self, other: &Self) -> bool {
         self.percentiles() == other.percentiles()
     }
 }
 
-impl Eq for Lateness {}
+impl Eq for Latencies {}
 
-impl Serialize for Lateness {
+impl Serialize for Latencies {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.percentiles().serialize(serializer)
     }
@@ -213,8 +213,8 @@ pub struct ClientStats {
     /// Lines sent but never echoed when their connection ended.
     pub unanswered: u64,
     pub heartbeats_answered: u64,
-    rtt: Histogram<u64>,
-    connect_time: Histogram<u64>,
+    rtt: Latencies,
+    connect_time: Latencies,
 }
 
 impl ClientStats {
@@ -231,8 +231,8 @@ impl ClientStats {
             echoes_received: 0,
             unanswered: 0,
             heartbeats_answered: 0,
-            rtt: new_histogram(),
-            connect_time: new_histogram(),
+            rtt: Latencies::default(),
+            connect_time: Latencies::default(),
         }
     }
 
@@ -246,18 +246,18 @@ impl ClientStats {
 
     /// Records one line's round trip; anything over an hour counts as an hour.
     pub fn record_rtt(&mut self, rtt: Duration) {
-        self.rtt.saturating_record(micros(rtt));
+        self.rtt.record(rtt);
     }
 
     /// Records how long one connection took to establish; saturates like `record_rtt`.
     pub fn record_connect_time(&mut self, t: Duration) {
-        self.connect_time.saturating_record(micros(t));
+        self.connect_time.record(t);
     }
 
     /// One status line for the terminal (no newline, no control characters).
     /// `connect_rate` is connections per second over the last second, from the caller.
     pub fn status_line(&self, connect_rate: f64) -> String {
-        let rtt = Percentiles::of(&self.rtt);
+        let rtt = self.rtt.percentiles();
         format!(
             "connected {}/{}  rate {:.0}/s  failed {}  sent {}  echoed {}  heartbeats {}  \
              closed {}  errors {}  rtt p50 {} p99 {}",
@@ -294,8 +294,8 @@ impl ClientStats {
             echoes_received: self.echoes_received,
             unanswered: self.unanswered,
             heartbeats_answered: self.heartbeats_answered,
-            rtt: Percentiles::of(&self.rtt),
-            connect_time: Percentiles::of(&self.connect_time),
+            rtt: self.rtt.percentiles(),
+            connect_time: self.connect_time.percentiles(),
         }
     }
 }
@@ -438,7 +438,7 @@ mod tests {
             rejected_full: 1011,
             rejected_not_allowed: 1012,
             accept_errors: 1013,
-            close_lateness: Lateness::default(),
+            close_lateness: Latencies::default(),
         };
         let text = s.summary();
         assert!(
