@@ -317,10 +317,10 @@ impl Server {
         }
         if self.conns.len() >= self.config.max_connections {
             self.stats.rejected_full += 1;
-            let mut full = Vec::with_capacity(protocol::SERVER_FULL.len() + 1);
-            protocol::encode_line(&mut full, protocol::SERVER_FULL);
+            self.write_buf.clear();
+            protocol::encode_line(&mut self.write_buf, protocol::SERVER_FULL);
             // Best effort: a fresh socket has room for one short line.
-            let _ = stream.write(&full);
+            let _ = stream.write(&self.write_buf);
             if self.log_limiter.allow("full", now) {
                 warn!(
                     "{addr} refused: server full ({} peers, --max-connections)",
