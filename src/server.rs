@@ -198,7 +198,10 @@ impl Server {
             let now = Instant::now();
             let wakeup = self.next_wakeup();
             self.alarm.arm(wakeup, now);
-            let timeout = match self.unfinished.is_empty() {
+            let sleeping = self.unfinished.is_empty();
+            // Only an alarm still ahead measures the OS: one already due is the loop's lag.
+            let alarm_ahead = wakeup.filter(|at| sleeping && *at > now);
+            let timeout = match sleeping {
                 true => timeout_until(wakeup, now),
                 false => Some(Duration::ZERO),
             };
@@ -212,6 +215,10 @@ impl Server {
                 });
             }
             let now = Instant::now();
+            let woke_late = alarm_ahead.and_then(|due| now.checked_duration_since(due));
+            if let Some(delay) = woke_late {
+                self.stats.wake_delay.record(delay);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -236,7 +243,7 @@ impl Server {
                 // Keep the capacity: no allocation per turn while peers are cut off.
                 self.unfinished = unfinished;
             }
-            self.fire_timers(now);
+            self.fire_timers(now, woke_late.unwrap_or_default());
             debug_assert_eq!(
                 self.timers.len(),
                 self.conns.len(),
@@ -521,7 +528,8 @@ impl Server {
         }
     }
 
-    fn fire_timers(&mut self, now: Instant) {
+    /// Runs every timer due at `now`, in a turn the OS began `woke_late` after its alarm.
+    fn fire_timers(&mut self, now: Instant, woke_late: Duration) {
         let timing = self.config.timing;
         while let Some(key) = self.timers.poll_expired(now) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -547,7 +555,7 @@ impl Server {
                 }
                 Action::Close => {
                     let late = Instant::now().saturating_duration_since(due);
-                    self.stats.close_lateness.record(late);
+                    self.stats.on_end_connection_sent(late, woke_late);
                     info!(
                         "{}: no answer to {} heartbeats: End Connection sent, closing",
                         peer_name(conn),

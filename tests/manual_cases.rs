@@ -95,6 +95,9 @@ fn case_3_quiet_peer_that_does_not_answer_is_closed_on_time() {
     let stats = server.stop();
     assert_eq!(stats.heartbeats_sent, 3);
     assert_eq!(stats.closed_dead, 1);
+    assert_eq!(stats.close_lateness.percentiles().count, 1);
+    // The loop slept until each of its four timers (three heartbeats, End Connection).
+    assert!(stats.wake_delay.percentiles().count >= 4, "{stats:?}");
 }
 
 /// Case 4: when the peer closes, the server closes its side without any heartbeat.

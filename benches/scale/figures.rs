@@ -16,6 +16,8 @@ type Fig = Option<Result<f64, String>>;
 pub enum Better {
     Higher,
     Lower,
+    /// Not a figure of the server: no ratio.
+    Neither,
 }
 
 /// One row of the table: `{n}`, `{s}`, `{rate}` and `{idle}` in the label are sizes.
@@ -52,15 +54,21 @@ pub const ACCEPT: usize = 3;
 pub const CPU_LINE: usize = 4;
 /// End Connection lateness as the server measured it (sent − due), p50, p99, max.
 pub const SERVER_LATE: [usize; 3] = [5, 6, 7];
+/// The max of that lateness less how late the OS woke the loop for its turn, per close.
+pub const SERVER_LOOP: usize = 8;
+/// How late the OS woke heartbeat's loop after its alarm was due, max, as it measured it.
+pub const SERVER_WAKE: usize = 9;
 /// End Connection lateness at the peer (arrival − due, timed in this process).
-pub const PEER_LATE: [usize; 3] = [8, 9, 10];
-pub const WAKE_N: usize = 11;
-pub const CPU_N: usize = 12;
-pub const WAKE_0: usize = 13;
-pub const CPU_0: usize = 14;
+pub const PEER_LATE: [usize; 3] = [10, 11, 12];
+/// A bare timer loop's wake-up lateness on this machine just before the phase, p99, max.
+pub const FLOOR: [usize; 2] = [13, 14];
+pub const WAKE_N: usize = 15;
+pub const CPU_N: usize = 16;
+pub const WAKE_0: usize = 17;
+pub const CPU_0: usize = 18;
 
-pub const ROWS: [Row; 15] = {
-    use Better::{Higher, Lower};
+pub const ROWS: [Row; 19] = {
+    use Better::{Higher, Lower, Neither};
     const SILENT: &str = "silent peers";
     [
         row("1. connections held (of {n})", "hold", Higher, 0, ""),
@@ -114,6 +122,20 @@ pub const ROWS: [Row; 15] = {
             " ms",
         ),
         row(
+            "5. close lateness max, the loop's share (less the OS's wake-up delay)",
+            SILENT,
+            Lower,
+            3,
+            " ms",
+        ),
+        row(
+            "5. the OS's delay waking the loop after its alarm, max",
+            SILENT,
+            Lower,
+            3,
+            " ms",
+        ),
+        row(
             "5b. close lateness p50, arrival at the peer",
             SILENT,
             Lower,
@@ -132,6 +154,20 @@ pub const ROWS: [Row; 15] = {
             SILENT,
             Lower,
             2,
+            " ms",
+        ),
+        row(
+            "5c. the machine: bare timer wake-up lateness p99, no server",
+            SILENT,
+            Neither,
+            3,
+            " ms",
+        ),
+        row(
+            "5c. the machine: bare timer wake-up lateness max, no server",
+            SILENT,
+            Neither,
+            3,
             " ms",
         ),
         row("6. idle wake-ups, {n} connections", "idle", Lower, 1, "/s"),

@@ -1,10 +1,15 @@
 //! The machine the bench runs on: CPU model and count, memory, kernel, clock ticks per
 //! second; how busy it is before the bench starts, and how much CPU other processes took
-//! while it ran (both skew every figure).
+//! while it ran (both skew every figure); how late it wakes a thread whose timer is due
+//! (the floor under every timer figure).
 
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use heartbeat::alarm::{Alarm, ALARM};
+use heartbeat::stats::{Latencies, Percentiles};
+use mio::{Events, Poll};
 
 use crate::proc;
 
@@ -115,5 +120,33 @@ impl OthersCpu {
                 ""
             }
         )
+    }
+}
+
+/// How late this machine wakes a thread whose timer is due: a bare loop that sleeps one
+/// `tick` at a time for `span`, the way heartbeat's loop sleeps (`poll` with the crate's
+/// timerfd alarm), doing nothing else. No server's timers can be more punctual than this.
+pub fn wake_up_floor(tick: Duration, span: Duration) -> Result<Percentiles, String> {
+    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let mut alarm = Alarm::new(poll.registry()).map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(4);
+    let mut late = Latencies::default();
+    let end = Instant::now() + span;
+    let mut due = Instant::now() + tick;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Ok(late.percentiles());
+        }
+        if now >= due {
+            late.record(now - due);
+            due = now + tick;
+        }
+        alarm.arm(Some(due), now);
+        poll.poll(&mut events, Some(due - now))
+            .map_err(|e| format!("poll: {e}"))?;
+        if events.iter().any(|event| event.token() == ALARM) {
+            alarm.on_event();
+        }
     }
 }

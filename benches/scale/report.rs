@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::figures::{
-    Better, Figures, CPU_LINE, CPU_N, HELD, NOT_MEASURED, PEER_LATE, ROWS, RSS, SERVER_LATE,
-    SKIPPED, WAKE_N,
+    Better, Figures, CPU_LINE, CPU_N, FLOOR, HELD, NOT_MEASURED, PEER_LATE, ROWS, RSS, SERVER_LATE,
+    SERVER_LOOP, SERVER_WAKE, SKIPPED, WAKE_N,
 };
 use crate::machine::{Machine, OthersCpu};
 use crate::{duration_arg, Sizes, SILENT_TIMING};
@@ -140,6 +140,7 @@ fn ratio(better: Better, hb: Option<f64>, tk: Option<f64>) -> String {
     let (num, den) = match better {
         Better::Higher => (h, t),
         Better::Lower => (t, h),
+        Better::Neither => return "-".to_string(),
     };
     match (num == 0.0, den == 0.0) {
         (true, true) => "= (both 0)".to_string(),
@@ -156,6 +157,7 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
     };
     let (held, rss, cpu) = (hb.get(HELD), hb.get(RSS), hb.get(CPU_LINE));
     let (late, late_at_peer) = (hb.get(SERVER_LATE[2]), hb.get(PEER_LATE[2]));
+    let (late_loop, os_delay, floor) = (hb.get(SERVER_LOOP), hb.get(SERVER_WAKE), hb.get(FLOOR[1]));
     let (idle_cpu, idle_wake) = (hb.get(CPU_N), hb.get(WAKE_N));
     // Display, not a fixed precision: 2.5 ms for the default tick, 3 ms for 1 ms.
     let limit_ms = (sizes.tick + CLOSE_MARGIN).as_micros() as f64 / 1000.0;
@@ -186,6 +188,15 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
             duration_arg(sizes.tick),
             show(late, &|v| format!("{v:.3} ms")),
             show(late_at_peer, &|v| format!("{v:.2} ms")),
+        ),
+        format!(
+            "  {}   the loop's share of it, within {limit_ms} ms: max {} (each close's lateness \
+             less the OS's delay waking the loop for its turn; that delay was up to {}, and a \
+             bare timer loop on this machine woke up to {} late just before)",
+            verdict(late_loop.map(|v| v <= limit_ms)),
+            show(late_loop, &|v| format!("{v:.3} ms")),
+            show(os_delay, &|v| format!("{v:.3} ms")),
+            show(floor, &|v| format!("{v:.3} ms")),
         ),
         format!(
             "  {} every silent peer got exactly {} heartbeats, End Connection, then EOF",

@@ -1,6 +1,7 @@
 //! Figure 5, close lateness: silent peers send one line and never answer. How late is their
 //! End Connection sent, as heartbeat measures it itself (read from the summary it prints at
 //! exit), and how late does it arrive at the peer (timed in this process, for both servers)?
+//! And the floor under both: how late the machine wakes a bare timer loop, just before.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,12 +10,17 @@ use hdrhistogram::Histogram;
 use heartbeat::stats::Percentiles;
 
 use crate::drivers;
-use crate::figures::{Figures, NOT_MEASURED, PEER_LATE, SERVER_LATE};
+use crate::figures::{
+    Figures, FLOOR, NOT_MEASURED, PEER_LATE, SERVER_LATE, SERVER_LOOP, SERVER_WAKE,
+};
+use crate::machine::wake_up_floor;
 use crate::server::ServerProc;
 use crate::{Kind, Run, SILENT_TIMING};
 
-/// The label of the lateness row in heartbeat's exit summary (`ServerStats::summary`).
+/// The labels of the lateness rows in heartbeat's exit summary (`ServerStats::summary`).
 const LATENESS_LABEL: &str = "End Connection lateness";
+const LOOP_LABEL: &str = "the loop's share";
+const WAKE_LABEL: &str = "loop wake-up delay (OS)";
 
 /// Figure 5: N silent peers against one server; heartbeat's own figures from its summary,
 /// arrival at the peers for both.
@@ -22,12 +28,31 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     let sizes = run.sizes;
     let timing = SILENT_TIMING;
     if fig.kind == Kind::Tokio {
-        for i in SERVER_LATE {
+        for i in SERVER_LATE.into_iter().chain([SERVER_LOOP, SERVER_WAKE]) {
             fig.fail(i, NOT_MEASURED);
         }
     }
-    let server = ServerProc::start(fig.kind, timing, sizes.tick)?;
     let spread = Duration::from_secs_f64(sizes.silent as f64 / f64::from(sizes.silent_rate.max(1)));
+    // Over as long as the closes will take, at heartbeat's tick.
+    match wake_up_floor(sizes.tick, spread) {
+        Ok(floor) => {
+            fig.set(FLOOR[0], ms(floor.p99_us));
+            fig.set(FLOOR[1], ms(floor.max_us));
+            fig.notes.push(format!(
+                "the machine just before the silent phase: a bare loop sleeping one tick at a \
+                 time, woken by the same timerfd as heartbeat's, nothing else running, woke \
+                 late by {} ({} wake-ups)",
+                row(&floor, 3),
+                floor.count
+            ));
+        }
+        Err(why) => {
+            for i in FLOOR {
+                fig.fail(i, &format!("wake-up floor: {why}"));
+            }
+        }
+    }
+    let server = ServerProc::start(fig.kind, timing, sizes.tick)?;
     let budget = spread + timing.idle + timing.interval * timing.count + Duration::from_secs(30);
     let results = run.rt.block_on(drivers::silent_peers(
         server.addr,
@@ -98,7 +123,36 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
 /// Figure 5 as heartbeat measured it: the lateness row of the summary it printed on stdout
 /// when it stopped, or why there is none.
 fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
-    let Some(sent) = output.iter().rev().find_map(|line| parse_lateness(line)) else {
+    let parsed = |label| output.iter().rev().find_map(|line| parse_row(line, label));
+    let rows = [
+        (
+            SERVER_LOOP,
+            LOOP_LABEL,
+            "its lateness less the OS's delay waking the loop for that turn",
+        ),
+        (
+            SERVER_WAKE,
+            WAKE_LABEL,
+            "the OS woke heartbeat's loop after its alarm was due, late by",
+        ),
+    ];
+    for (i, label, what) in rows {
+        match parsed(label) {
+            Some(p) => {
+                fig.set(i, ms(p.max_us));
+                fig.notes.push(format!(
+                    "silent peers: {what} {} ({} samples, from the summary)",
+                    row(&p, 3),
+                    p.count
+                ));
+            }
+            None => fig.fail(
+                i,
+                &format!("the server printed no parsable `{label}` line at exit"),
+            ),
+        }
+    }
+    let Some(sent) = parsed(LATENESS_LABEL) else {
         for i in SERVER_LATE {
             fig.fail(
                 i,
@@ -118,11 +172,10 @@ fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
     ));
 }
 
-/// Parses heartbeat's lateness row, `  End Connection lateness p50 0.362ms  p90 0.544ms  p99
-/// 0.692ms  p99.9 0.954ms  max 1.081ms  (10000 samples)`. The space after the label may be
-/// missing: the row pads labels to 13 characters and runs longer ones into `p50`.
-fn parse_lateness(line: &str) -> Option<Percentiles> {
-    let rest = line.trim_start().strip_prefix(LATENESS_LABEL)?;
+/// Parses one of heartbeat's latency rows, `  End Connection lateness p50 0.362ms  p90
+/// 0.544ms  p99 0.692ms  p99.9 0.954ms  max 1.081ms  (10000 samples)`.
+fn parse_row(line: &str, label: &str) -> Option<Percentiles> {
+    let rest = line.trim_start().strip_prefix(label)?;
     let mut words = rest.split_whitespace();
     let mut us = BTreeMap::new();
     let count = loop {
