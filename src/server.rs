@@ -215,9 +215,9 @@ impl Server {
                 });
             }
             let now = Instant::now();
-            let woke_late = alarm_ahead.and_then(|due| now.checked_duration_since(due));
-            if let Some(delay) = woke_late {
-                self.stats.wake_delay.record(delay);
+            let slept_past = alarm_ahead.filter(|due| now > *due);
+            if let Some(due) = slept_past {
+                self.stats.wake_delay.record(now - due);
             }
             for event in events.iter() {
                 match event.token() {
@@ -243,7 +243,7 @@ impl Server {
                 // Keep the capacity: no allocation per turn while peers are cut off.
                 self.unfinished = unfinished;
             }
-            self.fire_timers(now, woke_late.unwrap_or_default());
+            self.fire_timers(now, slept_past);
             debug_assert_eq!(
                 self.timers.len(),
                 self.conns.len(),
@@ -528,8 +528,9 @@ impl Server {
         }
     }
 
-    /// Runs every timer due at `now`, in a turn the OS began `woke_late` after its alarm.
-    fn fire_timers(&mut self, now: Instant, woke_late: Duration) {
+    /// Runs every timer due at `now`. `slept_past`: the alarm this turn's wake-up came late
+    /// for, if it did.
+    fn fire_timers(&mut self, now: Instant, slept_past: Option<Instant>) {
         let timing = self.config.timing;
         while let Some(key) = self.timers.poll_expired(now) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -554,8 +555,8 @@ impl Server {
                     self.send_line(key, protocol::HEARTBEAT);
                 }
                 Action::Close => {
-                    let late = Instant::now().saturating_duration_since(due);
-                    self.stats.on_end_connection_sent(late, woke_late);
+                    self.stats
+                        .on_end_connection_sent(due, Instant::now(), now, slept_past);
                     info!(
                         "{}: no answer to {} heartbeats: End Connection sent, closing",
                         peer_name(conn),

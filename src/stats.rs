@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -37,8 +37,8 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// How long after its due time each `End Connection` was sent.
     pub close_lateness: Latencies,
-    /// The same, less how late the OS woke the loop for that turn: the loop's own share
-    /// (tick rounding and work).
+    /// The same, less how long the OS kept the loop asleep past that deadline: the loop's
+    /// own share (tick rounding and work).
     pub close_lateness_loop: Latencies,
     /// How long after its wake-up alarm was due the loop was running again, each time it
     /// slept until one: the operating system's share of timer lateness.
@@ -87,12 +87,24 @@ impl Serialize for Latencies {
 }
 
 impl ServerStats {
-    /// An `End Connection` went out `late` after its due time, in a turn that the OS started
-    /// `woke_late` after the loop's alarm.
-    pub fn on_end_connection_sent(&mut self, late: Duration, woke_late: Duration) {
+    /// An `End Connection` due at `due` went out at `sent`, in a loop turn that began at
+    /// `woke`; `slept_past` is the alarm that turn's wake-up came late for, if it did.
+    pub fn on_end_connection_sent(
+        &mut self,
+        due: Instant,
+        sent: Instant,
+        woke: Instant,
+        slept_past: Option<Instant>,
+    ) {
+        let late = sent.saturating_duration_since(due);
+        // The OS kept the loop asleep from the later of its alarm and this deadline until it
+        // woke; the rest (tick rounding, work before this line) is the loop's.
+        let os_delay = slept_past.map_or(Duration::ZERO, |alarm| {
+            woke.saturating_duration_since(alarm.max(due))
+        });
         self.close_lateness.record(late);
         self.close_lateness_loop
-            .record(late.saturating_sub(woke_late));
+            .record(late.saturating_sub(os_delay));
     }
 
     /// A connection was accepted and is now open.
@@ -476,8 +488,11 @@ mod tests {
         assert!(!s.summary().contains("lateness"), "nothing to report yet");
         s.closed_dead = 2;
         let us = Duration::from_micros;
-        s.on_end_connection_sent(us(400), us(0));
-        s.on_end_connection_sent(us(1200), us(700));
+        let t0 = Instant::now();
+        // Woken on time: all 400 µs are the loop's.
+        s.on_end_connection_sent(t0, t0 + us(400), t0 + us(100), None);
+        // Due at 0, alarm at 300, woken at 1000 (700 late), sent at 1200: 500 µs the loop's.
+        s.on_end_connection_sent(t0, t0 + us(1200), t0 + us(1000), Some(t0 + us(300)));
         s.wake_delay.record(us(700));
         let text = s.summary();
         let rows: Vec<&str> = text.lines().rev().take(3).collect();
@@ -497,6 +512,30 @@ mod tests {
             wake.contains("max 0.700ms") && wake.contains("(1 samples)"),
             "{wake}"
         );
+    }
+
+    #[test]
+    fn the_os_is_charged_only_for_sleep_past_both_the_alarm_and_the_deadline() {
+        let us = Duration::from_micros;
+        let t0 = Instant::now();
+        let maxima = |due, sent, woke, slept_past| {
+            let mut s = ServerStats::default();
+            s.on_end_connection_sent(due, sent, woke, slept_past);
+            (
+                s.close_lateness.percentiles().max_us,
+                s.close_lateness_loop.percentiles().max_us,
+            )
+        };
+        // Alarm at 100 µs for an earlier timer, this close due at 200, woken at 500, sent at
+        // 600: the 300 µs asleep past the deadline are the OS's, the 100 µs of work the loop's.
+        let got = maxima(t0 + us(200), t0 + us(600), t0 + us(500), Some(t0 + us(100)));
+        assert_eq!(got, (400, 100));
+        // Due at 200, rounded up to an alarm at 300: the rounding is the loop's too.
+        let got = maxima(t0 + us(200), t0 + us(600), t0 + us(500), Some(t0 + us(300)));
+        assert_eq!(got, (400, 200));
+        // Not woken late: the OS is charged nothing.
+        let got = maxima(t0 + us(200), t0 + us(600), t0 + us(500), None);
+        assert_eq!(got, (400, 400));
     }
 
     #[test]
