@@ -191,8 +191,9 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
         ),
         format!(
             "  {}   the loop's share of it, within {limit_ms} ms: max {} (each close's lateness \
-             less the OS's delay waking the loop for its turn; that delay was up to {}, and a \
-             bare timer loop on this machine woke up to {} late just before)",
+             less the time the OS kept the loop asleep past its alarm and that deadline; the \
+             OS woke the loop up to {} late, and a bare timer loop on this machine woke up to \
+             {} late just before)",
             verdict(late_loop.map(|v| v <= limit_ms)),
             show(late_loop, &|v| format!("{v:.3} ms")),
             show(os_delay, &|v| format!("{v:.3} ms")),

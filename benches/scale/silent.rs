@@ -128,7 +128,8 @@ fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
         (
             SERVER_LOOP,
             LOOP_LABEL,
-            "its lateness less the OS's delay waking the loop for that turn",
+            "the loop's share: each close's lateness less the time the OS kept the loop asleep \
+             past its alarm and that deadline",
         ),
         (
             SERVER_WAKE,
