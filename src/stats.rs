@@ -2,7 +2,8 @@
 //! histograms, and the summaries printed at exit (human text, and JSON for scripts).
 //!
 //! Owns no socket and reads no clock: callers count events as they handle them and pass in
-//! the times and durations they measured. Nothing here decides anything about timing or liveness.
+//! the times and durations they measured. Nothing here decides anything about timing or
+//! liveness.
 
 use std::collections::BTreeMap;
 use std::io;
