@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ServerProcess;
+use common::{one_line_failure, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 
@@ -126,14 +126,7 @@ fn client_refused_connection_is_one_line_and_exit_1() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let output = Command::new(CLIENT)
-        .args(["--port", &port.to_string(), "--no-prompt"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("client runs");
-    assert_eq!(output.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let (err, _) = one_line_failure(CLIENT, &["--port", &port.to_string(), "--no-prompt"], 1);
     assert!(
         err.contains(&format!(
             "cannot connect to 127.0.0.1:{port}: connection refused"
@@ -163,19 +156,13 @@ fn bad_configuration_file_is_exit_2_naming_file_and_key() {
     ] {
         let path = dir.path().join("configuration.json");
         std::fs::write(&path, body).unwrap();
-        let output = Command::new(SERVER)
-            .args(["--config", path.to_str().unwrap(), "--no-prompt"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("server runs");
-        assert_eq!(output.status.code(), Some(2), "{body}");
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let args = ["--config", path.to_str().unwrap(), "--no-prompt"];
+        let (err, stdout) = one_line_failure(SERVER, &args, 2);
         assert!(
             err.contains("configuration.json") && err.contains(key),
-            "{err}"
+            "{body}: {err}"
         );
-        assert!(output.stdout.is_empty(), "nothing listened");
+        assert!(stdout.is_empty(), "nothing listened");
     }
     let missing = dir.path().join("missing.json");
     let output = Command::new(SERVER)
@@ -255,14 +242,8 @@ fn load_client_refuses_more_connections_than_files_before_connecting() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     listener.set_nonblocking(true).unwrap();
-    let output = Command::new(CLIENT)
-        .args(["--port", &port, "--no-prompt", "--connections", "5000000"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("client runs");
-    assert_eq!(output.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let args = ["--port", &port, "--no-prompt", "--connections", "5000000"];
+    let (err, _) = one_line_failure(CLIENT, &args, 1);
     assert!(
         err.contains("5000000 connections need more files than the open-file limit"),
         "{err}"

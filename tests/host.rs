@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Peer, ServerProcess, MS};
+use common::{one_line_failure, Peer, ServerProcess, MS};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
@@ -60,14 +60,7 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
 fn address_in_use_is_one_line_and_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let output = Command::new(SERVER)
-        .args(["--port", &port, "--no-prompt"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let (err, _) = one_line_failure(SERVER, &["--port", &port, "--no-prompt"], 1);
     assert!(
         err.contains(&format!(
             "cannot listen on 127.0.0.1:{port}: address already in use"
@@ -91,15 +84,9 @@ fn unusable_addresses_are_one_line_and_exit_1() {
             "\"bad host!\" is not an address this host can use",
         ),
     ] {
-        let output = Command::new(SERVER)
-            .args(["--host", host, "--port", "0", "--no-prompt"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{host}: {err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(says), "{err}");
+        let args = ["--host", host, "--port", "0", "--no-prompt"];
+        let (err, _) = one_line_failure(SERVER, &args, 1);
+        assert!(err.contains(says), "{host}: {err}");
     }
 }
 

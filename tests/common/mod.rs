@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: a server started in-process on 127.0.0.1:0 with
-//! millisecond timings, and a blocking line-based peer with timeouts, so no test can hang.
+//! millisecond timings, a blocking line-based peer with timeouts, so no test can hang, the
+//! built server as a child process, and a binary run to its one-line failure.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -255,4 +256,19 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `binary` with `args` and no input until it exits, and checks that it failed as the
+/// binaries promise: exit status `code` and exactly one line on stderr. Returns that line
+/// (with its newline) and what it printed on stdout.
+pub fn one_line_failure(binary: &str, args: &[&str], code: i32) -> (String, Vec<u8>) {
+    let output = std::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    (err, output.stdout)
 }
