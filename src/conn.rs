@@ -139,6 +139,35 @@ impl Buffers {
         Ok(drained)
     }
 
+    /// Output the kernel has not taken yet, oldest first (empty when nothing waits).
+    pub fn outbox(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[][..], |held| &held.outbox[..])
+    }
+
+    /// Keeps `bytes` after any output already waiting, for a later write.
+    pub fn hold(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let held = self.0.get_or_insert_with(Box::default);
+        held.outbox.extend_from_slice(bytes);
+    }
+
+    /// The kernel took the first `n` bytes of [`outbox`](Self::outbox); memory is given back
+    /// once nothing waits.
+    pub fn sent(&mut self, n: usize) {
+        let Some(held) = self.0.as_deref_mut() else {
+            return;
+        };
+        held.outbox.drain(..n.min(held.outbox.len()));
+        if held.outbox.is_empty() {
+            // A connection that spoke once in a burst should not keep a burst-sized buffer
+            // for the rest of its idle life.
+            held.outbox = Vec::new();
+        }
+        self.release_if_empty();
+    }
+
     /// Bytes of output the kernel has not taken yet.
     pub fn unsent(&self) -> usize {
         self.0.as_ref().map_or(0, |held| held.outbox.len())

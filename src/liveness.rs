@@ -1,23 +1,31 @@
-//! The per-peer heartbeat state machine: given when a peer last spoke and how many heartbeats
-//! it has been sent, decide what to do when its timer comes due.
+//! The per-peer heartbeat state machine: given when a peer last spoke and when its last
+//! heartbeat was really sent, decide what to do when its timer comes due.
 //!
 //! Owns the timing rules of DESIGN.md and nothing else. It reads no clock and no socket:
 //! every input carries `now`, and every output is an [`Action`] for the caller to carry out.
-//! The caller (the poll loop) keeps one timer per peer and calls, in this order:
+//! The caller (the server core) keeps one timer per peer and calls, in this order:
 //!
 //! 1. [`Peer::new`] when the peer connects, then arms its timer at [`Peer::deadline`];
 //! 2. [`Peer::on_data`] whenever any bytes arrive (it does *not* touch the timer: re-arming is
 //!    lazy, which keeps the hot path free of timer work);
-//! 3. [`Peer::on_timer`] when the timer comes due, and does what the returned action says.
+//! 3. [`Peer::on_timer`] when the timer comes due, and does what the returned action says at
+//!    that same `now`: a heartbeat is taken to leave at the `now` it was decided at.
 //!
 //! With `L` the last time the peer spoke (or connected), `I` the idle timeout, `H` the
-//! heartbeat interval and `N` the heartbeat count:
+//! heartbeat interval, `N` the heartbeat count and `s_k` the time heartbeat k really left:
 //!
-//! | time              | nothing heard since `L`                |
-//! |-------------------|----------------------------------------|
-//! | `L + I`           | heartbeat 1                            |
-//! | `L + I + (k−1)·H` | heartbeat k, for k ≤ N                 |
-//! | `L + I + N·H`     | `End Connection`, close                |
+//! | when                              | nothing heard since `L`     |
+//! |-----------------------------------|-----------------------------|
+//! | `L + I`                           | heartbeat 1                 |
+//! | `max(L + I + k·H, s_k + H)`       | heartbeat k+1, for k < N    |
+//! | `max(L + I + N·H, s_N + H)`       | `End Connection`, close     |
+//!
+//! A heartbeat is a question, and the peer always gets a full `H` after it left to answer:
+//! a loop that wakes late (a stopped process, a host that took the CPU) sends heartbeat 1
+//! late and waits from *then*, so its own lateness never becomes a peer's death. Since no
+//! heartbeat leaves early, `s_k ≥ L + I + (k−1)·H`, so the second term of each `max` is
+//! never the smaller one: the next deadline is simply `s_k + H`. The state is therefore one
+//! instant (`L` while no heartbeat is outstanding, `s_k` after heartbeat k) and a count.
 //!
 //! Anything from the peer moves `L` and clears the heartbeat count.
 
@@ -107,7 +115,9 @@ pub enum Action {
 /// Liveness of one peer: 24 bytes, no heap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
-    last_seen: Instant,
+    /// `L` (the peer last spoke) while no heartbeat is outstanding; `s_k` (heartbeat k left)
+    /// once k > 0. Only one of the two ever decides the next deadline.
+    since: Instant,
     heartbeats_sent: u32,
 }
 
@@ -115,7 +125,7 @@ impl Peer {
     /// A peer that connected at `now`.
     pub fn new(now: Instant) -> Peer {
         Peer {
-            last_seen: now,
+            since: now,
             heartbeats_sent: 0,
         }
     }
@@ -124,17 +134,20 @@ impl Peer {
     /// (0 if none): a non-zero value means the peer has just answered.
     pub fn on_data(&mut self, now: Instant) -> u32 {
         // `max` so that a clock read earlier in the same loop turn never moves L backwards.
-        self.last_seen = self.last_seen.max(now);
+        self.since = self.since.max(now);
         std::mem::take(&mut self.heartbeats_sent)
     }
 
-    /// When the next action falls due: `L + idle + sent·interval`.
+    /// When the next action falls due: `L + idle` with no heartbeat outstanding, else a full
+    /// interval after heartbeat k left, `s_k + interval`.
     pub fn deadline(&self, timing: &Timing) -> Instant {
-        let heartbeats = timing.interval.saturating_mul(self.heartbeats_sent);
-        later(self.last_seen, timing.idle.saturating_add(heartbeats))
+        match self.heartbeats_sent {
+            0 => later(self.since, timing.idle),
+            _ => later(self.since, timing.interval),
+        }
     }
 
-    /// The peer's timer came due at `now`.
+    /// The peer's timer came due at `now`. A heartbeat it returns leaves at `now`.
     pub fn on_timer(&mut self, now: Instant, timing: &Timing) -> Action {
         let due = self.deadline(timing);
         if now < due {
@@ -142,16 +155,18 @@ impl Peer {
         }
         if self.heartbeats_sent < timing.count {
             self.heartbeats_sent += 1;
+            self.since = now;
             return Action::SendHeartbeat {
                 number: self.heartbeats_sent,
-                next: self.deadline(timing),
+                next: later(now, timing.interval),
             };
         }
         Action::Close
     }
 
-    pub fn last_seen(&self) -> Instant {
-        self.last_seen
+    /// When the peer last spoke (or connected), while no heartbeat is outstanding.
+    pub fn last_seen(&self) -> Option<Instant> {
+        (self.heartbeats_sent == 0).then_some(self.since)
     }
 
     pub fn heartbeats_sent(&self) -> u32 {
@@ -330,18 +345,77 @@ mod tests {
     }
 
     #[test]
-    fn late_timer_does_not_skip_heartbeats() {
-        // The loop stalled: the timer fires 12 s late. Heartbeat 1 is still sent first, and
-        // the next one is due at its scheduled time (already past), not 5 s later.
+    fn a_late_loop_gives_every_heartbeat_a_full_interval_from_when_it_left() {
+        // The loop stalled: the timer fires 12 s late, past every scheduled time. Heartbeat 1
+        // goes out now, and each later step waits a full interval from the one before.
         let t0 = Instant::now();
         let mut peer = Peer::new(t0);
+        let stall_end = t0 + secs(42);
         assert_eq!(
-            peer.on_timer(t0 + secs(42), &TIMING),
+            peer.on_timer(stall_end, &TIMING),
             Action::SendHeartbeat {
                 number: 1,
-                next: t0 + secs(35)
+                next: stall_end + secs(5)
             }
         );
+        assert_eq!(
+            peer.on_timer(stall_end + secs(5) - MS, &TIMING),
+            Action::Rearm(stall_end + secs(5)),
+            "not a millisecond before a full interval"
+        );
+        let got = trace(&mut peer, t0, t0 + secs(3600));
+        let want = vec![
+            (
+                secs(47),
+                Action::SendHeartbeat {
+                    number: 2,
+                    next: stall_end + secs(10),
+                },
+            ),
+            (
+                secs(52),
+                Action::SendHeartbeat {
+                    number: 3,
+                    next: stall_end + secs(15),
+                },
+            ),
+            (secs(57), Action::Close),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_heartbeat_sent_late_moves_the_next_one_but_an_answer_still_clears_the_count() {
+        let t0 = Instant::now();
+        let mut peer = Peer::new(t0);
+        // Heartbeat 1 due at 30 s leaves at 31 s (a slow turn): heartbeat 2 at 36 s, not 35.
+        peer.on_timer(t0 + secs(31), &TIMING);
+        assert_eq!(peer.deadline(&TIMING), t0 + secs(36));
+        assert_eq!(peer.on_data(t0 + secs(33)), 1);
+        assert_eq!(peer.last_seen(), Some(t0 + secs(33)));
+        assert_eq!(peer.deadline(&TIMING), t0 + secs(63));
+    }
+
+    #[test]
+    fn the_next_deadline_equals_the_rules_max_whenever_nothing_was_early() {
+        // DESIGN.md states the rule as max(L + I + k·H, s_k + H); the state machine keeps only
+        // s_k + H. Check they agree for heartbeats sent on time or late by various amounts.
+        for late_ms in [0u64, 1, 499, 5_000, 42_000] {
+            let t0 = Instant::now();
+            let last_spoke = t0;
+            let mut peer = Peer::new(t0);
+            let mut at = peer.deadline(&TIMING) + Duration::from_millis(late_ms);
+            for k in 1..=TIMING.count {
+                assert!(matches!(
+                    peer.on_timer(at, &TIMING),
+                    Action::SendHeartbeat { number, .. } if number == k
+                ));
+                let rule =
+                    (last_spoke + TIMING.idle + TIMING.interval * k).max(at + TIMING.interval);
+                assert_eq!(peer.deadline(&TIMING), rule, "k = {k}, {late_ms} ms late");
+                at = rule + Duration::from_millis(late_ms / 2);
+            }
+        }
     }
 
     #[test]
@@ -349,7 +423,7 @@ mod tests {
         let t0 = Instant::now();
         let mut peer = Peer::new(t0 + secs(5));
         peer.on_data(t0);
-        assert_eq!(peer.last_seen(), t0 + secs(5));
+        assert_eq!(peer.last_seen(), Some(t0 + secs(5)));
     }
 
     #[test]

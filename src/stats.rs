@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::server::core::{Reason, Refusal};
+
 /// What the server counts over its lifetime; printed by [`ServerStats::summary`] at exit.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct ServerStats {
@@ -115,9 +117,51 @@ impl ServerStats {
         self.peak_open = self.peak_open.max(self.open);
     }
 
-    /// An open connection was closed (for whatever reason; count the reason separately).
-    pub fn on_close(&mut self) {
+    /// An open connection was closed, for `reason`.
+    pub fn on_close(&mut self, reason: Reason) {
         self.open = self.open.saturating_sub(1);
+        let counter = match reason {
+            Reason::PeerClosed => &mut self.closed_by_peer,
+            Reason::Dead => &mut self.closed_dead,
+            Reason::Failed => &mut self.closed_on_error,
+            Reason::Shutdown => &mut self.closed_at_shutdown,
+        };
+        *counter += 1;
+    }
+
+    /// A peer was turned away at accept.
+    pub fn on_refused(&mut self, refusal: Refusal) {
+        match refusal {
+            Refusal::NotAllowed => self.rejected_not_allowed += 1,
+            Refusal::Full { .. } => self.rejected_full += 1,
+        }
+    }
+
+    /// `accept` itself failed.
+    pub fn on_accept_error(&mut self) {
+        self.accept_errors += 1;
+    }
+
+    pub fn on_line_echoed(&mut self) {
+        self.lines_echoed += 1;
+    }
+
+    pub fn on_line_too_long(&mut self) {
+        self.lines_too_long += 1;
+    }
+
+    pub fn on_heartbeat_sent(&mut self) {
+        self.heartbeats_sent += 1;
+    }
+
+    /// A peer spoke while heartbeats were outstanding: once per round of heartbeats.
+    pub fn on_heartbeat_answered(&mut self) {
+        self.heartbeats_answered += 1;
+    }
+
+    /// The loop woke `late` after the alarm it slept until.
+    pub fn on_wakeup(&mut self, late: Duration) {
+        self.wake_delay.record(late);
     }
 
     /// Multi-line human summary printed at exit: one fact per line.
@@ -443,12 +487,16 @@ mod tests {
             if open {
                 s.on_open()
             } else {
-                s.on_close()
+                s.on_close(Reason::PeerClosed)
             }
         }
         assert_eq!((s.accepted, s.open, s.peak_open), (4, 2, 3));
-        (0..3).for_each(|_| s.on_close()); // one too many: saturates
+        for reason in [Reason::Dead, Reason::Failed, Reason::Shutdown] {
+            s.on_close(reason); // one too many: saturates
+        }
         assert_eq!((s.open, s.peak_open), (0, 3));
+        let closed = (s.closed_by_peer, s.closed_dead, s.closed_on_error);
+        assert_eq!((closed, s.closed_at_shutdown), ((2, 1, 1), 1));
     }
 
     #[test]

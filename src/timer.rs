@@ -57,10 +57,19 @@ impl Timers {
 
     /// When the loop next needs to wake for a timer, or `None` when no timer is armed.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let tick = self.wheel.next_deadline()?;
+        self.wheel.next_deadline().map(|tick| self.instant_of(tick))
+    }
+
+    /// When the timer of `key` fires (its deadline rounded up to a tick), if it is armed.
+    pub fn deadline(&self, key: usize) -> Option<Instant> {
+        self.wheel.deadline(key).map(|tick| self.instant_of(tick))
+    }
+
+    /// The instant tick `tick` starts.
+    fn instant_of(&self, tick: u64) -> Instant {
         let nanos =
             u64::try_from(self.tick_nanos.saturating_mul(u128::from(tick))).unwrap_or(u64::MAX);
-        Some(self.origin + Duration::from_nanos(nanos))
+        later(self.origin, Duration::from_nanos(nanos))
     }
 
     /// Whole ticks since the origin (rounded down).

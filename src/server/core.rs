@@ -1,0 +1,792 @@
+//! The server's decisions, with no sockets and no clock: a sans-IO state machine in the shape
+//! of quinn-proto's `Connection`. The poll loop (`server.rs`) feeds it what happened and
+//! carries out what it says; a test drives it with a fake clock and fake peers.
+//!
+//! Owns the connection records (lifecycle, liveness, the line decoder and unsent output),
+//! their timers, the accept back-off, stopping, and the counters. Does not own sockets, the
+//! clock, logging or the order of events in a loop turn: those are the loop's.
+//!
+//! Inputs, each with the time the loop read from its clock:
+//!
+//! | call                          | when                                                    |
+//! |-------------------------------|---------------------------------------------------------|
+//! | [`handle_accept`]             | a peer was accepted; says whether to keep it            |
+//! | [`handle_accept_failed`]      | `accept` failed (out of descriptors): back off           |
+//! | [`handle_read`]               | bytes were read; read at most [`read_budget`] at a time |
+//! | [`handle_eof`]                | the peer closed its sending side                        |
+//! | [`handle_error`]              | a read failed (reset, ...)                              |
+//! | [`handle_writable`]           | the socket can take output again                        |
+//! | [`handle_written`]            | the result of writing [`output`] after `Action::Write`  |
+//! | [`handle_wakeup`]             | once a turn, right after `poll` returned                |
+//! | [`handle_timeout`]            | [`poll_timeout`] has passed (after the turn's reads)    |
+//! | [`handle_stop`]               | SIGTERM or a `Stopper`                                  |
+//!
+//! Outputs: [`poll_action`] until `None` after **every** input (the calling contract: the
+//! loop carries out each [`Action`] before the next input), and [`poll_timeout`], the time
+//! the loop must wake even if no peer does anything.
+//!
+//! [`handle_accept`]: ServerCore::handle_accept
+//! [`handle_accept_failed`]: ServerCore::handle_accept_failed
+//! [`handle_read`]: ServerCore::handle_read
+//! [`read_budget`]: ServerCore::read_budget
+//! [`handle_eof`]: ServerCore::handle_eof
+//! [`handle_error`]: ServerCore::handle_error
+//! [`handle_writable`]: ServerCore::handle_writable
+//! [`handle_written`]: ServerCore::handle_written
+//! [`output`]: ServerCore::output
+//! [`handle_wakeup`]: ServerCore::handle_wakeup
+//! [`handle_timeout`]: ServerCore::handle_timeout
+//! [`poll_timeout`]: ServerCore::poll_timeout
+//! [`handle_stop`]: ServerCore::handle_stop
+//! [`poll_action`]: ServerCore::poll_action
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use slab::Slab;
+
+use crate::allow::AllowList;
+use crate::conn::Buffers;
+use crate::liveness::{self, Peer, Timing};
+use crate::protocol::{self, classify, Frame, Message};
+use crate::stats::ServerStats;
+use crate::timer::{later, Timers};
+
+/// After accept fails for lack of file descriptors, wait this long before trying again:
+/// long enough not to spin, short enough that peers barely notice.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long stopping waits for peers to take their `End Connection`.
+pub const STOP_LINGER: Duration = Duration::from_secs(1);
+/// How long a peer declared dead has to take its `End Connection` and close its side.
+pub const DEAD_LINGER: Duration = Duration::from_secs(2);
+/// The most bytes read for a peer at once.
+pub const READ_BUFFER: usize = 64 * 1024;
+/// An echo is at most this many times the bytes read: an empty line, 1 byte, comes back as
+/// `Echoing...` and a newline. Reads are sized by it so output stays within its limit.
+const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
+/// Timers fired per [`ServerCore::handle_timeout`]: the loop reads its clock again between
+/// batches, so a heartbeat's send time is never more than a batch's work behind the truth.
+pub const TIMERS_PER_BATCH: usize = 64;
+
+/// What the core needs to know of the server's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timing: Timing,
+    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
+    pub tick: Duration,
+    pub max_line: usize,
+    pub max_write_buffer: usize,
+    pub max_connections: usize,
+    pub allow: AllowList,
+}
+
+/// What the loop must do. Carry each out before the next input (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write [`ServerCore::output`] for this peer, then report with
+    /// [`ServerCore::handle_written`].
+    Write(usize),
+    /// The peer may be read again (its output drained below the limit); readiness that came
+    /// while it was paused was not consumed, so read it without waiting for an event.
+    Read(usize),
+    /// Everything queued has been handed to the kernel: shut down our sending side, so the
+    /// peer's end of stream follows the last byte.
+    ShutdownWrite(usize),
+    /// Close the socket. The key is free from now on.
+    Close(usize),
+    /// Tell the operator (log it); the socket is still open, so it can be named.
+    Report(usize, Event),
+}
+
+/// Something worth a log line about one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Accepted; `open` peers are open now, this one included.
+    Connected { open: usize },
+    /// Heartbeat `number` of `count` sent.
+    HeartbeatSent { number: u32, count: u32 },
+    /// Bytes arrived while heartbeats were outstanding.
+    HeartbeatAnswered,
+    /// All `count` heartbeats went unanswered: `End Connection` sent, closing.
+    Dead { count: u32 },
+    /// The peer closed its sending side.
+    PeerClosed,
+    /// A read or write failed; the connection is closed.
+    Failed(io::ErrorKind),
+    /// Gone, for this reason.
+    Closed(Reason),
+}
+
+/// Why a connection ended; each is counted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The peer closed its side (after its output was flushed).
+    PeerClosed,
+    /// Every heartbeat went unanswered; the peer was told `End Connection`.
+    Dead,
+    /// A reset, broken pipe or other I/O error.
+    Failed,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// Why a peer was turned away at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address is not in `--allow`: closed without a word.
+    NotAllowed,
+    /// `--max-connections` peers are open; it is told [`protocol::SERVER_FULL`].
+    Full { open: usize },
+}
+
+/// What [`ServerCore::handle_accept`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Keep the peer under this key (its events and actions carry it).
+    Admitted(usize),
+    Refused(Refusal),
+}
+
+/// Where a connection is in its life. Each state has one meaning for its timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Reading, echoing; its timer is [`Timer::Liveness`].
+    Open,
+    /// The peer is not taking its output: its input stays in the kernel until it does, and
+    /// it counts as silent meanwhile. Timer: [`Timer::Liveness`].
+    ReadPaused,
+    /// Ending for `reason`: input is read and dropped, output flushed, then our side shut
+    /// down; closed once the peer has closed its side too. Closing with input unread would
+    /// send a reset, which can destroy output not yet delivered, `End Connection` included.
+    /// Timer: [`Timer::Linger`].
+    Ending {
+        reason: Reason,
+        peer_done: bool,
+        our_side_shut: bool,
+    },
+}
+
+/// What a connection's one timer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Ask [`liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
+    Liveness,
+    /// The ending peer's time to take its last output and close is up: close regardless.
+    Linger,
+}
+
+/// One peer: 40 bytes plus the wheel's node; buffers only while they hold bytes.
+#[derive(Debug)]
+struct Record {
+    liveness: Peer,
+    buffers: Buffers,
+    lifecycle: Lifecycle,
+}
+
+impl Record {
+    fn timer(&self) -> Timer {
+        match self.lifecycle {
+            Lifecycle::Open | Lifecycle::ReadPaused => Timer::Liveness,
+            Lifecycle::Ending { .. } => Timer::Linger,
+        }
+    }
+}
+
+/// Work that `poll_action` does a piece at a time, so that each write is carried out (and
+/// the one shared output buffer is free again) before the next is decided.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    /// Firing the timers due at `now`; `left` more in this batch.
+    Timers { now: Instant, left: usize },
+    /// Telling every peer from key `next` on that the server is stopping.
+    Stop { now: Instant, next: usize },
+}
+
+/// The loop's wake-up this turn, for splitting a close's lateness between the OS and us.
+#[derive(Debug, Clone, Copy)]
+struct Wakeup {
+    woke: Instant,
+    overslept: Option<Instant>,
+}
+
+pub struct ServerCore {
+    conns: Slab<Record>,
+    timers: Timers,
+    settings: Settings,
+    stats: ServerStats,
+    actions: VecDeque<Action>,
+    sweep: Option<Sweep>,
+    /// Output decided for `output_key` and not yet written: one shared buffer, so a peer's
+    /// echoes and heartbeats cost no allocation unless the kernel refuses them.
+    output: Vec<u8>,
+    output_key: Option<usize>,
+    accept_paused_until: Option<Instant>,
+    stopping: bool,
+    /// Open records whose peer has closed its side: they hold no place (`--max-connections`).
+    peers_gone: usize,
+    wakeup: Wakeup,
+}
+
+impl ServerCore {
+    pub fn new(now: Instant, settings: Settings) -> ServerCore {
+        ServerCore {
+            conns: Slab::new(),
+            timers: Timers::new(now, settings.tick, 0),
+            settings,
+            stats: ServerStats::default(),
+            actions: VecDeque::new(),
+            sweep: None,
+            output: Vec::with_capacity(2 * READ_BUFFER),
+            output_key: None,
+            accept_paused_until: None,
+            stopping: false,
+            peers_gone: 0,
+            wakeup: Wakeup {
+                woke: now,
+                overslept: None,
+            },
+        }
+    }
+
+    /// A peer was accepted at `now` from `addr`.
+    pub fn handle_accept(&mut self, now: Instant, addr: SocketAddr) -> Admission {
+        if !self.settings.allow.allows(addr.ip()) {
+            return self.refuse(Refusal::NotAllowed);
+        }
+        let in_place = self.conns.len() - self.peers_gone;
+        if in_place >= self.settings.max_connections {
+            return self.refuse(Refusal::Full { open: in_place });
+        }
+        let liveness = Peer::new(now);
+        let key = self.conns.insert(Record {
+            liveness,
+            buffers: Buffers::default(),
+            lifecycle: Lifecycle::Open,
+        });
+        self.timers
+            .arm(key, liveness.deadline(&self.settings.timing));
+        self.stats.on_open();
+        let open = self.conns.len();
+        self.report(key, Event::Connected { open });
+        Admission::Admitted(key)
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> Admission {
+        self.stats.on_refused(refusal);
+        Admission::Refused(refusal)
+    }
+
+    /// `accept` failed at `now` with something other than "nothing waiting" (out of
+    /// descriptors, most likely): the peer stays in the backlog, so accepting again at once
+    /// would spin. No accepting for [`ACCEPT_BACKOFF`].
+    pub fn handle_accept_failed(&mut self, now: Instant) {
+        self.stats.on_accept_error();
+        self.accept_paused_until = Some(later(now, ACCEPT_BACKOFF));
+    }
+
+    /// Whether the loop should accept peers now.
+    pub fn is_accepting(&self) -> bool {
+        !self.stopping && self.accept_paused_until.is_none()
+    }
+
+    /// How many bytes to read for `key` at most; 0 while its reading is paused. Sized so
+    /// that echoing all of them cannot overrun the peer's output limit.
+    pub fn read_budget(&self, key: usize) -> usize {
+        let Some(record) = self.conns.get(key) else {
+            return 0;
+        };
+        match record.lifecycle {
+            Lifecycle::ReadPaused => 0,
+            Lifecycle::Ending { peer_done, .. } => usize::from(!peer_done) * READ_BUFFER,
+            Lifecycle::Open => {
+                let room = self
+                    .settings
+                    .max_write_buffer
+                    .saturating_sub(self.pending_output(key));
+                (room / ECHO_GROWTH).clamp(1, READ_BUFFER)
+            }
+        }
+    }
+
+    /// `bytes` were read from `key` at `now`: a sign of life; each data line is echoed.
+    pub fn handle_read(&mut self, now: Instant, key: usize, bytes: &[u8]) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        if matches!(record.lifecycle, Lifecycle::Ending { .. }) {
+            // Read only so that closing sends no reset; nothing is answered any more.
+            return;
+        }
+        let answered = record.liveness.on_data(now) > 0;
+        if answered {
+            self.stats.on_heartbeat_answered();
+            self.report(key, Event::HeartbeatAnswered);
+        }
+        self.echo(key, Some(bytes));
+    }
+
+    /// `key` closed its sending side: echo a last line that had no newline, then end.
+    pub fn handle_eof(&mut self, now: Instant, key: usize) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &mut record.lifecycle {
+            Lifecycle::Ending { peer_done, .. } => {
+                if !*peer_done {
+                    *peer_done = true;
+                    self.peers_gone += 1;
+                }
+                self.advance_ending(key);
+            }
+            Lifecycle::Open | Lifecycle::ReadPaused => {
+                self.report(key, Event::PeerClosed);
+                self.echo(key, None);
+                // A peer that half-closed may still be reading a backlog of echoes.
+                let linger = self.settings.timing.idle;
+                self.begin_ending(key, Reason::PeerClosed, now, linger, true);
+            }
+        }
+    }
+
+    /// A read from `key` failed: the connection is broken.
+    pub fn handle_error(&mut self, _now: Instant, key: usize, error: io::ErrorKind) {
+        let Some(record) = self.conns.get(key) else {
+            return;
+        };
+        let reason = match record.lifecycle {
+            Lifecycle::Ending { reason, .. } => reason,
+            Lifecycle::Open | Lifecycle::ReadPaused => Reason::Failed,
+        };
+        self.report(key, Event::Failed(error));
+        self.close(key, reason);
+    }
+
+    /// The socket of `key` can take output again.
+    pub fn handle_writable(&mut self, _now: Instant, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if self.pending_output(key) > 0 {
+            self.actions.push_back(Action::Write(key));
+        } else {
+            self.advance_ending(key);
+        }
+    }
+
+    /// The bytes to write for `key` after [`Action::Write`]: empty when nothing waits.
+    pub fn output(&self, key: usize) -> &[u8] {
+        match self.conns.get(key) {
+            Some(record) if !record.buffers.outbox().is_empty() => record.buffers.outbox(),
+            Some(_) if self.output_key == Some(key) => &self.output,
+            _ => &[],
+        }
+    }
+
+    /// How writing [`output`](Self::output) for `key` went: `Ok(n)`, the kernel took the
+    /// first `n` bytes (the rest is kept); `Err`, the connection is broken.
+    pub fn handle_written(&mut self, key: usize, result: io::Result<usize>) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let reason = match record.lifecycle {
+                    Lifecycle::Ending { reason, .. } => reason,
+                    Lifecycle::Open | Lifecycle::ReadPaused => Reason::Failed,
+                };
+                self.report(key, Event::Failed(e.kind()));
+                self.close(key, reason);
+                return;
+            }
+        };
+        if !record.buffers.outbox().is_empty() {
+            record.buffers.sent(written);
+        } else if self.output_key == Some(key) {
+            // Only what the kernel refused is copied, and only then is memory allocated.
+            record
+                .buffers
+                .hold(self.output.get(written..).unwrap_or_default());
+            self.output.clear();
+            self.output_key = None;
+        }
+        let unsent = record.buffers.unsent();
+        let limit = self.settings.max_write_buffer;
+        match record.lifecycle {
+            Lifecycle::Open if unsent >= limit => record.lifecycle = Lifecycle::ReadPaused,
+            Lifecycle::ReadPaused if unsent < limit => {
+                record.lifecycle = Lifecycle::Open;
+                self.actions.push_back(Action::Read(key));
+            }
+            Lifecycle::Ending { .. } => self.advance_ending(key),
+            Lifecycle::Open | Lifecycle::ReadPaused => {}
+        }
+    }
+
+    /// Once a turn, as soon as `poll` returned at `now`. `overslept`: the alarm the loop was
+    /// sleeping until, if the OS woke it after that time (the OS's share of any lateness).
+    pub fn handle_wakeup(&mut self, now: Instant, overslept: Option<Instant>) {
+        if let Some(alarm) = overslept {
+            self.stats.on_wakeup(now.saturating_duration_since(alarm));
+        }
+        self.wakeup = Wakeup {
+            woke: now,
+            overslept,
+        };
+    }
+
+    /// Fires up to [`TIMERS_PER_BATCH`] timers due at `now` (as `poll_action` is drained), and
+    /// ends an accept back-off that is over. Call after the turn's reads, so that bytes that
+    /// arrived while the loop was away count before any peer is judged silent; call again,
+    /// with the clock read anew, while [`poll_timeout`](Self::poll_timeout) is still due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+        }
+        if !matches!(self.sweep, Some(Sweep::Stop { .. })) {
+            self.sweep = Some(Sweep::Timers {
+                now,
+                left: TIMERS_PER_BATCH,
+            });
+        }
+    }
+
+    /// Stop at `now`: accept no more, tell every open peer `End Connection`, and give each
+    /// [`STOP_LINGER`] to take it. [`is_done`](Self::is_done) once every peer is closed.
+    pub fn handle_stop(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.sweep = Some(Sweep::Stop { now, next: 0 });
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Stopped and every peer closed: the loop can return.
+    pub fn is_done(&self) -> bool {
+        self.stopping && self.conns.is_empty() && self.sweep.is_none()
+    }
+
+    /// The next thing to do, or `None` when there is nothing until the next input.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        loop {
+            if let Some(action) = self.actions.pop_front() {
+                return Some(action);
+            }
+            match self.sweep? {
+                Sweep::Timers { now, left } => {
+                    let key = match left {
+                        0 => None,
+                        _ => self.timers.poll_expired(now),
+                    };
+                    match key {
+                        Some(key) => {
+                            self.sweep = Some(Sweep::Timers {
+                                now,
+                                left: left - 1,
+                            });
+                            self.fire(now, key);
+                        }
+                        None => self.sweep = None,
+                    }
+                }
+                Sweep::Stop { now, next } => {
+                    let key = (next..self.conns.capacity()).find(|k| self.conns.contains(*k));
+                    match key {
+                        Some(key) => {
+                            self.sweep = Some(Sweep::Stop { now, next: key + 1 });
+                            self.stop_one(now, key);
+                        }
+                        None => self.sweep = None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the loop must wake even if no peer does anything: the next timer, or the end of
+    /// an accept back-off. `None`: sleep until an event.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.next_wakeup(), self.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    pub fn into_stats(self) -> ServerStats {
+        self.stats
+    }
+
+    /// Connections open (ending ones included).
+    pub fn open(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Timers armed: exactly one per open connection (checked by the loop in debug builds).
+    pub fn timers_armed(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// What `key`'s timer means now, if `key` is open.
+    pub fn timer_of(&self, key: usize) -> Option<Timer> {
+        self.conns.get(key).map(Record::timer)
+    }
+
+    /// Heap bytes held for `key` (a partial line, unsent output): 0 for an idle peer.
+    pub fn holds_memory(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|record| !record.buffers.is_unallocated())
+    }
+
+    fn fire(&mut self, now: Instant, key: usize) {
+        let timing = self.settings.timing;
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let reason = match record.lifecycle {
+            Lifecycle::Ending { reason, .. } => reason,
+            Lifecycle::Open | Lifecycle::ReadPaused => {
+                let due = record.liveness.deadline(&timing);
+                self.on_liveness_timer(now, key, due);
+                return;
+            }
+        };
+        // The peer had its time to take its last output; close regardless.
+        self.close(key, reason);
+    }
+
+    fn on_liveness_timer(&mut self, now: Instant, key: usize, due: Instant) {
+        let timing = self.settings.timing;
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        match record.liveness.on_timer(now, &timing) {
+            liveness::Action::Rearm(at) => self.timers.arm(key, at),
+            liveness::Action::SendHeartbeat { number, next } => {
+                self.stats.on_heartbeat_sent();
+                self.timers.arm(key, next);
+                let count = timing.count;
+                self.report(key, Event::HeartbeatSent { number, count });
+                self.queue_line(key, protocol::HEARTBEAT);
+            }
+            liveness::Action::Close => {
+                let Wakeup { woke, overslept } = self.wakeup;
+                self.stats.on_end_connection_sent(due, now, woke, overslept);
+                let count = timing.count;
+                self.report(key, Event::Dead { count });
+                self.queue_line(key, protocol::END_CONNECTION);
+                self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
+            }
+        }
+    }
+
+    /// Part of stopping: one peer is told `End Connection`, or, if it is already ending, has
+    /// its linger cut to the stop's.
+    fn stop_one(&mut self, now: Instant, key: usize) {
+        let Some(record) = self.conns.get(key) else {
+            return;
+        };
+        let deadline = later(now, STOP_LINGER);
+        match record.lifecycle {
+            Lifecycle::Ending { .. } => {
+                if self.timers.deadline(key).map_or(true, |at| at > deadline) {
+                    self.timers.arm(key, deadline);
+                }
+            }
+            Lifecycle::Open | Lifecycle::ReadPaused => {
+                self.queue_line(key, protocol::END_CONNECTION);
+                self.begin_ending(key, Reason::Shutdown, now, STOP_LINGER, false);
+            }
+        }
+    }
+
+    /// Frames what was read (`Some(bytes)`; `None`: the end of the input, which completes a
+    /// last line without a newline) and queues the echoes of its data lines.
+    fn echo(&mut self, key: usize, input: Option<&[u8]>) {
+        self.claim_output(key);
+        let ServerCore {
+            conns,
+            output,
+            stats,
+            settings,
+            ..
+        } = self;
+        let Some(record) = conns.get_mut(key) else {
+            return;
+        };
+        let before = output.len();
+        let max_line = settings.max_line;
+        let mut on_frame = |frame: Frame<'_>| match frame {
+            Frame::Line(line) => match classify(line) {
+                Message::HeartbeatReply => {}
+                Message::Data(data) => {
+                    debug!("data: {}", String::from_utf8_lossy(data));
+                    protocol::encode_echo(output, data);
+                    stats.on_line_echoed();
+                }
+            },
+            Frame::TooLong => {
+                protocol::encode_too_long(output, max_line);
+                stats.on_line_too_long();
+            }
+        };
+        match input {
+            Some(bytes) => record.buffers.feed(max_line, bytes, &mut on_frame),
+            None => record.buffers.finish(&mut on_frame),
+        }
+        if output.len() > before {
+            self.output_ready(key);
+        }
+    }
+
+    /// Queues one protocol line for `key`.
+    fn queue_line(&mut self, key: usize, line: &[u8]) {
+        self.claim_output(key);
+        protocol::encode_line(&mut self.output, line);
+        self.output_ready(key);
+    }
+
+    /// Makes the shared output buffer `key`'s. If another peer's output is still in it (the
+    /// loop did not write it yet), that output moves to its own outbox first, in order.
+    fn claim_output(&mut self, key: usize) {
+        match self.output_key {
+            Some(owner) if owner == key => {}
+            Some(owner) => {
+                if let Some(record) = self.conns.get_mut(owner) {
+                    record.buffers.hold(&self.output);
+                }
+                self.output.clear();
+                self.output_key = Some(key);
+            }
+            None => self.output_key = Some(key),
+        }
+    }
+
+    /// New output for `key` is in the shared buffer: behind unsent output it joins the
+    /// outbox (order is kept); either way the loop is asked to write.
+    fn output_ready(&mut self, key: usize) {
+        if let Some(record) = self.conns.get_mut(key) {
+            if !record.buffers.outbox().is_empty() {
+                record.buffers.hold(&self.output);
+                self.output.clear();
+                self.output_key = None;
+            }
+        }
+        self.actions.push_back(Action::Write(key));
+    }
+
+    /// Bytes decided for `key` and not yet taken by the kernel.
+    fn pending_output(&self, key: usize) -> usize {
+        let shared = match self.output_key == Some(key) {
+            true => self.output.len(),
+            false => 0,
+        };
+        shared + self.conns.get(key).map_or(0, |r| r.buffers.unsent())
+    }
+
+    /// Starts ending a connection: from now on its input is dropped and its output flushed,
+    /// then its sending side shut down; it is closed once the peer has closed its side too,
+    /// or when `linger` runs out.
+    fn begin_ending(
+        &mut self,
+        key: usize,
+        reason: Reason,
+        now: Instant,
+        linger: Duration,
+        peer_done: bool,
+    ) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        record.lifecycle = Lifecycle::Ending {
+            reason,
+            peer_done,
+            our_side_shut: false,
+        };
+        if peer_done {
+            self.peers_gone += 1;
+        }
+        self.timers.arm(key, later(now, linger));
+        self.advance_ending(key);
+    }
+
+    /// Moves an ending connection on as far as it can go now: once its output is all
+    /// written, shut down our side; once the peer is done too, close.
+    fn advance_ending(&mut self, key: usize) {
+        let pending = self.pending_output(key);
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Lifecycle::Ending {
+            reason,
+            peer_done,
+            our_side_shut,
+        } = &mut record.lifecycle
+        else {
+            return;
+        };
+        if pending > 0 {
+            return;
+        }
+        let (reason, peer_done) = (*reason, *peer_done);
+        if !*our_side_shut {
+            *our_side_shut = true;
+            self.actions.push_back(Action::ShutdownWrite(key));
+        }
+        if peer_done {
+            self.close(key, reason);
+        }
+    }
+
+    fn close(&mut self, key: usize, reason: Reason) {
+        let Some(record) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let Lifecycle::Ending {
+            peer_done: true, ..
+        } = record.lifecycle
+        {
+            self.peers_gone -= 1;
+        }
+        if self.output_key == Some(key) {
+            self.output.clear();
+            self.output_key = None;
+        }
+        self.timers.cancel(key);
+        self.stats.on_close(reason);
+        self.report(key, Event::Closed(reason));
+        self.actions.push_back(Action::Close(key));
+    }
+
+    fn report(&mut self, key: usize, event: Event) {
+        self.actions.push_back(Action::Report(key, event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_record_is_small() {
+        // The memory target is 128 bytes per idle connection for everything the process
+        // holds; the record is the largest part of it (the loop adds 12 for the socket and
+        // the wheel 16 for the timer).
+        assert!(
+            std::mem::size_of::<Record>() <= 40,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
+    }
+}
