@@ -709,6 +709,11 @@ impl ServerCore {
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
+        if record.lifecycle == Lifecycle::ReadPaused && !peer_done {
+            // Its input waits in the kernel: read and drop it now, so that closing later
+            // does not turn into a reset.
+            self.actions.push_back(Action::Read(key));
+        }
         record.lifecycle = Lifecycle::Ending {
             reason,
             peer_done,

@@ -1,0 +1,684 @@
+//! The server core driven by a fake clock and fake peers: no sockets, no sleeps. Time jumps
+//! to the core's next deadline (or a peer's next move), and each test asserts the trace of
+//! what every peer received, in microseconds of test time, at T−1 µs and at T.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use heartbeat::allow::AllowList;
+use heartbeat::liveness::Timing;
+use heartbeat::server::core::{
+    Action, Admission, Event, Reason, Refusal, ServerCore, Settings, Timer, ACCEPT_BACKOFF,
+    DEAD_LINGER, STOP_LINGER,
+};
+
+const US: Duration = Duration::from_micros(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// The manual's settings scaled down: heartbeat every 100 ms, 3 times, after 400 ms idle.
+const FAST: Timing = Timing {
+    idle: Duration::from_millis(400),
+    interval: Duration::from_millis(100),
+    count: 3,
+};
+
+/// The stall case of issue 9: heartbeat every 500 ms, 3 times, after 2 s idle.
+const STALL: Timing = Timing {
+    idle: Duration::from_secs(2),
+    interval: Duration::from_millis(500),
+    count: 3,
+};
+
+fn settings(timing: Timing) -> Settings {
+    Settings {
+        timing,
+        tick: US,
+        max_line: 64 * 1024,
+        max_write_buffer: 1 << 20,
+        max_connections: 100_000,
+        allow: AllowList::default(),
+    }
+}
+
+fn addr(last: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, last], 40_000))
+}
+
+/// What a fake peer does and has seen.
+#[derive(Default)]
+struct FakePeer {
+    /// Bytes the server wrote that reached this peer, and the lines among them with times.
+    received: Vec<u8>,
+    lines: Vec<(Duration, String)>,
+    /// Bytes the kernel will still take for this peer: `usize::MAX` while it reads.
+    room: usize,
+    /// Bytes the peer sent that the server has not read yet (they wait in the kernel).
+    unread: Vec<u8>,
+    /// Answer each `heartbeat` this long after it arrives; `None`: stay silent.
+    answer_after: Option<Duration>,
+    /// The server shut its sending side (we saw its FIN), and when.
+    fin_at: Option<Duration>,
+    closed_at: Option<Duration>,
+}
+
+/// One server core, its fake clock, and its fake peers by key.
+struct Harness {
+    core: ServerCore,
+    t0: Instant,
+    now: Instant,
+    peers: BTreeMap<usize, FakePeer>,
+    /// Bytes peers will send later: (when, key, bytes).
+    scheduled: Vec<(Instant, usize, Vec<u8>)>,
+    events: Vec<(Duration, usize, Event)>,
+    /// Peers the core asked to read again.
+    to_read: Vec<usize>,
+}
+
+impl Harness {
+    fn new(settings: Settings) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            core: ServerCore::new(t0, settings),
+            t0,
+            now: t0,
+            peers: BTreeMap::new(),
+            scheduled: Vec::new(),
+            events: Vec::new(),
+            to_read: Vec::new(),
+        }
+    }
+
+    fn at(&self, since_t0: Duration) -> Instant {
+        self.t0 + since_t0
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    fn connect(&mut self) -> usize {
+        self.try_connect(addr(1)).expect("admitted")
+    }
+
+    fn try_connect(&mut self, from: SocketAddr) -> Result<usize, Refusal> {
+        match self.core.handle_accept(self.now, from) {
+            Admission::Admitted(key) => {
+                self.peers.insert(
+                    key,
+                    FakePeer {
+                        room: usize::MAX,
+                        ..FakePeer::default()
+                    },
+                );
+                self.drain();
+                Ok(key)
+            }
+            Admission::Refused(refusal) => Err(refusal),
+        }
+    }
+
+    /// A peer that answers every heartbeat `after` it arrives.
+    fn connect_answering(&mut self, after: Duration) -> usize {
+        let key = self.connect();
+        self.peer(key).answer_after = Some(after);
+        key
+    }
+
+    fn peer(&mut self, key: usize) -> &mut FakePeer {
+        self.peers.get_mut(&key).expect("a peer of this harness")
+    }
+
+    /// The peer sends `bytes` now; the server reads them as far as it will.
+    fn send(&mut self, key: usize, bytes: &[u8]) {
+        self.peer(key).unread.extend_from_slice(bytes);
+        self.deliver(key);
+    }
+
+    /// The server reads what `key` sent, in pieces of at most its read budget, as the loop
+    /// does, until the budget is 0 (reading paused) or nothing is left.
+    fn deliver(&mut self, key: usize) {
+        loop {
+            let budget = self.core.read_budget(key);
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            if budget == 0 || peer.unread.is_empty() {
+                return;
+            }
+            let n = budget.min(peer.unread.len());
+            let chunk: Vec<u8> = peer.unread.drain(..n).collect();
+            self.core.handle_read(self.now, key, &chunk);
+            self.drain();
+        }
+    }
+
+    /// The peer closes its sending side (after what it sent is read).
+    fn close_side(&mut self, key: usize) {
+        self.deliver(key);
+        self.core.handle_eof(self.now, key);
+        self.drain();
+    }
+
+    /// A read from the peer fails with a reset.
+    fn reset(&mut self, key: usize) {
+        self.core
+            .handle_error(self.now, key, ErrorKind::ConnectionReset);
+        self.drain();
+    }
+
+    /// Carries out every action, as the loop does, playing the kernel and the peers.
+    fn drain(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            let since = self.elapsed();
+            match action {
+                Action::Write(key) => {
+                    let bytes = self.core.output(key).to_vec();
+                    let peer = self.peers.get_mut(&key).expect("writes go to known peers");
+                    let n = bytes.len().min(peer.room);
+                    peer.room -= n;
+                    let start = peer.received.len();
+                    peer.received.extend_from_slice(&bytes[..n]);
+                    let new_lines = complete_lines(&peer.received, start);
+                    let answer = peer.answer_after;
+                    for line in new_lines {
+                        if line == "heartbeat" {
+                            if let Some(after) = answer {
+                                let when = self.now + after;
+                                self.scheduled
+                                    .push((when, key, b"Echoing...heartbeat\n".to_vec()));
+                            }
+                        }
+                        peer.lines.push((since, line));
+                    }
+                    self.core.handle_written(key, Ok(n));
+                }
+                Action::Read(key) => self.to_read.push(key),
+                Action::ShutdownWrite(key) => self.peer(key).fin_at = Some(since),
+                Action::Close(key) => self.peer(key).closed_at = Some(since),
+                Action::Report(key, event) => self.events.push((since, key, event)),
+            }
+        }
+        for key in std::mem::take(&mut self.to_read) {
+            self.deliver(key);
+        }
+    }
+
+    /// Moves the clock to `until`, waking at each of the core's deadlines and each
+    /// scheduled send on the way, as a loop that is never late would.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_send = self.scheduled.iter().map(|(at, ..)| *at).min();
+            let next_timer = self.core.poll_timeout();
+            let next = match (next_send, next_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
+                Some(next) if next <= until => self.wake(next.max(self.now)),
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn run_for(&mut self, span: Duration) {
+        self.run_until(self.now + span);
+    }
+
+    /// The loop stops (a stall) and wakes at `at`: first the bytes that arrived meanwhile
+    /// are read, then the timers fire, as the real loop orders a turn.
+    fn stall_until(&mut self, at: Instant) {
+        self.wake(at);
+    }
+
+    fn wake(&mut self, at: Instant) {
+        self.now = at;
+        self.core.handle_wakeup(at, None);
+        let due: Vec<(usize, Vec<u8>)> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.scheduled.drain(..).partition(|(when, ..)| *when <= at);
+            self.scheduled = later;
+            due.into_iter()
+                .map(|(_, key, bytes)| (key, bytes))
+                .collect()
+        };
+        for (key, bytes) in due {
+            if self.peers[&key].closed_at.is_none() {
+                self.send(key, &bytes);
+            }
+        }
+        while self.core.poll_timeout().is_some_and(|t| t <= at) {
+            self.core.handle_timeout(at);
+            self.drain();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.core.handle_stop(self.now);
+        self.drain();
+    }
+
+    /// The lines `key` received, with their times in µs since t0.
+    fn lines(&self, key: usize) -> Vec<(u128, &str)> {
+        self.peers[&key]
+            .lines
+            .iter()
+            .map(|(t, line)| (t.as_micros(), line.as_str()))
+            .collect()
+    }
+
+    fn closed_at(&self, key: usize) -> Option<u128> {
+        self.peers[&key].closed_at.map(|t| t.as_micros())
+    }
+}
+
+/// The complete lines in `received` that end after `from`.
+fn complete_lines(received: &[u8], from: usize) -> Vec<String> {
+    let line_start = received[..from]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut lines: Vec<String> = received[line_start..]
+        .split(|b| *b == b'\n')
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect();
+    lines.pop(); // what follows the last newline is not a line yet
+    lines
+}
+
+fn ms(n: u64) -> u128 {
+    u128::from(n) * 1000
+}
+
+/// Manual case 1: a peer that sends more often than the idle time has every line echoed and
+/// never gets a heartbeat.
+#[test]
+fn case_1_data_more_often_than_idle_is_echoed_without_heartbeats() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    for _ in 0..20 {
+        h.send(key, b"Hello, there\n");
+        h.run_for(399 * MS);
+    }
+    let lines = h.lines(key);
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().all(|(_, l)| *l == "Echoing...Hello, there"));
+    assert_eq!(h.core.stats().heartbeats_sent, 0);
+    assert_eq!(h.core.stats().lines_echoed, 20);
+}
+
+/// Manual case 2: a quiet peer that answers each heartbeat 1 ms later is kept for good; each
+/// answer restarts the idle wait.
+#[test]
+fn case_2_quiet_peer_that_answers_is_kept() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect_answering(MS);
+    h.run_for(Duration::from_secs(10));
+    let lines = h.lines(key);
+    // Heartbeat at 400 ms, answered at 401, next at 801, 1202, ...
+    assert_eq!(lines[0], (ms(400), "heartbeat"));
+    assert_eq!(lines[1], (ms(801), "heartbeat"));
+    assert_eq!(lines[2], (ms(1202), "heartbeat"));
+    assert!(lines.iter().all(|(_, l)| *l == "heartbeat"), "{lines:?}");
+    assert_eq!(lines.len(), 24, "one every 401 ms for 10 s");
+    assert_eq!(h.closed_at(key), None);
+    let stats = h.core.stats();
+    assert_eq!(stats.heartbeats_answered, 24);
+    assert_eq!(stats.closed_dead, 0);
+    assert_eq!(stats.lines_echoed, 0, "answers are not echoed");
+}
+
+/// Manual case 3: a silent peer: nothing at 400 ms − 1 µs, heartbeats at 400, 500, 600 ms,
+/// End Connection at 700 ms and our side shut then; closed when it closes its side.
+#[test]
+fn case_3_silent_peer_gets_three_heartbeats_then_end_connection() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.run_until(h.at(400 * MS - US));
+    assert!(h.lines(key).is_empty(), "nothing before 400 ms");
+    h.run_until(h.at(700 * MS - US));
+    assert_eq!(
+        h.lines(key),
+        [
+            (ms(400), "heartbeat"),
+            (ms(500), "heartbeat"),
+            (ms(600), "heartbeat")
+        ]
+    );
+    h.run_until(h.at(700 * MS));
+    assert_eq!(h.lines(key)[3], (ms(700), "End Connection"));
+    assert_eq!(h.peers[&key].fin_at, Some(700 * MS));
+    assert_eq!(
+        h.closed_at(key),
+        None,
+        "waits for the peer to close its side"
+    );
+    h.run_for(MS);
+    h.close_side(key);
+    assert_eq!(h.closed_at(key), Some(ms(701)));
+    let stats = h.core.stats();
+    assert_eq!((stats.heartbeats_sent, stats.closed_dead), (3, 1));
+    assert_eq!(stats.close_lateness.percentiles().count, 1);
+}
+
+/// Manual case 4: the peer closes: its last line (no newline) is echoed, our side is shut at
+/// once, the connection closed, and no heartbeat is ever sent.
+#[test]
+fn case_4_peer_that_closes_is_closed_at_once_without_heartbeat() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.send(key, b"Hello, there\nbye");
+    h.close_side(key);
+    assert_eq!(
+        h.lines(key),
+        [(0, "Echoing...Hello, there"), (0, "Echoing...bye")]
+    );
+    assert_eq!(h.peers[&key].fin_at, Some(Duration::ZERO));
+    assert_eq!(h.closed_at(key), Some(0));
+    h.run_for(Duration::from_secs(5));
+    assert_eq!(h.lines(key).len(), 2);
+    let stats = h.core.stats();
+    assert_eq!((stats.closed_by_peer, stats.heartbeats_sent), (1, 0));
+    assert_eq!(h.core.open(), 0);
+}
+
+/// Issue 9's stall: the loop is stopped for 5 s while 50 peers that answer every heartbeat
+/// are quiet. At the stall's end each gets heartbeat 1, answers 1 ms later, and none is
+/// closed then or later.
+#[test]
+fn a_five_second_stall_closes_no_peer_that_answers() {
+    let mut h = Harness::new(settings(STALL));
+    let keys: Vec<usize> = (0..50).map(|_| h.connect_answering(MS)).collect();
+    let stall_end = h.at(Duration::from_secs(5));
+    h.stall_until(stall_end);
+    for key in &keys {
+        assert_eq!(h.lines(*key), [(ms(5000), "heartbeat")], "key {key}");
+    }
+    h.run_for(Duration::from_secs(30));
+    for key in &keys {
+        assert_eq!(h.closed_at(*key), None);
+        assert!(h.lines(*key).iter().all(|(_, l)| *l == "heartbeat"));
+    }
+    let stats = h.core.stats();
+    assert_eq!(stats.closed_dead, 0);
+    assert_eq!(stats.heartbeats_answered, stats.heartbeats_sent);
+    assert!(stats.heartbeats_answered >= 50 * 2, "{stats:?}");
+}
+
+/// The same stall with a peer that never answers: heartbeats at the stall's end, +interval,
+/// +2·interval, End Connection at +3·interval: a full interval after each one really left.
+#[test]
+fn after_a_stall_a_silent_peer_gets_every_interval_in_full() {
+    let mut h = Harness::new(settings(STALL));
+    let key = h.connect();
+    h.stall_until(h.at(Duration::from_secs(5)));
+    h.run_until(h.at(Duration::from_millis(6500) - US));
+    assert_eq!(
+        h.lines(key),
+        [
+            (ms(5000), "heartbeat"),
+            (ms(5500), "heartbeat"),
+            (ms(6000), "heartbeat")
+        ]
+    );
+    h.run_until(h.at(Duration::from_millis(6500)));
+    assert_eq!(h.lines(key)[3], (ms(6500), "End Connection"));
+}
+
+/// A stall during which the peer spoke: its bytes are read before the timers of that turn,
+/// so it gets its echo and no heartbeat.
+#[test]
+fn bytes_that_arrived_during_a_stall_count_before_any_timer() {
+    let mut h = Harness::new(settings(STALL));
+    let key = h.connect();
+    h.scheduled
+        .push((h.at(Duration::from_secs(1)), key, b"still here\n".to_vec()));
+    h.stall_until(h.at(Duration::from_secs(5)));
+    assert_eq!(h.lines(key), [(ms(5000), "Echoing...still here")]);
+    h.run_until(h.at(Duration::from_secs(7) - US));
+    assert_eq!(h.lines(key).len(), 1, "no heartbeat before 5 s + idle");
+    h.run_until(h.at(Duration::from_secs(7)));
+    assert_eq!(h.lines(key)[1], (ms(7000), "heartbeat"));
+}
+
+/// A heartbeat answered late (just before End Connection was due) still counts: the count
+/// is cleared, the idle wait starts again, and the answer is counted once per round.
+#[test]
+fn an_answer_at_the_last_moment_clears_the_count_once() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.run_until(h.at(700 * MS - US));
+    h.send(key, b"Echoing...heartbeat\nEchoing...heartbeat\n");
+    h.run_until(h.at(Duration::from_millis(1099)));
+    assert_eq!(h.lines(key).len(), 3, "three heartbeats, no End Connection");
+    h.run_until(h.at(Duration::from_millis(1100)));
+    assert_eq!(h.lines(key)[3], (ms(1100) - 1, "heartbeat"));
+    assert_eq!(h.core.stats().heartbeats_answered, 1, "one round answered");
+}
+
+/// A peer that stops reading: its output fills, reading it pauses, and bytes it keeps
+/// sending stay unread, so it counts as silent and is closed as dead in the usual time, then
+/// after the 2 s linger (it never takes End Connection nor closes).
+#[test]
+fn a_peer_that_stops_reading_is_paused_then_treated_as_silent() {
+    let mut h = Harness::new(Settings {
+        max_write_buffer: 4096,
+        ..settings(FAST)
+    });
+    let key = h.connect();
+    h.peer(key).room = 0;
+    let flood = b"0123456789012345678901234567890123456789\n".repeat(500);
+    h.send(key, &flood);
+    assert_eq!(h.core.read_budget(key), 0, "reading paused");
+    assert!(
+        !h.peers[&key].unread.is_empty(),
+        "its bytes wait in the kernel"
+    );
+    assert!(h.core.output(key).len() >= 4096);
+    // It keeps sending: still unread, not a sign of life.
+    h.run_for(300 * MS);
+    h.send(key, b"more\n");
+    h.run_until(h.at(700 * MS - US));
+    assert_eq!(
+        h.core.stats().heartbeats_sent,
+        3,
+        "heartbeats go out while paused"
+    );
+    assert_eq!(h.core.stats().closed_dead, 0);
+    h.run_until(h.at(700 * MS));
+    assert_eq!(h.core.timer_of(key), Some(Timer::Linger));
+    h.run_until(h.at(700 * MS + DEAD_LINGER - US));
+    assert_eq!(h.closed_at(key), None);
+    h.run_until(h.at(700 * MS + DEAD_LINGER));
+    assert_eq!(h.closed_at(key), Some(ms(2700)));
+    assert_eq!(h.core.stats().closed_dead, 1);
+}
+
+/// A slow reader that drains its output is read again (the core asks for it) and echoed.
+#[test]
+fn a_paused_peer_is_read_again_once_its_output_drains() {
+    let mut h = Harness::new(Settings {
+        max_write_buffer: 4096,
+        ..settings(FAST)
+    });
+    let key = h.connect();
+    h.peer(key).room = 0;
+    h.send(key, &b"x\n".repeat(3000));
+    assert_eq!(h.core.read_budget(key), 0);
+    let echoed_while_paused = h.core.stats().lines_echoed;
+    h.peer(key).room = usize::MAX;
+    h.core.handle_writable(h.now, key);
+    h.drain();
+    assert_eq!(h.core.stats().lines_echoed, 3000);
+    assert!(echoed_while_paused < 3000);
+    assert!(h.peers[&key].unread.is_empty());
+    assert!(!h.core.holds_memory(key), "buffers given back once drained");
+}
+
+/// A dead peer that never closes its side is closed exactly 2 s after End Connection.
+#[test]
+fn a_dead_peer_lingers_two_seconds_then_is_closed() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.run_until(h.at(700 * MS + DEAD_LINGER - US));
+    assert_eq!(h.closed_at(key), None);
+    // Whatever it sends while ending is read and dropped, not echoed.
+    h.send(key, b"too late\n");
+    h.run_until(h.at(700 * MS + DEAD_LINGER));
+    assert_eq!(h.closed_at(key), Some(ms(2700)));
+    assert_eq!(h.lines(key).last(), Some(&(ms(700), "End Connection")));
+}
+
+/// Stopping: every open peer is told End Connection at once; one that closes its side is
+/// closed then, one that does not after 1 s; an ending peer's long linger is cut to 1 s.
+#[test]
+fn stopping_tells_everyone_and_closes_what_is_left_after_one_second() {
+    let mut h = Harness::new(settings(Timing {
+        idle: Duration::from_secs(30),
+        ..FAST
+    }));
+    let prompt = h.connect();
+    let slow = h.connect();
+    let half_closed = h.connect();
+    h.peer(half_closed).room = 0;
+    h.send(half_closed, b"echo me\n");
+    h.close_side(half_closed); // ending, waiting up to idle (30 s) to deliver its echo
+    h.run_for(Duration::from_secs(1));
+    h.stop();
+    assert!(!h.core.is_accepting());
+    for key in [prompt, slow] {
+        assert_eq!(h.lines(key), [(ms(1000), "End Connection")]);
+    }
+    h.close_side(prompt);
+    assert_eq!(h.closed_at(prompt), Some(ms(1000)));
+    h.run_until(h.at(Duration::from_secs(2) - US));
+    assert_eq!((h.closed_at(slow), h.closed_at(half_closed)), (None, None));
+    assert!(!h.core.is_done());
+    h.run_until(h.at(Duration::from_secs(1) + STOP_LINGER));
+    assert_eq!(h.closed_at(slow), Some(ms(2000)));
+    assert_eq!(h.closed_at(half_closed), Some(ms(2000)));
+    assert!(h.core.is_done());
+    let stats = h.core.stats();
+    assert_eq!((stats.closed_at_shutdown, stats.closed_by_peer), (2, 1));
+}
+
+/// Out of descriptors: accepting stops for exactly the back-off, then resumes.
+#[test]
+fn a_failed_accept_backs_off_for_a_hundred_milliseconds() {
+    let mut h = Harness::new(settings(FAST));
+    h.core.handle_accept_failed(h.now);
+    assert!(!h.core.is_accepting());
+    assert_eq!(h.core.poll_timeout(), Some(h.at(ACCEPT_BACKOFF)));
+    h.run_until(h.at(ACCEPT_BACKOFF - US));
+    assert!(!h.core.is_accepting());
+    h.run_until(h.at(ACCEPT_BACKOFF));
+    assert!(h.core.is_accepting());
+    assert_eq!(h.core.poll_timeout(), None, "an idle server sleeps");
+    assert_eq!(h.core.stats().accept_errors, 1);
+}
+
+/// At `--max-connections` a new peer is refused, but a peer whose end of stream was read no
+/// longer holds a place even before its connection is closed.
+#[test]
+fn a_full_server_refuses_but_counts_only_peers_still_there() {
+    let mut h = Harness::new(Settings {
+        max_connections: 2,
+        ..settings(FAST)
+    });
+    let first = h.connect();
+    let second = h.connect();
+    assert_eq!(h.try_connect(addr(1)), Err(Refusal::Full { open: 2 }));
+    h.peer(second).room = 0;
+    h.send(second, b"unsent echo\n");
+    h.close_side(second);
+    assert_eq!(h.closed_at(second), None, "still delivering its echo");
+    assert!(h.try_connect(addr(1)).is_ok(), "its place is free");
+    assert_eq!(h.try_connect(addr(1)), Err(Refusal::Full { open: 2 }));
+    assert_eq!(h.core.stats().rejected_full, 2);
+    assert_eq!(h.closed_at(first), None);
+}
+
+/// A peer outside `--allow` is refused and never gets a key.
+#[test]
+fn a_peer_outside_the_allow_list_is_refused() {
+    let allow: AllowList = "127.0.0.2/32".parse().expect("an allow list");
+    let mut h = Harness::new(Settings {
+        allow,
+        ..settings(FAST)
+    });
+    assert_eq!(h.try_connect(addr(1)), Err(Refusal::NotAllowed));
+    assert!(h.try_connect(addr(2)).is_ok());
+    assert_eq!(h.core.stats().rejected_not_allowed, 1);
+    assert_eq!(h.core.open(), 1);
+}
+
+/// A reset closes the peer at once, counted as an error, and its timer is gone.
+#[test]
+fn a_reset_closes_at_once() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.reset(key);
+    assert_eq!(h.closed_at(key), Some(0));
+    assert_eq!(h.core.stats().closed_on_error, 1);
+    assert_eq!((h.core.timers_armed(), h.core.poll_timeout()), (0, None));
+    assert!(h
+        .events
+        .iter()
+        .any(|(_, k, e)| *k == key && *e == Event::Closed(Reason::Failed)));
+}
+
+/// A write that fails while a dead peer is ending closes it with the ending's reason.
+#[test]
+fn a_write_error_while_ending_keeps_the_reason() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.peer(key).room = 0;
+    h.run_until(h.at(700 * MS));
+    assert_eq!(h.core.timer_of(key), Some(Timer::Linger));
+    h.core
+        .handle_written(key, Err(std::io::Error::from(ErrorKind::BrokenPipe)));
+    h.drain();
+    assert_eq!(h.closed_at(key), Some(ms(700)));
+    assert_eq!(h.core.stats().closed_dead, 1);
+}
+
+/// An overlong line gets one error line; the connection stays open and idle peers hold no
+/// memory once their bytes are gone.
+#[test]
+fn an_overlong_line_is_refused_once_and_memory_is_given_back() {
+    let mut h = Harness::new(Settings {
+        max_line: 16,
+        ..settings(FAST)
+    });
+    let key = h.connect();
+    h.send(key, b"this line is far too long for the limit\nok\n");
+    assert_eq!(
+        h.lines(key),
+        [
+            (0, "Error: line too long (limit 16 bytes)"),
+            (0, "Echoing...ok")
+        ]
+    );
+    h.send(key, b"half a li");
+    assert!(h.core.holds_memory(key));
+    h.send(key, b"ne\n");
+    assert!(!h.core.holds_memory(key));
+    assert_eq!(h.core.stats().lines_too_long, 1);
+}
+
+/// Reads are sized so that echoes cannot overrun the output limit.
+#[test]
+fn the_read_budget_keeps_echoes_within_the_output_limit() {
+    let mut h = Harness::new(Settings {
+        max_write_buffer: 1100,
+        ..settings(FAST)
+    });
+    let key = h.connect();
+    assert_eq!(h.core.read_budget(key), 100, "an empty line grows 11-fold");
+    h.peer(key).room = 0;
+    h.send(key, &b"\n".repeat(100));
+    assert_eq!(h.core.output(key).len(), 1100);
+    assert_eq!(h.core.read_budget(key), 0);
+}
