@@ -210,7 +210,7 @@ impl ServerArgs {
                 .or(section.count)
                 .unwrap_or(Timing::DEFAULT.count),
         };
-        check_timing(&timing)?;
+        check_timing(&timing, self.tick)?;
         Ok(ServerConfig {
             addr,
             timing,
@@ -233,17 +233,30 @@ pub fn print_line(text: &str) {
     let _ = stdout.flush();
 }
 
-/// A zero idle time or interval would heartbeat a peer the moment it connects.
-pub fn check_timing(timing: &Timing) -> Result<(), ConfigError> {
-    let invalid = |setting: &str| ConfigError::Invalid {
+/// A zero idle time or interval would heartbeat a peer the moment it connects; a tick longer
+/// than the interval would let timers fire a whole interval late, so that heartbeats bunch up
+/// and a peer gets less time to answer than it was promised.
+pub fn check_timing(timing: &Timing, tick: Duration) -> Result<(), ConfigError> {
+    let invalid = |setting: &str, message: String| ConfigError::Invalid {
         setting: setting.to_string(),
-        message: "must be more than 0".to_string(),
+        message,
     };
     if timing.idle.is_zero() {
-        return Err(invalid("idle"));
+        return Err(invalid("idle", "must be more than 0".to_string()));
     }
-    if timing.interval.is_zero() && timing.count > 0 {
-        return Err(invalid("interval"));
+    if timing.count == 0 {
+        return Ok(());
+    }
+    if timing.interval.is_zero() {
+        return Err(invalid("interval", "must be more than 0".to_string()));
+    }
+    if tick > timing.interval {
+        let message = format!(
+            "{} is longer than the heartbeat interval {}; use at most the interval",
+            config::format_duration(tick),
+            config::format_duration(timing.interval)
+        );
+        return Err(invalid("tick", message));
     }
     Ok(())
 }
@@ -478,6 +491,15 @@ mod tests {
         }
         let no_heartbeats = server(&["--interval", "0", "--count", "0"]);
         assert!(no_heartbeats.resolve(&FileConfig::default(), None).is_ok());
+        let coarse = server(&["--tick", "10s", "--interval", "200ms", "--idle", "1s"]);
+        let error = coarse.resolve(&FileConfig::default(), None).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.to_string(),
+            "tick: 10s is longer than the heartbeat interval 200ms; use at most the interval"
+        );
+        let equal = server(&["--tick", "200ms", "--interval", "200ms", "--idle", "1s"]);
+        assert!(equal.resolve(&FileConfig::default(), None).is_ok());
         for bad in [&["--connections", "0"][..], &["--connect-rate", "0"]] {
             let args = std::iter::once("client").chain(bad.iter().copied());
             assert!(ClientArgs::try_parse_from(args).is_err(), "{bad:?}");

@@ -23,8 +23,9 @@ pub struct ServerStats {
     pub peak_open: u64,
     pub lines_echoed: u64,
     pub heartbeats_sent: u64,
+    /// Rounds of heartbeats answered: a peer that speaks after heartbeat k counts once.
     pub heartbeats_answered: u64,
-    /// Told `End Connection` and closed for not answering heartbeats.
+    /// Told `End Connection` and closed: silent for a full interval after each heartbeat.
     pub closed_dead: u64,
     /// The peer closed its side.
     pub closed_by_peer: u64,
@@ -169,8 +170,11 @@ impl ServerStats {
         let rows: [(&str, u64); 11] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
-            ("heartbeats answered", self.heartbeats_answered),
-            ("closed for not answering heartbeats", self.closed_dead),
+            ("heartbeat rounds answered", self.heartbeats_answered),
+            (
+                "closed as dead (each heartbeat unanswered a full interval)",
+                self.closed_dead,
+            ),
             ("closed by the peer", self.closed_by_peer),
             ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),

@@ -94,7 +94,7 @@ fn server_and_client_binaries_end_to_end() {
         "{summary}"
     );
     assert!(
-        summary.contains("closed for not answering heartbeats: 1"),
+        summary.contains("closed as dead (each heartbeat unanswered a full interval): 1"),
         "{summary}"
     );
 }

@@ -31,7 +31,7 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
             Err(e) => log::warn!("could not read settings from the terminal: {e}; using defaults"),
         }
     }
-    heartbeat::cli::check_timing(&config.timing)?;
+    heartbeat::cli::check_timing(&config.timing, config.tick)?;
     let (timing, raised) = config.timing.with_idle_rule();
     if let Some(warning) = raised {
         // Printed whatever the log level: it changes what the server will do.

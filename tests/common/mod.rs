@@ -162,19 +162,63 @@ pub struct ServerProcess {
     /// The first line it printed: `Listening on 127.0.0.1:PORT (...)`.
     pub listening: String,
     pub stdout: BufReader<std::process::ChildStdout>,
+    /// Every line it logged so far, when started with [`ServerProcess::start_logged`].
+    pub log: Option<Lines>,
+}
+
+/// Lines a child printed, collected by a thread as they come.
+#[derive(Clone, Default)]
+pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Lines {
+    /// Starts a thread that collects the lines of `stream` until it ends.
+    pub fn collect(stream: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                sink.0.lock().expect("lines").push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().expect("lines").clone()
+    }
+
+    /// Waits up to `limit` for a line containing `text`.
+    pub fn wait_for(&self, text: &str, limit: Duration) -> bool {
+        eventually(limit, || self.snapshot().iter().any(|l| l.contains(text)))
+    }
 }
 
 impl ServerProcess {
     /// Starts `server --port 0 --no-prompt` with `args` and waits for its `Listening on` line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        Self::spawn(args, false)
+    }
+
+    /// The same, collecting what it logs on stderr in [`ServerProcess::log`].
+    pub fn start_logged(args: &[&str]) -> ServerProcess {
+        Self::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], logged: bool) -> ServerProcess {
+        let stderr = match logged {
+            true => std::process::Stdio::piped(),
+            false => std::process::Stdio::null(),
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--port", "0", "--no-prompt"])
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("server starts");
+        let log = child.stderr.take().map(Lines::collect);
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut listening = String::new();
         stdout.read_line(&mut listening).expect("a first line");
@@ -188,6 +232,7 @@ impl ServerProcess {
             port,
             listening,
             stdout,
+            log,
         }
     }
 
@@ -271,4 +316,12 @@ pub fn one_line_failure(binary: &str, args: &[&str], code: i32) -> (String, Vec<
     assert_eq!(output.status.code(), Some(code), "{args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     (err, output.stdout)
+}
+
+/// The number on the summary row `label: N`, if the summary has that row.
+pub fn summary_value(summary: &str, label: &str) -> Option<u64> {
+    summary.lines().find_map(|line| {
+        let value = line.trim_start().strip_prefix(label)?.strip_prefix(": ")?;
+        value.trim().parse().ok()
+    })
 }
