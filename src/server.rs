@@ -4,10 +4,10 @@
 //!
 //! One turn: sleep in `poll` until an event or the core's next timeout; read the clock;
 //! read the peers cut off for fairness last turn, then this turn's events (each peer at most
-//! [`READS_PER_TURN`] reads a turn); accept waiting peers; then, with the clock read again,
-//! fire the timers that are due. Bytes that arrived while the loop was away are therefore
-//! always counted before any peer is judged silent. After every input to the core, the loop
-//! carries out all the actions it returns.
+//! [`READS_PER_TURN`] reads a turn); then, with the clock read again, fire the timers that
+//! are due; last, accept waiting peers. Bytes that arrived while the loop was away are
+//! therefore always counted before any peer is judged silent. After every input to the core,
+//! the loop carries out all the actions it returns.
 
 pub mod core;
 
@@ -216,11 +216,12 @@ impl Server {
                     _ => self.on_socket_event(event, now),
                 }
             }
-            // After the reads, so that peers that hung up free their places first.
-            if listener_ready || self.accept_deferred {
-                self.accept_all(now);
-            }
             self.fire_timers();
+            // After the reads, so that peers that hung up free their places first, and after
+            // the timers, one of which may have ended an accept back-off.
+            if listener_ready || self.accept_deferred {
+                self.accept_all(Instant::now());
+            }
             debug_assert_eq!(
                 self.core.timers_armed(),
                 self.core.open(),

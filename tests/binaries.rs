@@ -1,13 +1,13 @@
-//! The built `server` and `client` binaries, run as a user would run them: the `Listening on`
-//! line, a client closed by the server, a clean stop on SIGTERM, and bad configuration.
+//! The built `server` and `client` binaries, run as a user would run them, with settings
+//! that are wrong or unusual: refusals, bad configuration, the idle rule. (The manual's four
+//! cases through the binaries are in `manual_cases.rs`.)
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{one_line_failure, ServerProcess};
+use common::one_line_failure;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 
@@ -21,20 +21,6 @@ impl Drop for Reaped {
     }
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "process still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The first line a child process printed on the given stream.
 fn first_line(stream: impl Read) -> String {
     let mut line = String::new();
@@ -42,81 +28,27 @@ fn first_line(stream: impl Read) -> String {
     line
 }
 
-const FAST: [&str; 6] = ["--interval", "100ms", "--count", "3", "--idle", "400ms"];
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
-/// The server announces its real address and settings, a client that never answers is
-/// told `End Connection`, and SIGTERM stops the server with a summary and exit status 0.
+/// `--tick` longer than `--interval` would let heartbeats bunch up: refused before
+/// listening, one line, exit status 2.
 #[test]
-fn server_and_client_binaries_end_to_end() {
-    let mut server = ServerProcess::start(&FAST);
-    let port = server.port;
+fn a_tick_longer_than_the_interval_is_exit_2() {
+    let args = [
+        "--port",
+        "0",
+        "--no-prompt",
+        "--tick",
+        "10s",
+        "--interval",
+        "200ms",
+    ];
+    let (err, out) = one_line_failure(SERVER, &args, 2);
     assert_eq!(
-        server.listening.trim_end(),
-        format!("Listening on 127.0.0.1:{port} (heartbeat every 100ms, 3 times, after 400ms idle)")
+        err,
+        "server: tick: 10s is longer than the heartbeat interval 200ms; use at most the interval\n"
     );
-    let client = Command::new(CLIENT)
-        .args(["--port", &port.to_string(), "--no-prompt"])
-        .args(["--interval", "0", "--heartbeat-block", "5s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
-    let mut client = Reaped(client);
-    let status = wait_with_timeout(&mut client.0, Duration::from_secs(10));
-    let mut out = String::new();
-    client
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(status.success(), "client exit {status:?}: {out}");
-    assert!(
-        out.starts_with(&format!("Connected with 127.0.0.1:{port}\n")),
-        "{out}"
-    );
-    assert_eq!(out.matches("Received: heartbeat").count(), 3, "{out}");
-    assert!(out.contains("Received: End Connection\n"), "{out}");
-    assert!(
-        out.trim_end().ends_with("Connection closed by server"),
-        "{out}"
-    );
-
-    server.signal("-TERM");
-    let status = server.wait(Duration::from_secs(5));
-    assert!(status.success(), "server exit {status:?}");
-    let summary = server.rest_of_stdout();
-    assert!(
-        summary.contains("Summary: 1 connections accepted, peak 1 open"),
-        "{summary}"
-    );
-    assert!(
-        summary.contains("closed as dead (each heartbeat unanswered a full interval): 1"),
-        "{summary}"
-    );
-}
-
-/// A client that answers keeps its connection; the server echoes its data.
-#[test]
-fn client_binary_exchanges_data_until_its_duration() {
-    let server = ServerProcess::start(&FAST);
-    let port = server.port;
-    let output = Command::new(CLIENT)
-        .args(["--port", &port.to_string(), "--no-prompt"])
-        .args(["--interval", "150ms", "--duration", "1s"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("client runs");
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}");
-    let sent = out.matches("Sent: Hello, there").count();
-    let echoed = out.matches("Received: Echoing...Hello, there").count();
-    assert!(sent >= 5, "{out}");
-    assert_eq!(sent, echoed, "{out}");
-    assert!(!out.contains("heartbeat"), "{out}");
+    assert!(out.is_empty(), "it never listened");
 }
 
 /// A refused connection is one clear line on stderr and exit status 1.

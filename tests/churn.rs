@@ -41,7 +41,7 @@ fn connect_send_close_cycles_leave_nothing_behind() {
             _ => {}
         }
     }
-    let settled = eventually(Duration::from_secs(5), || open_descriptors() == baseline);
+    let settled = eventually(Duration::from_secs(30), || open_descriptors() == baseline);
     assert!(
         settled,
         "descriptors: {} now, {baseline} before the churn",

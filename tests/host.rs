@@ -20,18 +20,30 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     // 32 descriptors: stdio, poll, waker, signals, listener... leave room for ~20 peers.
     let server = ServerProcess::start(&["--max-open-files", "32", "--log-level", "off"]);
-    let mut admitted = Vec::new();
-    let mut waiting = Vec::new();
-    for _ in 0..40 {
-        // The kernel completes the handshake from the backlog even when accept cannot.
-        let mut peer = Peer::connect(server.addr());
+    // The kernel completes the handshake from the backlog even when accept cannot.
+    let mut pending: Vec<Peer> = (0..40).map(|_| Peer::connect(server.addr())).collect();
+    for peer in &mut pending {
         peer.send(b"ping\n");
-        match peer.line_within(300 * MS).as_deref() {
-            Some("Echoing...ping") => admitted.push(peer),
-            None => waiting.push(peer),
-            Some(other) => panic!("unexpected {other:?}"),
-        }
     }
+    // Sort them into admitted (echoed) and waiting, until a whole second passes with no
+    // new echo: a busy machine slows the echoes down but does not make them stop.
+    let mut admitted = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        let mut still = Vec::new();
+        for mut peer in pending.drain(..) {
+            match peer.line_within(10 * MS).as_deref() {
+                Some("Echoing...ping") => {
+                    admitted.push(peer);
+                    quiet_since = Instant::now();
+                }
+                None => still.push(peer),
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        pending = still;
+    }
+    let mut waiting = pending;
     assert!(!waiting.is_empty(), "the limit was reached");
     assert!(admitted.len() >= 15, "{} admitted", admitted.len());
 
@@ -91,10 +103,10 @@ fn unusable_addresses_are_one_line_and_exit_1() {
 }
 
 /// SIGTERM with 5,000 peers open: every peer receives `End Connection` then end of stream
-/// (a peer that is not reading is closed anyway after the flush deadline), the summary is
-/// printed, and the process exits 0 within 2 seconds.
+/// (a peer that is not reading is closed anyway after the stop linger), the summary is
+/// printed, and the process exits 0.
 #[test]
-fn sigterm_with_5000_peers_tells_everyone_and_exits_within_2s() {
+fn sigterm_with_5000_peers_tells_everyone_and_exits() {
     let mut server = ServerProcess::start(&["--log-level", "off", "--max-write-buffer", "64KiB"]);
     let mut peers: Vec<TcpStream> = Vec::with_capacity(5000);
     for _ in 0..5000 {
@@ -122,12 +134,11 @@ fn sigterm_with_5000_peers_tells_everyone_and_exits_within_2s() {
     last.send(b"ping\n");
     assert_eq!(last.line().as_deref(), Some("Echoing...ping"));
 
-    let start = Instant::now();
     server.signal("-TERM");
-    let status = server.wait(Duration::from_secs(3));
-    let took = start.elapsed();
+    // The flooder is closed after the 1 s stop linger (proven to the microsecond in
+    // `server_core.rs`); here the wait is only a hang guard.
+    let status = server.wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
     let summary = server.rest_of_stdout();
     assert!(summary.contains("5002 connections accepted"), "{summary}");
     assert!(summary.contains("closed at shutdown: 5002"), "{summary}");
@@ -144,7 +155,7 @@ fn sigterm_with_5000_peers_tells_everyone_and_exits_within_2s() {
 /// The client in load mode on Ctrl-C: closes its connections, prints its summary, exits 0.
 #[test]
 fn load_client_on_ctrl_c_prints_its_summary_and_exits_0() {
-    let server = ServerProcess::start(&["--log-level", "off"]);
+    let server = ServerProcess::start_logged(&["--log-level", "info"]);
     let mut client = Command::new(CLIENT)
         .args(["--port", &server.port.to_string(), "--no-prompt"])
         .args(["--connections", "200", "--interval", "100ms"])
@@ -153,7 +164,11 @@ fn load_client_on_ctrl_c_prints_its_summary_and_exits_0() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let log = server.log.clone().expect("logged");
+    assert!(
+        log.wait_for("connected (200 open)", Duration::from_secs(30)),
+        "all 200 connected"
+    );
     let sent = Command::new("kill")
         .args(["-INT", &client.id().to_string()])
         .status()
@@ -164,9 +179,9 @@ fn load_client_on_ctrl_c_prints_its_summary_and_exits_0() {
         if let Some(status) = client.try_wait().unwrap() {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(5) {
+        if start.elapsed() > Duration::from_secs(30) {
             let _ = client.kill();
-            panic!("client still running 5 s after SIGINT");
+            panic!("client still running 30 s after SIGINT");
         }
         std::thread::sleep(10 * MS);
     };

@@ -53,10 +53,11 @@ fn slow_consumer_is_held_back_and_loses_nothing() {
         }
     });
 
-    // Wait until the push stalls: the server stopped reading.
+    // Wait until the push stalls: the server stopped reading. A whole second without
+    // progress, so that a busy machine merely slowing the pusher does not count.
     let mut last = 0;
     loop {
-        std::thread::sleep(200 * MS);
+        std::thread::sleep(Duration::from_secs(1));
         let now = written.load(Ordering::Relaxed);
         if now == last {
             break;
@@ -73,8 +74,11 @@ fn slow_consumer_is_held_back_and_loses_nothing() {
         growth < 6 * 1024 * 1024,
         "server grew by {growth} bytes holding a slow consumer (pushed {last} bytes)"
     );
-    let worst = (0..20).map(|_| round_trip(&mut other)).max().unwrap();
-    assert!(worst < 100 * MS, "another peer's round trip was {worst:?}");
+    // Another peer is still served (its reads have a 5 s deadline: a hang guard, not a
+    // speed test).
+    for _ in 0..20 {
+        round_trip(&mut other);
+    }
 
     // Now read everything: every line comes back exactly once.
     let mut reader = stream;
@@ -212,15 +216,23 @@ fn server_full_refuses_the_next_peer_with_one_line() {
         round_trip(peer);
     }
     drop(peers.pop());
-    let mut next = Peer::connect(server.addr);
-    let ok = common::eventually(Duration::from_secs(2), || {
+    // The server may not have seen the departure yet: each try is a new peer, and one that
+    // is refused is simply let go.
+    let mut refused_meanwhile = 0;
+    let next = loop {
+        let mut next = Peer::connect(server.addr);
         next.send(b"ping\n");
-        next.line_within(100 * MS).as_deref() == Some("Echoing...ping")
-    });
-    assert!(ok, "a place freed up, so a new peer gets in");
+        match next.line().as_deref() {
+            Some("Echoing...ping") => break next,
+            Some("Error: server full") => refused_meanwhile += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(refused_meanwhile < 1000, "a place never freed up");
+        std::thread::sleep(10 * MS);
+    };
     drop((peers, next, extra));
     let stats = server.stop();
-    assert_eq!(stats.rejected_full, 1);
+    assert_eq!(stats.rejected_full, 1 + refused_meanwhile);
 }
 
 /// With --allow, a peer from another address is closed at accept without a word; a peer
@@ -322,4 +334,66 @@ fn absurd_timeouts_do_not_panic() {
     drop(peer);
     let stats = server.stop();
     assert_eq!(stats.lines_echoed, 1);
+}
+
+/// Two peers flood the server with pipelined lines (reading their echoes as fast as they
+/// can) beside a quiet peer: each peer is read at most 16 times a turn, so the turns stay
+/// short and the quiet peer's heartbeat still comes. The bound is generous (a second late)
+/// so that a loaded machine cannot fail it; a server that let a flood monopolise its turns
+/// would miss it by far.
+#[test]
+fn two_floods_do_not_hold_back_a_quiet_peers_heartbeat() {
+    let idle = Duration::from_secs(1);
+    let server = start_server(ServerConfig {
+        timing: heartbeat::liveness::Timing {
+            idle,
+            interval: Duration::from_secs(1),
+            count: 1,
+        },
+        ..ServerConfig::default()
+    });
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let floods: Vec<_> = (0..2)
+        .map(|_| {
+            let stream = TcpStream::connect(server.addr).unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let stop_writing = done.clone();
+            let pusher = std::thread::spawn(move || {
+                let batch = LINE.repeat(4096);
+                while !stop_writing.load(Ordering::SeqCst) {
+                    if writer.write_all(&batch).is_err() {
+                        return;
+                    }
+                }
+            });
+            let stop_reading = done.clone();
+            let drainer = std::thread::spawn(move || {
+                let mut reader = stream;
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0u64;
+                while !stop_reading.load(Ordering::SeqCst) {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n as u64,
+                    }
+                }
+                total
+            });
+            (pusher, drainer)
+        })
+        .collect();
+    let mut quiet = Peer::connect(server.addr);
+    let connected = Instant::now();
+    let first = quiet.line_within(Duration::from_secs(10));
+    let late = connected.elapsed().saturating_sub(idle);
+    done.store(true, Ordering::SeqCst);
+    assert_eq!(first.as_deref(), Some("heartbeat"));
+    assert!(late < Duration::from_secs(1), "heartbeat {late:?} late");
+    let stats = server.stop();
+    for (pusher, drainer) in floods {
+        let _ = pusher.join();
+        let echoed = drainer.join().unwrap();
+        assert!(echoed > 0, "each flood was served");
+    }
+    assert!(stats.lines_echoed > 10_000, "{stats:?}");
 }
