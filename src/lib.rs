@@ -8,6 +8,7 @@
 //! | `protocol`  | line framing (incremental decoder with a length limit), the messages  | none       |
 //! | `wheel`     | the hierarchical timer wheel keyed by slab key, in integer ticks      | none       |
 //! | `liveness`  | the per-peer heartbeat state machine; takes `now` as an argument      | none       |
+//! | `server::core` | every server decision: lifecycle, timers, stopping; takes `now`    | none       |
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
 //! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
 //! | `allow`     | `--allow` address blocks                                              | none       |
@@ -20,7 +21,7 @@
 //! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
 //! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
-//! | `server`    | the server's poll loop                                                | all of it  |
+//! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
 //!
 //! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
