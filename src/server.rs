@@ -9,74 +9,32 @@
 //! therefore always counted before any peer is judged silent. After every input to the core,
 //! the loop carries out all the actions it returns.
 
+mod accept;
 pub mod core;
+mod report;
+mod settings;
 
-use std::io::IoSlice;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::info;
 use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use self::core::{Action, Admission, Event, Refusal, ServerCore, Settings, ACCEPT_BACKOFF};
+pub use self::settings::{
+    ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT,
+    DEFAULT_TICK,
+};
+
+use self::core::{Action, ServerCore};
 use crate::alarm::{Alarm, ALARM};
-use crate::allow::AllowList;
-use crate::conn::{read_once, split, token, write_until_blocked, ReadResult};
-use crate::liveness::Timing;
-use crate::net::{self, describe, interrupted, out_of_files, would_block, SetupError};
-use crate::protocol;
+use crate::conn::{read_once, split, write_until_blocked, ReadResult};
+use crate::net::{self, interrupted, SetupError};
 use crate::ratelimit::LogLimiter;
 use crate::stats::ServerStats;
 use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
 use crate::timer::timeout_until;
-
-/// How the server runs. `Default` gives the documented defaults on 127.0.0.1:8000.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub addr: SocketAddr,
-    pub timing: Timing,
-    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
-    pub tick: Duration,
-    /// Longest line accepted, in bytes.
-    pub max_line: usize,
-    /// Output held for one peer before the server stops reading from it.
-    pub max_write_buffer: usize,
-    /// Peers served at once; one more is told `Error: server full` and closed.
-    pub max_connections: usize,
-    /// Peers allowed in by source address; empty allows everyone.
-    pub allow: AllowList,
-    pub backlog: i32,
-}
-
-pub const DEFAULT_PORT: u16 = 8000;
-/// Chosen by measurement (10,000 silent peers closed as dead while 10,000 more connected,
-/// 2-core machine; README, Performance): End Connection lateness p99 0.7 ms, max 1.2 ms at
-/// 500 µs, against p99 1.2 ms, max 3.7–4.3 ms at 1 ms; 250 µs and 100 µs cost 5–35% more
-/// CPU in that run for tails no better than the machine's scheduling noise.
-pub const DEFAULT_TICK: Duration = Duration::from_micros(500);
-pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Large enough for a burst of a thousand connects between two loop turns; the kernel caps
-/// it at `net.core.somaxconn`.
-pub const DEFAULT_BACKLOG: i32 = 4096;
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            timing: Timing::DEFAULT,
-            tick: DEFAULT_TICK,
-            max_line: protocol::DEFAULT_MAX_LINE,
-            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            allow: AllowList::default(),
-            backlog: DEFAULT_BACKLOG,
-        }
-    }
-}
 
 /// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -111,20 +69,6 @@ pub struct Server {
     stop: StopSignal,
     alarm: Alarm,
     log_limiter: LogLimiter,
-}
-
-impl ServerConfig {
-    /// What the core needs of it.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            timing: self.timing,
-            tick: self.tick,
-            max_line: self.max_line,
-            max_write_buffer: self.max_write_buffer,
-            max_connections: self.max_connections,
-            allow: self.allow.clone(),
-        }
-    }
 }
 
 impl Server {
@@ -368,126 +312,10 @@ impl Server {
             }
         }
     }
-
-    /// Accepts until the kernel has no more waiting peers or the core says stop.
-    fn accept_all(&mut self, now: Instant) {
-        self.accept_deferred = false;
-        while let Some(listener) = &self.listener {
-            if !self.core.is_accepting() {
-                self.accept_deferred = true;
-                return;
-            }
-            match listener.accept() {
-                Ok((stream, addr)) => self.admit(stream, addr, now),
-                Err(e) if would_block(&e) => return,
-                Err(e) if interrupted(&e) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-                Err(e) => {
-                    // Out of descriptors (or worse): the waiting peer stays in the backlog.
-                    self.core.handle_accept_failed(now);
-                    self.accept_deferred = true;
-                    let what = match out_of_files(&e) {
-                        true => "out of file descriptors",
-                        false => "accept failed",
-                    };
-                    if self.log_limiter.allow("accept", now) {
-                        warn!(
-                            "{what} ({}): not accepting for {}ms; {} peers open",
-                            describe(&e),
-                            ACCEPT_BACKOFF.as_millis(),
-                            self.core.open()
-                        );
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Takes in one accepted peer, or turns it away.
-    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
-        let key = match self.core.handle_accept(now, addr) {
-            Admission::Admitted(key) => key,
-            Admission::Refused(refusal) => return self.refuse(stream, addr, refusal, now),
-        };
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let registered = self.poll.registry().register(
-            &mut stream,
-            token(key, generation),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
-            warn!("{addr}: cannot watch the connection: {}", describe(&e));
-            self.core.handle_error(now, key, e.kind());
-        } else {
-            // Echoes are small and interactive: do not hold them back waiting for ACKs.
-            let _ = stream.set_nodelay(true);
-            if self.sockets.len() <= key {
-                self.sockets.resize_with(key + 1, || None);
-            }
-            self.sockets[key] = Some(Socket {
-                stream,
-                generation,
-                queued: false,
-            });
-        }
-        self.carry_out(now);
-    }
-
-    fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {
-        match refusal {
-            Refusal::NotAllowed => {
-                if self.log_limiter.allow("not allowed", now) {
-                    info!("{addr} refused: not in the --allow list");
-                }
-            }
-            Refusal::Full { open } => {
-                // Best effort: a fresh socket has room for one short line.
-                let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
-                let _ = stream.write_vectored(&line);
-                if self.log_limiter.allow("full", now) {
-                    warn!("{addr} refused: server full ({open} peers, --max-connections)");
-                }
-            }
-        }
-    }
-
-    /// A log line for something the core reported about `key`.
-    fn report(&mut self, key: usize, event: Event, _now: Instant) {
-        let peer = PeerName(self.socket(key).map(|socket| &socket.stream));
-        match event {
-            Event::Connected { open } => info!("{peer} connected ({open} open)"),
-            Event::HeartbeatSent { number, count } => {
-                info!("{peer}: idle, heartbeat {number}/{count} sent")
-            }
-            Event::HeartbeatAnswered => info!("{peer}: heartbeat answered"),
-            Event::Dead { count } => {
-                info!("{peer}: no answer to {count} heartbeats: End Connection sent, closing")
-            }
-            Event::PeerClosed => info!("{peer}: peer closed the connection"),
-            Event::Failed(kind) => debug!("{peer}: connection failed: {kind}"),
-            Event::Closed(reason) => debug!("{peer}: closed ({reason:?})"),
-        }
-    }
 }
 
 fn deregister(registry: &Registry, mut stream: TcpStream) {
     // Closing the socket removes it from epoll anyway; deregistering first keeps mio's
     // bookkeeping exact on every platform.
     let _ = registry.deregister(&mut stream);
-}
-
-/// Formats as the peer's address, asked of the socket only when a log line is written (no
-/// `String` per line, nothing at all when the level is off), or a placeholder once the
-/// socket can no longer say.
-struct PeerName<'a>(Option<&'a TcpStream>);
-
-impl std::fmt::Display for PeerName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.map(TcpStream::peer_addr) {
-            Some(Ok(addr)) => addr.fmt(f),
-            _ => f.write_str("a peer"),
-        }
-    }
 }

@@ -1,0 +1,103 @@
+//! Taking peers in: accepting until the backlog is empty or the core says stop, backing off
+//! when out of descriptors, and turning peers away (`--allow`, `--max-connections`) with the
+//! line they are owed. Part of the loop: the decisions are the core's.
+
+use std::io::{IoSlice, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::{info, warn};
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::core::{Admission, Refusal, ACCEPT_BACKOFF};
+use super::{Server, Socket};
+use crate::conn::token;
+use crate::net::{describe, interrupted, out_of_files, would_block};
+use crate::protocol;
+
+impl Server {
+    /// Accepts until the kernel has no more waiting peers or the core says stop.
+    pub(super) fn accept_all(&mut self, now: Instant) {
+        self.accept_deferred = false;
+        while let Some(listener) = &self.listener {
+            if !self.core.is_accepting() {
+                self.accept_deferred = true;
+                return;
+            }
+            match listener.accept() {
+                Ok((stream, addr)) => self.admit(stream, addr, now),
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // Out of descriptors (or worse): the waiting peer stays in the backlog.
+                    self.core.handle_accept_failed(now);
+                    self.accept_deferred = true;
+                    let what = match out_of_files(&e) {
+                        true => "out of file descriptors",
+                        false => "accept failed",
+                    };
+                    if self.log_limiter.allow("accept", now) {
+                        warn!(
+                            "{what} ({}): not accepting for {}ms; {} peers open",
+                            describe(&e),
+                            ACCEPT_BACKOFF.as_millis(),
+                            self.core.open()
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes in one accepted peer, or turns it away.
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
+        let key = match self.core.handle_accept(now, addr) {
+            Admission::Admitted(key) => key,
+            Admission::Refused(refusal) => return self.refuse(stream, addr, refusal, now),
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let registered = self.poll.registry().register(
+            &mut stream,
+            token(key, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            warn!("{addr}: cannot watch the connection: {}", describe(&e));
+            self.core.handle_error(now, key, e.kind());
+        } else {
+            // Echoes are small and interactive: do not hold them back waiting for ACKs.
+            let _ = stream.set_nodelay(true);
+            if self.sockets.len() <= key {
+                self.sockets.resize_with(key + 1, || None);
+            }
+            self.sockets[key] = Some(Socket {
+                stream,
+                generation,
+                queued: false,
+            });
+        }
+        self.carry_out(now);
+    }
+
+    fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {
+        match refusal {
+            Refusal::NotAllowed => {
+                if self.log_limiter.allow("not allowed", now) {
+                    info!("{addr} refused: not in the --allow list");
+                }
+            }
+            Refusal::Full { open } => {
+                // Best effort: a fresh socket has room for one short line.
+                let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
+                let _ = stream.write_vectored(&line);
+                if self.log_limiter.allow("full", now) {
+                    warn!("{addr} refused: server full ({open} peers, --max-connections)");
+                }
+            }
+        }
+    }
+}

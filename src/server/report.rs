@@ -1,0 +1,45 @@
+//! Log lines for what the core reports about a peer, naming the peer by its address (asked
+//! of the socket only when a line is written). Logging is a side output: nothing here
+//! decides anything.
+
+use std::time::Instant;
+
+use log::{debug, info};
+use mio::net::TcpStream;
+
+use super::core::Event;
+use super::Server;
+
+impl Server {
+    /// A log line for something the core reported about `key`.
+    pub(super) fn report(&mut self, key: usize, event: Event, _now: Instant) {
+        let peer = PeerName(self.socket(key).map(|socket| &socket.stream));
+        match event {
+            Event::Connected { open } => info!("{peer} connected ({open} open)"),
+            Event::HeartbeatSent { number, count } => {
+                info!("{peer}: idle, heartbeat {number}/{count} sent")
+            }
+            Event::HeartbeatAnswered => info!("{peer}: heartbeat answered"),
+            Event::Dead { count } => {
+                info!("{peer}: no answer to {count} heartbeats: End Connection sent, closing")
+            }
+            Event::PeerClosed => info!("{peer}: peer closed the connection"),
+            Event::Failed(kind) => debug!("{peer}: connection failed: {kind}"),
+            Event::Closed(reason) => debug!("{peer}: closed ({reason:?})"),
+        }
+    }
+}
+
+/// Formats as the peer's address, asked of the socket only when a log line is written (no
+/// `String` per line, nothing at all when the level is off), or a placeholder once the
+/// socket can no longer say.
+struct PeerName<'a>(Option<&'a TcpStream>);
+
+impl std::fmt::Display for PeerName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.map(TcpStream::peer_addr) {
+            Some(Ok(addr)) => addr.fmt(f),
+            _ => f.write_str("a peer"),
+        }
+    }
+}
