@@ -149,6 +149,10 @@ pub struct ServerArgs {
     /// Output held for a peer that is not reading before the server stops reading from it
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "1MiB")]
     pub max_write_buffer: usize,
+    /// All peers' buffers together; past it the peer that grows stops being read, and if it
+    /// lasts a second the peers holding the most are closed
+    #[arg(long, value_name = "BYTES", value_parser = size, default_value = "256MiB")]
+    pub max_buffered: usize,
     /// Peers served at once; more are told `Error: server full` and closed
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -217,6 +221,7 @@ impl ServerArgs {
             tick: self.tick,
             max_line: self.max_line,
             max_write_buffer: self.max_write_buffer,
+            max_buffered: self.max_buffered,
             max_connections: self.max_connections,
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,

@@ -173,6 +173,13 @@ impl Buffers {
         self.0.as_ref().map_or(0, |held| held.outbox.len())
     }
 
+    /// Heap bytes this connection's buffers hold: 0 while idle.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |held| {
+            std::mem::size_of::<Held>() + held.decoder.heap_bytes() + held.outbox.capacity()
+        })
+    }
+
     /// True when this connection holds no heap memory for buffers.
     pub fn is_unallocated(&self) -> bool {
         self.0.is_none()

@@ -119,6 +119,11 @@ impl LineDecoder {
         self.partial.len()
     }
 
+    /// Heap bytes held for an incomplete line (its buffer's capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.partial.capacity()
+    }
+
     /// True when the decoder holds no heap allocation (capacity 0).
     pub fn is_unallocated(&self) -> bool {
         self.partial.capacity() == 0

@@ -10,6 +10,7 @@
 //! the loop carries out all the actions it returns.
 
 mod accept;
+pub mod budget;
 pub mod core;
 mod report;
 mod settings;
@@ -23,8 +24,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
 pub use self::settings::{
-    ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT,
-    DEFAULT_TICK,
+    ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
 };
 
 use self::core::{Action, ServerCore};
@@ -309,6 +310,7 @@ impl Server {
                     }
                 }
                 Action::Report(key, event) => self.report(key, event, now),
+                Action::ReleaseMemory => crate::memory::release_free_memory(),
             }
         }
     }

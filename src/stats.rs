@@ -32,6 +32,8 @@ pub struct ServerStats {
     /// Resets, broken pipes.
     pub closed_on_error: u64,
     pub closed_at_shutdown: u64,
+    /// Closed for holding the most while all buffers stayed over `--max-buffered`.
+    pub closed_over_budget: u64,
     pub lines_too_long: u64,
     /// Refused because `--max-connections` were already open.
     pub rejected_full: u64,
@@ -126,6 +128,7 @@ impl ServerStats {
             Reason::Dead => &mut self.closed_dead,
             Reason::Failed => &mut self.closed_on_error,
             Reason::Shutdown => &mut self.closed_at_shutdown,
+            Reason::OverBudget => &mut self.closed_over_budget,
         };
         *counter += 1;
     }
@@ -167,7 +170,7 @@ impl ServerStats {
 
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 11] = [
+        let rows: [(&str, u64); 12] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -178,6 +181,7 @@ impl ServerStats {
             ("closed by the peer", self.closed_by_peer),
             ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),
+            ("closed over --max-buffered", self.closed_over_budget),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
@@ -520,6 +524,7 @@ mod tests {
             rejected_full: 1011,
             rejected_not_allowed: 1012,
             accept_errors: 1013,
+            closed_over_budget: 1014,
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
@@ -529,7 +534,7 @@ mod tests {
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1013 {
+        for v in 1001..=1014 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

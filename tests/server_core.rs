@@ -37,6 +37,7 @@ fn settings(timing: Timing) -> Settings {
         tick: US,
         max_line: 64 * 1024,
         max_write_buffer: 1 << 20,
+        max_buffered: 256 << 20,
         max_connections: 100_000,
         allow: AllowList::default(),
     }
@@ -74,6 +75,8 @@ struct Harness {
     events: Vec<(Duration, usize, Event)>,
     /// Peers the core asked to read again.
     to_read: Vec<usize>,
+    /// Times the core asked for freed memory to go back to the OS.
+    trims: usize,
 }
 
 impl Harness {
@@ -87,6 +90,7 @@ impl Harness {
             scheduled: Vec::new(),
             events: Vec::new(),
             to_read: Vec::new(),
+            trims: 0,
         }
     }
 
@@ -198,6 +202,7 @@ impl Harness {
                 Action::ShutdownWrite(key) => self.peer(key).fin_at = Some(since),
                 Action::Close(key) => self.peer(key).closed_at = Some(since),
                 Action::Report(key, event) => self.events.push((since, key, event)),
+                Action::ReleaseMemory => self.trims += 1,
             }
         }
         for key in std::mem::take(&mut self.to_read) {
@@ -681,4 +686,95 @@ fn the_read_budget_keeps_echoes_within_the_output_limit() {
     h.send(key, &b"\n".repeat(100));
     assert_eq!(h.core.output(key).len(), 1100);
     assert_eq!(h.core.read_budget(key), 0);
+}
+
+/// Past `--max-buffered` the peer whose partial line pushed the total over stops being read
+/// (its bytes wait in the kernel); if the total stays over for the grace second, the peers
+/// holding the most are closed, and the paused ones are read again once there is room.
+#[test]
+fn over_the_memory_budget_the_growing_peer_pauses_then_the_largest_are_closed() {
+    let mut h = Harness::new(Settings {
+        max_buffered: 300 * 1024,
+        ..settings(FAST)
+    });
+    let half_line = vec![b'x'; 60_000];
+    // Six 60,000-byte partial lines: over the 300 KiB limit, under its 375 KiB ceiling.
+    let keys: Vec<usize> = (0..6).map(|_| h.connect()).collect();
+    for key in &keys {
+        h.send(*key, &half_line);
+    }
+    let total = h.core.buffered();
+    let paused: Vec<usize> = keys
+        .iter()
+        .copied()
+        .filter(|k| h.core.read_budget(*k) == 0)
+        .collect();
+    assert!(!paused.is_empty(), "someone was paused");
+    for key in &paused {
+        h.send(*key, b"more of the same line");
+        assert!(!h.peers[key].unread.is_empty(), "not read while paused");
+    }
+    // Each paused peer was stopped at its first read past the limit: at most a read each
+    // went over it.
+    assert!(total < 300 * 1024 + paused.len() * 70 * 1024, "{total}");
+    h.run_until(h.at(budget_grace() - US));
+    assert_eq!(h.core.stats().closed_over_budget, 0);
+    h.run_until(h.at(budget_grace()));
+    let closed = h.core.stats().closed_over_budget;
+    assert!(closed >= 1, "the largest holders were closed");
+    assert!(h.core.buffered() <= 300 * 1024, "{}", h.core.buffered());
+    let over_budget_events = h
+        .events
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::OverBudget { held } if *held >= 60_000))
+        .count();
+    assert_eq!(over_budget_events as u64, closed);
+    assert!(h
+        .events
+        .iter()
+        .any(|(_, _, e)| *e == Event::Closed(Reason::OverBudget)));
+}
+
+/// Once much buffer memory has been freed, the core asks the loop to give it back to the
+/// operating system, once.
+#[test]
+fn a_large_release_of_buffers_asks_for_memory_to_go_back() {
+    let mut h = Harness::new(settings(FAST));
+    let half_line = vec![b'x'; 60_000];
+    let keys: Vec<usize> = (0..300).map(|_| h.connect()).collect();
+    for key in &keys {
+        h.send(*key, &half_line);
+    }
+    assert!(h.core.buffered() >= 300 * 60_000);
+    assert_eq!(h.trims, 0, "nothing freed yet");
+    for key in &keys {
+        h.reset(*key);
+    }
+    assert_eq!(h.core.buffered(), 0);
+    assert_eq!(h.trims, 1, "19 MiB freed: one trim (the step is 16 MiB)");
+}
+
+/// A flood of new peers, each adding a partial line before it can be paused, takes the
+/// total past the ceiling (125% of the limit): the largest are closed at once, not a second
+/// later.
+#[test]
+fn past_the_memory_ceiling_the_largest_are_closed_at_once() {
+    let mut h = Harness::new(Settings {
+        max_buffered: 300 * 1024,
+        ..settings(FAST)
+    });
+    let half_line = vec![b'x'; 60_000];
+    for _ in 0..8 {
+        let key = h.connect();
+        h.send(key, &half_line);
+    }
+    assert!(h.core.buffered() > 375 * 1024);
+    assert_eq!(h.core.poll_timeout(), Some(h.now), "due now");
+    h.run_until(h.now);
+    assert!(h.core.stats().closed_over_budget >= 3);
+    assert!(h.core.buffered() <= 300 * 1024);
+}
+
+fn budget_grace() -> Duration {
+    heartbeat::server::budget::GRACE
 }

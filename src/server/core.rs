@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use slab::Slab;
 
+use super::budget::{Budget, Verdict};
 use crate::allow::AllowList;
 use crate::conn::Buffers;
 use crate::liveness::{self, Peer, Timing};
@@ -79,6 +80,8 @@ pub struct Settings {
     pub tick: Duration,
     pub max_line: usize,
     pub max_write_buffer: usize,
+    /// All peers' buffers together (`--max-buffered`); see [`super::budget`].
+    pub max_buffered: usize,
     pub max_connections: usize,
     pub allow: AllowList,
 }
@@ -99,6 +102,8 @@ pub enum Action {
     Close(usize),
     /// Tell the operator (log it); the socket is still open, so it can be named.
     Report(usize, Event),
+    /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
+    ReleaseMemory,
 }
 
 /// Something worth a log line about one peer.
@@ -116,6 +121,9 @@ pub enum Event {
     PeerClosed,
     /// A read or write failed; the connection is closed.
     Failed(io::ErrorKind),
+    /// All peers' buffers stayed over `--max-buffered`, and this peer held `held` bytes of
+    /// them, among the most: it is closed.
+    OverBudget { held: usize },
     /// Gone, for this reason.
     Closed(Reason),
 }
@@ -131,6 +139,8 @@ pub enum Reason {
     Failed,
     /// The server is stopping.
     Shutdown,
+    /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
+    OverBudget,
 }
 
 /// Why a peer was turned away at accept.
@@ -158,6 +168,9 @@ enum Lifecycle {
     /// The peer is not taking its output: its input stays in the kernel until it does, and
     /// it counts as silent meanwhile. Timer: [`Timer::Liveness`].
     ReadPaused,
+    /// All peers' buffers are over `--max-buffered` and this one grew: its input stays in the
+    /// kernel until the total is back under the resume mark; silent meanwhile, as above.
+    BudgetPaused,
     /// Ending for `reason`: input is read and dropped, output flushed, then our side shut
     /// down; closed once the peer has closed its side too. Closing with input unread would
     /// send a reset, which can destroy output not yet delivered, `End Connection` included.
@@ -184,12 +197,23 @@ struct Record {
     liveness: Peer,
     buffers: Buffers,
     lifecycle: Lifecycle,
+    /// Heap bytes of `buffers` as last counted in the budget (saturating: a single peer
+    /// holding over 4 GiB counts as 4 GiB, consistently).
+    accounted: u32,
 }
 
 impl Record {
+    /// Why it ends if its connection fails now: an ending keeps its own reason.
+    fn failure_reason(&self) -> Reason {
+        match self.lifecycle {
+            Lifecycle::Ending { reason, .. } => reason,
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => Reason::Failed,
+        }
+    }
+
     fn timer(&self) -> Timer {
         match self.lifecycle {
-            Lifecycle::Open | Lifecycle::ReadPaused => Timer::Liveness,
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => Timer::Liveness,
             Lifecycle::Ending { .. } => Timer::Linger,
         }
     }
@@ -228,6 +252,11 @@ pub struct ServerCore {
     /// Open records whose peer has closed its side: they hold no place (`--max-connections`).
     peers_gone: usize,
     wakeup: Wakeup,
+    budget: Budget,
+    /// Peers paused for the budget, to read again once it allows (some may have ended since).
+    budget_paused: Vec<usize>,
+    /// The latest time an input carried, for the inputs that carry none.
+    now: Instant,
 }
 
 impl ServerCore {
@@ -235,6 +264,7 @@ impl ServerCore {
         ServerCore {
             conns: Slab::new(),
             timers: Timers::new(now, settings.tick, 0),
+            budget: Budget::new(settings.max_buffered),
             settings,
             stats: ServerStats::default(),
             actions: VecDeque::new(),
@@ -248,6 +278,8 @@ impl ServerCore {
                 woke: now,
                 overslept: None,
             },
+            budget_paused: Vec::new(),
+            now,
         }
     }
 
@@ -261,10 +293,12 @@ impl ServerCore {
             return self.refuse(Refusal::Full { open: in_place });
         }
         let liveness = Peer::new(now);
+        self.now = now;
         let key = self.conns.insert(Record {
             liveness,
             buffers: Buffers::default(),
             lifecycle: Lifecycle::Open,
+            accounted: 0,
         });
         self.timers
             .arm(key, liveness.deadline(&self.settings.timing));
@@ -299,7 +333,7 @@ impl ServerCore {
             return 0;
         };
         match record.lifecycle {
-            Lifecycle::ReadPaused => 0,
+            Lifecycle::ReadPaused | Lifecycle::BudgetPaused => 0,
             Lifecycle::Ending { peer_done, .. } => usize::from(!peer_done) * READ_BUFFER,
             Lifecycle::Open => {
                 let room = self
@@ -313,6 +347,7 @@ impl ServerCore {
 
     /// `bytes` were read from `key` at `now`: a sign of life; each data line is echoed.
     pub fn handle_read(&mut self, now: Instant, key: usize, bytes: &[u8]) {
+        self.now = now;
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -330,6 +365,7 @@ impl ServerCore {
 
     /// `key` closed its sending side: echo a last line that had no newline, then end.
     pub fn handle_eof(&mut self, now: Instant, key: usize) {
+        self.now = now;
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -341,7 +377,7 @@ impl ServerCore {
                 }
                 self.advance_ending(key);
             }
-            Lifecycle::Open | Lifecycle::ReadPaused => {
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
                 self.report(key, Event::PeerClosed);
                 self.echo(key, None);
                 // A peer that half-closed may still be reading a backlog of echoes.
@@ -352,20 +388,19 @@ impl ServerCore {
     }
 
     /// A read from `key` failed: the connection is broken.
-    pub fn handle_error(&mut self, _now: Instant, key: usize, error: io::ErrorKind) {
+    pub fn handle_error(&mut self, now: Instant, key: usize, error: io::ErrorKind) {
+        self.now = now;
         let Some(record) = self.conns.get(key) else {
             return;
         };
-        let reason = match record.lifecycle {
-            Lifecycle::Ending { reason, .. } => reason,
-            Lifecycle::Open | Lifecycle::ReadPaused => Reason::Failed,
-        };
+        let reason = record.failure_reason();
         self.report(key, Event::Failed(error));
         self.close(key, reason);
     }
 
     /// The socket of `key` can take output again.
-    pub fn handle_writable(&mut self, _now: Instant, key: usize) {
+    pub fn handle_writable(&mut self, now: Instant, key: usize) {
+        self.now = now;
         if !self.conns.contains(key) {
             return;
         }
@@ -394,10 +429,7 @@ impl ServerCore {
         let written = match result {
             Ok(n) => n,
             Err(e) => {
-                let reason = match record.lifecycle {
-                    Lifecycle::Ending { reason, .. } => reason,
-                    Lifecycle::Open | Lifecycle::ReadPaused => Reason::Failed,
-                };
+                let reason = record.failure_reason();
                 self.report(key, Event::Failed(e.kind()));
                 self.close(key, reason);
                 return;
@@ -418,17 +450,24 @@ impl ServerCore {
         match record.lifecycle {
             Lifecycle::Open if unsent >= limit => record.lifecycle = Lifecycle::ReadPaused,
             Lifecycle::ReadPaused if unsent < limit => {
-                record.lifecycle = Lifecycle::Open;
-                self.actions.push_back(Action::Read(key));
+                if self.budget.is_pausing() {
+                    record.lifecycle = Lifecycle::BudgetPaused;
+                    self.budget_paused.push(key);
+                } else {
+                    record.lifecycle = Lifecycle::Open;
+                    self.actions.push_back(Action::Read(key));
+                }
             }
             Lifecycle::Ending { .. } => self.advance_ending(key),
-            Lifecycle::Open | Lifecycle::ReadPaused => {}
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {}
         }
+        self.account(key);
     }
 
     /// Once a turn, as soon as `poll` returned at `now`. `overslept`: the alarm the loop was
     /// sleeping until, if the OS woke it after that time (the OS's share of any lateness).
     pub fn handle_wakeup(&mut self, now: Instant, overslept: Option<Instant>) {
+        self.now = now;
         if let Some(alarm) = overslept {
             self.stats.on_wakeup(now.saturating_duration_since(alarm));
         }
@@ -443,8 +482,13 @@ impl ServerCore {
     /// arrived while the loop was away count before any peer is judged silent; call again,
     /// with the clock read anew, while [`poll_timeout`](Self::poll_timeout) is still due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if self.accept_paused_until.is_some_and(|until| until <= now) {
             self.accept_paused_until = None;
+        }
+        let excess = self.budget.excess_at(now);
+        if excess > 0 {
+            self.close_largest(excess);
         }
         if !matches!(self.sweep, Some(Sweep::Stop { .. })) {
             self.sweep = Some(Sweep::Timers {
@@ -457,6 +501,7 @@ impl ServerCore {
     /// Stop at `now`: accept no more, tell every open peer `End Connection`, and give each
     /// [`STOP_LINGER`] to take it. [`is_done`](Self::is_done) once every peer is closed.
     pub fn handle_stop(&mut self, now: Instant) {
+        self.now = now;
         if self.stopping {
             return;
         }
@@ -513,10 +558,19 @@ impl ServerCore {
     /// When the loop must wake even if no peer does anything: the next timer, or the end of
     /// an accept back-off. `None`: sleep until an event.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next_wakeup(), self.accept_paused_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next_wakeup(),
+            self.accept_paused_until,
+            self.budget.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Heap bytes held in all peers' buffers now.
+    pub fn buffered(&self) -> usize {
+        self.budget.total()
     }
 
     pub fn stats(&self) -> &ServerStats {
@@ -556,7 +610,7 @@ impl ServerCore {
         };
         let reason = match record.lifecycle {
             Lifecycle::Ending { reason, .. } => reason,
-            Lifecycle::Open | Lifecycle::ReadPaused => {
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
                 let due = record.liveness.deadline(&timing);
                 self.on_liveness_timer(now, key, due);
                 return;
@@ -604,7 +658,7 @@ impl ServerCore {
                     self.timers.arm(key, deadline);
                 }
             }
-            Lifecycle::Open | Lifecycle::ReadPaused => {
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
                 self.queue_line(key, protocol::END_CONNECTION);
                 self.begin_ending(key, Reason::Shutdown, now, STOP_LINGER, false);
             }
@@ -648,6 +702,7 @@ impl ServerCore {
         if output.len() > before {
             self.output_ready(key);
         }
+        self.account(key);
     }
 
     /// Queues one protocol line for `key`.
@@ -668,6 +723,7 @@ impl ServerCore {
                 }
                 self.output.clear();
                 self.output_key = Some(key);
+                self.account(owner);
             }
             None => self.output_key = Some(key),
         }
@@ -684,6 +740,7 @@ impl ServerCore {
             }
         }
         self.actions.push_back(Action::Write(key));
+        self.account(key);
     }
 
     /// Bytes decided for `key` and not yet taken by the kernel.
@@ -709,7 +766,11 @@ impl ServerCore {
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
-        if record.lifecycle == Lifecycle::ReadPaused && !peer_done {
+        let paused = matches!(
+            record.lifecycle,
+            Lifecycle::ReadPaused | Lifecycle::BudgetPaused
+        );
+        if paused && !peer_done {
             // Its input waits in the kernel: read and drop it now, so that closing later
             // does not turn into a reset.
             self.actions.push_back(Action::Read(key));
@@ -768,10 +829,83 @@ impl ServerCore {
             self.output.clear();
             self.output_key = None;
         }
+        let held = record.accounted as usize;
+        self.budget_changed(key, held, 0);
         self.timers.cancel(key);
         self.stats.on_close(reason);
         self.report(key, Event::Closed(reason));
         self.actions.push_back(Action::Close(key));
+    }
+
+    /// Counts `key`'s buffers in the budget again, after they may have changed, and does
+    /// what the budget says.
+    fn account(&mut self, key: usize) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let before = record.accounted;
+        let after = u32::try_from(record.buffers.heap_bytes()).unwrap_or(u32::MAX);
+        if before == after {
+            return;
+        }
+        record.accounted = after;
+        self.budget_changed(key, before as usize, after as usize);
+    }
+
+    fn budget_changed(&mut self, key: usize, before: usize, after: usize) {
+        match self.budget.change(self.now, before, after) {
+            Verdict::Fine => {}
+            Verdict::Pause => {
+                if let Some(record) = self.conns.get_mut(key) {
+                    if record.lifecycle == Lifecycle::Open {
+                        record.lifecycle = Lifecycle::BudgetPaused;
+                        self.budget_paused.push(key);
+                    }
+                }
+            }
+            Verdict::Resume => {
+                for key in std::mem::take(&mut self.budget_paused) {
+                    let limit = self.settings.max_write_buffer;
+                    let Some(record) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    if record.lifecycle != Lifecycle::BudgetPaused {
+                        continue;
+                    }
+                    if record.buffers.unsent() >= limit {
+                        record.lifecycle = Lifecycle::ReadPaused;
+                    } else {
+                        record.lifecycle = Lifecycle::Open;
+                        self.actions.push_back(Action::Read(key));
+                    }
+                }
+            }
+        }
+        if after < before && self.budget.take_trim() {
+            self.actions.push_back(Action::ReleaseMemory);
+        }
+    }
+
+    /// The budget stayed exceeded past its grace: closes the peers holding the most until
+    /// `excess` bytes are freed. (Rare, so it may scan and sort.)
+    fn close_largest(&mut self, excess: usize) {
+        let mut holders: Vec<(u32, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, record)| record.accounted > 0)
+            .map(|(key, record)| (record.accounted, key))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let mut freed = 0;
+        for (held, key) in holders {
+            if freed >= excess {
+                break;
+            }
+            freed += held as usize;
+            let held = held as usize;
+            self.report(key, Event::OverBudget { held });
+            self.close(key, Reason::OverBudget);
+        }
     }
 
     fn report(&mut self, key: usize, event: Event) {

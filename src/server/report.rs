@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 
 use super::core::Event;
@@ -12,8 +12,9 @@ use super::Server;
 
 impl Server {
     /// A log line for something the core reported about `key`.
-    pub(super) fn report(&mut self, key: usize, event: Event, _now: Instant) {
-        let peer = PeerName(self.socket(key).map(|socket| &socket.stream));
+    pub(super) fn report(&mut self, key: usize, event: Event, now: Instant) {
+        let socket = self.sockets.get(key).and_then(Option::as_ref);
+        let peer = PeerName(socket.map(|socket| &socket.stream));
         match event {
             Event::Connected { open } => info!("{peer} connected ({open} open)"),
             Event::HeartbeatSent { number, count } => {
@@ -25,6 +26,14 @@ impl Server {
             }
             Event::PeerClosed => info!("{peer}: peer closed the connection"),
             Event::Failed(kind) => debug!("{peer}: connection failed: {kind}"),
+            Event::OverBudget { held } => {
+                if self.log_limiter.allow("over budget", now) {
+                    warn!(
+                        "{peer}: closed: all peers' buffers stayed over --max-buffered and it \
+                         held {held} bytes, among the most (at most one such line a second)"
+                    )
+                }
+            }
             Event::Closed(reason) => debug!("{peer}: closed ({reason:?})"),
         }
     }

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub max_line: usize,
     /// Output held for one peer before the server stops reading from it.
     pub max_write_buffer: usize,
+    /// All peers' buffers together, before the largest are paused, then closed.
+    pub max_buffered: usize,
     /// Peers served at once; one more is told `Error: server full` and closed.
     pub max_connections: usize,
     /// Peers allowed in by source address; empty allows everyone.
@@ -34,6 +36,9 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// CPU in that run for tails no better than the machine's scheduling noise.
 pub const DEFAULT_TICK: Duration = Duration::from_micros(500);
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
+/// 256 MiB: thousands of peers may each hold a long partial line or a burst of output, but a
+/// flood of them cannot take the host's memory.
+pub const DEFAULT_MAX_BUFFERED: usize = 256 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Large enough for a burst of a thousand connects between two loop turns; the kernel caps
 /// it at `net.core.somaxconn`.
@@ -47,6 +52,7 @@ impl Default for ServerConfig {
             tick: DEFAULT_TICK,
             max_line: protocol::DEFAULT_MAX_LINE,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            max_buffered: DEFAULT_MAX_BUFFERED,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allow: AllowList::default(),
             backlog: DEFAULT_BACKLOG,
@@ -62,6 +68,7 @@ impl ServerConfig {
             tick: self.tick,
             max_line: self.max_line,
             max_write_buffer: self.max_write_buffer,
+            max_buffered: self.max_buffered,
             max_connections: self.max_connections,
             allow: self.allow.clone(),
         }
