@@ -19,7 +19,7 @@
 //! | `net`       | resolving, listening, connecting, the open-file limit; `SetupError`   | sockets    |
 //! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
-//! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
+//! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
 //! | `server`    | the server's poll loop                                                | all of it  |
 //! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
 //!

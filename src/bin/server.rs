@@ -10,7 +10,10 @@ use heartbeat::{logging, net, prompt, server::Server};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    match run(&args) {
+    let result = run(&args);
+    // The last lines (`received SIGTERM`) are still queued for the log writer.
+    logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("server: {error}");
