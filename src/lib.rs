@@ -11,7 +11,7 @@
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
 //! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
 //! | `allow`     | `--allow` address blocks                                              | none       |
-//! | `ratelimit` | at most one log line per reason per second                            | none       |
+//! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
