@@ -174,7 +174,8 @@ pub struct ServerArgs {
 const SERVER_AFTER_HELP: &str = "\
 On a terminal, with no setting given by flag and no --no-prompt, the server asks for the interval,
 count and idle time as the original did; Enter keeps the value shown.
-SIGINT or SIGTERM: every peer is told `End Connection`, a summary is printed, exit 0.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`,
+a summary is printed, exit 0.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
 impl ServerArgs {
@@ -317,6 +318,8 @@ const CLIENT_AFTER_HELP: &str = "\
 Example, load mode: client --connections 10000 --interval 0 --duration 60s
 On a terminal, with no setting given by flag and no --no-prompt, a single
 client asks for both as the original did; Enter keeps the value shown.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for the
+echoes owed, close, print the summary (load mode), exit 0.
 Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
 
 impl ClientArgs {

@@ -17,7 +17,7 @@
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
 //! | `conn`      | reading and writing one non-blocking socket; buffers only when needed | sockets    |
 //! | `net`       | resolving, listening, connecting, the open-file limit; `SetupError`   | sockets    |
-//! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
+//! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT, SIGTERM and SIGHUP       | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
 //! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
 //! | `server`    | the server's poll loop                                                | all of it  |

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, Peer, MS};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
 /// Hang guard for anything the tests wait for.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -150,6 +151,17 @@ fn stderr_writer_waits_on_the_pipe(pid: u32) -> bool {
     })
 }
 
+/// How many sockets process `pid` has open.
+fn sockets_of(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
 /// Everything the process wrote on stderr, once it has exited.
 fn read_all(stderr: ChildStderr) -> String {
     let mut text = String::new();
@@ -276,4 +288,52 @@ fn a_log_file_that_cannot_be_written_warns_once() {
         "{logged}"
     );
     assert!(logged.contains("received SIGTERM: stopping"), "{logged}");
+}
+
+/// SIGHUP (a closing terminal or SSH session) stops the server as SIGTERM does: a connected
+/// peer is told `End Connection`, the summary is printed, exit status 0.
+#[test]
+fn sighup_stops_the_server_gracefully() {
+    let mut server = Server::start(&["--log-level", "off"]);
+    let mut peer = Peer::connect(server.addr());
+    echo_time(&mut peer, "hello");
+    server.signal("-HUP");
+    assert_eq!(
+        peer.line_within(DEADLINE).as_deref(),
+        Some("End Connection")
+    );
+    let status = server.wait();
+    assert!(status.success(), "exit {status:?}");
+    let summary = server.rest_of_stdout();
+    assert!(
+        summary.starts_with("Summary: 1 connections accepted"),
+        "{summary}"
+    );
+}
+
+/// SIGHUP stops the load client as Ctrl-C does: it prints its summary and exits 0.
+#[test]
+fn sighup_stops_the_load_client_with_its_summary() {
+    let server = Server::start(&["--log-level", "off"]);
+    let mut client = Command::new(CLIENT)
+        .args(["--port", &server.port.to_string(), "--no-prompt"])
+        .args(["--connections", "20", "--interval", "100ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client starts");
+    // Wait until the client holds its sockets (two are its signal pipe): it is running.
+    let connected = eventually(DEADLINE, || sockets_of(client.id()) >= 20);
+    assert!(connected, "the client opened its connections");
+    signal_process(client.id(), "-HUP");
+    let status = wait_for_exit(&mut client);
+    let mut out = String::new();
+    let stdout = client.stdout.take().expect("stdout");
+    BufReader::new(stdout)
+        .read_to_string(&mut out)
+        .expect("out");
+    assert!(status.success(), "exit {status:?}: {out}");
+    assert!(out.starts_with("Summary: "), "{out}");
+    assert!(out.contains(" of 20 connections opened"), "{out}");
 }
