@@ -337,3 +337,70 @@ fn sighup_stops_the_load_client_with_its_summary() {
     assert!(out.starts_with("Summary: "), "{out}");
     assert!(out.contains(" of 20 connections opened"), "{out}");
 }
+
+/// Runs `binary` with `args` and no input, kills it if it is still running after the
+/// deadline, and checks its exit status. Returns what it printed on stderr and stdout.
+fn exits_with(binary: &str, args: &[&str], code: i32) -> (String, String) {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let status = wait_for_exit(&mut child);
+    let mut err = String::new();
+    let mut out = String::new();
+    let stderr = child.stderr.take().expect("stderr");
+    BufReader::new(stderr)
+        .read_to_string(&mut err)
+        .expect("err");
+    let stdout = child.stdout.take().expect("stdout");
+    BufReader::new(stdout)
+        .read_to_string(&mut out)
+        .expect("out");
+    assert_eq!(status.code(), Some(code), "{args:?}: {err}");
+    (err, out)
+}
+
+/// An endless configuration file (`/dev/zero`) is read only up to the 1 MiB cap: one line,
+/// exit status 2, at once.
+#[test]
+fn an_endless_configuration_file_is_refused() {
+    let (err, out) = exits_with(SERVER, &["--config", "/dev/zero", "--no-prompt"], 2);
+    assert_eq!(
+        err,
+        "server: /dev/zero: larger than 1024 KiB: not a configuration file\n"
+    );
+    assert!(out.is_empty(), "nothing listened: {out}");
+}
+
+/// A key given twice in the configuration file, a whole `server` object or one key inside
+/// it, is exit status 2 with one line naming the key, not "the last one wins".
+#[test]
+fn a_key_given_twice_in_the_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (body, key) in [
+        (
+            r#"{"server":{"port":"0"},"server":{"port":"1"}}"#,
+            "\"server\"",
+        ),
+        (
+            r#"{"server":{"port":"0","idle":"5s","port":"1"}}"#,
+            "\"server.port\"",
+        ),
+    ] {
+        let path = dir.path().join("twice.json");
+        std::fs::write(&path, body).expect("written");
+        let path = path.to_str().expect("utf-8 path");
+        let (err, out) = exits_with(SERVER, &["--config", path, "--no-prompt"], 2);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("key {key}: given more than once")),
+            "{err}"
+        );
+        assert!(out.is_empty(), "nothing listened: {out}");
+        let (err, _) = exits_with(CLIENT, &["--config", path, "--no-prompt"], 2);
+        assert!(err.contains(&format!("key {key}")), "{err}");
+    }
+}
