@@ -196,8 +196,11 @@ impl ServerArgs {
         let section = &file.server;
         let port = self.port.or(section.port).unwrap_or(server::DEFAULT_PORT);
         let addr = match (&self.host, &section.host) {
-            (Some(host), _) => net::resolve(host, port)?,
-            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (Some(host), _) => for_tcp(net::resolve(host, port)?, Origin::Flag("--host"))?,
+            (None, Some(host)) => {
+                let addr = from_file(path, "server.host", net::resolve(host, port))?;
+                for_tcp(addr, Origin::File(path, "server.host"))?
+            }
             (None, None) => SocketAddr::new(ServerConfig::default().addr.ip(), port),
         };
         let timing = Timing {
@@ -247,6 +250,35 @@ pub fn check_timing(timing: &Timing) -> Result<(), ConfigError> {
         return Err(invalid("interval"));
     }
     Ok(())
+}
+
+/// Where an address setting came from, for naming it in an error.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flag(&'static str),
+    File(Option<&'a Path>, &'static str),
+}
+
+/// Refuses an address TCP can never use (multicast, broadcast) as a bad setting (exit 2):
+/// a server listening there would wait for peers that can never come.
+fn for_tcp(addr: SocketAddr, origin: Origin) -> Result<SocketAddr, ConfigError> {
+    let Some(why) = net::not_for_tcp(addr.ip()) else {
+        return Ok(addr);
+    };
+    let message = format!("{} is {why}: TCP cannot listen or connect there", addr.ip());
+    Err(match origin {
+        Origin::Flag(flag) => ConfigError::Invalid {
+            setting: flag.to_string(),
+            message,
+        },
+        Origin::File(path, key) => ConfigError::Key {
+            path: path
+                .unwrap_or(Path::new(config::DEFAULT_FILE))
+                .to_path_buf(),
+            key: key.to_string(),
+            message,
+        },
+    })
 }
 
 /// A setup error about a value that came from the configuration file is a configuration
@@ -339,8 +371,11 @@ impl ClientArgs {
             .or(file.server.port)
             .unwrap_or(server::DEFAULT_PORT);
         let server = match (&self.host, &file.server.host) {
-            (Some(host), _) => net::resolve(host, port)?,
-            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (Some(host), _) => for_tcp(net::resolve(host, port)?, Origin::Flag("--host"))?,
+            (None, Some(host)) => {
+                let addr = from_file(path, "server.host", net::resolve(host, port))?;
+                for_tcp(addr, Origin::File(path, "server.host"))?
+            }
             (None, None) => SocketAddr::from(([127, 0, 0, 1], port)),
         };
         let bind = if self.bind.is_empty() {
@@ -348,6 +383,7 @@ impl ClientArgs {
                 Some(host) => {
                     let port = file.client.port.unwrap_or(0);
                     let addr = from_file(path, "client.host", net::resolve(host, port))?;
+                    let addr = for_tcp(addr, Origin::File(path, "client.host"))?;
                     // The file's local address is for the file's server; a server of the
                     // other family (say `--host ::1`) is reached from any local address.
                     if addr.is_ipv4() == server.is_ipv4() {
@@ -364,6 +400,9 @@ impl ClientArgs {
                 .iter()
                 .map(|addr| parse_bind(addr))
                 .collect::<Result<Vec<_>, _>>()?;
+            for addr in &bind {
+                for_tcp(*addr, Origin::Flag("--bind"))?;
+            }
             if let Some(other) = bind.iter().find(|a| a.is_ipv4() != server.is_ipv4()) {
                 return Err(StartError::Config(ConfigError::Invalid {
                     setting: "--bind".into(),
@@ -518,6 +557,37 @@ mod tests {
             config::parse(Path::new("c.json"), r#"{"client": {"host": "127.0.0.1"}}"#).unwrap();
         let config = client(&["--host", "::1"]).resolve(&file, None).unwrap();
         assert!(config.bind.is_empty());
+    }
+
+    #[test]
+    fn multicast_and_broadcast_addresses_are_bad_settings() {
+        let none = FileConfig::default();
+        for host in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+            let error = server(&["--host", host]).resolve(&none, None).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{error}");
+            assert!(error.to_string().starts_with("--host: "), "{error}");
+            assert!(error.to_string().contains("TCP cannot listen"), "{error}");
+            let error = client(&["--host", host]).resolve(&none, None).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{error}");
+        }
+        let error = client(&["--bind", "127.0.0.1,224.0.0.1"])
+            .resolve(&none, None)
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{error}");
+        assert!(error
+            .to_string()
+            .starts_with("--bind: 224.0.0.1 is a multicast address"));
+        let file = config::parse(
+            Path::new("c.json"),
+            r#"{"server": {"host": "239.1.2.3"}, "client": {"host": "255.255.255.255"}}"#,
+        )
+        .unwrap();
+        let error = server(&[]).resolve(&file, Some(Path::new("c.json")));
+        let error = error.unwrap_err().to_string();
+        assert!(error.starts_with("c.json: key \"server.host\": 239.1.2.3 is a multicast"));
+        let error = client(&["--host", "127.0.0.1"]).resolve(&file, Some(Path::new("c.json")));
+        let error = error.unwrap_err().to_string();
+        assert!(error.starts_with("c.json: key \"client.host\": 255.255.255.255 is the broadcast"));
     }
 
     #[test]

@@ -404,3 +404,27 @@ fn a_key_given_twice_in_the_file_is_refused_naming_it() {
         assert!(err.contains(&format!("key {key}")), "{err}");
     }
 }
+
+/// Multicast and broadcast addresses cannot accept TCP: the server refuses to listen there
+/// and the client to bind there, exit status 2 with one line.
+#[test]
+fn multicast_and_broadcast_addresses_are_refused() {
+    for host in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let args = ["--host", host, "--port", "0", "--no-prompt"];
+        let (err, out) = exits_with(SERVER, &args, 2);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("server: --host: {host} is ")),
+            "{err}"
+        );
+        assert!(err.contains("TCP cannot listen or connect there"), "{err}");
+        assert!(out.is_empty(), "nothing listened: {out}");
+    }
+    let args = ["--port", "1", "--bind", "224.0.0.1", "--no-prompt"];
+    let (err, _) = exits_with(CLIENT, &args, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("client: --bind: 224.0.0.1 is a multicast address"),
+        "{err}"
+    );
+}
