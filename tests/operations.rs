@@ -428,3 +428,15 @@ fn multicast_and_broadcast_addresses_are_refused() {
         "{err}"
     );
 }
+
+/// An empty or blank `--allow` (an unset variable in `--allow "$LIST"`) fails closed: exit
+/// status 2, nothing listens, instead of letting everyone in.
+#[test]
+fn an_empty_allow_list_fails_closed() {
+    for list in ["", ",", " ", "127.0.0.1,"] {
+        let args = ["--allow", list, "--port", "0", "--no-prompt"];
+        let (err, out) = exits_with(SERVER, &args, 2);
+        assert!(err.contains("empty"), "{list:?}: {err}");
+        assert!(out.is_empty(), "{list:?}: nothing listened: {out}");
+    }
+}
