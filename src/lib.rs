@@ -11,6 +11,7 @@
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
 //! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
 //! | `allow`     | `--allow` address blocks                                              | none       |
+//! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod escape;
 pub mod liveness;
 pub mod logging;
 pub mod net;
