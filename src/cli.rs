@@ -122,10 +122,11 @@ fn port(text: &str) -> Result<u16, String> {
 #[derive(Debug, Parser)]
 #[command(name = "server", version, after_help = SERVER_AFTER_HELP)]
 pub struct ServerArgs {
-    /// Configuration file [default: ./configuration.json if present]
+    /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to listen on; 0.0.0.0 or :: listens on every interface [default: 127.0.0.1]
+    /// Address to listen on; 0.0.0.0 or :: listens on every interface; multicast and broadcast
+    /// addresses are refused [default: 127.0.0.1]
     #[arg(long, value_name = "ADDR")]
     pub host: Option<String>,
     /// Port to listen on; 0 picks a free one [default: 8000]
@@ -152,7 +153,8 @@ pub struct ServerArgs {
     /// Peers served at once; more are told `Error: server full` and closed
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1 [default: all]
+    /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1; an empty list is
+    /// refused [default: all]
     #[arg(long, value_name = "CIDR,...")]
     pub allow: Option<AllowList>,
     /// Length of the queue of connections waiting to be accepted
@@ -163,7 +165,9 @@ pub struct ServerArgs {
     pub max_open_files: Option<u64>,
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
     pub log_level: LogLevel,
-    /// Also write the log to this file
+    /// Also write the log to this file. Log lines are queued (1 MiB per destination) and
+    /// written by their own thread: a stalled stderr or file drops lines, counted, and never
+    /// stops the server
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
     /// Never ask for settings, even on a terminal
@@ -305,7 +309,7 @@ fn from_file<T>(
 #[derive(Debug, Parser)]
 #[command(name = "client", version, after_help = CLIENT_AFTER_HELP)]
 pub struct ClientArgs {
-    /// Configuration file [default: ./configuration.json if present]
+    /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Server address [default: the file's server.host, else 127.0.0.1]
