@@ -167,11 +167,17 @@ impl Line {
 
     fn write_to(&self, out: &mut Vec<u8>, colour: bool) {
         let tag_end = self.tag + self.level.as_str().len() + 2;
-        match (colour, self.text.get(..self.tag), self.text.get(tag_end..)) {
-            (true, Some(time), Some(rest)) => {
+        let text = &self.text;
+        let parts = (
+            text.get(..self.tag),
+            text.get(self.tag..tag_end),
+            text.get(tag_end..),
+        );
+        match (colour, parts) {
+            (true, (Some(time), Some(tag), Some(rest))) => {
                 out.extend_from_slice(time.as_bytes());
                 out.extend_from_slice(ansi_colour(self.level).as_bytes());
-                out.extend_from_slice(&self.text.as_bytes()[self.tag..tag_end]);
+                out.extend_from_slice(tag.as_bytes());
                 out.extend_from_slice(b"\x1b[0m");
                 out.extend_from_slice(rest.as_bytes());
             }
