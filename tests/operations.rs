@@ -216,7 +216,8 @@ fn a_stderr_pipe_nobody_reads_never_stops_the_loop() {
 }
 
 /// A log that was blocked and then read: the lines that did not fit are dropped, one line
-/// says how many, and the last lines before exit (`received SIGTERM`) are written, not lost.
+/// says how many, the summary counts them, and the last lines before exit (`received
+/// SIGTERM`) are written, not lost.
 #[test]
 fn a_log_that_drains_says_how_many_lines_were_dropped_and_keeps_the_last_ones() {
     let mut server = Server::start(&["--log-level", "debug"]);
@@ -256,6 +257,17 @@ fn a_log_that_drains_says_how_many_lines_were_dropped_and_keeps_the_last_ones() 
     assert!(count > 0 && count < 30_000, "{dropped}");
     server.signal("-TERM");
     assert!(server.wait().success());
+    let summary = server.rest_of_stdout();
+    let total = summary
+        .lines()
+        .find_map(|line| line.strip_prefix("  log lines dropped: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the summary counts the dropped lines: {summary}"));
+    assert!(
+        total >= count,
+        "{total} in the summary, {count} reported in the log"
+    );
     reader.join().expect("reader");
     let rest: Vec<String> = lines_rx.try_iter().collect();
     assert!(

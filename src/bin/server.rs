@@ -60,6 +60,12 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     ));
     let stats = server.run()?;
     print_line(&stats.summary());
+    let dropped = logging::dropped_lines();
+    if dropped > 0 {
+        print_line(&format!(
+            "  log lines dropped: {dropped} (the log output was not keeping up)"
+        ));
+    }
     Ok(())
 }
 
