@@ -161,8 +161,9 @@ impl Line {
         Line { level, text, tag }
     }
 
+    /// What the line holds in memory while queued (its allocation, not just its text).
     fn cost(&self) -> usize {
-        self.text.len() + LINE_OVERHEAD
+        self.text.capacity() + LINE_OVERHEAD
     }
 
     fn write_to(&self, out: &mut Vec<u8>, colour: bool) {
