@@ -28,9 +28,13 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::net::{describe, SetupError};
 
-/// Bytes of log lines held per destination while it is not keeping up (about 10,000 lines).
-/// Past it new lines are dropped and counted: memory stays bounded whatever peers do.
+/// Bytes of log lines waiting per destination while it is not keeping up (about 8,000
+/// lines). Past it new lines are dropped and counted: memory stays bounded whatever peers do,
+/// at about twice this per destination (the lines waiting, and the batch being written).
 pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// Bytes a writer thread formats before writing them out.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// How long [`flush`] waits for a destination that makes no progress at all.
 pub const FLUSH_PATIENCE: Duration = Duration::from_secs(1);
@@ -364,23 +368,13 @@ fn write_forever(
             state.busy = true;
             std::mem::take(&mut state.dropped)
         };
-        bytes.clear();
-        for line in &batch {
-            line.write_to(&mut bytes, colour);
-        }
-        if dropped > 0 {
-            let message =
-                format_args!("{dropped} log lines dropped: this log's output was not keeping up");
-            Line::new(SystemTime::now(), Level::Warn, message).write_to(&mut bytes, colour);
-        }
-        let result = out.write_all(&bytes).and_then(|()| out.flush());
+        let result = write_batch(&mut *out, &mut batch, dropped, colour, &mut bytes);
         let mut state = queue.lock();
         state.busy = false;
         state.batches += 1;
         match result {
             Ok(()) => state.failing = false,
-            Err(error) => {
-                let lost = batch.len() as u64;
+            Err((lost, error)) => {
                 state.dropped += dropped + lost;
                 state.dropped_total += lost;
                 if !state.failing {
@@ -406,10 +400,49 @@ fn write_forever(
         if batch.capacity() > 1024 {
             batch = VecDeque::new();
         }
-        if bytes.capacity() > 64 * 1024 {
+        if bytes.capacity() > 2 * CHUNK_BYTES {
             bytes = Vec::new();
         }
     }
+}
+
+/// Writes `batch`, emptying it, then the line reporting `dropped` lines, in chunks of about
+/// [`CHUNK_BYTES`], so that a batch is never held twice (as lines and as bytes). On failure,
+/// returns how many of the batch's lines did not go out, and the error.
+fn write_batch(
+    out: &mut dyn Write,
+    batch: &mut VecDeque<Line>,
+    dropped: u64,
+    colour: bool,
+    bytes: &mut Vec<u8>,
+) -> Result<(), (u64, io::Error)> {
+    let total = batch.len() as u64;
+    let mut written = 0;
+    let mut in_chunk = 0;
+    bytes.clear();
+    while let Some(line) = batch.pop_front() {
+        line.write_to(bytes, colour);
+        in_chunk += 1;
+        if bytes.len() >= CHUNK_BYTES {
+            write_chunk(out, bytes).map_err(|e| (total - written, e))?;
+            written += in_chunk;
+            in_chunk = 0;
+        }
+    }
+    if dropped > 0 {
+        let message =
+            format_args!("{dropped} log lines dropped: this log's output was not keeping up");
+        Line::new(SystemTime::now(), Level::Warn, message).write_to(bytes, colour);
+    }
+    write_chunk(out, bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| (total - written, e))
+}
+
+fn write_chunk(out: &mut dyn Write, bytes: &mut Vec<u8>) -> io::Result<()> {
+    let result = out.write_all(bytes);
+    bytes.clear();
+    result
 }
 
 #[cfg(test)]
@@ -531,6 +564,56 @@ mod tests {
         assert!(queue.push(line("after")));
         assert!(queue.wait_drained(Duration::from_secs(10)));
         assert!(gate.text().ends_with("[INFO] after\n"));
+    }
+
+    /// Accepts its first write whole, then fails like a full disk.
+    #[derive(Default)]
+    struct FirstWriteOnly {
+        written: Vec<u8>,
+    }
+
+    impl Write for FirstWriteOnly {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.written.is_empty() {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_order_in_chunks_and_a_failure_counts_the_lines_not_written() {
+        let lines =
+            || -> VecDeque<Line> { (0..3000).map(|n| line(&format!("line {n}"))).collect() };
+        let mut batch = lines();
+        let (mut out, mut bytes) = (Vec::new(), Vec::new());
+        assert!(write_batch(&mut out, &mut batch, 7, false, &mut bytes).is_ok());
+        assert!(batch.is_empty());
+        assert!(out.len() > 2 * CHUNK_BYTES, "more than one chunk");
+        let text = String::from_utf8(out).unwrap();
+        let written: Vec<&str> = text.lines().collect();
+        assert_eq!(written.len(), 3001);
+        assert!(written
+            .iter()
+            .take(3000)
+            .enumerate()
+            .all(|(n, l)| l.ends_with(&format!("] line {n}"))));
+        assert!(
+            written[3000].contains("[WARN] 7 log lines dropped"),
+            "{}",
+            written[3000]
+        );
+
+        let mut out = FirstWriteOnly::default();
+        let mut batch = lines();
+        let (lost, _) = write_batch(&mut out, &mut batch, 0, false, &mut bytes).unwrap_err();
+        let went_out = out.written.iter().filter(|b| **b == b'\n').count() as u64;
+        assert!(went_out > 0 && went_out < 3000, "{went_out}");
+        assert_eq!(lost, 3000 - went_out);
     }
 
     struct Full;
