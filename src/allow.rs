@@ -95,11 +95,22 @@ impl AllowList {
 impl FromStr for AllowList {
     type Err = String;
 
-    /// A comma-separated list of blocks.
+    /// A comma-separated list of blocks. An empty or blank list, or an empty entry, is an
+    /// error, not "everyone": `--allow "$LIST"` with the variable unset must fail closed.
     fn from_str(text: &str) -> Result<AllowList, String> {
+        if text.trim().is_empty() {
+            return Err(format!(
+                "{text:?} is an empty list: name at least one address block \
+                 (leave the setting out to let everyone in)"
+            ));
+        }
         text.split(',')
-            .filter(|part| !part.trim().is_empty())
-            .map(str::parse)
+            .map(|part| match part.trim().is_empty() {
+                true => Err(format!(
+                    "{text:?} has an empty entry: every comma must separate two address blocks"
+                )),
+                false => part.parse(),
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(AllowList)
     }
@@ -148,6 +159,19 @@ mod tests {
         assert!(list.allows(ip("::1")));
         assert!(!list.allows(ip("192.0.2.1")));
         assert!(AllowList::default().allows(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn empty_and_blank_lists_fail_closed() {
+        for bad in ["", " ", ",", " , ", "127.0.0.1,", ",::1", "10.0.0.0/8,,::1"] {
+            let error = bad.parse::<AllowList>().unwrap_err();
+            assert!(error.starts_with(&format!("{bad:?}")), "{error}");
+        }
+        assert!("".parse::<AllowList>().unwrap_err().contains("empty list"));
+        assert!(","
+            .parse::<AllowList>()
+            .unwrap_err()
+            .contains("empty entry"));
     }
 
     #[test]

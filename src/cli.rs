@@ -122,10 +122,11 @@ fn port(text: &str) -> Result<u16, String> {
 #[derive(Debug, Parser)]
 #[command(name = "server", version, after_help = SERVER_AFTER_HELP)]
 pub struct ServerArgs {
-    /// Configuration file [default: ./configuration.json if present]
+    /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to listen on; 0.0.0.0 or :: listens on every interface [default: 127.0.0.1]
+    /// Address to listen on; 0.0.0.0 or :: listens on every interface; multicast and broadcast
+    /// addresses are refused [default: 127.0.0.1]
     #[arg(long, value_name = "ADDR")]
     pub host: Option<String>,
     /// Port to listen on; 0 picks a free one [default: 8000]
@@ -156,7 +157,8 @@ pub struct ServerArgs {
     /// Peers served at once; more are told `Error: server full` and closed
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1 [default: all]
+    /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1; an empty list is
+    /// refused [default: all]
     #[arg(long, value_name = "CIDR,...")]
     pub allow: Option<AllowList>,
     /// Length of the queue of connections waiting to be accepted
@@ -167,7 +169,9 @@ pub struct ServerArgs {
     pub max_open_files: Option<u64>,
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
     pub log_level: LogLevel,
-    /// Also write the log to this file
+    /// Also write the log to this file. Log lines are queued (1 MiB per destination) and
+    /// written by their own thread: a stalled stderr or file drops lines, counted, and never
+    /// stops the server
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
     /// Never ask for settings, even on a terminal
@@ -178,7 +182,8 @@ pub struct ServerArgs {
 const SERVER_AFTER_HELP: &str = "\
 On a terminal, with no setting given by flag and no --no-prompt, the server asks for the interval,
 count and idle time as the original did; Enter keeps the value shown.
-SIGINT or SIGTERM: every peer is told `End Connection`, a summary is printed, exit 0.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`,
+a summary is printed, exit 0.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
 impl ServerArgs {
@@ -199,8 +204,11 @@ impl ServerArgs {
         let section = &file.server;
         let port = self.port.or(section.port).unwrap_or(server::DEFAULT_PORT);
         let addr = match (&self.host, &section.host) {
-            (Some(host), _) => net::resolve(host, port)?,
-            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (Some(host), _) => for_tcp(net::resolve(host, port)?, Origin::Flag("--host"))?,
+            (None, Some(host)) => {
+                let addr = from_file(path, "server.host", net::resolve(host, port))?;
+                for_tcp(addr, Origin::File(path, "server.host"))?
+            }
             (None, None) => SocketAddr::new(ServerConfig::default().addr.ip(), port),
         };
         let timing = Timing {
@@ -266,6 +274,35 @@ pub fn check_timing(timing: &Timing, tick: Duration) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Where an address setting came from, for naming it in an error.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flag(&'static str),
+    File(Option<&'a Path>, &'static str),
+}
+
+/// Refuses an address TCP can never use (multicast, broadcast) as a bad setting (exit 2):
+/// a server listening there would wait for peers that can never come.
+fn for_tcp(addr: SocketAddr, origin: Origin) -> Result<SocketAddr, ConfigError> {
+    let Some(why) = net::not_for_tcp(addr.ip()) else {
+        return Ok(addr);
+    };
+    let message = format!("{} is {why}: TCP cannot listen or connect there", addr.ip());
+    Err(match origin {
+        Origin::Flag(flag) => ConfigError::Invalid {
+            setting: flag.to_string(),
+            message,
+        },
+        Origin::File(path, key) => ConfigError::Key {
+            path: path
+                .unwrap_or(Path::new(config::DEFAULT_FILE))
+                .to_path_buf(),
+            key: key.to_string(),
+            message,
+        },
+    })
+}
+
 /// A setup error about a value that came from the configuration file is a configuration
 /// error naming the file and the key.
 fn from_file<T>(
@@ -290,7 +327,7 @@ fn from_file<T>(
 #[derive(Debug, Parser)]
 #[command(name = "client", version, after_help = CLIENT_AFTER_HELP)]
 pub struct ClientArgs {
-    /// Configuration file [default: ./configuration.json if present]
+    /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Server address [default: the file's server.host, else 127.0.0.1]
@@ -335,6 +372,8 @@ const CLIENT_AFTER_HELP: &str = "\
 Example, load mode: client --connections 10000 --interval 0 --duration 60s
 On a terminal, with no setting given by flag and no --no-prompt, a single
 client asks for both as the original did; Enter keeps the value shown.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for the
+echoes owed, close, print the summary (load mode), exit 0.
 Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
 
 impl ClientArgs {
@@ -354,8 +393,11 @@ impl ClientArgs {
             .or(file.server.port)
             .unwrap_or(server::DEFAULT_PORT);
         let server = match (&self.host, &file.server.host) {
-            (Some(host), _) => net::resolve(host, port)?,
-            (None, Some(host)) => from_file(path, "server.host", net::resolve(host, port))?,
+            (Some(host), _) => for_tcp(net::resolve(host, port)?, Origin::Flag("--host"))?,
+            (None, Some(host)) => {
+                let addr = from_file(path, "server.host", net::resolve(host, port))?;
+                for_tcp(addr, Origin::File(path, "server.host"))?
+            }
             (None, None) => SocketAddr::from(([127, 0, 0, 1], port)),
         };
         let bind = if self.bind.is_empty() {
@@ -363,6 +405,7 @@ impl ClientArgs {
                 Some(host) => {
                     let port = file.client.port.unwrap_or(0);
                     let addr = from_file(path, "client.host", net::resolve(host, port))?;
+                    let addr = for_tcp(addr, Origin::File(path, "client.host"))?;
                     // The file's local address is for the file's server; a server of the
                     // other family (say `--host ::1`) is reached from any local address.
                     if addr.is_ipv4() == server.is_ipv4() {
@@ -379,6 +422,9 @@ impl ClientArgs {
                 .iter()
                 .map(|addr| parse_bind(addr))
                 .collect::<Result<Vec<_>, _>>()?;
+            for addr in &bind {
+                for_tcp(*addr, Origin::Flag("--bind"))?;
+            }
             if let Some(other) = bind.iter().find(|a| a.is_ipv4() != server.is_ipv4()) {
                 return Err(StartError::Config(ConfigError::Invalid {
                     setting: "--bind".into(),
@@ -542,6 +588,37 @@ mod tests {
             config::parse(Path::new("c.json"), r#"{"client": {"host": "127.0.0.1"}}"#).unwrap();
         let config = client(&["--host", "::1"]).resolve(&file, None).unwrap();
         assert!(config.bind.is_empty());
+    }
+
+    #[test]
+    fn multicast_and_broadcast_addresses_are_bad_settings() {
+        let none = FileConfig::default();
+        for host in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+            let error = server(&["--host", host]).resolve(&none, None).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{error}");
+            assert!(error.to_string().starts_with("--host: "), "{error}");
+            assert!(error.to_string().contains("TCP cannot listen"), "{error}");
+            let error = client(&["--host", host]).resolve(&none, None).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{error}");
+        }
+        let error = client(&["--bind", "127.0.0.1,224.0.0.1"])
+            .resolve(&none, None)
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{error}");
+        assert!(error
+            .to_string()
+            .starts_with("--bind: 224.0.0.1 is a multicast address"));
+        let file = config::parse(
+            Path::new("c.json"),
+            r#"{"server": {"host": "239.1.2.3"}, "client": {"host": "255.255.255.255"}}"#,
+        )
+        .unwrap();
+        let error = server(&[]).resolve(&file, Some(Path::new("c.json")));
+        let error = error.unwrap_err().to_string();
+        assert!(error.starts_with("c.json: key \"server.host\": 239.1.2.3 is a multicast"));
+        let error = client(&["--host", "127.0.0.1"]).resolve(&file, Some(Path::new("c.json")));
+        let error = error.unwrap_err().to_string();
+        assert!(error.starts_with("c.json: key \"client.host\": 255.255.255.255 is the broadcast"));
     }
 
     #[test]

@@ -12,16 +12,25 @@
 //!   "client": { "host": "127.0.0.1", "port": "0" } }
 //! ```
 //!
-//! Every key is optional; an unknown key is an error, so a typo is never silently ignored.
+//! Every key is optional; an unknown key is an error, so a typo is never silently ignored, and
+//! so is a key given twice (plain JSON parsing would keep the last one silently). The file is
+//! read up to [`MAX_FILE_BYTES`]: an endless one (`/dev/zero`) is an error, not a hang.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// The file looked for in the current directory when `--config` is not given.
 pub const DEFAULT_FILE: &str = "configuration.json";
+
+/// The largest configuration file read. The real one is a few hundred bytes; this only stops
+/// an endless file (`/dev/zero`, a device) from being read whole.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// What `configuration.json` said. `None` means "not in the file".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,6 +68,8 @@ pub enum ConfigError {
     },
     /// The file is not valid JSON, or not a JSON object.
     Syntax { path: PathBuf, message: String },
+    /// The file is larger than [`MAX_FILE_BYTES`] (or endless).
+    TooLarge { path: PathBuf },
     /// A setting, from a flag or the file, has a value the program cannot run with.
     Invalid { setting: String, message: String },
     /// A key is unknown or its value is unusable.
@@ -76,6 +87,12 @@ impl fmt::Display for ConfigError {
                 write!(f, "{}: cannot read: {source}", path.display())
             }
             ConfigError::Syntax { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::TooLarge { path } => write!(
+                f,
+                "{}: larger than {} KiB: not a configuration file",
+                path.display(),
+                MAX_FILE_BYTES / 1024
+            ),
             ConfigError::Invalid { setting, message } => write!(f, "{setting}: {message}"),
             ConfigError::Key { path, key, message } => {
                 // Keys come from the file: escape control characters so that an error
@@ -109,19 +126,49 @@ pub fn load(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), Co
             default
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_capped(&path)?;
     let config = parse(&path, &text)?;
     Ok((config, Some(path)))
 }
 
+/// Reads at most [`MAX_FILE_BYTES`] (and one more byte, to tell a file of exactly that size
+/// from a larger one).
+fn read_capped(path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: format!(
+            "not UTF-8 text (a bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}
+
 /// Parses the text of a configuration file; `path` is used only in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        message: format!("not valid JSON: {e}"),
+    let root = parse_json(text).map_err(|e| match e {
+        JsonError::Syntax(e) => ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        },
+        JsonError::Duplicate(key) => ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message: "given more than once (which one was meant?)".into(),
+        },
     })?;
     let Value::Object(root) = root else {
         return Err(ConfigError::Syntax {
@@ -153,6 +200,124 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         }
     }
     Ok(config)
+}
+
+enum JsonError {
+    Syntax(serde_json::Error),
+    /// An object names this key twice; the path from the root, dotted (`server.port`).
+    Duplicate(String),
+}
+
+/// JSON text to a [`Value`], refusing an object that names a key twice.
+fn parse_json(text: &str) -> Result<Value, JsonError> {
+    let duplicate = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let seed = UniqueKeys {
+        path: String::new(),
+        duplicate: &duplicate,
+    };
+    let result = seed
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
+    match (result, duplicate.into_inner()) {
+        (_, Some(key)) => Err(JsonError::Duplicate(key)),
+        (Ok(value), None) => Ok(value),
+        (Err(e), None) => Err(JsonError::Syntax(e)),
+    }
+}
+
+/// Builds a [`Value`] like serde_json's own, but stops at the first key an object names
+/// twice, recording its path in `duplicate` (serde_json's maps keep the last silently).
+struct UniqueKeys<'a> {
+    path: String,
+    duplicate: &'a RefCell<Option<String>>,
+}
+
+impl UniqueKeys<'_> {
+    fn child(&self, name: &str) -> Self {
+        let path = match self.path.is_empty() {
+            true => name.to_string(),
+            false => format!("{}.{name}", self.path),
+        };
+        UniqueKeys {
+            path,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element_seed(self.child(&format!("[{}]", values.len())))? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let child = self.child(&key);
+            if object.contains_key(&key) {
+                *self.duplicate.borrow_mut() = Some(child.path);
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(child)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 type KeyResult<T> = Result<T, (String, String)>;
@@ -369,6 +534,63 @@ mod tests {
         assert!(err.to_string().contains("not valid JSON"), "{err}");
         let err = parse_str("[1, 2]").unwrap_err();
         assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_an_error_naming_it() {
+        let err = parse_str(r#"{"server":{"port":"0"},"server":{"port":"1"}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration.json: key \"server\": given more than once (which one was meant?)"
+        );
+        let err = parse_str(r#"{"server":{"port":"0","host":"::1","port":"1"}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("configuration.json: key \"server.port\": given more than once"),
+            "{err}"
+        );
+        let err = parse_str(r#"{"client":{"x":{"a":1,"a":2}}}"#).unwrap_err();
+        assert!(err.to_string().contains("key \"client.x.a\""), "{err}");
+        // The same key in different objects is fine.
+        let ok = parse_str(r#"{"server":{"port":"1"},"client":{"port":"2"}}"#).unwrap();
+        assert_eq!((ok.server.port, ok.client.port), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn values_read_as_plain_json_reads_them() {
+        let text = r#"{"a":[1,-2,3.5,"x",null,true,{"b":[]}],"c":18446744073709551615}"#;
+        let plain: Value = serde_json::from_str(text).unwrap();
+        assert!(matches!(parse_json(text), Ok(v) if v == plain));
+        assert!(matches!(parse_json("{} x"), Err(JsonError::Syntax(_))));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(
+            matches!(parse_json(&deep), Err(JsonError::Syntax(_))),
+            "depth is limited"
+        );
+    }
+
+    #[test]
+    fn an_endless_or_huge_file_is_refused_after_the_cap() {
+        let err = load(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/dev/zero: larger than 1024 KiB: not a configuration file"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let exact = dir.path().join("exact.json");
+        let mut text = b"{}".to_vec();
+        text.resize(MAX_FILE_BYTES as usize, b' ');
+        std::fs::write(&exact, &text).unwrap();
+        assert!(load(Some(&exact)).is_ok(), "exactly the cap is read");
+        text.push(b' ');
+        std::fs::write(&exact, &text).unwrap();
+        assert!(matches!(
+            load(Some(&exact)),
+            Err(ConfigError::TooLarge { .. })
+        ));
+        std::fs::write(&exact, b"{\"server\": \"\xff\"}").unwrap();
+        let err = load(Some(&exact)).unwrap_err();
+        assert!(err.to_string().contains("not UTF-8 text"), "{err}");
     }
 
     #[test]

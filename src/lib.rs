@@ -12,15 +12,16 @@
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
 //! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
 //! | `allow`     | `--allow` address blocks                                              | none       |
-//! | `ratelimit` | at most one log line per reason per second                            | none       |
+//! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
+//! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
 //! | `conn`      | reading and writing one non-blocking socket; buffers only when needed | sockets    |
 //! | `net`       | resolving, listening, connecting, the open-file limit; `SetupError`   | sockets    |
-//! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
+//! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT, SIGTERM and SIGHUP       | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
-//! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
+//! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
 //! | `memory`    | giving freed heap back to the OS (the crate's one `unsafe` call)      | allocator  |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod escape;
 pub mod liveness;
 pub mod logging;
 pub mod memory;

@@ -102,6 +102,21 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SetupError> {
         .ok_or_else(|| error("it resolves to no address".into()))
 }
 
+/// Why TCP can never use `ip` as a listening, local or remote address, if it cannot:
+/// multicast and broadcast addresses are for UDP. (A listener there "succeeds", and nothing
+/// can ever connect.) An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
+pub fn not_for_tcp(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        ip if ip.is_multicast() => Some("a multicast address"),
+        _ => None,
+    }
+}
+
 /// Letters, digits, `-` and `.`, not all digits and dots (that is a mistyped IPv4 address).
 fn looks_like_host_name(host: &str) -> bool {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
@@ -234,6 +249,34 @@ mod tests {
             let text = error.to_string();
             assert!(text.starts_with(&format!("\"{bad}\"")), "{text}");
             assert!(text.contains("not an IP address or a host name"), "{text}");
+        }
+    }
+
+    #[test]
+    fn multicast_and_broadcast_are_not_for_tcp() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        for bad in [
+            "224.0.0.1",
+            "239.255.255.255",
+            "ff02::1",
+            "ff0e::1",
+            "::ffff:224.0.0.1",
+        ] {
+            assert_eq!(not_for_tcp(ip(bad)), Some("a multicast address"), "{bad}");
+        }
+        assert_eq!(
+            not_for_tcp(ip("255.255.255.255")),
+            Some("the broadcast address")
+        );
+        for good in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "::",
+            "::1",
+            "223.255.255.255",
+            "240.0.0.1",
+        ] {
+            assert_eq!(not_for_tcp(ip(good)), None, "{good}");
         }
     }
 

@@ -24,7 +24,7 @@ pub fn ask_server_timing(
         "Time interval between heartbeats",
         current.interval,
         format_duration,
-        parse_duration,
+        |text| more_than_zero(text, "heartbeats would follow each other without a pause"),
     )?;
     let count = ask(
         input,
@@ -44,7 +44,7 @@ pub fn ask_server_timing(
         "Time to wait with no data before starting heartbeats",
         current.idle,
         format_duration,
-        parse_duration,
+        |text| more_than_zero(text, "a peer would be asked the moment it connects"),
     )?;
     Ok(Timing {
         interval,
@@ -78,6 +78,14 @@ pub fn ask_client_timing(
         parse_duration,
     )?;
     Ok((interval, block))
+}
+
+/// A duration that cannot be zero; `why` says what zero would do.
+fn more_than_zero(text: &str, why: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        zero if zero.is_zero() => Err(format!("It must be more than 0: {why}.")),
+        duration => Ok(duration),
+    }
 }
 
 /// Asks one question until the answer parses. Enter, or the end of input, keeps `current`.
@@ -136,6 +144,42 @@ mod tests {
         assert_eq!(timing.idle, Duration::from_secs(60));
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\"lots\" is not a whole number"), "{text}");
+    }
+
+    #[test]
+    fn zero_where_zero_cannot_work_says_why_and_asks_again() {
+        let mut out = Vec::new();
+        let input = b"0\n0ms\n2s\n3\n0\n10s\n";
+        let timing = ask_server_timing(&mut &input[..], &mut out, Timing::DEFAULT).unwrap();
+        assert_eq!(timing.interval, Duration::from_secs(2));
+        assert_eq!(timing.count, 3);
+        assert_eq!(timing.idle, Duration::from_secs(10));
+        let text = String::from_utf8(out).unwrap();
+        let interval_asked = "Time interval between heartbeats [10s]: ";
+        assert_eq!(text.matches(interval_asked).count(), 3, "{text}");
+        assert_eq!(
+            text.matches("It must be more than 0: heartbeats would follow")
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains("It must be more than 0: a peer would be asked the moment"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("before starting heartbeats [30s]: ").count(),
+            2
+        );
+        // The client's interval may be 0 (it then never sends data).
+        let (interval, _) = ask_client_timing(
+            &mut &b"0\n\n"[..],
+            &mut Vec::new(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(interval, Duration::ZERO);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Server {
     stop: StopSignal,
     alarm: Alarm,
     log_limiter: LogLimiter,
+    /// For per-peer info lines, which peers' numbers decide (see `report`).
+    peer_lines: LogLimiter,
 }
 
 impl Server {
@@ -100,6 +102,10 @@ impl Server {
             stop,
             alarm,
             log_limiter: LogLimiter::new(Duration::from_secs(1)),
+            peer_lines: LogLimiter::with_burst(
+                Duration::from_secs(1),
+                report::PEER_LINES_PER_SECOND,
+            ),
         })
     }
 
@@ -173,6 +179,12 @@ impl Server {
                 "every open connection has exactly one timer, and no closed one has any"
             );
         }
+        for (kind, held) in self.peer_lines.take_suppressed() {
+            info!(
+                "{held} more '{kind}' lines were suppressed (at most {} a second)",
+                report::PEER_LINES_PER_SECOND
+            );
+        }
         Ok(self.core.into_stats())
     }
 
@@ -204,12 +216,7 @@ impl Server {
 
     fn take_signals(&mut self) {
         if let Some(signal) = self.stop.on_signal_event() {
-            let name = match signal {
-                signal_hook::consts::SIGINT => "SIGINT",
-                signal_hook::consts::SIGTERM => "SIGTERM",
-                _ => "a signal",
-            };
-            info!("received {name}: stopping");
+            info!("received {}: stopping", crate::stop::signal_name(signal));
         }
     }
 

@@ -1,4 +1,5 @@
-//! Stopping a poll loop: from another thread through a [`Stopper`], or on SIGINT/SIGTERM.
+//! Stopping a poll loop: from another thread through a [`Stopper`], or on SIGINT, SIGTERM or
+//! SIGHUP (a closing terminal or SSH session): all three mean the same graceful stop.
 //!
 //! Owns the stop flag, the loop's `mio::Waker` and the signal registration. Both loops use
 //! it the same way: check [`StopSignal::is_requested`] each turn, and pass events for
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::{Interest, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::net::SetupError;
@@ -16,6 +17,21 @@ use crate::net::SetupError;
 /// Tokens the stop machinery uses; connection tokens never reach them (see `conn::token`).
 pub const WAKER: Token = Token(usize::MAX);
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// The signals that stop a loop gracefully. SIGHUP is among them: without a handler a closing
+/// terminal would kill the process at once, peers getting a bare end of stream and no
+/// `End Connection`, and no summary printed.
+pub const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// A signal's name as a log line gives it: `SIGTERM`, or `a signal` for any other.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
 
 /// Asks a running loop to stop, from any thread. It is the same as SIGTERM.
 #[derive(Clone)]
@@ -52,14 +68,14 @@ impl StopSignal {
         })
     }
 
-    /// Also stop on SIGINT or SIGTERM. Only for a process that owns its signals (a binary),
+    /// Also stop on [`STOP_SIGNALS`]. Only for a process that owns its signals (a binary),
     /// never for a loop started inside a test.
     pub fn listen_for_signals(&mut self, registry: &Registry) -> Result<(), SetupError> {
         let error = |source| SetupError::EventLoop {
             what: "signal handler",
             source,
         };
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(error)?;
+        let mut signals = Signals::new(STOP_SIGNALS).map_err(error)?;
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(error)?;
@@ -80,5 +96,19 @@ impl StopSignal {
         let signal = self.signals.as_mut()?.pending().next()?;
         self.stopper.requested.store(true, Ordering::SeqCst);
         Some(signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_named_as_log_lines_give_them() {
+        assert_eq!(signal_name(SIGINT), "SIGINT");
+        assert_eq!(signal_name(SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(SIGHUP), "SIGHUP");
+        assert_eq!(signal_name(signal_hook::consts::SIGUSR1), "a signal");
+        assert!(STOP_SIGNALS.contains(&SIGHUP));
     }
 }

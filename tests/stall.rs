@@ -87,8 +87,7 @@ impl Drop for AnsweringPeer {
 /// `End Connection`; peers that spoke during the stall get their echo first, no heartbeat.
 #[test]
 fn a_stopped_server_closes_no_peer_that_answers() {
-    let mut server = ServerProcess::start_logged(&TIMING);
-    let log = server.log.clone().expect("logged");
+    let mut server = ServerProcess::start(&TIMING);
     let done = Arc::new(AtomicBool::new(false));
     let peers: Vec<AnsweringPeer> = (0..PEERS)
         .map(|_| AnsweringPeer::connect(server.port, done.clone()))
@@ -102,11 +101,9 @@ fn a_stopped_server_closes_no_peer_that_answers() {
         .spawn()
         .expect("client starts");
     let client_out = Lines::collect(client.stdout.take().expect("stdout"));
-    let everyone = format!("connected ({} open)", PEERS + 1);
     assert!(
-        log.wait_for(&everyone, Duration::from_secs(20)),
-        "the server accepted everyone: {:?}",
-        log.snapshot()
+        server.wait_for_peers(PEERS + 1, Duration::from_secs(20)),
+        "the server accepted everyone"
     );
 
     server.signal("-STOP");

@@ -15,7 +15,10 @@ const SPARE_FILES: u64 = 16;
 
 fn main() -> ExitCode {
     let args = ClientArgs::parse();
-    match run(&args) {
+    let result = run(&args);
+    // The last lines are still queued for the log writer.
+    logging::flush();
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("client: {error}");

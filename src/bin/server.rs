@@ -10,7 +10,10 @@ use heartbeat::{logging, net, prompt, server::Server};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    match run(&args) {
+    let result = run(&args);
+    // The last lines (`received SIGTERM`) are still queued for the log writer.
+    logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("server: {error}");
@@ -57,6 +60,12 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     ));
     let stats = server.run()?;
     print_line(&stats.summary());
+    let dropped = logging::dropped_lines();
+    if dropped > 0 {
+        print_line(&format!(
+            "  log lines dropped: {dropped} (the log output was not keeping up)"
+        ));
+    }
     Ok(())
 }
 

@@ -51,6 +51,7 @@ use slab::Slab;
 use super::budget::{Budget, Verdict};
 use crate::allow::AllowList;
 use crate::conn::Buffers;
+use crate::escape::Escaped;
 use crate::liveness::{self, Peer, Timing};
 use crate::protocol::{self, classify, Frame, Message};
 use crate::stats::ServerStats;
@@ -685,7 +686,7 @@ impl ServerCore {
             Frame::Line(line) => match classify(line) {
                 Message::HeartbeatReply => {}
                 Message::Data(data) => {
-                    debug!("data: {}", String::from_utf8_lossy(data));
+                    debug!("data: {:.200}", Escaped(data));
                     protocol::encode_echo(output, data);
                     stats.on_line_echoed();
                 }

@@ -10,21 +10,51 @@ use mio::net::TcpStream;
 use super::core::Event;
 use super::Server;
 
+/// Lines of each per-peer kind logged per second at most (connected, heartbeat sent, ...).
+pub const PEER_LINES_PER_SECOND: u32 = 20;
+
 impl Server {
     /// A log line for something the core reported about `key`.
+    /// Per-peer lines at info level are limited to [`PEER_LINES_PER_SECOND`] per kind, with a
+    /// count of those held back: peers decide how often these happen, so they must not
+    /// decide how much is logged.
     pub(super) fn report(&mut self, key: usize, event: Event, now: Instant) {
         let socket = self.sockets.get(key).and_then(Option::as_ref);
         let peer = PeerName(socket.map(|socket| &socket.stream));
+        let limiter = &mut self.peer_lines;
+        let mut admit = |kind| match log::log_enabled!(log::Level::Info) {
+            true => limiter.admit(kind, now),
+            false => None,
+        };
         match event {
-            Event::Connected { open } => info!("{peer} connected ({open} open)"),
+            Event::Connected { open } => {
+                if let Some(held) = admit("connected") {
+                    info!("{peer} connected ({open} open){held}")
+                }
+            }
             Event::HeartbeatSent { number, count } => {
-                info!("{peer}: idle, heartbeat {number}/{count} sent")
+                if let Some(held) = admit("heartbeat sent") {
+                    info!("{peer}: idle, heartbeat {number}/{count} sent{held}")
+                }
             }
-            Event::HeartbeatAnswered => info!("{peer}: heartbeat answered"),
+            Event::HeartbeatAnswered => {
+                if let Some(held) = admit("heartbeat answered") {
+                    info!("{peer}: heartbeat answered{held}")
+                }
+            }
             Event::Dead { count } => {
-                info!("{peer}: no answer to {count} heartbeats: End Connection sent, closing")
+                if let Some(held) = admit("dead") {
+                    info!(
+                        "{peer}: no answer to {count} heartbeats: End Connection sent, \
+                         closing{held}"
+                    )
+                }
             }
-            Event::PeerClosed => info!("{peer}: peer closed the connection"),
+            Event::PeerClosed => {
+                if let Some(held) = admit("peer closed") {
+                    info!("{peer}: peer closed the connection{held}")
+                }
+            }
             Event::Failed(kind) => debug!("{peer}: connection failed: {kind}"),
             Event::OverBudget { held } => {
                 if self.log_limiter.allow("over budget", now) {

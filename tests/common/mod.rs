@@ -164,6 +164,8 @@ pub struct ServerProcess {
     pub stdout: BufReader<std::process::ChildStdout>,
     /// Every line it logged so far, when started with [`ServerProcess::start_logged`].
     pub log: Option<Lines>,
+    /// Sockets open once it was listening, before any peer.
+    base_sockets: usize,
 }
 
 /// Lines a child printed, collected by a thread as they come.
@@ -227,13 +229,16 @@ impl ServerProcess {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|port| port.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {listening:?}"));
-        ServerProcess {
+        let mut server = ServerProcess {
             child,
             port,
             listening,
             stdout,
             log,
-        }
+            base_sockets: 0,
+        };
+        server.base_sockets = server.open_sockets();
+        server
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -262,6 +267,24 @@ impl ServerProcess {
         let utime: u64 = fields[11].parse().expect("utime");
         let stime: u64 = fields[12].parse().expect("stime");
         utime + stime
+    }
+
+    /// Sockets the server process has open (its listener included), from `/proc`.
+    pub fn open_sockets(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
+    /// Waits up to `limit` until the server holds `peers` connections, counted as sockets
+    /// beyond those it had when it started listening (the listener, the signal pipe).
+    pub fn wait_for_peers(&self, peers: usize, limit: Duration) -> bool {
+        eventually(limit, || self.open_sockets() >= self.base_sockets + peers)
     }
 
     /// Sends `signal` (e.g. "-TERM") to the server.
