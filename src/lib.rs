@@ -9,7 +9,7 @@
 //! | `wheel`     | the hierarchical timer wheel keyed by slab key, in integer ticks      | none       |
 //! | `liveness`  | the per-peer heartbeat state machine; takes `now` as an argument      | none       |
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
-//! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
+//! | `stats`     | counters, latency histograms, summaries (text and JSON); `stats::client` the load client's | none |
 //! | `allow`     | `--allow` address blocks                                              | none       |
 //! | `ratelimit` | at most one log line per reason per second                            | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
@@ -21,7 +21,7 @@
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
 //! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
 //! | `server`    | the server's poll loop                                                | all of it  |
-//! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
+//! | `client`    | the client: its poll loop (`load`) and pure parts (faults, schedule, …) | all of it  |
 //!
 //! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
 #![forbid(unsafe_code)]
