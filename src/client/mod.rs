@@ -3,7 +3,8 @@
 //!
 //! | module     | owns                                                                  | I/O     |
 //! |------------|-----------------------------------------------------------------------|---------|
-//! | `load`     | the poll loop: sockets, the slab of connections, their timers         | sockets |
+//! | `load`     | the poll loop: sockets, the slab of connections, their timers; its    | sockets |
+//! |            | `traffic` part moves bytes on open connections and ends them          |         |
 //! | `peer`     | one connection's state: schedule, owed answer, fault (takes `now`)    | none    |
 //! | `schedule` | connect pacing and its per-turn budget, data-line schedule, back-off  | none    |
 //! | `faults`   | `--faults`: which connections turn bad, how, and when (seeded)        | none    |
