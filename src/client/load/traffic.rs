@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::Token;
 
-use super::super::escape::Escaped;
-use super::super::faults::FaultKind;
-use super::super::peer::Answer;
 use super::{Client, CONNECT_TIMEOUT, READS_PER_TURN};
+use crate::client::escape::Escaped;
+use crate::client::faults::FaultKind;
+use crate::client::peer::Answer;
 use crate::conn::{read_once, ReadResult};
 use crate::net::describe;
 use crate::protocol::{self, Frame};
