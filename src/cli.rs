@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::allow::AllowList;
+use crate::client::faults::FaultSpec;
 use crate::client::{self, ClientConfig};
 use crate::config::{self, ConfigError, FileConfig};
 use crate::liveness::Timing;
@@ -337,10 +338,12 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", value_parser = port)]
     pub port: Option<u16>,
     /// Local address(es) to connect from, used in turn, e.g. 127.0.0.1,127.0.0.2
-    /// [default: the file's client object, else any]
+    /// [default: the file's client object, else any; over 10000 connections to 127.0.0.1
+    /// are spread over 127.0.0.x]
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Vec<String>,
-    /// Time between data lines; 0 never sends data (only answers heartbeats) [default: 30s]
+    /// Time between data lines; 0 never sends data (only answers heartbeats). Lines go out on
+    /// a fixed schedule and round trips count from the scheduled instant [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub interval: Option<Duration>,
     /// Wait this long before answering a heartbeat (a testing aid) [default: 0]
@@ -361,6 +364,27 @@ pub struct ClientArgs {
     /// Print the final summary as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    /// Shares of connections that turn bad at a random moment: silent (stops answering),
+    /// halfclose (shuts down its sending side), noread (stops reading), reset (closes with a
+    /// reset); e.g. silent=5%,halfclose=1%,noread=1%,reset=1%. The summary says how long the
+    /// server took to notice each kind, and how many healthy connections it closed
+    #[arg(long, value_name = "KIND=P%,...")]
+    pub faults: Option<FaultSpec>,
+    /// Faults strike at a moment uniform over this long after each connection opens
+    /// [default: half of --duration, else 60s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub fault_window: Option<Duration>,
+    /// Seed of the fault schedule and the reconnect jitter: the same seed, the same faults
+    #[arg(long, value_name = "N", default_value_t = client::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Reopen a connection that closed, after an exponential back-off with jitter (100 ms
+    /// doubling up to 10 s); reconnects are counted
+    #[arg(long)]
+    pub reconnect: bool,
+    /// The server's heartbeat interval: the client says it was the bottleneck when its own
+    /// lag p99 exceeds a tenth of it [default: the file's server.interval, else 10s]
+    #[arg(long, value_name = "DUR", value_parser = tick)]
+    pub server_interval: Option<Duration>,
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "warn")]
     pub log_level: LogLevel,
     /// Never ask for settings, even on a terminal
@@ -370,6 +394,10 @@ pub struct ClientArgs {
 
 const CLIENT_AFTER_HELP: &str = "\
 Example, load mode: client --connections 10000 --interval 0 --duration 60s
+Example, faults:    client --connections 5000 --interval 0 --duration 30s \\
+                      --faults silent=10% --server-interval 500ms
+Against a server on 127.0.0.1, more than 10000 connections are spread over source addresses
+127.0.0.1, 127.0.0.2, ... (at most 5000 each) unless --bind is given.
 On a terminal, with no setting given by flag and no --no-prompt, a single
 client asks for both as the original did; Enter keeps the value shown.
 SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for the
@@ -452,6 +480,14 @@ impl ClientArgs {
                 + protocol::ECHO_PREFIX.len(),
             message: self.message.clone().into_bytes(),
             duration: self.duration,
+            faults: self.faults.clone().unwrap_or_default(),
+            fault_window: self.fault_window,
+            seed: self.seed,
+            reconnect: self.reconnect,
+            server_interval: self
+                .server_interval
+                .or(file.server.interval)
+                .unwrap_or(Timing::DEFAULT.interval),
             verbose: connections == 1 && !self.json,
             status_line: connections > 1 && !self.json && client::stderr_is_terminal(),
             ..ClientConfig::default()
@@ -670,5 +706,41 @@ mod tests {
         assert_eq!(config.bind.len(), 2);
         assert!(!config.verbose);
         assert!(!config.status_line, "never with --json");
+        assert!(config.faults.is_empty() && !config.reconnect);
+        assert_eq!(config.server_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn client_fault_reconnect_and_server_interval_flags() {
+        let args = client(&[
+            "--faults",
+            "silent=10%,reset=1%",
+            "--seed",
+            "7",
+            "--reconnect",
+            "--fault-window",
+            "2s",
+        ]);
+        let config = args.resolve(&FileConfig::default(), None).unwrap();
+        assert_eq!(config.faults.share(client::faults::FaultKind::Silent), 0.1);
+        assert_eq!((config.seed, config.reconnect), (7, true));
+        assert_eq!(config.fault_window(), Duration::from_secs(2));
+        // The server's interval comes from the flag, else from the file's server section.
+        let file =
+            config::parse(Path::new("c.json"), r#"{"server": {"interval": "500ms"}}"#).unwrap();
+        let config = client(&[]).resolve(&file, None).unwrap();
+        assert_eq!(config.server_interval, Duration::from_millis(500));
+        let config = client(&["--server-interval", "2s"])
+            .resolve(&file, None)
+            .unwrap();
+        assert_eq!(config.server_interval, Duration::from_secs(2));
+        for bad in [
+            &["--faults", "silent=200%"][..],
+            &["--faults", "crash=1%"],
+            &["--server-interval", "0"],
+        ] {
+            let args = std::iter::once("client").chain(bad.iter().copied());
+            assert!(ClientArgs::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }

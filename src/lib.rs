@@ -10,7 +10,7 @@
 //! | `liveness`  | the per-peer heartbeat state machine; takes `now` as an argument      | none       |
 //! | `server::core` | every server decision: lifecycle, timers, stopping; takes `now`    | none       |
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
-//! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
+//! | `stats`     | counters, latency histograms, summaries (text and JSON); `stats::client` the load client's | none |
 //! | `allow`     | `--allow` address blocks                                              | none       |
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
@@ -24,7 +24,7 @@
 //! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
 //! | `memory`    | giving freed heap back to the OS (the crate's one `unsafe` call)      | allocator  |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
-//! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
+//! | `client`    | the client: its poll loop (`load`) and pure parts (faults, schedule, …) | all of it  |
 //!
 //! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
 // No `unsafe` anywhere but one measured, documented call in `memory` (glibc's `malloc_trim`),

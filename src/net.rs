@@ -141,13 +141,51 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> Result<mio::net::TcpListener, S
     setup().map_err(|source| SetupError::Listen { addr, source })
 }
 
+/// Why a connection could not be started. `bind` names the source address when binding to
+/// it was what failed, so that the message blames the right address.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub bind: Option<SocketAddr>,
+    pub source: io::Error,
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(source: io::Error) -> Self {
+        ConnectError { bind: None, source }
+    }
+}
+
+impl ConnectError {
+    /// One line for a person: `cannot bind to 192.0.2.7: cannot assign requested address
+    /// (...)` or `cannot connect to 127.0.0.1:8000: connection refused`.
+    pub fn describe(&self, dest: SocketAddr) -> String {
+        match self.bind {
+            Some(source) => {
+                let hint = match self.source.kind() {
+                    io::ErrorKind::AddrNotAvailable => {
+                        " (no interface of this host has that address; check --bind)"
+                    }
+                    io::ErrorKind::AddrInUse => " (that source port is taken)",
+                    _ => "",
+                };
+                let shown = match source.port() {
+                    0 => source.ip().to_string(),
+                    _ => source.to_string(),
+                };
+                format!("cannot bind to {shown}: {}{hint}", describe(&self.source))
+            }
+            None => format!("cannot connect to {dest}: {}", describe(&self.source)),
+        }
+    }
+}
+
 /// Starts a non-blocking connect to `dest`, from `source` when given (any port on that
 /// address). The connection completes later: the socket turns writable, and
 /// [`connect_result`] says whether it succeeded.
 pub fn connect_from(
     source: Option<SocketAddr>,
     dest: SocketAddr,
-) -> io::Result<mio::net::TcpStream> {
+) -> Result<mio::net::TcpStream, ConnectError> {
     let socket = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
@@ -155,12 +193,15 @@ pub fn connect_from(
         if source.port() == 0 {
             defer_port_choice(&socket);
         }
-        socket.bind(&source.into())?;
+        socket.bind(&source.into()).map_err(|e| ConnectError {
+            bind: Some(source),
+            source: e,
+        })?;
     }
     match socket.connect(&dest.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(EINPROGRESS) || would_block(&e) => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
@@ -295,6 +336,19 @@ mod tests {
         assert!(text.contains(&addr.to_string()), "{text}");
         assert!(text.contains("address already in use"), "{text}");
         assert!(text.contains("another server running"), "{text}");
+    }
+
+    #[test]
+    fn a_bind_address_this_host_lacks_is_the_one_named() {
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let error = connect_from(Some("192.0.2.7:0".parse().unwrap()), dest).unwrap_err();
+        let text = error.describe(dest);
+        assert!(text.starts_with("cannot bind to 192.0.2.7: "), "{text}");
+        assert!(
+            text.contains("no interface of this host has that address"),
+            "{text}"
+        );
+        assert!(!text.contains("127.0.0.1"), "{text}");
     }
 
     #[test]

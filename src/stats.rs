@@ -1,18 +1,20 @@
-//! Counting and reporting: the server's counters, the load client's counters and latency
-//! histograms, and the summaries printed at exit (human text, and JSON for scripts).
+//! Counting and reporting: the server's counters, the latency histogram both binaries use,
+//! and the summaries printed at exit (human text, and JSON for scripts). The load client's
+//! counters and report are in [`client`].
 //!
 //! Owns no socket and reads no clock: callers count events as they handle them and pass in
 //! the times and durations they measured. Nothing here decides anything about timing or
 //! liveness.
 
-use std::collections::BTreeMap;
-use std::io;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::server::core::{Reason, Refusal};
+
+pub mod client;
+pub use client::{ClientStats, ClientSummary, ConnectFailure};
 
 /// What the server counts over its lifetime; printed by [`ServerStats::summary`] at exit.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -210,58 +212,6 @@ impl ServerStats {
     }
 }
 
-/// Why a connection attempt failed, counted per reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectFailure {
-    /// Nothing listening (`ECONNREFUSED`).
-    Refused,
-    /// The handshake did not finish in time.
-    TimedOut,
-    /// No local address or port left (`EADDRNOTAVAIL`): ephemeral ports exhausted.
-    AddrNotAvailable,
-    /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
-    TooManyOpenFiles,
-    /// Anything else.
-    Other,
-}
-
-impl ConnectFailure {
-    /// Every reason, in the order of [`ClientStats::failed`].
-    pub const ALL: [ConnectFailure; 5] = [
-        ConnectFailure::Refused,
-        ConnectFailure::TimedOut,
-        ConnectFailure::AddrNotAvailable,
-        ConnectFailure::TooManyOpenFiles,
-        ConnectFailure::Other,
-    ];
-
-    /// Classifies the error a connect (or its completion check) returned.
-    pub fn from_io(e: &io::Error) -> ConnectFailure {
-        const ENFILE: i32 = 23;
-        const EMFILE: i32 = 24;
-        if cfg!(unix) && matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-            return ConnectFailure::TooManyOpenFiles;
-        }
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-            io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
-            io::ErrorKind::AddrNotAvailable => ConnectFailure::AddrNotAvailable,
-            _ => ConnectFailure::Other,
-        }
-    }
-
-    /// Words for a person, also the key in [`ClientSummary::failed_by_reason`].
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ConnectFailure::Refused => "refused",
-            ConnectFailure::TimedOut => "timed out",
-            ConnectFailure::AddrNotAvailable => "address not available",
-            ConnectFailure::TooManyOpenFiles => "too many open files",
-            ConnectFailure::Other => "other",
-        }
-    }
-}
-
 /// Histogram range in microseconds: 1 µs up to one hour, 3 significant figures.
 const HIST_LOW_US: u64 = 1;
 const HIST_HIGH_US: u64 = 3_600_000_000;
@@ -275,115 +225,12 @@ fn new_histogram() -> Histogram<u64> {
     h
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// What the load client counts; turned into a [`ClientSummary`] at exit.
-pub struct ClientStats {
-    /// Connections asked for, established, and established and not yet closed.
-    pub target: u64,
-    pub opened: u64,
-    pub open: u64,
-    /// Failed connection attempts, indexed by `ConnectFailure as usize` (see [`ConnectFailure::ALL`]).
-    pub failed: [u64; 5],
-    pub closed_by_server: u64,
-    /// Established connections that ended in an I/O error.
-    pub errors: u64,
-    pub lines_sent: u64,
-    pub echoes_received: u64,
-    /// Lines sent but never echoed when their connection ended.
-    pub unanswered: u64,
-    pub heartbeats_answered: u64,
-    rtt: Latencies,
-    connect_time: Latencies,
-}
-
-impl ClientStats {
-    /// Empty counters for a run that asks for `target` connections.
-    pub fn new(target: u64) -> Self {
-        ClientStats {
-            target,
-            opened: 0,
-            open: 0,
-            failed: [0; 5],
-            closed_by_server: 0,
-            errors: 0,
-            lines_sent: 0,
-            echoes_received: 0,
-            unanswered: 0,
-            heartbeats_answered: 0,
-            rtt: Latencies::default(),
-            connect_time: Latencies::default(),
-        }
-    }
-
-    pub fn record_failure(&mut self, why: ConnectFailure) {
-        self.failed[why as usize] += 1;
-    }
-
-    pub fn failed_total(&self) -> u64 {
-        self.failed.iter().sum()
-    }
-
-    /// Records one line's round trip; anything over an hour counts as an hour.
-    pub fn record_rtt(&mut self, rtt: Duration) {
-        self.rtt.record(rtt);
-    }
-
-    /// Records how long one connection took to establish; saturates like `record_rtt`.
-    pub fn record_connect_time(&mut self, t: Duration) {
-        self.connect_time.record(t);
-    }
-
-    /// One status line for the terminal (no newline, no control characters).
-    /// `connect_rate` is connections per second over the last second, from the caller.
-    pub fn status_line(&self, connect_rate: f64) -> String {
-        let rtt = self.rtt.percentiles();
-        format!(
-            "connected {}/{}  rate {:.0}/s  failed {}  sent {}  echoed {}  heartbeats {}  \
-             closed {}  errors {}  rtt p50 {} p99 {}",
-            self.open,
-            self.target,
-            connect_rate.max(0.0),
-            self.failed_total(),
-            self.lines_sent,
-            self.echoes_received,
-            self.heartbeats_answered,
-            self.closed_by_server,
-            self.errors,
-            ms(rtt.p50_us, 2),
-            ms(rtt.p99_us, 2),
-        )
-    }
-
-    /// The end-of-run report; `elapsed` is the run's wall time, measured by the caller.
-    pub fn summary(&self, elapsed: Duration) -> ClientSummary {
-        let failed_by_reason = ConnectFailure::ALL
-            .iter()
-            .filter(|why| self.failed[**why as usize] > 0)
-            .map(|why| (why.as_str().to_string(), self.failed[*why as usize]))
-            .collect();
-        ClientSummary {
-            elapsed_secs: elapsed.as_secs_f64(),
-            target: self.target,
-            opened: self.opened,
-            failed: self.failed_total(),
-            failed_by_reason,
-            closed_by_server: self.closed_by_server,
-            errors: self.errors,
-            lines_sent: self.lines_sent,
-            echoes_received: self.echoes_received,
-            unanswered: self.unanswered,
-            heartbeats_answered: self.heartbeats_answered,
-            rtt: self.rtt.percentiles(),
-            connect_time: self.connect_time.percentiles(),
-        }
-    }
-}
-
 /// Microseconds as milliseconds with `decimals` places, e.g. `0.120ms`.
-fn ms(us: u64, decimals: usize) -> String {
+pub(crate) fn ms(us: u64, decimals: usize) -> String {
     format!("{:.*}ms", decimals, us as f64 / 1000.0)
 }
 
@@ -413,74 +260,13 @@ impl Percentiles {
         }
     }
 
-    fn row(&self, label: &str) -> String {
+    /// One summary row: `label`, then p50 … max in milliseconds and the sample count.
+    pub(crate) fn row(&self, label: &str) -> String {
         let (p50, p90, p99) = (ms(self.p50_us, 3), ms(self.p90_us, 3), ms(self.p99_us, 3));
         let (p999, max, n) = (ms(self.p999_us, 3), ms(self.max_us, 3), self.count);
         format!(
             "  {label:<12} p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}  ({n} samples)"
         )
-    }
-}
-
-/// The load client's end-of-run report, printed as text or as one line of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClientSummary {
-    pub elapsed_secs: f64,
-    pub target: u64,
-    pub opened: u64,
-    pub failed: u64,
-    /// Failed attempts per [`ConnectFailure::as_str`]; only reasons that occurred.
-    pub failed_by_reason: BTreeMap<String, u64>,
-    pub closed_by_server: u64,
-    pub errors: u64,
-    pub lines_sent: u64,
-    pub echoes_received: u64,
-    pub unanswered: u64,
-    pub heartbeats_answered: u64,
-    pub rtt: Percentiles,
-    pub connect_time: Percentiles,
-}
-
-impl ClientSummary {
-    /// Lines neither echoed nor counted as unanswered: 0 when the client kept its books.
-    pub fn lost(&self) -> u64 {
-        self.lines_sent
-            .saturating_sub(self.echoes_received)
-            .saturating_sub(self.unanswered)
-    }
-
-    /// One line of JSON.
-    pub fn to_json(&self) -> String {
-        // Cannot fail (string keys, plain numbers); still, never panic at exit.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
-    }
-
-    /// Multi-line human text: one fact per line, then the two latency rows in milliseconds.
-    pub fn to_text(&self) -> String {
-        let mut failed = self.failed.to_string();
-        for (i, (why, n)) in self.failed_by_reason.iter().enumerate() {
-            failed.push_str(&format!("{}{why} {n}", if i == 0 { " (" } else { ", " }));
-        }
-        if !self.failed_by_reason.is_empty() {
-            failed.push(')');
-        }
-        [
-            format!(
-                "Summary: {} of {} connections opened in {:.1} s",
-                self.opened, self.target, self.elapsed_secs
-            ),
-            format!("  connections failed: {failed}"),
-            format!("  closed by server: {}", self.closed_by_server),
-            format!("  ended in error: {}", self.errors),
-            format!("  lines sent: {}", self.lines_sent),
-            format!("  echoes received: {}", self.echoes_received),
-            format!("  unanswered: {}", self.unanswered),
-            format!("  heartbeats answered: {}", self.heartbeats_answered),
-            self.rtt.row("round trip"),
-            self.connect_time.row("connect time"),
-        ]
-        .join("\n")
     }
 }
 
@@ -594,131 +380,5 @@ mod tests {
         // Not woken late: the OS is charged nothing.
         let got = maxima(t0 + us(200), t0 + us(600), t0 + us(500), None);
         assert_eq!(got, (400, 400));
-    }
-
-    #[test]
-    fn from_io_maps_reasons() {
-        use io::ErrorKind::*;
-        let of = |k| ConnectFailure::from_io(&io::Error::from(k));
-        assert_eq!(of(ConnectionRefused), ConnectFailure::Refused);
-        assert_eq!(of(TimedOut), ConnectFailure::TimedOut);
-        assert_eq!(of(AddrNotAvailable), ConnectFailure::AddrNotAvailable);
-        assert_eq!(of(PermissionDenied), ConnectFailure::Other);
-        #[cfg(unix)]
-        assert_eq!(
-            ConnectFailure::from_io(&io::Error::from_raw_os_error(24)),
-            ConnectFailure::TooManyOpenFiles
-        );
-    }
-
-    #[test]
-    fn failures_counted_by_reason() {
-        let mut c = ClientStats::new(10);
-        c.record_failure(ConnectFailure::Refused);
-        c.record_failure(ConnectFailure::Refused);
-        c.record_failure(ConnectFailure::TooManyOpenFiles);
-        assert_eq!(c.failed_total(), 3);
-        assert_eq!(c.failed[ConnectFailure::Refused as usize], 2);
-        let s = c.summary(Duration::from_secs(1));
-        assert_eq!(s.failed, 3);
-        assert_eq!(s.failed_by_reason.len(), 2, "zero reasons are left out");
-        assert_eq!(s.failed_by_reason["too many open files"], 1);
-        let text = s.to_text();
-        assert!(
-            text.contains("refused 2") && text.contains("too many open files 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rtt_percentiles_from_known_samples() {
-        let mut c = ClientStats::new(1);
-        for us in 1..=1000 {
-            c.record_rtt(Duration::from_micros(us));
-        }
-        let p = c.summary(Duration::ZERO).rtt;
-        assert_eq!(p.count, 1000);
-        assert!((499..=501).contains(&p.p50_us), "{p:?}");
-        assert!((899..=901).contains(&p.p90_us), "{p:?}");
-        assert!((989..=991).contains(&p.p99_us), "{p:?}");
-        assert_eq!(p.max_us, 1000);
-    }
-
-    #[test]
-    fn huge_durations_saturate() {
-        let mut c = ClientStats::new(1);
-        c.record_rtt(Duration::MAX);
-        c.record_connect_time(Duration::from_secs(10 * 3600));
-        let s = c.summary(Duration::ZERO);
-        assert_eq!(s.rtt.count, 1);
-        // Clamped to one hour, within the histogram's precision.
-        let near_hour = |us: u64| us.abs_diff(HIST_HIGH_US) < HIST_HIGH_US / 1000;
-        assert!(
-            near_hour(s.rtt.max_us) && near_hour(s.connect_time.max_us),
-            "{s:?}"
-        );
-    }
-
-    #[test]
-    fn empty_histograms_are_zero() {
-        let s = ClientStats::new(5).summary(Duration::ZERO);
-        let zero = Percentiles::default();
-        assert_eq!(
-            (zero.count, zero.p50_us, zero.p99_us, zero.max_us),
-            (0, 0, 0, 0)
-        );
-        assert_eq!((&s.rtt, &s.connect_time), (&zero, &zero));
-        assert!(s.to_text().contains("p50 0.000ms"));
-    }
-
-    #[test]
-    fn json_round_trips() {
-        let mut c = ClientStats::new(100);
-        c.opened = 97;
-        c.record_failure(ConnectFailure::TimedOut);
-        c.closed_by_server = 4;
-        c.errors = 2;
-        c.lines_sent = 50;
-        c.echoes_received = 45;
-        c.unanswered = 5;
-        c.heartbeats_answered = 7;
-        c.record_rtt(Duration::from_micros(250));
-        c.record_connect_time(Duration::from_millis(3));
-        let s = c.summary(Duration::from_millis(2500));
-        let json = s.to_json();
-        assert!(!json.contains('\n'), "{json}");
-        let back: ClientSummary = serde_json::from_str(&json).expect("valid JSON");
-        assert_eq!(back, s);
-        assert_eq!(back.lost(), 0);
-    }
-
-    #[test]
-    fn status_line_is_one_clean_line() {
-        let mut c = ClientStats::new(1000);
-        c.open = 950;
-        c.lines_sent = 1234;
-        c.record_rtt(Duration::from_micros(120));
-        let line = c.status_line(1000.0);
-        assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(
-            line.starts_with("connected 950/1000  rate 1000/s"),
-            "{line}"
-        );
-        assert!(
-            line.contains("sent 1234") && line.contains("p50 0.12ms"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn text_summary_has_latency_rows() {
-        let mut c = ClientStats::new(1);
-        c.record_rtt(Duration::from_micros(1500));
-        let text = c.summary(Duration::from_secs(3)).to_text();
-        assert!(
-            text.contains("round trip   p50 1.500ms  p90 1.500ms"),
-            "{text}"
-        );
-        assert!(text.contains("connect time p50 0.000ms"), "{text}");
     }
 }

@@ -1,9 +1,12 @@
 //! The load client at a size a test can afford: 2,000 connections on one loop against the
-//! server in-process, with millisecond timings (idle 300 ms, heartbeat every 100 ms, 3
-//! times). It keeps its books (every line echoed or counted unanswered), answers every
-//! heartbeat, and its JSON summary says what happened. The built `client` binary is run
-//! too. The tests take a lock so that one load runs at a time: each holds 4,000 descriptors,
-//! and the client and server loops need the two CPUs to themselves.
+//! server in-process. It keeps its books (every line echoed or counted unanswered), answers
+//! every heartbeat, and its JSON summary says what happened. The built `client` binary is
+//! run too. The tests take a lock so that one load runs at a time: each holds 4,000
+//! descriptors.
+//!
+//! The server's timings are generous so that a busy machine cannot make a live connection
+//! look dead: where a test needs no heartbeat, the idle time is longer than the run; where
+//! it does, a connection has three seconds to answer. Nothing asserts how fast the run went.
 //!
 //! The client binds each connection to 127.0.0.1 port 0 before connecting, as it does with
 //! the repository's `configuration.json` (whose `client` section says so).
@@ -32,42 +35,39 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Heartbeat after 300 ms of silence, then every 100 ms, 3 times.
-fn server() -> RunningServer {
+/// Heartbeats only after `idle` of silence, then every second, 3 times: a peer has 3 s to
+/// answer.
+fn server(idle: Duration) -> RunningServer {
     start_server(ServerConfig {
         timing: Timing {
-            idle: 300 * MS,
-            interval: 100 * MS,
+            idle,
+            interval: Duration::from_secs(1),
             count: 3,
         },
         ..ServerConfig::default()
     })
 }
 
-/// 2,000 connections from 127.0.0.1 at up to 5,000 a second, for 2 s, sending a line every
-/// `interval` (zero: none).
-fn load(server: SocketAddr, interval: Duration) -> Outcome {
+/// No heartbeat within any of these runs.
+const NO_HEARTBEATS: Duration = Duration::from_secs(30);
+
+/// 2,000 connections from 127.0.0.1 at up to 5,000 a second, for `duration`, sending a line
+/// every `interval` (zero: none).
+fn load(server: SocketAddr, interval: Duration, duration: Duration) -> Outcome {
     let client = Client::new(ClientConfig {
         server,
         connections: CONNECTIONS,
         connect_rate: 5000,
         interval,
-        duration: Some(Duration::from_secs(2)),
+        duration: Some(duration),
         bind: vec!["127.0.0.1:0".parse().unwrap()],
         verbose: false,
         status_line: false,
+        server_interval: Duration::from_secs(1),
         ..ClientConfig::default()
     })
     .expect("client sets up");
-    let start = Instant::now();
-    let outcome = client.run().expect("client runs");
-    // 2 s of load, at most 1 s of draining, and a little slack for a loaded machine.
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "ran {:?}",
-        start.elapsed()
-    );
-    outcome
+    client.run().expect("client runs")
 }
 
 /// Data every 200 ms on each of 2,000 connections: all open, none fails or is closed, and
@@ -76,18 +76,21 @@ fn load(server: SocketAddr, interval: Duration) -> Outcome {
 #[test]
 fn two_thousand_connections_sending_data_keep_their_books() {
     let _one = one_at_a_time();
-    let server = server();
-    let outcome = load(server.addr, 200 * MS);
+    let server = server(NO_HEARTBEATS);
+    let outcome = load(server.addr, 200 * MS, Duration::from_secs(2));
     let s = &outcome.summary;
     assert_eq!(outcome.finish, Finish::DurationReached, "{s:?}");
     assert_eq!(s.target, CONNECTIONS as u64);
     assert_eq!(s.opened, CONNECTIONS as u64, "{s:?}");
     assert_eq!(s.failed, 0, "{:?}", s.failed_by_reason);
-    assert_eq!(s.closed_by_server, 0, "{s:?}");
+    assert_eq!((s.closed_by_server, s.false_deaths), (0, 0), "{s:?}");
     assert_eq!(s.errors, 0, "{s:?}");
-    // Each connection is open by 0.4 s and sends from at most 0.2 s later until 2 s: at
-    // least 6 lines each.
-    assert!(s.lines_sent >= 6 * CONNECTIONS as u64, "{s:?}");
+    // Lines are sent by schedule, however late the loop: at least one per connection.
+    assert!(s.lines_sent >= CONNECTIONS as u64, "{s:?}");
+    assert_eq!(
+        s.lag.count, s.lines_sent,
+        "each send's lateness is measured"
+    );
     assert_eq!(s.echoes_received + s.unanswered, s.lines_sent, "{s:?}");
     assert_eq!(s.lost(), 0);
     // The client waits up to 1 s for echoes owed; on loopback they all come.
@@ -95,11 +98,6 @@ fn two_thousand_connections_sending_data_keep_their_books() {
     assert_eq!(s.rtt.count, s.echoes_received, "one round trip per echo");
     assert_eq!(s.connect_time.count, CONNECTIONS as u64);
     assert!(s.rtt.p50_us <= s.rtt.p99_us && s.rtt.p99_us <= s.rtt.max_us);
-    assert!(
-        s.rtt.max_us < 1_000_000,
-        "a round trip took {} µs",
-        s.rtt.max_us
-    );
 
     let stats = server.stop();
     assert_eq!(stats.accepted, CONNECTIONS as u64);
@@ -109,23 +107,28 @@ fn two_thousand_connections_sending_data_keep_their_books() {
     assert_eq!(stats.open, 0);
 }
 
-/// No data at all (interval 0) on 2,000 connections for 2 s: each one goes quiet for 300 ms
+/// No data at all (interval 0) on 2,000 connections for 5 s: each one goes quiet for 1 s
 /// and is sent heartbeats, the client answers every one, and the server closes none of
 /// them as dead. Also: the JSON summary parses and says the same as the counters.
 #[test]
 fn two_thousand_quiet_connections_answer_every_heartbeat() {
     let _one = one_at_a_time();
-    let server = server();
-    let outcome = load(server.addr, Duration::ZERO);
+    let server = server(Duration::from_secs(1));
+    let outcome = load(server.addr, Duration::ZERO, Duration::from_secs(5));
     let s = &outcome.summary;
     assert_eq!(outcome.finish, Finish::DurationReached, "{s:?}");
     assert_eq!(s.opened, CONNECTIONS as u64, "{s:?}");
     assert_eq!(s.failed, 0, "{:?}", s.failed_by_reason);
     assert_eq!((s.closed_by_server, s.errors), (0, 0), "{s:?}");
+    assert_eq!(s.false_deaths, 0, "{s:?}");
     assert_eq!((s.lines_sent, s.echoes_received, s.unanswered), (0, 0, 0));
-    // Each connection is open by 0.4 s, so its first heartbeat comes by 0.7 s and another
-    // about every 300 ms after each answer.
-    assert!(s.heartbeats_answered >= 2 * CONNECTIONS as u64, "{s:?}");
+    // Each connection is heartbeated 1 s after it opened, so at least once in 5 s.
+    assert!(s.heartbeats_answered >= CONNECTIONS as u64, "{s:?}");
+    assert_eq!(
+        s.lag.count, s.heartbeats_answered,
+        "each answer's lateness is measured"
+    );
+    assert!(s.memory.baseline_bytes > 0, "{:?}", s.memory);
 
     let json: Value = serde_json::from_str(&s.to_json()).expect("the summary is JSON");
     let object = json.as_object().expect("a JSON object");
@@ -143,6 +146,13 @@ fn two_thousand_quiet_connections_answer_every_heartbeat() {
         "heartbeats_answered",
         "rtt",
         "connect_time",
+        "false_deaths",
+        "reconnects",
+        "lag",
+        "client_bottleneck",
+        "server_interval_ms",
+        "faults",
+        "memory",
     ] {
         assert!(object.contains_key(key), "{key} missing from {json}");
     }
@@ -155,7 +165,8 @@ fn two_thousand_quiet_connections_answer_every_heartbeat() {
     assert_eq!(json["rtt"]["count"], 0, "no data, no round trips");
     assert_eq!(json["connect_time"]["count"], CONNECTIONS as u64);
     let elapsed = json["elapsed_secs"].as_f64().expect("a number");
-    assert!((2.0..5.0).contains(&elapsed), "elapsed {elapsed}");
+    assert!(elapsed >= 5.0, "elapsed {elapsed}");
+    assert_eq!(json["server_interval_ms"], 1000);
 
     let stats = server.stop();
     assert_eq!(stats.accepted, CONNECTIONS as u64);
@@ -170,7 +181,7 @@ fn two_thousand_quiet_connections_answer_every_heartbeat() {
 #[test]
 fn the_client_binary_prints_one_json_summary_line() {
     let _one = one_at_a_time();
-    let server = server();
+    let server = server(NO_HEARTBEATS);
     // Run from an empty directory, so no configuration.json is read.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let port = server.addr.port().to_string();
@@ -189,10 +200,10 @@ fn the_client_binary_prints_one_json_summary_line() {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(10) {
+        if start.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("client still running after 10 s");
+            panic!("client still running after 60 s (a 1 s run)");
         }
         std::thread::sleep(10 * MS);
     };

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use heartbeat::cli::{print_line, ClientArgs, StartError};
-use heartbeat::client::{Client, Finish};
+use heartbeat::client::{sources, Client, Finish};
 use heartbeat::config;
 use heartbeat::net::{self, SetupError};
 use heartbeat::{logging, prompt};
@@ -14,7 +14,18 @@ use heartbeat::{logging, prompt};
 const SPARE_FILES: u64 = 16;
 
 fn main() -> ExitCode {
-    let args = ClientArgs::parse();
+    let args = match ClientArgs::try_parse() {
+        Ok(args) => args,
+        // --help and --version print and exit 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's first line names the flag and why; the usage and tip after it are noise.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("client: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let result = run(&args);
     // The last lines are still queued for the log writer.
     logging::flush();
@@ -56,6 +67,19 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
         .into());
     }
     let single = config.connections == 1;
+    let by_hand = !args.bind.is_empty();
+    let ports = sources::local_port_count();
+    let plan = sources::plan(
+        config.server,
+        config.connections,
+        &config.bind,
+        by_hand,
+        ports,
+    );
+    if let (false, Some(notice)) = (single, &plan.notice) {
+        eprintln!("{notice}");
+    }
+    config.bind = plan.bind;
     let mut client = Client::new(config)?;
     client.stop_on_signals()?;
     let outcome = client.run()?;

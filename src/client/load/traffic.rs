@@ -1,0 +1,244 @@
+//! What moves on an open connection: reading and framing what the server sent, answering
+//! heartbeats, sending scheduled lines, the faults a connection suffers, and how it ends.
+//! Part of the loop in `load` (an `impl` block of the same `Client`), split off by job.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::Token;
+
+use super::{Client, CONNECT_TIMEOUT, READS_PER_TURN};
+use crate::client::faults::FaultKind;
+use crate::client::peer::Answer;
+use crate::conn::{read_once, ReadResult};
+use crate::escape::Escaped;
+use crate::net::describe;
+use crate::protocol::{self, Frame};
+
+impl Client {
+    /// Reads until the kernel has no more (or this turn's share is used up); a `noread`
+    /// connection only notices the server closing.
+    pub(super) fn on_readable(&mut self, token: Token, closed: bool) {
+        let Some(key) = self.conn_key(token) else {
+            return;
+        };
+        let now = Instant::now();
+        for _ in 0..READS_PER_TURN {
+            let conn = &mut self.conns[key];
+            if conn.peer.connecting_since().is_some() {
+                return;
+            }
+            if !conn.peer.reads() {
+                if closed {
+                    self.closed_by_server(key, now);
+                }
+                return;
+            }
+            match read_once(&mut conn.stream, &mut self.read_buf) {
+                ReadResult::Data(n) => {
+                    if !self.on_bytes(key, n, now) {
+                        return;
+                    }
+                }
+                ReadResult::Eof => return self.closed_by_server(key, now),
+                ReadResult::WouldBlock => return,
+                ReadResult::Failed(e) => return self.failed(key, &e, now),
+            }
+        }
+        self.unfinished.push(token);
+    }
+
+    /// Handles the lines in `read_buf[..n]`. Returns false if the connection ended.
+    pub(super) fn on_bytes(&mut self, key: usize, n: usize, now: Instant) -> bool {
+        let Client {
+            conns,
+            read_buf,
+            stats,
+            config,
+            warnings,
+            echoes_owed,
+            ..
+        } = self;
+        let conn = &mut conns[key];
+        let (mut end_connection, mut heartbeat) = (false, false);
+        conn.buffers.feed(config.max_line, &read_buf[..n], |frame| {
+            let Frame::Line(line) = frame else {
+                stats.on_line_too_long();
+                let max = config.max_line;
+                let text = || format!("a line from the server is longer than {max} bytes");
+                if let Some(text) = warnings.line("line too long", now, text) {
+                    warn!("{text}");
+                }
+                return;
+            };
+            if config.verbose {
+                say!("Received: {}", Escaped(line));
+            }
+            if line == protocol::END_CONNECTION {
+                end_connection = true;
+            } else if line == protocol::HEARTBEAT {
+                heartbeat = true;
+            } else if line.starts_with(protocol::ECHO_PREFIX) {
+                if let Some(scheduled) = conn.peer.on_echo(config.interval) {
+                    *echoes_owed = echoes_owed.saturating_sub(1);
+                    stats.on_echo(now.saturating_duration_since(scheduled));
+                }
+            }
+        });
+        if end_connection {
+            self.closed_by_server(key, now);
+            return false;
+        }
+        if heartbeat {
+            match conn.peer.on_heartbeat(now, config.heartbeat_block) {
+                Answer::Now => {
+                    let lag = now.saturating_duration_since(self.ready_since);
+                    return self.answer(key, lag, now);
+                }
+                Answer::Later => self.rearm(key),
+                Answer::Never => {}
+            }
+        }
+        true
+    }
+
+    /// Answers a heartbeat, unless output is already waiting: those bytes, once the server
+    /// takes them, are sign of life enough. False if the connection ended.
+    pub(super) fn answer(&mut self, key: usize, lag: Duration, now: Instant) -> bool {
+        if self.conns[key].buffers.unsent() > 0 {
+            return true;
+        }
+        self.stats.on_heartbeat_answered(lag);
+        self.send(key, protocol::HEARTBEAT_REPLY, now)
+    }
+
+    /// Sends one line; false (and the connection closed) if the send failed or the output
+    /// the server has not taken grew past the cap.
+    pub(super) fn send(&mut self, key: usize, line: &[u8], now: Instant) -> bool {
+        let conn = &mut self.conns[key];
+        self.line_buf.clear();
+        protocol::encode_line(&mut self.line_buf, line);
+        if self.config.verbose {
+            say!("Sent: {}", Escaped(line));
+        }
+        if let Err(e) = conn.buffers.send(&mut conn.stream, &self.line_buf) {
+            self.failed(key, &e, now);
+            return false;
+        }
+        let unsent = conn.buffers.unsent();
+        if unsent <= self.config.output_cap {
+            return true;
+        }
+        self.stats.on_output_cap();
+        let text = || {
+            format!("the server is not reading: closing a connection holding {unsent} bytes for it")
+        };
+        if let Some(text) = self.warnings.line("output cap", now, text) {
+            warn!("{text}");
+        }
+        self.close(key, now);
+        false
+    }
+
+    pub(super) fn fire_timers(&mut self, now: Instant) {
+        let interval = self.config.interval;
+        while let Some(key) = self.timers.poll_expired(now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let at = Instant::now();
+            let work = conn.peer.on_timer(at, interval, CONNECT_TIMEOUT);
+            if work.connect_timed_out {
+                let (slot, attempt) = (conn.peer.slot, conn.peer.attempt);
+                self.connect_failed(&io::Error::from(io::ErrorKind::TimedOut).into());
+                self.forget(key);
+                self.retry(slot, attempt + 1, at);
+                continue;
+            }
+            if let Some(kind) = work.fault {
+                if !self.strike(key, kind, at) {
+                    continue;
+                }
+            }
+            if let Some(due) = work.answer_due {
+                if !self.answer(key, at.saturating_duration_since(due), at) {
+                    continue;
+                }
+            }
+            for _ in 0..work.lines {
+                let Some(scheduled) = self.conns[key].peer.on_sent(interval) else {
+                    break;
+                };
+                // Counted before it is written: if the write fails, closing counts the line
+                // unanswered, so the books still balance.
+                self.echoes_owed += 1;
+                self.stats
+                    .on_line_sent(at.saturating_duration_since(scheduled));
+                let message = std::mem::take(&mut self.config.message);
+                let sent = self.send(key, &message, at);
+                self.config.message = message;
+                if !sent {
+                    break;
+                }
+            }
+            if self.conns.contains(key) {
+                self.rearm(key);
+            }
+        }
+    }
+
+    /// The connection turns bad. False if that closed it.
+    pub(super) fn strike(&mut self, key: usize, kind: FaultKind, now: Instant) -> bool {
+        self.stats.on_fault_injected(kind);
+        let conn = &mut self.conns[key];
+        match kind {
+            FaultKind::Silent | FaultKind::NoRead => true,
+            FaultKind::HalfClose => match conn.stream.shutdown(Shutdown::Write) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.failed(key, &e, now);
+                    false
+                }
+            },
+            FaultKind::Reset => {
+                // A zero linger turns the close into a reset, as when a process crashes.
+                let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+                self.close(key, now);
+                false
+            }
+        }
+    }
+
+    /// The server closed the connection: a fault found, or a false death.
+    pub(super) fn closed_by_server(&mut self, key: usize, now: Instant) {
+        let healthy = match self.conns[key].peer.struck() {
+            Some((kind, at)) => {
+                let after = now.saturating_duration_since(at);
+                self.stats.on_fault_detected(kind, after);
+                false
+            }
+            None => true,
+        };
+        self.stats.on_closed_by_server(healthy);
+        if self.config.verbose {
+            say!("Connection closed by server");
+        }
+        self.close(key, now);
+    }
+
+    pub(super) fn failed(&mut self, key: usize, error: &io::Error, now: Instant) {
+        if self.conns[key].peer.struck().is_some() {
+            // A reset after a fault is how a server closes on input it did not read.
+            return self.closed_by_server(key, now);
+        }
+        self.stats.on_error();
+        if self.config.verbose {
+            say!("Connection failed: {}", describe(error));
+        } else {
+            debug!("connection failed: {}", describe(error));
+        }
+        self.close(key, now);
+    }
+}
