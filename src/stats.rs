@@ -62,6 +62,46 @@ impl Latencies {
     pub fn percentiles(&self) -> Percentiles {
         Percentiles::of(&self.0)
     }
+
+    /// The counts of a Prometheus-style histogram: for each of `bounds` (ascending), how many
+    /// durations were at most it, plus the count and the sum of all of them. Exact below
+    /// 2 ms; above that a bound is as exact as the histogram (3 significant figures): a value
+    /// counts under the lowest duration its histogram bucket shares. Durations that
+    /// saturated at an hour count under no bound below an hour.
+    pub fn buckets(&self, bounds: &[Duration]) -> Buckets {
+        let bounds_us: Vec<u64> = bounds.iter().map(|b| micros(*b)).collect();
+        let mut cumulative = vec![0; bounds.len()];
+        for value in self.0.iter_recorded() {
+            let at = self.0.lowest_equivalent(value.value_iterated_to());
+            if let Some(first) = bounds_us.iter().position(|bound| at <= *bound) {
+                cumulative[first] += value.count_at_value();
+            }
+        }
+        let mut running = 0;
+        for count in &mut cumulative {
+            running += *count;
+            *count = running;
+        }
+        let count = self.0.len();
+        // The histogram keeps no exact sum; its mean is over each bucket's middle value.
+        let sum_us = self.0.mean() * count as f64;
+        Buckets {
+            cumulative,
+            count,
+            sum_secs: sum_us / 1e6,
+        }
+    }
+}
+
+/// What [`Latencies::buckets`] counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// For each bound, how many durations were at most it (so never decreasing).
+    pub cumulative: Vec<u64>,
+    /// How many durations were recorded (the `+Inf` bucket).
+    pub count: u64,
+    /// Their sum in seconds, to the histogram's precision.
+    pub sum_secs: f64,
 }
 
 impl Default for Latencies {
@@ -163,6 +203,14 @@ impl ServerStats {
     /// The loop woke `late` after the alarm it slept until.
     pub fn on_wakeup(&mut self, late: Duration) {
         self.wake_delay.record(late);
+    }
+
+    /// The summary as one line of JSON (`server --json`): every counter by its field name,
+    /// and each latency histogram as its [`Percentiles`] in microseconds.
+    pub fn to_json(&self) -> String {
+        // Cannot fail (plain numbers); still, never panic at exit.
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }
 
     /// Multi-line human summary printed at exit: one fact per line.
@@ -589,6 +637,58 @@ mod tests {
         // Not woken late: the OS is charged nothing.
         let got = maxima(t0 + us(200), t0 + us(600), t0 + us(500), None);
         assert_eq!(got, (400, 400));
+    }
+
+    #[test]
+    fn buckets_are_cumulative_counts_under_each_bound() {
+        let us = Duration::from_micros;
+        let mut l = Latencies::default();
+        for d in [us(100), us(500), us(501), us(1000), us(3_000_000)] {
+            l.record(d);
+        }
+        l.record(Duration::MAX); // saturates at an hour
+        let bounds = [
+            us(500),
+            us(1000),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ];
+        let b = l.buckets(&bounds);
+        // 500 µs is inside its own bound; 501 is not.
+        assert_eq!(b.cumulative, vec![2, 4, 4, 5]);
+        assert_eq!(b.count, 6, "the hour is counted only in +Inf");
+        let expected = (100 + 500 + 501 + 1000) as f64 / 1e6 + 3.0 + 3600.0;
+        assert!(
+            (b.sum_secs - expected).abs() < expected / 1000.0,
+            "{} vs {expected}",
+            b.sum_secs
+        );
+        let empty = Latencies::default().buckets(&bounds);
+        assert_eq!(
+            (empty.cumulative, empty.count, empty.sum_secs),
+            (vec![0; 4], 0, 0.0)
+        );
+    }
+
+    #[test]
+    fn server_json_is_one_line_with_every_counter() {
+        let mut s = ServerStats::default();
+        s.on_open();
+        s.on_line_echoed();
+        s.on_close(Reason::Shutdown);
+        s.wake_delay.record(Duration::from_micros(250));
+        let json = s.to_json();
+        assert!(!json.contains('\n'), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(v["accepted"], 1);
+        assert_eq!(v["lines_echoed"], 1);
+        assert_eq!(v["closed_at_shutdown"], 1);
+        assert_eq!(v["open"], 0);
+        assert_eq!(v["wake_delay"]["count"], 1);
+        assert_eq!(v["wake_delay"]["max_us"], 250);
+        assert_eq!(v["close_lateness"]["count"], 0);
+        let fields = v.as_object().expect("an object").len();
+        assert_eq!(fields, 17, "every field of ServerStats: {json}");
     }
 
     #[test]
