@@ -21,6 +21,7 @@
 //! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT and SIGTERM               | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
 //! | `logging`   | logger set-up: stderr, and a file if asked                            | files      |
+//! | `notify`    | readiness for systemd: `READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`     | a datagram |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client's poll loop: one connection, or a load of them             | all of it  |
 //!
@@ -36,6 +37,7 @@ pub mod conn;
 pub mod liveness;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;
