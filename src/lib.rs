@@ -13,6 +13,7 @@
 //! | `stats`     | counters, latency histograms, summaries (text and JSON)               | none       |
 //! | `allow`     | `--allow` address blocks                                              | none       |
 //! | `ratelimit` | at most one log line per reason per second                            | none       |
+//! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
@@ -36,6 +37,7 @@ pub mod config;
 pub mod conn;
 pub mod liveness;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod prompt;
