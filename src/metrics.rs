@@ -8,6 +8,17 @@
 //! scraper's bytes, asks [`parse_request`] and [`respond`] what to send, sends it and closes.
 //! Nor does it count anything: the counts are [`ServerStats`]' and the loop's ([`Gauges`]).
 //!
+//! How the loop serves a scraper on the `--metrics` listener (it is a peer like any other,
+//! with a deadline):
+//!
+//! 1. accept it; keep its received bytes in a buffer of its own (at most [`MAX_REQUEST`]
+//!    are ever needed); close it if it has not been answered by [`SCRAPE_DEADLINE`];
+//! 2. after each read, call [`respond`]`(`[`parse_request`]`(&received), stats, &gauges,
+//!    &mut out)`: `None` means read more; `Some(status)` means `out` holds the whole response;
+//! 3. write `out` (buffering what the kernel will not take yet), shut down the sending side,
+//!    and close once the scraper closes or the deadline passes; closing with its unread
+//!    bytes at once could reset the connection and destroy the response.
+//!
 //! The format is written by hand rather than with `prometheus-client`: that crate keeps its
 //! own registry of live metric objects, so every counter would be counted twice (or wrapped
 //! in a custom collector that rebuilds the same text), and it writes the OpenMetrics format,
@@ -208,6 +219,10 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 /// The one path served.
 pub const PATH: &str = "/metrics";
+/// How long a scraper has from connecting to taking its whole answer: a scraper sends its
+/// request at once and Prometheus' own scrape timeout is 10 s, so a connection still open
+/// after this is idle or stuck, and holds a descriptor for nothing.
+pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The statuses the endpoint answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
