@@ -116,10 +116,8 @@ pub struct Notifier {
 impl Notifier {
     /// From `NOTIFY_SOCKET`; one that does nothing when it is not set.
     pub fn from_env() -> Notifier {
-        let target = std::env::var_os(ENV).map(|value| match Target::parse(&value) {
-            Ok(target) => Ok(target),
-            Err(e) => Err(e.to_string()),
-        });
+        let target =
+            std::env::var_os(ENV).map(|value| Target::parse(&value).map_err(|e| e.to_string()));
         Notifier::new(target)
     }
 

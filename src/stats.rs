@@ -208,9 +208,7 @@ impl ServerStats {
     /// The summary as one line of JSON (`server --json`): every counter by its field name,
     /// and each latency histogram as its [`Percentiles`] in microseconds.
     pub fn to_json(&self) -> String {
-        // Cannot fail (plain numbers); still, never panic at exit.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+        one_line_json(self)
     }
 
     /// Multi-line human summary printed at exit: one fact per line.
@@ -426,6 +424,13 @@ impl ClientStats {
     }
 }
 
+/// A summary as one line of JSON. Cannot fail for these types (string keys, plain numbers);
+/// still, a summary printed at exit never panics.
+fn one_line_json(summary: &impl Serialize) -> String {
+    serde_json::to_string(summary)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+}
+
 /// Microseconds as milliseconds with `decimals` places, e.g. `0.120ms`.
 fn ms(us: u64, decimals: usize) -> String {
     format!("{:.*}ms", decimals, us as f64 / 1000.0)
@@ -495,9 +500,7 @@ impl ClientSummary {
 
     /// One line of JSON.
     pub fn to_json(&self) -> String {
-        // Cannot fail (string keys, plain numbers); still, never panic at exit.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+        one_line_json(self)
     }
 
     /// Multi-line human text: one fact per line, then the two latency rows in milliseconds.
