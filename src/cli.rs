@@ -178,13 +178,17 @@ pub struct ServerArgs {
     /// Never ask for settings, even on a terminal
     #[arg(long)]
     pub no_prompt: bool,
+    /// Print the exit summary as one JSON object on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 const SERVER_AFTER_HELP: &str = "\
 On a terminal, with no setting given by flag and no --no-prompt, the server asks for the interval,
 count and idle time as the original did; Enter keeps the value shown.
-SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`,
-a summary is printed, exit 0.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`, a
+summary is printed (one JSON line with --json), exit 0. Under systemd (NOTIFY_SOCKET set)
+it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
 impl ServerArgs {

@@ -14,6 +14,7 @@
 //! | `allow`     | `--allow` address blocks                                              | none       |
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
+//! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
@@ -23,6 +24,7 @@
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
 //! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
 //! | `memory`    | giving freed heap back to the OS (the crate's one `unsafe` call)      | allocator  |
+//! | `notify`    | readiness for systemd: `READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`     | a datagram |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client: its poll loop (`load`) and pure parts (faults, schedule, …) | all of it  |
 //!
@@ -41,7 +43,9 @@ pub mod escape;
 pub mod liveness;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;

@@ -36,6 +36,8 @@ pub struct ServerStats {
     pub closed_at_shutdown: u64,
     /// Closed for holding the most while all buffers stayed over `--max-buffered`.
     pub closed_over_budget: u64,
+    /// Log lines lost because the log's destination was not keeping up (`logging`).
+    pub log_lines_dropped: u64,
     pub lines_too_long: u64,
     /// Refused because `--max-connections` were already open.
     pub rejected_full: u64,
@@ -66,6 +68,46 @@ impl Latencies {
     pub fn percentiles(&self) -> Percentiles {
         Percentiles::of(&self.0)
     }
+
+    /// The counts of a Prometheus-style histogram: for each of `bounds` (ascending), how many
+    /// durations were at most it, plus the count and the sum of all of them. Exact below
+    /// 2 ms; above that a bound is as exact as the histogram (3 significant figures): a value
+    /// counts under the lowest duration its histogram bucket shares. Durations that
+    /// saturated at an hour count under no bound below an hour.
+    pub fn buckets(&self, bounds: &[Duration]) -> Buckets {
+        let bounds_us: Vec<u64> = bounds.iter().map(|b| micros(*b)).collect();
+        let mut cumulative = vec![0; bounds.len()];
+        for value in self.0.iter_recorded() {
+            let at = self.0.lowest_equivalent(value.value_iterated_to());
+            if let Some(first) = bounds_us.iter().position(|bound| at <= *bound) {
+                cumulative[first] += value.count_at_value();
+            }
+        }
+        let mut running = 0;
+        for count in &mut cumulative {
+            running += *count;
+            *count = running;
+        }
+        let count = self.0.len();
+        // The histogram keeps no exact sum; its mean is over each bucket's middle value.
+        let sum_us = self.0.mean() * count as f64;
+        Buckets {
+            cumulative,
+            count,
+            sum_secs: sum_us / 1e6,
+        }
+    }
+}
+
+/// What [`Latencies::buckets`] counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// For each bound, how many durations were at most it (so never decreasing).
+    pub cumulative: Vec<u64>,
+    /// How many durations were recorded (the `+Inf` bucket).
+    pub count: u64,
+    /// Their sum in seconds, to the histogram's precision.
+    pub sum_secs: f64,
 }
 
 impl Default for Latencies {
@@ -165,14 +207,25 @@ impl ServerStats {
         self.heartbeats_answered += 1;
     }
 
+    /// The logger has dropped `total` lines so far (it counts them; this records the count).
+    pub fn on_log_lines_dropped(&mut self, total: u64) {
+        self.log_lines_dropped = total;
+    }
+
     /// The loop woke `late` after the alarm it slept until.
     pub fn on_wakeup(&mut self, late: Duration) {
         self.wake_delay.record(late);
     }
 
+    /// The summary as one line of JSON (`server --json`): every counter by its field name,
+    /// and each latency histogram as its [`Percentiles`] in microseconds.
+    pub fn to_json(&self) -> String {
+        one_line_json(self)
+    }
+
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 12] = [
+        let rows: [(&str, u64); 13] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -184,6 +237,7 @@ impl ServerStats {
             ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),
             ("closed over --max-buffered", self.closed_over_budget),
+            ("log lines dropped", self.log_lines_dropped),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
@@ -227,6 +281,13 @@ fn new_histogram() -> Histogram<u64> {
 
 pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A summary as one line of JSON. Cannot fail for these types (string keys, plain numbers);
+/// still, a summary printed at exit never panics.
+pub(crate) fn one_line_json(summary: &impl Serialize) -> String {
+    serde_json::to_string(summary)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
 /// Microseconds as milliseconds with `decimals` places, e.g. `0.120ms`.
@@ -311,6 +372,7 @@ mod tests {
             rejected_not_allowed: 1012,
             accept_errors: 1013,
             closed_over_budget: 1014,
+            log_lines_dropped: 1015,
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
@@ -320,7 +382,7 @@ mod tests {
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1014 {
+        for v in 1001..=1015 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use heartbeat::cli::{print_line, ServerArgs, StartError};
 use heartbeat::config::{self, format_duration};
-use heartbeat::{logging, net, prompt, server::Server};
+use heartbeat::{logging, net, notify, prompt, server::Server};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
@@ -51,20 +51,25 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     }
     let mut server = Server::bind(config.clone())?;
     server.stop_on_signals()?;
-    print_line(&format!(
+    let listening = format!(
         "Listening on {} (heartbeat every {}, {} times, after {} idle)",
         server.local_addr(),
         format_duration(timing.interval),
         timing.count,
         format_duration(timing.idle)
-    ));
-    let stats = server.run()?;
-    print_line(&stats.summary());
-    let dropped = logging::dropped_lines();
-    if dropped > 0 {
-        print_line(&format!(
-            "  log lines dropped: {dropped} (the log output was not keeping up)"
-        ));
+    );
+    print_line(&listening);
+    // After the line a script waits for, so that both say the same thing at the same time.
+    notify::ready(&listening);
+    let stats = server.run();
+    // The loop says it when it begins to stop; this is for a loop that ended otherwise, and
+    // does nothing if it was said already.
+    notify::stopping();
+    let mut stats = stats?;
+    stats.on_log_lines_dropped(logging::dropped_lines());
+    match args.json {
+        true => print_line(&stats.to_json()),
+        false => print_line(&stats.summary()),
     }
     Ok(())
 }

@@ -383,9 +383,7 @@ impl ClientSummary {
 
     /// One line of JSON.
     pub fn to_json(&self) -> String {
-        // Cannot fail (string keys, plain numbers); still, never panic at exit.
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+        super::one_line_json(self)
     }
 
     /// Multi-line human text. Warnings that make the run's figures suspect come first; then

@@ -168,6 +168,15 @@ pub struct ServerProcess {
     base_sockets: usize,
 }
 
+/// What becomes of a started server's stderr.
+enum Stderr {
+    Discard,
+    /// Read by a thread into [`ServerProcess::log`].
+    Collect,
+    /// Left in `child.stderr`.
+    Keep,
+}
+
 /// Lines a child printed, collected by a thread as they come.
 #[derive(Clone, Default)]
 pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
@@ -199,28 +208,38 @@ impl Lines {
 impl ServerProcess {
     /// Starts `server --port 0 --no-prompt` with `args` and waits for its `Listening on` line.
     pub fn start(args: &[&str]) -> ServerProcess {
-        Self::spawn(args, false)
+        Self::spawn(args, &[], Stderr::Discard)
     }
 
     /// The same, collecting what it logs on stderr in [`ServerProcess::log`].
     pub fn start_logged(args: &[&str]) -> ServerProcess {
-        Self::spawn(args, true)
+        Self::spawn(args, &[], Stderr::Collect)
     }
 
-    fn spawn(args: &[&str], logged: bool) -> ServerProcess {
-        let stderr = match logged {
-            true => std::process::Stdio::piped(),
-            false => std::process::Stdio::null(),
+    /// The same with environment variables set; its stderr is left in `child.stderr` for the
+    /// test to read.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        Self::spawn(args, env, Stderr::Keep)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], stderr: Stderr) -> ServerProcess {
+        let pipe = match stderr {
+            Stderr::Discard => std::process::Stdio::null(),
+            Stderr::Collect | Stderr::Keep => std::process::Stdio::piped(),
         };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--port", "0", "--no-prompt"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
+            .stderr(pipe)
             .spawn()
             .expect("server starts");
-        let log = child.stderr.take().map(Lines::collect);
+        let log = match stderr {
+            Stderr::Collect => child.stderr.take().map(Lines::collect),
+            Stderr::Discard | Stderr::Keep => None,
+        };
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut listening = String::new();
         stdout.read_line(&mut listening).expect("a first line");
