@@ -181,6 +181,18 @@ pub struct ServerArgs {
     /// Print the exit summary as one JSON object on stdout instead of text
     #[arg(long)]
     pub json: bool,
+    /// On SIGTERM, spread the peers' `End Connection`s evenly over this long, so that their
+    /// reconnects do not reach the other servers in one burst; a second signal ends it
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "0")]
+    pub drain: Duration,
+    /// Delay each peer's first heartbeat after a silence by a random share of up to PCT% of
+    /// the interval (never earlier), so that peers that connected together are not asked
+    /// together
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100), default_value_t = 0)]
+    pub jitter: u8,
+    /// Seed for --jitter, for a reproducible run [default: from the clock]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -238,8 +250,19 @@ impl ServerArgs {
             max_connections: self.max_connections,
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
+            drain: self.drain,
+            jitter_percent: self.jitter,
+            jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
         })
     }
+}
+
+/// A seed that differs from run to run (and from server to server started together).
+fn seed_from_clock() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
 }
 
 /// Prints a line on stdout for the binaries; a reader that went away (`| head`) is not a

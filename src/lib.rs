@@ -12,6 +12,7 @@
 //! | `timer`     | `Instant`s to wheel ticks and back, rounding deadlines up             | none       |
 //! | `stats`     | counters, latency histograms, summaries (text and JSON); `stats::client` the load client's | none |
 //! | `allow`     | `--allow` address blocks                                              | none       |
+//! | `rng`       | SplitMix64: seeded, reproducible spreading (faults, jitter, back-off) | none       |
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
 //! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
@@ -49,6 +50,7 @@ pub mod notify;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rng;
 pub mod server;
 pub mod stats;
 pub mod stop;

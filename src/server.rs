@@ -189,6 +189,7 @@ impl Server {
     }
 
     fn begin_stop(&mut self) {
+        crate::notify::stopping();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -215,9 +216,19 @@ impl Server {
     }
 
     fn take_signals(&mut self) {
-        if let Some(signal) = self.stop.on_signal_event() {
-            info!("received {}: stopping", crate::stop::signal_name(signal));
+        let Some(signal) = self.stop.on_signal_event() else {
+            return;
+        };
+        let name = crate::stop::signal_name(signal);
+        if !self.core.is_stopping() {
+            info!("received {name}: stopping");
+            return;
         }
+        // A second signal: whoever sent it wants out now, drain or not.
+        info!("received {name} again: telling every remaining peer End Connection now");
+        let now = Instant::now();
+        self.core.handle_stop(now);
+        self.carry_out(now);
     }
 
     fn socket(&self, key: usize) -> Option<&Socket> {

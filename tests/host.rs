@@ -196,3 +196,48 @@ fn load_client_on_ctrl_c_prints_its_summary_and_exits_0() {
     assert!(out.contains("lines sent: "), "{out}");
     assert!(out.contains("round trip"), "{out}");
 }
+
+/// `--drain`: on SIGTERM the server tells its peers `End Connection` spread over the drain,
+/// not all at once; a second SIGTERM tells the rest at once, and it exits 0. (The spacing is
+/// proven to the microsecond in `server_core.rs`.)
+#[test]
+fn sigterm_drains_and_a_second_sigterm_ends_the_drain() {
+    let mut server = ServerProcess::start(&["--log-level", "off", "--drain", "20s"]);
+    let mut peers: Vec<Peer> = (0..20).map(|_| Peer::connect(server.addr())).collect();
+    for peer in &mut peers {
+        peer.send(b"ping\n");
+        assert_eq!(peer.line().as_deref(), Some("Echoing...ping"));
+    }
+    server.signal("-TERM");
+    // One peer a second: the first at once, the last after 19 s.
+    let mut told = vec![false; peers.len()];
+    let mut count_told = |peers: &mut Vec<Peer>| {
+        for (i, peer) in peers.iter_mut().enumerate() {
+            if !told[i] && peer.line_within(MS).as_deref() == Some("End Connection") {
+                told[i] = true;
+            }
+        }
+        told.iter().filter(|t| **t).count()
+    };
+    let mut first = 0;
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            first = count_told(&mut peers);
+            first > 0
+        }),
+        "the drain began"
+    );
+    assert!(first < peers.len(), "spread out, not all at once");
+    server.signal("-TERM");
+    let mut all = 0;
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            all = count_told(&mut peers);
+            all == peers.len()
+        }),
+        "{all} told after the second SIGTERM"
+    );
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let summary = server.rest_of_stdout();
+    assert!(summary.contains("closed at shutdown: 20"), "{summary}");
+}

@@ -40,6 +40,9 @@ fn settings(timing: Timing) -> Settings {
         max_buffered: 256 << 20,
         max_connections: 100_000,
         allow: AllowList::default(),
+        drain: Duration::ZERO,
+        jitter_percent: 0,
+        jitter_seed: 1,
     }
 }
 
@@ -777,4 +780,69 @@ fn past_the_memory_ceiling_the_largest_are_closed_at_once() {
 
 fn budget_grace() -> Duration {
     heartbeat::server::budget::GRACE
+}
+
+/// `--drain`: stopping spreads End Connection evenly over the drain, one peer at a time in
+/// turn, while those not yet told are served as usual; a second stop tells the rest at once.
+#[test]
+fn a_drain_spreads_end_connections_and_a_second_stop_ends_it() {
+    let mut h = Harness::new(Settings {
+        drain: Duration::from_secs(1),
+        ..settings(Timing {
+            idle: Duration::from_secs(30),
+            ..FAST
+        })
+    });
+    let keys: Vec<usize> = (0..10).map(|_| h.connect()).collect();
+    h.stop();
+    let told = |h: &Harness| {
+        keys.iter()
+            .filter(|k| h.lines(**k).iter().any(|(_, l)| *l == "End Connection"))
+            .count()
+    };
+    assert_eq!(told(&h), 1, "the first at once");
+    h.run_until(h.at(100 * MS - US));
+    assert_eq!(told(&h), 1, "not a microsecond early");
+    h.run_until(h.at(100 * MS));
+    assert_eq!(told(&h), 2);
+    h.send(keys[9], b"still served\n");
+    assert_eq!(h.lines(keys[9]), [(ms(100), "Echoing...still served")]);
+    h.run_until(h.at(450 * MS));
+    assert_eq!(told(&h), 5, "at 0, 100, 200, 300 and 400 ms");
+    h.stop();
+    assert_eq!(told(&h), 10, "a second stop tells the rest at once");
+    for key in &keys[5..] {
+        assert_eq!(h.lines(*key).last(), Some(&(ms(450), "End Connection")));
+    }
+    h.run_for(STOP_LINGER);
+    assert!(h.core.is_done());
+}
+
+/// `--jitter 50`: each peer's first heartbeat after a silence comes at a point of its own in
+/// [idle, idle + interval / 2), never earlier; the same seed gives the same points.
+#[test]
+fn jitter_spreads_first_heartbeats_never_earlier_and_reproducibly() {
+    let first_heartbeats = |seed: u64| {
+        let mut h = Harness::new(Settings {
+            jitter_percent: 50,
+            jitter_seed: seed,
+            ..settings(FAST)
+        });
+        let keys: Vec<usize> = (0..20).map(|_| h.connect()).collect();
+        h.run_until(h.at(500 * MS));
+        keys.iter()
+            .map(|k| h.lines(*k).first().map(|(t, _)| *t))
+            .collect::<Vec<_>>()
+    };
+    let times = first_heartbeats(7);
+    for t in &times {
+        let t = t.expect("a heartbeat by idle + interval / 2");
+        assert!((ms(400)..ms(450)).contains(&t), "{t} µs");
+    }
+    let mut distinct = times.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 15, "spread: {times:?}");
+    assert_eq!(first_heartbeats(7), times, "same seed, same spread");
+    assert_ne!(first_heartbeats(8), times, "another seed, another spread");
 }

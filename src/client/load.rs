@@ -22,12 +22,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::peer::Peer;
-use super::rng::SplitMix64;
 use super::schedule::{within_budget, Backoff, Pacer};
 use super::warnings::Warnings;
 use super::{memory, ClientConfig, Finish, Outcome};
 use crate::conn::{split, token, Buffers};
 use crate::net::{self, interrupted, ConnectError, SetupError};
+use crate::rng::SplitMix64;
 use crate::stats::client::{Memory, RunFacts};
 use crate::stats::{ClientStats, ConnectFailure};
 use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};

@@ -8,7 +8,6 @@
 //! | `peer`     | one connection's state: schedule, owed answer, fault (takes `now`)    | none    |
 //! | `schedule` | connect pacing and its per-turn budget, data-line schedule, back-off  | none    |
 //! | `faults`   | `--faults`: which connections turn bad, how, and when (seeded)        | none    |
-//! | `rng`      | the seeded generator behind faults and jitter                         | none    |
 //! | `sources`  | which local addresses to connect from                                 | `/proc` |
 //! | `warnings` | one warning per reason per second, with a count of those held back    | none    |
 //! | `memory`   | the client's own resident memory                                      | `/proc` |
@@ -25,7 +24,6 @@ pub mod faults;
 mod load;
 mod memory;
 mod peer;
-pub mod rng;
 pub mod schedule;
 pub mod sources;
 mod warnings;

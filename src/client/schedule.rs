@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::timer::later;
 
 /// Most `connect()` calls a loop turn makes before it polls again: about a millisecond of

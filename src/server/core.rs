@@ -54,6 +54,7 @@ use crate::conn::Buffers;
 use crate::escape::Escaped;
 use crate::liveness::{self, Peer, Timing};
 use crate::protocol::{self, classify, Frame, Message};
+use crate::rng::SplitMix64;
 use crate::stats::ServerStats;
 use crate::timer::{later, Timers};
 
@@ -85,6 +86,13 @@ pub struct Settings {
     pub max_buffered: usize,
     pub max_connections: usize,
     pub allow: AllowList,
+    /// Spread stopping's `End Connection`s over this long (`--drain`); zero: all at once.
+    pub drain: Duration,
+    /// Delay each peer's first heartbeat after silence by up to this share of `interval`
+    /// (`--jitter`, 0 to 100), so that peers that connected together are not asked together.
+    pub jitter_percent: u8,
+    /// Seeds each peer's jitter, so a run (and a test) is reproducible.
+    pub jitter_seed: u64,
 }
 
 /// What the loop must do. Carry each out before the next input (see the module notes).
@@ -220,14 +228,28 @@ impl Record {
     }
 }
 
-/// Work that `poll_action` does a piece at a time, so that each write is carried out (and
-/// the one shared output buffer is free again) before the next is decided.
+/// Stopping: every peer is told `End Connection`, peer `told` of `total` at
+/// `start + span × told / total` (all at once when `span` is zero), in key order.
 #[derive(Debug, Clone, Copy)]
-enum Sweep {
-    /// Firing the timers due at `now`; `left` more in this batch.
-    Timers { now: Instant, left: usize },
-    /// Telling every peer from key `next` on that the server is stopping.
-    Stop { now: Instant, next: usize },
+struct Drain {
+    start: Instant,
+    span: Duration,
+    total: usize,
+    told: usize,
+    /// Keys below this have been told (or were closed already).
+    next_key: usize,
+}
+
+impl Drain {
+    /// When the next peer is due its `End Connection`; `None` once all have been told.
+    fn next_due(&self) -> Option<Instant> {
+        if self.told >= self.total {
+            return None;
+        }
+        let nanos = self.span.as_nanos() * self.told as u128 / self.total as u128;
+        let offset = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        Some(later(self.start, offset))
+    }
 }
 
 /// The loop's wake-up this turn, for splitting a close's lateness between the OS and us.
@@ -243,13 +265,17 @@ pub struct ServerCore {
     settings: Settings,
     stats: ServerStats,
     actions: VecDeque<Action>,
-    sweep: Option<Sweep>,
+    /// Timers due at this instant are being fired, lazily, this many more in this batch: one
+    /// at a time, so that each write is carried out (and the one shared output buffer is free
+    /// again) before the next is decided.
+    firing: Option<(Instant, usize)>,
     /// Output decided for `output_key` and not yet written: one shared buffer, so a peer's
     /// echoes and heartbeats cost no allocation unless the kernel refuses them.
     output: Vec<u8>,
     output_key: Option<usize>,
     accept_paused_until: Option<Instant>,
-    stopping: bool,
+    /// `Some` once stopping.
+    drain: Option<Drain>,
     /// Open records whose peer has closed its side: they hold no place (`--max-connections`).
     peers_gone: usize,
     wakeup: Wakeup,
@@ -269,11 +295,11 @@ impl ServerCore {
             settings,
             stats: ServerStats::default(),
             actions: VecDeque::new(),
-            sweep: None,
+            firing: None,
             output: Vec::with_capacity(2 * READ_BUFFER),
             output_key: None,
             accept_paused_until: None,
-            stopping: false,
+            drain: None,
             peers_gone: 0,
             wakeup: Wakeup {
                 woke: now,
@@ -302,7 +328,7 @@ impl ServerCore {
             accounted: 0,
         });
         self.timers
-            .arm(key, liveness.deadline(&self.settings.timing));
+            .arm(key, liveness.deadline(&self.timing_for(key)));
         self.stats.on_open();
         let open = self.conns.len();
         self.report(key, Event::Connected { open });
@@ -324,7 +350,7 @@ impl ServerCore {
 
     /// Whether the loop should accept peers now.
     pub fn is_accepting(&self) -> bool {
-        !self.stopping && self.accept_paused_until.is_none()
+        self.drain.is_none() && self.accept_paused_until.is_none()
     }
 
     /// How many bytes to read for `key` at most; 0 while its reading is paused. Sized so
@@ -491,32 +517,36 @@ impl ServerCore {
         if excess > 0 {
             self.close_largest(excess);
         }
-        if !matches!(self.sweep, Some(Sweep::Stop { .. })) {
-            self.sweep = Some(Sweep::Timers {
-                now,
-                left: TIMERS_PER_BATCH,
-            });
-        }
+        self.firing = Some((now, TIMERS_PER_BATCH));
     }
 
-    /// Stop at `now`: accept no more, tell every open peer `End Connection`, and give each
-    /// [`STOP_LINGER`] to take it. [`is_done`](Self::is_done) once every peer is closed.
+    /// Stop at `now`: accept no more, and tell every open peer `End Connection`, spread
+    /// evenly over `--drain` (at once when it is zero), giving each [`STOP_LINGER`] to take
+    /// it; peers not told yet are served as usual meanwhile. A second call ends the drain:
+    /// everyone left is told at once. [`is_done`](Self::is_done) once every peer is closed.
     pub fn handle_stop(&mut self, now: Instant) {
         self.now = now;
-        if self.stopping {
-            return;
+        match &mut self.drain {
+            Some(drain) => drain.span = Duration::ZERO,
+            None => {
+                self.drain = Some(Drain {
+                    start: now,
+                    span: self.settings.drain,
+                    total: self.conns.len(),
+                    told: 0,
+                    next_key: 0,
+                })
+            }
         }
-        self.stopping = true;
-        self.sweep = Some(Sweep::Stop { now, next: 0 });
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping
+        self.drain.is_some()
     }
 
     /// Stopped and every peer closed: the loop can return.
     pub fn is_done(&self) -> bool {
-        self.stopping && self.conns.is_empty() && self.sweep.is_none()
+        self.drain.is_some() && self.conns.is_empty()
     }
 
     /// The next thing to do, or `None` when there is nothing until the next input.
@@ -525,35 +555,48 @@ impl ServerCore {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
             }
-            match self.sweep? {
-                Sweep::Timers { now, left } => {
-                    let key = match left {
-                        0 => None,
-                        _ => self.timers.poll_expired(now),
-                    };
-                    match key {
-                        Some(key) => {
-                            self.sweep = Some(Sweep::Timers {
-                                now,
-                                left: left - 1,
-                            });
-                            self.fire(now, key);
-                        }
-                        None => self.sweep = None,
+            if let Some((now, left)) = self.firing {
+                let due = (left > 0).then(|| self.timers.poll_expired(now)).flatten();
+                match due {
+                    Some(key) => {
+                        self.firing = Some((now, left - 1));
+                        self.fire(now, key);
+                        continue;
                     }
-                }
-                Sweep::Stop { now, next } => {
-                    let key = (next..self.conns.capacity()).find(|k| self.conns.contains(*k));
-                    match key {
-                        Some(key) => {
-                            self.sweep = Some(Sweep::Stop { now, next: key + 1 });
-                            self.stop_one(now, key);
-                        }
-                        None => self.sweep = None,
-                    }
+                    None => self.firing = None,
                 }
             }
+            if !self.tell_next_if_due() {
+                return None;
+            }
         }
+    }
+
+    /// While stopping: tells the next peer `End Connection` if its turn in the drain has
+    /// come. Returns whether it did.
+    fn tell_next_if_due(&mut self) -> bool {
+        let Some(drain) = self.drain else {
+            return false;
+        };
+        if drain.next_due().map_or(true, |due| due > self.now) {
+            return false;
+        }
+        let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
+        let Some(key) = next else {
+            // The rest closed on their own.
+            self.drain = Some(Drain {
+                told: drain.total,
+                ..drain
+            });
+            return false;
+        };
+        self.drain = Some(Drain {
+            told: drain.told + 1,
+            next_key: key + 1,
+            ..drain
+        });
+        self.stop_one(self.now, key);
+        true
     }
 
     /// When the loop must wake even if no peer does anything: the next timer, or the end of
@@ -563,6 +606,7 @@ impl ServerCore {
             self.timers.next_wakeup(),
             self.accept_paused_until,
             self.budget.deadline(),
+            self.drain.and_then(|drain| drain.next_due()),
         ]
         .into_iter()
         .flatten()
@@ -605,7 +649,7 @@ impl ServerCore {
     }
 
     fn fire(&mut self, now: Instant, key: usize) {
-        let timing = self.settings.timing;
+        let timing = self.timing_for(key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -622,7 +666,7 @@ impl ServerCore {
     }
 
     fn on_liveness_timer(&mut self, now: Instant, key: usize, due: Instant) {
-        let timing = self.settings.timing;
+        let timing = self.timing_for(key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -643,6 +687,28 @@ impl ServerCore {
                 self.queue_line(key, protocol::END_CONNECTION);
                 self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
             }
+        }
+    }
+
+    /// The timing rules for `key`: the server's, with its idle time lengthened by its own
+    /// share of the jitter (so only the first heartbeat after a silence moves, and only
+    /// later). The share depends only on the seed and the key: nothing is stored per peer.
+    fn timing_for(&self, key: usize) -> Timing {
+        let timing = self.settings.timing;
+        let percent = u64::from(self.settings.jitter_percent.min(100));
+        if percent == 0 {
+            return timing;
+        }
+        let span = timing
+            .interval
+            .as_nanos()
+            .saturating_mul(u128::from(percent))
+            / 100;
+        let draw = SplitMix64::for_item(self.settings.jitter_seed, key as u64).next_u64();
+        let offset = u64::try_from(u128::from(draw) % span.max(1)).unwrap_or(0);
+        Timing {
+            idle: timing.idle.saturating_add(Duration::from_nanos(offset)),
+            ..timing
         }
     }
 

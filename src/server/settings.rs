@@ -27,6 +27,11 @@ pub struct ServerConfig {
     /// Peers allowed in by source address; empty allows everyone.
     pub allow: AllowList,
     pub backlog: i32,
+    /// On SIGTERM, spread the `End Connection`s over this long; zero: all at once.
+    pub drain: Duration,
+    /// Delay each peer's first heartbeat after silence by up to this percent of `interval`.
+    pub jitter_percent: u8,
+    pub jitter_seed: u64,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -56,6 +61,9 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allow: AllowList::default(),
             backlog: DEFAULT_BACKLOG,
+            drain: Duration::ZERO,
+            jitter_percent: 0,
+            jitter_seed: 0,
         }
     }
 }
@@ -71,6 +79,9 @@ impl ServerConfig {
             max_buffered: self.max_buffered,
             max_connections: self.max_connections,
             allow: self.allow.clone(),
+            drain: self.drain,
+            jitter_percent: self.jitter_percent,
+            jitter_seed: self.jitter_seed,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! A small deterministic random number generator (SplitMix64) for the fault schedule and the
-//! reconnect jitter: the same `--seed` gives the same run. Not for anything secret.
+//! A small deterministic random number generator (SplitMix64) for the load client's fault
+//! schedule and reconnect back-off, and the server's heartbeat jitter: the same seed gives
+//! the same run. Not for anything secret.
 
 /// SplitMix64 (Steele, Lea, Flood 2014): one 64-bit word of state, good enough statistics
 /// for spreading events, and trivially reproducible.
