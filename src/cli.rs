@@ -115,6 +115,17 @@ fn port(text: &str) -> Result<u16, String> {
     config::parse_port(text)
 }
 
+/// An address and port to serve metrics on, e.g. `127.0.0.1:9100` or `[::1]:9100`.
+fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not ADDRESS:PORT, e.g. 127.0.0.1:9100"))?;
+    match net::not_for_tcp(addr.ip()) {
+        Some(what) => Err(format!("{} is {what}: TCP cannot listen there", addr.ip())),
+        None => Ok(addr),
+    }
+}
+
 /// TCP heartbeat server: echoes each line as `Echoing...<line>`, sends `heartbeat` to peers
 /// that go quiet, and closes those that do not answer with `End Connection`.
 ///
@@ -193,6 +204,9 @@ pub struct ServerArgs {
     /// Seed for --jitter, for a reproducible run [default: from the clock]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, from the same loop [default: off]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_addr)]
+    pub metrics: Option<SocketAddr>,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -253,6 +267,7 @@ impl ServerArgs {
             drain: self.drain,
             jitter_percent: self.jitter,
             jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
+            metrics: self.metrics,
         })
     }
 }

@@ -33,7 +33,7 @@ use crate::stats::{Latencies, ServerStats};
 /// What the loop knows that [`ServerStats`] does not count, passed in at each scrape.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Gauges {
-    /// Output held for peers that the kernel would not take yet, summed over peers, now.
+    /// Bytes held in peers' buffers now (partial lines, unsent output): `--max-buffered`'s.
     pub buffered_bytes: u64,
     /// Log lines dropped since the server started; never decreases.
     pub log_lines_dropped: u64,
@@ -95,11 +95,12 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         stats.accepted,
     );
     let name = "heartbeat_connections_closed_total";
-    m.family(name, "counter", "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping.");
+    m.family(name, "counter", "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.");
     m.sample(name, "reason=\"peer_closed\"", stats.closed_by_peer);
     m.sample(name, "reason=\"dead\"", stats.closed_dead);
     m.sample(name, "reason=\"error\"", stats.closed_on_error);
     m.sample(name, "reason=\"shutdown\"", stats.closed_at_shutdown);
+    m.sample(name, "reason=\"over_budget\"", stats.closed_over_budget);
     let name = "heartbeat_connections_refused_total";
     m.family(name, "counter", "Connections refused at accept, by reason: --max-connections reached, or the address not in --allow.");
     m.sample(name, "reason=\"full\"", stats.rejected_full);
@@ -131,7 +132,7 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
     );
     m.gauge(
         "heartbeat_buffered_bytes",
-        "Output held for peers that are not taking it yet, in bytes.",
+        "Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.",
         gauges.buffered_bytes,
     );
     m.counter(

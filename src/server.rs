@@ -13,6 +13,7 @@ mod accept;
 pub mod budget;
 pub mod core;
 mod report;
+mod scrape;
 mod settings;
 
 use std::net::SocketAddr;
@@ -29,8 +30,10 @@ pub use self::settings::{
 };
 
 use self::core::{Action, ServerCore};
+use self::scrape::Scrapers;
 use crate::alarm::{Alarm, ALARM};
 use crate::conn::{read_once, split, write_until_blocked, ReadResult};
+use crate::metrics::Gauges;
 use crate::net::{self, interrupted, SetupError};
 use crate::ratelimit::LogLimiter;
 use crate::stats::ServerStats;
@@ -72,6 +75,8 @@ pub struct Server {
     log_limiter: LogLimiter,
     /// For per-peer info lines, which peers' numbers decide (see `report`).
     peer_lines: LogLimiter,
+    /// The `--metrics` endpoint, when asked for.
+    scrapers: Option<Scrapers>,
 }
 
 impl Server {
@@ -87,6 +92,10 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(event_loop("listener registration"))?;
+        let scrapers = match config.metrics {
+            Some(addr) => Some(Scrapers::bind(addr, poll.registry())?),
+            None => None,
+        };
         let stop = StopSignal::new(poll.registry())?;
         let alarm = Alarm::new(poll.registry())?;
         Ok(Server {
@@ -106,12 +115,18 @@ impl Server {
                 Duration::from_secs(1),
                 report::PEER_LINES_PER_SECOND,
             ),
+            scrapers,
         })
     }
 
     /// The address actually bound (with the real port when the configuration said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when `--metrics` asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.scrapers.as_ref().map(Scrapers::local_addr)
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -135,7 +150,11 @@ impl Server {
                 break;
             }
             let now = Instant::now();
-            let wakeup = self.core.poll_timeout();
+            let scrape_deadline = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
+            let wakeup = match (self.core.poll_timeout(), scrape_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             self.alarm.arm(wakeup, now);
             let sleeping = self.cut_off.is_empty();
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
@@ -164,8 +183,12 @@ impl Server {
                     WAKER => {}
                     ALARM => self.alarm.on_event(),
                     SIGNALS => self.take_signals(),
+                    token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                     _ => self.on_socket_event(event, now),
                 }
+            }
+            if let Some(scrapers) = &mut self.scrapers {
+                scrapers.expire(self.poll.registry(), now);
             }
             self.fire_timers();
             // After the reads, so that peers that hung up free their places first, and after
@@ -229,6 +252,17 @@ impl Server {
         let now = Instant::now();
         self.core.handle_stop(now);
         self.carry_out(now);
+    }
+
+    fn on_scrape_event(&mut self, token: Token, now: Instant) {
+        let gauges = Gauges {
+            buffered_bytes: self.core.buffered() as u64,
+            log_lines_dropped: crate::logging::dropped_lines(),
+        };
+        if let Some(scrapers) = &mut self.scrapers {
+            let registry = self.poll.registry();
+            scrapers.on_event(token, registry, now, self.core.stats(), &gauges);
+        }
     }
 
     fn socket(&self, key: usize) -> Option<&Socket> {

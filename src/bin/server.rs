@@ -51,8 +51,12 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     }
     let mut server = Server::bind(config.clone())?;
     server.stop_on_signals()?;
+    let metrics = match server.metrics_addr() {
+        Some(addr) => format!("; metrics at http://{addr}/metrics"),
+        None => String::new(),
+    };
     let listening = format!(
-        "Listening on {} (heartbeat every {}, {} times, after {} idle)",
+        "Listening on {} (heartbeat every {}, {} times, after {} idle{metrics})",
         server.local_addr(),
         format_duration(timing.interval),
         timing.count,

@@ -65,12 +65,13 @@ heartbeat_connections_peak 2
 # HELP heartbeat_connections_accepted_total Connections accepted and served (refused ones are counted apart).
 # TYPE heartbeat_connections_accepted_total counter
 heartbeat_connections_accepted_total 3
-# HELP heartbeat_connections_closed_total Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping.
+# HELP heartbeat_connections_closed_total Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.
 # TYPE heartbeat_connections_closed_total counter
 heartbeat_connections_closed_total{{reason=\"peer_closed\"}} 1
 heartbeat_connections_closed_total{{reason=\"dead\"}} 1
 heartbeat_connections_closed_total{{reason=\"error\"}} 0
 heartbeat_connections_closed_total{{reason=\"shutdown\"}} 0
+heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
 # HELP heartbeat_connections_refused_total Connections refused at accept, by reason: --max-connections reached, or the address not in --allow.
 # TYPE heartbeat_connections_refused_total counter
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
@@ -90,7 +91,7 @@ heartbeat_lines_echoed_total 5
 # HELP heartbeat_lines_too_long_total Lines over --max-line, dropped and answered with an error line.
 # TYPE heartbeat_lines_too_long_total counter
 heartbeat_lines_too_long_total 0
-# HELP heartbeat_buffered_bytes Output held for peers that are not taking it yet, in bytes.
+# HELP heartbeat_buffered_bytes Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.
 # TYPE heartbeat_buffered_bytes gauge
 heartbeat_buffered_bytes 10
 # HELP heartbeat_log_lines_dropped_total Log lines dropped because the log could not keep up.

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     /// Delay each peer's first heartbeat after silence by up to this percent of `interval`.
     pub jitter_percent: u8,
     pub jitter_seed: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             drain: Duration::ZERO,
             jitter_percent: 0,
             jitter_seed: 0,
+            metrics: None,
         }
     }
 }
