@@ -207,6 +207,10 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same loop [default: off]
     #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_addr)]
     pub metrics: Option<SocketAddr>,
+    /// Append one JSON object per line to this file for each connect, heartbeat sent and
+    /// answered, End Connection and close (queued like the log: never waited for)
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -268,6 +272,7 @@ impl ServerArgs {
             jitter_percent: self.jitter,
             jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
             metrics: self.metrics,
+            events: self.events.clone(),
         })
     }
 }

@@ -16,6 +16,7 @@
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
 //! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
+//! | `events`    | the event log's JSON lines (`--events`)                               | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
 //! | `prompt`    | the original's interactive questions, on any reader and writer        | terminal   |
@@ -41,6 +42,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod escape;
+pub mod events;
 pub mod liveness;
 pub mod logging;
 pub mod memory;

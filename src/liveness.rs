@@ -169,6 +169,11 @@ impl Peer {
         (self.heartbeats_sent == 0).then_some(self.since)
     }
 
+    /// When the last heartbeat left, while any is unanswered.
+    pub fn asked_at(&self) -> Option<Instant> {
+        (self.heartbeats_sent > 0).then_some(self.since)
+    }
+
     pub fn heartbeats_sent(&self) -> u32 {
         self.heartbeats_sent
     }

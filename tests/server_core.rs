@@ -43,6 +43,7 @@ fn settings(timing: Timing) -> Settings {
         drain: Duration::ZERO,
         jitter_percent: 0,
         jitter_seed: 1,
+        sessions: true,
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Settings {
     pub jitter_percent: u8,
     /// Seeds each peer's jitter, so a run (and a test) is reproducible.
     pub jitter_seed: u64,
+    /// Keep each connection's [`Session`] (for `--events`).
+    pub sessions: bool,
 }
 
 /// What the loop must do. Carry each out before the next input (see the module notes).
@@ -122,10 +124,11 @@ pub enum Event {
     Connected { open: usize },
     /// Heartbeat `number` of `count` sent.
     HeartbeatSent { number: u32, count: u32 },
-    /// Bytes arrived while heartbeats were outstanding.
-    HeartbeatAnswered,
-    /// All `count` heartbeats went unanswered: `End Connection` sent, closing.
-    Dead { count: u32 },
+    /// Bytes arrived while heartbeats were outstanding, `rtt` after the last one left.
+    HeartbeatAnswered { rtt: Duration },
+    /// All `count` heartbeats went unanswered: `End Connection` sent, closing, `late` after
+    /// it was due.
+    Dead { count: u32, late: Duration },
     /// The peer closed its sending side.
     PeerClosed,
     /// A read or write failed; the connection is closed.
@@ -167,6 +170,55 @@ pub enum Admission {
     /// Keep the peer under this key (its events and actions carry it).
     Admitted(usize),
     Refused(Refusal),
+}
+
+/// One connection as an event log describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub addr: SocketAddr,
+    pub connected: Instant,
+    /// When it last sent anything (or connected).
+    pub last_seen: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Sessions by key, or nothing at all when they are not kept.
+#[derive(Debug)]
+struct Sessions(Option<Vec<Session>>);
+
+impl Sessions {
+    fn new(kept: bool) -> Sessions {
+        Sessions(kept.then(Vec::new))
+    }
+
+    fn open(&mut self, key: usize, addr: SocketAddr, now: Instant) {
+        let Some(sessions) = &mut self.0 else {
+            return;
+        };
+        let session = Session {
+            addr,
+            connected: now,
+            last_seen: now,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        match sessions.get_mut(key) {
+            Some(slot) => *slot = session,
+            None => {
+                sessions.resize(key, session);
+                sessions.push(session);
+            }
+        }
+    }
+
+    fn get(&self, key: usize) -> Option<&Session> {
+        self.0.as_ref()?.get(key)
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Session> {
+        self.0.as_mut()?.get_mut(key)
+    }
 }
 
 /// Where a connection is in its life. Each state has one meaning for its timer.
@@ -284,10 +336,14 @@ pub struct ServerCore {
     budget_paused: Vec<usize>,
     /// The latest time an input carried, for the inputs that carry none.
     now: Instant,
+    /// Per key, what an event log needs: kept only when asked (`Settings::sessions`), so
+    /// that an idle connection costs nothing more otherwise.
+    sessions: Sessions,
 }
 
 impl ServerCore {
     pub fn new(now: Instant, settings: Settings) -> ServerCore {
+        let settings_sessions = settings.sessions;
         ServerCore {
             conns: Slab::new(),
             timers: Timers::new(now, settings.tick, 0),
@@ -307,6 +363,7 @@ impl ServerCore {
             },
             budget_paused: Vec::new(),
             now,
+            sessions: Sessions::new(settings_sessions),
         }
     }
 
@@ -330,6 +387,7 @@ impl ServerCore {
         self.timers
             .arm(key, liveness.deadline(&self.timing_for(key)));
         self.stats.on_open();
+        self.sessions.open(key, addr, now);
         let open = self.conns.len();
         self.report(key, Event::Connected { open });
         Admission::Admitted(key)
@@ -382,10 +440,16 @@ impl ServerCore {
             // Read only so that closing sends no reset; nothing is answered any more.
             return;
         }
-        let answered = record.liveness.on_data(now) > 0;
-        if answered {
+        let asked_at = record.liveness.asked_at();
+        record.liveness.on_data(now);
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.last_seen = now;
+            session.bytes_in += bytes.len() as u64;
+        }
+        if let Some(asked_at) = asked_at {
             self.stats.on_heartbeat_answered();
-            self.report(key, Event::HeartbeatAnswered);
+            let rtt = now.saturating_duration_since(asked_at);
+            self.report(key, Event::HeartbeatAnswered { rtt });
         }
         self.echo(key, Some(bytes));
     }
@@ -454,7 +518,12 @@ impl ServerCore {
             return;
         };
         let written = match result {
-            Ok(n) => n,
+            Ok(n) => {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.bytes_out += n as u64;
+                }
+                n
+            }
             Err(e) => {
                 let reason = record.failure_reason();
                 self.report(key, Event::Failed(e.kind()));
@@ -599,6 +668,12 @@ impl ServerCore {
         true
     }
 
+    /// What is known of `key`'s connection, if sessions are kept: valid from its accept until
+    /// the next accept (so also while its `Closed` report is carried out).
+    pub fn session(&self, key: usize) -> Option<&Session> {
+        self.sessions.get(key)
+    }
+
     /// When the loop must wake even if no peer does anything: the next timer, or the end of
     /// an accept back-off. `None`: sleep until an event.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -683,7 +758,8 @@ impl ServerCore {
                 let Wakeup { woke, overslept } = self.wakeup;
                 self.stats.on_end_connection_sent(due, now, woke, overslept);
                 let count = timing.count;
-                self.report(key, Event::Dead { count });
+                let late = now.saturating_duration_since(due);
+                self.report(key, Event::Dead { count, late });
                 self.queue_line(key, protocol::END_CONNECTION);
                 self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
             }

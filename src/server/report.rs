@@ -37,12 +37,12 @@ impl Server {
                     info!("{peer}: idle, heartbeat {number}/{count} sent{held}")
                 }
             }
-            Event::HeartbeatAnswered => {
+            Event::HeartbeatAnswered { .. } => {
                 if let Some(held) = admit("heartbeat answered") {
                     info!("{peer}: heartbeat answered{held}")
                 }
             }
-            Event::Dead { count } => {
+            Event::Dead { count, .. } => {
                 if let Some(held) = admit("dead") {
                     info!(
                         "{peer}: no answer to {count} heartbeats: End Connection sent, \

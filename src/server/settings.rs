@@ -2,6 +2,7 @@
 //! Filled in by `cli` from the flags, the file and these defaults; read once at start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::core::Settings;
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub jitter_seed: u64,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Where to write the event log (JSON lines), if anywhere.
+    pub events: Option<PathBuf>,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             jitter_percent: 0,
             jitter_seed: 0,
             metrics: None,
+            events: None,
         }
     }
 }
@@ -85,6 +89,7 @@ impl ServerConfig {
             drain: self.drain,
             jitter_percent: self.jitter_percent,
             jitter_seed: self.jitter_seed,
+            sessions: self.events.is_some(),
         }
     }
 }
