@@ -2,7 +2,8 @@
 //! when `--log-file` is given.
 //!
 //! simplelog formats the lines and filters them by level: its `WriteLogger`, with RFC 3339
-//! time in UTC and no target or thread (`2026-01-02T03:04:05.123456789Z [INFO] message`).
+//! time in UTC and no target or thread (`2026-01-02T03:04:05.123456789Z [INFO] message`; the
+//! fraction loses its trailing zeros, so the time is not fixed-width).
 //! This module owns what comes after: [`LineWriter`], the writer simplelog writes into, which
 //! gathers each line and queues it whole; one bounded queue and one writer thread per
 //! destination; the count of lines dropped. Lines are plain text, also on a terminal:
@@ -121,7 +122,8 @@ pub fn flush() -> bool {
 static SINKS: OnceLock<Vec<Arc<Queue>>> = OnceLock::new();
 
 /// simplelog's settings: RFC 3339 time in UTC, the level, the message; no target, thread or
-/// source location.
+/// source location. (simplelog panics if the time cannot be written as RFC 3339: a clock past
+/// the year 9999.)
 fn config() -> Config {
     ConfigBuilder::new()
         .set_target_level(LevelFilter::Off)
