@@ -24,7 +24,7 @@
 //! | `net`       | resolving, listening, connecting, the open-file limit; `SetupError`   | sockets    |
 //! | `stop`      | stopping a loop: a `Stopper` handle, SIGINT, SIGTERM and SIGHUP       | signals    |
 //! | `alarm`     | a `timerfd` for wake-ups finer than `epoll`'s millisecond             | timerfd    |
-//! | `logging`   | the logger: a bounded queue and a writer thread per destination       | files      |
+//! | `logging`   | simplelog's lines, queued (bounded); a writer thread per destination  | files      |
 //! | `memory`    | giving freed heap back to the OS (the crate's one `unsafe` call)      | allocator  |
 //! | `notify`    | readiness for systemd: `READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`     | a datagram |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |

@@ -1,30 +1,36 @@
 //! Where log lines go, without ever making the loop wait for them: stderr always, and a file
 //! when `--log-file` is given.
 //!
-//! Owns the logger: the line format (`2026-01-02T03:04:05.123456789Z [INFO] message`, RFC 3339
-//! time in UTC, colour on the level only when stderr is a terminal), one bounded queue and one
-//! writer thread per destination, and the count of lines dropped. What is logged, and at which
-//! level, is decided where it happens; rate limits are `ratelimit`'s.
+//! simplelog formats the lines and filters them by level: its `WriteLogger`, with RFC 3339
+//! time in UTC and no target or thread (`2026-01-02T03:04:05.123456789Z [INFO] message`; the
+//! fraction loses its trailing zeros, so the time is not fixed-width).
+//! This module owns what comes after: [`LineWriter`], the writer simplelog writes into, which
+//! gathers each line and queues it whole; one bounded queue and one writer thread per
+//! destination; the count of lines dropped. Lines are plain text, also on a terminal:
+//! simplelog colours only its `TermLogger`, which writes to the terminal itself and would
+//! make the loop wait for it. What is logged, and at which level, is decided where it
+//! happens; rate limits are `ratelimit`'s.
 //!
-//! A `log!` call formats its line and appends it to each destination's queue; it never writes
-//! to a file descriptor, so a pipe nobody reads (a stalled log shipper, `| less`) cannot stop
-//! the poll loop. When a queue holds [`QUEUE_BYTES`] the line is dropped for that destination
-//! and counted ([`dropped_lines`]); the next time that destination's writer gets a batch out,
-//! it adds one line saying how many were dropped. A destination that fails (`--log-file
-//! /dev/full`) gives one warning on stderr and its lines are dropped and counted until it
-//! works again. fd 2 stays blocking (its file description is shared with the shell): only the
-//! writer thread ever waits on it. The binaries call [`flush`] before they exit.
+//! A `log!` call never writes to a file descriptor, so a pipe nobody reads (a stalled log
+//! shipper, `| less`) cannot stop the poll loop. When a queue holds [`QUEUE_BYTES`] the line is
+//! dropped for that destination and counted ([`dropped_lines`]); the next time that
+//! destination's writer gets a batch out, it adds one line saying how many were dropped. A
+//! destination that fails (`--log-file /dev/full`) gives one warning on stderr and its lines
+//! are dropped and counted until it works again. fd 2 stays blocking (its file description is
+//! shared with the shell): only the writer thread ever waits on it. The binaries call
+//! [`flush`] before they exit.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
+use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Record};
+use simplelog::{Config, ConfigBuilder, WriteLogger};
 
 use crate::net::{describe, SetupError};
 
@@ -33,7 +39,10 @@ use crate::net::{describe, SetupError};
 /// at about twice this per destination (the lines waiting, and the batch being written).
 pub const QUEUE_BYTES: usize = 1 << 20;
 
-/// Bytes a writer thread formats before writing them out.
+/// Bytes of one line kept; the rest of a longer line is cut, and the line says how much.
+pub const LINE_BYTES: usize = 16 * 1024;
+
+/// Bytes a writer thread gathers before writing them out.
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// How long [`flush`] waits for a destination that makes no progress at all.
@@ -43,10 +52,13 @@ pub const FLUSH_PATIENCE: Duration = Duration::from_secs(1);
 /// lines is bounded too.
 const LINE_OVERHEAD: usize = 32;
 
+/// One queued line, its newline included.
+type Line = Box<[u8]>;
+
 /// Installs the process's logger. Call once, before the loop starts; a second call keeps the
 /// first logger.
 pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
-    if LOGGER.get().is_some() {
+    if SINKS.get().is_some() {
         return Ok(());
     }
     let thread_error = |source| SetupError::EventLoop {
@@ -60,8 +72,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
         Ok(fd) => Box::new(File::from(fd)),
         Err(_) => Box::new(io::stderr()),
     };
-    let colour = io::stderr().is_terminal();
-    spawn_writer("stderr", stderr_queue.clone(), stderr, colour, None).map_err(thread_error)?;
+    spawn_writer("stderr", stderr_queue.clone(), stderr, None).map_err(thread_error)?;
     let mut sinks = vec![stderr_queue.clone()];
     if let Some(path) = file {
         let opened = OpenOptions::new().create(true).append(true).open(path);
@@ -74,16 +85,12 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
             path: path.to_path_buf(),
             to: stderr_queue,
         };
-        spawn_writer("file", queue.clone(), Box::new(file), false, Some(report))
-            .map_err(thread_error)?;
+        spawn_writer("file", queue.clone(), Box::new(file), Some(report)).map_err(thread_error)?;
         sinks.push(queue);
     }
-    if LOGGER.set(Logger { level, sinks }).is_ok() {
-        if let Some(logger) = LOGGER.get() {
-            if log::set_logger(logger).is_ok() {
-                log::set_max_level(level);
-            }
-        }
+    if SINKS.set(sinks.clone()).is_ok() {
+        // Fails only if another logger is installed already; that one keeps working.
+        let _ = WriteLogger::init(level, config(), LineWriter::new(sinks));
     }
     Ok(())
 }
@@ -91,12 +98,8 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
 /// Lines dropped so far, over every destination (a line lost for both stderr and the file
 /// counts twice): queues that were full, and writes that failed.
 pub fn dropped_lines() -> u64 {
-    LOGGER.get().map_or(0, |logger| {
-        logger
-            .sinks
-            .iter()
-            .map(|queue| queue.lock().dropped_total)
-            .sum()
+    SINKS.get().map_or(0, |sinks| {
+        sinks.iter().map(|queue| queue.lock().dropped_total).sum()
     })
 }
 
@@ -104,134 +107,110 @@ pub fn dropped_lines() -> u64 {
 /// progress for [`FLUSH_PATIENCE`]. Returns true if everything was written. The binaries call
 /// it before exiting so that the last lines (`received SIGTERM`) are not lost.
 pub fn flush() -> bool {
-    let Some(logger) = LOGGER.get() else {
+    let Some(sinks) = SINKS.get() else {
         return true;
     };
     // Every destination gets its chance, even after one has given up.
     let mut all = true;
-    for queue in &logger.sinks {
+    for queue in sinks {
         all &= queue.wait_drained(FLUSH_PATIENCE);
     }
     all
 }
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+/// Every destination's queue, stderr first.
+static SINKS: OnceLock<Vec<Arc<Queue>>> = OnceLock::new();
 
-struct Logger {
-    level: LevelFilter,
-    sinks: Vec<Arc<Queue>>,
+/// simplelog's settings: RFC 3339 time in UTC, the level, the message; no target, thread or
+/// source location. (simplelog panics if the time cannot be written as RFC 3339: a clock past
+/// the year 9999.)
+fn config() -> Config {
+    ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build()
 }
 
-impl Log for Logger {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
-    }
-
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = Line::new(SystemTime::now(), record.level(), record.args());
-        if let Some((last, rest)) = self.sinks.split_last() {
-            for queue in rest {
-                queue.push(line.clone());
-            }
-            last.push(line);
-        }
-    }
-
-    fn flush(&self) {
-        flush();
-    }
-}
-
-/// One formatted line, without its newline; `tag` is where `[LEVEL]` starts, for colour.
-#[derive(Debug, Clone)]
-struct Line {
-    level: Level,
-    text: String,
-    tag: usize,
-}
-
-impl Line {
-    fn new(time: SystemTime, level: Level, message: impl std::fmt::Display) -> Line {
-        let mut text = String::with_capacity(96);
-        write_rfc3339(&mut text, time);
-        text.push(' ');
-        let tag = text.len();
-        // Writing into a String cannot fail, but a Display impl may report an error: the
-        // line then holds what it wrote.
-        let _ = write!(text, "[{level}] {message}");
-        Line { level, text, tag }
-    }
-
-    /// What the line holds in memory while queued (its allocation, not just its text).
-    fn cost(&self) -> usize {
-        self.text.capacity() + LINE_OVERHEAD
-    }
-
-    fn write_to(&self, out: &mut Vec<u8>, colour: bool) {
-        let tag_end = self.tag + self.level.as_str().len() + 2;
-        let text = &self.text;
-        let parts = (
-            text.get(..self.tag),
-            text.get(self.tag..tag_end),
-            text.get(tag_end..),
-        );
-        match (colour, parts) {
-            (true, (Some(time), Some(tag), Some(rest))) => {
-                out.extend_from_slice(time.as_bytes());
-                out.extend_from_slice(ansi_colour(self.level).as_bytes());
-                out.extend_from_slice(tag.as_bytes());
-                out.extend_from_slice(b"\x1b[0m");
-                out.extend_from_slice(rest.as_bytes());
-            }
-            _ => out.extend_from_slice(self.text.as_bytes()),
-        }
-        out.push(b'\n');
-    }
-}
-
-/// The colours simplelog used, so a terminal looks as it did.
-fn ansi_colour(level: Level) -> &'static str {
-    match level {
-        Level::Error => "\x1b[31m",
-        Level::Warn => "\x1b[33m",
-        Level::Info => "\x1b[34m",
-        Level::Debug => "\x1b[36m",
-        Level::Trace => "\x1b[37m",
-    }
-}
-
-/// `1970-01-01T00:00:00.000000000Z`: RFC 3339 in UTC, nanoseconds, so lines sort as text.
-fn write_rfc3339(out: &mut String, time: SystemTime) {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let of_day = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        since.subsec_nanos()
+/// One line formatted by simplelog, for the lines the writer threads add themselves.
+fn own_line(level: Level, message: fmt::Arguments<'_>) -> Line {
+    let queue = Arc::new(Queue::new(QUEUE_BYTES));
+    let logger = WriteLogger::new(
+        LevelFilter::Trace,
+        config(),
+        LineWriter::new(vec![queue.clone()]),
     );
+    logger.log(&Record::builder().level(level).args(message).build());
+    let line = queue.lock().lines.pop_front();
+    line.unwrap_or_default()
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+/// What simplelog writes into. It calls `write` several times per line (the time, the level,
+/// the message); this gathers the pieces up to each newline and queues the whole line for
+/// every destination. It never waits for output and never fails. A line longer than
+/// [`LINE_BYTES`] is cut there and ends with how many bytes were cut.
+///
+/// A message's own newlines make separate lines (each may be dropped on its own); a message
+/// whose `Display` fails midway leaves its start to be joined to the next line.
+struct LineWriter {
+    sinks: Vec<Arc<Queue>>,
+    line: Vec<u8>,
+    /// Bytes of the current line past [`LINE_BYTES`], not kept.
+    cut: usize,
+}
+
+impl LineWriter {
+    fn new(sinks: Vec<Arc<Queue>>) -> LineWriter {
+        LineWriter {
+            sinks,
+            line: Vec::with_capacity(256),
+            cut: 0,
+        }
+    }
+
+    fn gather(&mut self, piece: &[u8]) {
+        let kept = piece.len().min(LINE_BYTES.saturating_sub(self.line.len()));
+        self.line.extend_from_slice(&piece[..kept]);
+        self.cut += piece.len() - kept;
+    }
+
+    fn end_line(&mut self) {
+        if self.cut > 0 {
+            // The cut may have split a character: it becomes U+FFFD, the line stays UTF-8.
+            let kept = String::from_utf8_lossy(&self.line).into_owned();
+            self.line = format!("{kept} [... {} bytes cut]", self.cut).into_bytes();
+            self.cut = 0;
+        }
+        self.line.push(b'\n');
+        for queue in &self.sinks {
+            queue.push(Line::from(self.line.as_slice()));
+        }
+        self.line.clear();
+        // A cut line must not keep its memory for the rest of the run.
+        if self.line.capacity() > 4096 {
+            self.line = Vec::with_capacity(256);
+        }
+    }
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            let (line, after) = rest.split_at(end);
+            self.gather(line);
+            self.end_line();
+            rest = after.get(1..).unwrap_or_default();
+        }
+        self.gather(rest);
+        Ok(buf.len())
+    }
+
+    /// Nothing to do: lines are queued as they end, and [`flush`] waits for the writers.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One destination's bounded queue, shared by the logger (which appends) and its writer
@@ -264,6 +243,11 @@ impl State {
     }
 }
 
+/// What a line holds in memory while queued.
+fn cost(line: &Line) -> usize {
+    line.len() + LINE_OVERHEAD
+}
+
 impl Queue {
     fn new(capacity: usize) -> Queue {
         Queue {
@@ -283,12 +267,12 @@ impl Queue {
     /// Queues `line`, or drops and counts it if the queue is full. Never waits for output.
     fn push(&self, line: Line) -> bool {
         let mut state = self.lock();
-        if state.bytes + line.cost() > state.capacity {
+        if state.bytes + cost(&line) > state.capacity {
             state.dropped += 1;
             state.dropped_total += 1;
             return false;
         }
-        state.bytes += line.cost();
+        state.bytes += cost(&line);
         let was_empty = state.lines.is_empty();
         state.lines.push_back(line);
         drop(state);
@@ -335,23 +319,17 @@ fn spawn_writer(
     name: &str,
     queue: Arc<Queue>,
     out: Box<dyn Write + Send>,
-    colour: bool,
     report: Option<FailureReport>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name(format!("log {name}"))
-        .spawn(move || write_forever(&queue, out, colour, report))
+        .spawn(move || write_forever(&queue, out, report))
         .map(drop)
 }
 
 /// The writer thread: takes every queued line at once, writes them in one go, then a line
 /// for whatever was dropped meanwhile. Only this thread ever waits on the destination.
-fn write_forever(
-    queue: &Queue,
-    mut out: Box<dyn Write + Send>,
-    colour: bool,
-    report: Option<FailureReport>,
-) {
+fn write_forever(queue: &Queue, mut out: Box<dyn Write + Send>, report: Option<FailureReport>) {
     let mut batch = VecDeque::new();
     let mut bytes = Vec::new();
     loop {
@@ -368,7 +346,7 @@ fn write_forever(
             state.busy = true;
             std::mem::take(&mut state.dropped)
         };
-        let result = write_batch(&mut *out, &mut batch, dropped, colour, &mut bytes);
+        let result = write_batch(&mut *out, &mut batch, dropped, &mut bytes);
         let mut state = queue.lock();
         state.busy = false;
         state.batches += 1;
@@ -380,15 +358,15 @@ fn write_forever(
                 if !state.failing {
                     state.failing = true;
                     if let Some(report) = &report {
-                        let message = format_args!(
-                            "log file {}: cannot write: {}; its lines are dropped and counted \
-                             until it can be written again",
-                            report.path.display(),
-                            describe(&error)
-                        );
-                        report
-                            .to
-                            .push(Line::new(SystemTime::now(), Level::Warn, message));
+                        report.to.push(own_line(
+                            Level::Warn,
+                            format_args!(
+                                "log file {}: cannot write: {}; its lines are dropped and \
+                                 counted until it can be written again",
+                                report.path.display(),
+                                describe(&error)
+                            ),
+                        ));
                     }
                 }
             }
@@ -413,7 +391,6 @@ fn write_batch(
     out: &mut dyn Write,
     batch: &mut VecDeque<Line>,
     dropped: u64,
-    colour: bool,
     bytes: &mut Vec<u8>,
 ) -> Result<(), (u64, io::Error)> {
     let total = batch.len() as u64;
@@ -421,7 +398,7 @@ fn write_batch(
     let mut in_chunk = 0;
     bytes.clear();
     while let Some(line) = batch.pop_front() {
-        line.write_to(bytes, colour);
+        bytes.extend_from_slice(&line);
         in_chunk += 1;
         if bytes.len() >= CHUNK_BYTES {
             write_chunk(out, bytes).map_err(|e| (total - written, e))?;
@@ -432,7 +409,7 @@ fn write_batch(
     if dropped > 0 {
         let message =
             format_args!("{dropped} log lines dropped: this log's output was not keeping up");
-        Line::new(SystemTime::now(), Level::Warn, message).write_to(bytes, colour);
+        bytes.extend_from_slice(&own_line(Level::Warn, message));
     }
     write_chunk(out, bytes)
         .and_then(|()| out.flush())
@@ -449,47 +426,121 @@ fn write_chunk(out: &mut dyn Write, bytes: &mut Vec<u8>) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn at(secs: u64, nanos: u32) -> SystemTime {
-        UNIX_EPOCH + Duration::new(secs, nanos)
-    }
-
+    /// A queued line as the tests write it, without simplelog's time.
     fn line(text: &str) -> Line {
-        Line::new(at(0, 0), Level::Info, text)
+        format!("{text}\n").into_bytes().into()
+    }
+
+    fn texts(queue: &Queue) -> Vec<String> {
+        let state = queue.lock();
+        let lines = state.lines.iter();
+        lines
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    /// `2026-01-02T03:04:05.123456789Z `: RFC 3339 in UTC, then one space.
+    fn starts_with_rfc3339_utc(line: &str) -> bool {
+        let time = line.split(' ').next().unwrap_or_default();
+        let shape: String = time
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+            .collect();
+        shape.starts_with("dddd-dd-ddTdd:dd:dd") && shape.ends_with('Z') && line.len() > time.len()
     }
 
     #[test]
-    fn lines_look_as_simplelog_wrote_them() {
-        let l = Line::new(at(0, 0), Level::Info, "received SIGTERM: stopping");
-        assert_eq!(
-            l.text,
-            "1970-01-01T00:00:00.000000000Z [INFO] received SIGTERM: stopping"
+    fn simplelog_lines_are_queued_whole_for_every_destination_and_filtered_by_level() {
+        let (a, b) = (
+            Arc::new(Queue::new(QUEUE_BYTES)),
+            Arc::new(Queue::new(QUEUE_BYTES)),
         );
-        let l = Line::new(at(951_825_845, 7), Level::Warn, format_args!("{} x", 1));
-        assert_eq!(l.text, "2000-02-29T12:04:05.000000007Z [WARN] 1 x");
-        let mut out = Vec::new();
-        l.write_to(&mut out, true);
-        assert_eq!(
-            out,
-            b"2000-02-29T12:04:05.000000007Z \x1b[33m[WARN]\x1b[0m 1 x\n"
+        let logger = WriteLogger::new(
+            LevelFilter::Info,
+            config(),
+            LineWriter::new(vec![a.clone(), b.clone()]),
         );
-        out.clear();
-        l.write_to(&mut out, false);
-        assert_eq!(out, b"2000-02-29T12:04:05.000000007Z [WARN] 1 x\n");
+        let record = |level, message: &str| {
+            logger.log(
+                &Record::builder()
+                    .level(level)
+                    .target("heartbeat::server")
+                    .file(Some("src/server.rs"))
+                    .line(Some(7))
+                    .args(format_args!("{message}"))
+                    .build(),
+            );
+        };
+        record(Level::Info, "received SIGTERM: stopping");
+        record(Level::Debug, "not at info level");
+        record(Level::Error, "two\nlines");
+        let lines = texts(&a);
+        assert_eq!(lines, texts(&b), "the same lines for both destinations");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(starts_with_rfc3339_utc(&lines[0]), "{lines:?}");
+        assert!(
+            lines[0].ends_with(" [INFO] received SIGTERM: stopping\n"),
+            "no target, thread or location: {lines:?}"
+        );
+        assert_eq!(lines[0].split(' ').count(), 5, "{lines:?}");
+        assert!(lines[1].ends_with(" [ERROR] two\n"), "{lines:?}");
+        assert_eq!(lines[2], "lines\n");
     }
 
     #[test]
-    fn dates_at_the_edges_of_months_years_and_leap_days() {
-        let date = |days| civil_from_days(days);
-        assert_eq!(date(0), (1970, 1, 1));
-        assert_eq!(date(58), (1970, 2, 28));
-        assert_eq!(date(59), (1970, 3, 1));
-        assert_eq!(date(365), (1971, 1, 1));
-        assert_eq!(date(11_016), (2000, 2, 29));
-        assert_eq!(date(11_017), (2000, 3, 1));
-        assert_eq!(date(47_540), (2100, 2, 28));
-        assert_eq!(date(47_541), (2100, 3, 1), "2100 is not a leap year");
-        assert_eq!(date(20_818), (2026, 12, 31));
-        assert_eq!(date(20_819), (2027, 1, 1));
+    fn a_line_written_in_pieces_is_queued_once_whole_and_an_overlong_line_is_cut() {
+        let queue = Arc::new(Queue::new(QUEUE_BYTES));
+        let mut writer = LineWriter::new(vec![queue.clone()]);
+        for piece in ["2026", "-01-02 ", "[INFO] ", "abc", "def\nghi", "", "\n"] {
+            assert_eq!(writer.write(piece.as_bytes()).ok(), Some(piece.len()));
+            if piece == "abc" {
+                assert!(
+                    texts(&queue).is_empty(),
+                    "nothing queued before the newline"
+                );
+            }
+        }
+        assert_eq!(texts(&queue), ["2026-01-02 [INFO] abcdef\n", "ghi\n"]);
+
+        queue.lock().lines.clear();
+        let long = "x".repeat(LINE_BYTES - 1);
+        for piece in [
+            long.as_str(),
+            "é",
+            "y",
+            &"z".repeat(3 * LINE_BYTES),
+            "\nnext\n",
+        ] {
+            assert!(writer.write_all(piece.as_bytes()).is_ok());
+        }
+        let lines = texts(&queue);
+        assert_eq!(lines.len(), 2);
+        let cut = 1 + 1 + 3 * LINE_BYTES;
+        let expected = format!("{long}\u{FFFD} [... {cut} bytes cut]\n");
+        assert!(lines[0] == expected, "{}", &lines[0][LINE_BYTES - 8..]);
+        assert_eq!(lines[1], "next\n", "the next line is whole");
+        assert!(
+            writer.line.capacity() <= 4096,
+            "the cut line's memory is given back"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_whole_lines_never_parts() {
+        let queue = Arc::new(Queue::new(3 * cost(&line("0123456789"))));
+        let mut writer = LineWriter::new(vec![queue.clone()]);
+        for n in 0..10 {
+            // Written as simplelog does it: in pieces.
+            let wrote = write!(writer, "0123456").and_then(|()| writeln!(writer, "{:03}", n));
+            assert!(wrote.is_ok(), "the writer never fails");
+        }
+        assert_eq!(
+            texts(&queue),
+            ["0123456000\n", "0123456001\n", "0123456002\n"]
+        );
+        let state = queue.lock();
+        assert_eq!((state.dropped, state.dropped_total), (7, 7));
+        assert_eq!(state.bytes, 3 * cost(&line("0123456789")));
     }
 
     /// A destination that blocks until opened, like a pipe nobody reads.
@@ -534,15 +585,16 @@ mod tests {
     #[test]
     fn a_blocked_destination_never_blocks_the_caller_and_drops_are_reported_once_it_drains() {
         let gate = Gate::default();
-        let queue = Arc::new(Queue::new(10 * line("n").cost()));
-        spawn_writer("test", queue.clone(), Box::new(gate.clone()), false, None).unwrap();
-        assert!(queue.push(line("first")));
+        let queue = Arc::new(Queue::new(10 * cost(&line("n"))));
+        spawn_writer("test", queue.clone(), Box::new(gate.clone()), None).unwrap();
+        let mut writer = LineWriter::new(vec![queue.clone()]);
+        assert!(writeln!(writer, "first").is_ok());
         wait_until(|| queue.lock().busy);
         // The writer is stuck on "first": ten more fit, the rest are dropped without waiting.
-        let kept = (0..100)
-            .filter(|n| queue.push(line(&n.to_string())))
-            .count();
-        assert_eq!(kept, 10);
+        for n in 0..100 {
+            assert!(writeln!(writer, "{}", n % 10).is_ok());
+        }
+        assert_eq!(queue.lock().lines.len(), 10);
         assert_eq!(queue.lock().dropped_total, 90);
         assert!(
             !queue.wait_drained(Duration::from_millis(50)),
@@ -553,17 +605,22 @@ mod tests {
         let text = gate.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 12, "{text}");
-        assert!(lines[0].ends_with("[INFO] first"), "{text}");
-        assert!(lines[10].ends_with("[INFO] 9"), "kept in order: {text}");
+        assert_eq!(lines[..3], ["first", "0", "1"], "kept in order: {text}");
+        assert_eq!(lines[10], "9", "kept in order: {text}");
+        assert!(starts_with_rfc3339_utc(lines[11]), "{text}");
         assert!(
             lines[11]
-                .ends_with("[WARN] 90 log lines dropped: this log's output was not keeping up"),
+                .ends_with(" [WARN] 90 log lines dropped: this log's output was not keeping up"),
             "{text}"
         );
         // Once reported, the count is not repeated.
-        assert!(queue.push(line("after")));
+        assert!(writeln!(writer, "after").is_ok());
         assert!(queue.wait_drained(Duration::from_secs(10)));
-        assert!(gate.text().ends_with("[INFO] after\n"));
+        assert!(
+            gate.text().ends_with("keeping up\nafter\n"),
+            "{}",
+            gate.text()
+        );
     }
 
     /// Accepts its first write whole, then fails like a full disk.
@@ -587,11 +644,12 @@ mod tests {
 
     #[test]
     fn a_batch_goes_out_in_order_in_chunks_and_a_failure_counts_the_lines_not_written() {
-        let lines =
-            || -> VecDeque<Line> { (0..3000).map(|n| line(&format!("line {n}"))).collect() };
+        // About 60 bytes a line, as a logged line with its time is.
+        let padded = |n| format!("line {n:<4} {}", "-".repeat(50));
+        let lines = || -> VecDeque<Line> { (0..3000).map(|n| line(&padded(n))).collect() };
         let mut batch = lines();
         let (mut out, mut bytes) = (Vec::new(), Vec::new());
-        assert!(write_batch(&mut out, &mut batch, 7, false, &mut bytes).is_ok());
+        assert!(write_batch(&mut out, &mut batch, 7, &mut bytes).is_ok());
         assert!(batch.is_empty());
         assert!(out.len() > 2 * CHUNK_BYTES, "more than one chunk");
         let text = String::from_utf8(out).unwrap();
@@ -601,16 +659,16 @@ mod tests {
             .iter()
             .take(3000)
             .enumerate()
-            .all(|(n, l)| l.ends_with(&format!("] line {n}"))));
+            .all(|(n, l)| *l == padded(n)));
         assert!(
-            written[3000].contains("[WARN] 7 log lines dropped"),
+            written[3000].contains(" [WARN] 7 log lines dropped"),
             "{}",
             written[3000]
         );
 
         let mut out = FirstWriteOnly::default();
         let mut batch = lines();
-        let (lost, _) = write_batch(&mut out, &mut batch, 0, false, &mut bytes).unwrap_err();
+        let (lost, _) = write_batch(&mut out, &mut batch, 0, &mut bytes).unwrap_err();
         let went_out = out.written.iter().filter(|b| **b == b'\n').count() as u64;
         assert!(went_out > 0 && went_out < 3000, "{went_out}");
         assert_eq!(lost, 3000 - went_out);
@@ -635,21 +693,21 @@ mod tests {
             path: PathBuf::from("/dev/full"),
             to: stderr.clone(),
         };
-        spawn_writer("test", file.clone(), Box::new(Full), false, Some(report)).unwrap();
+        spawn_writer("test", file.clone(), Box::new(Full), Some(report)).unwrap();
         for n in 0..5 {
             assert!(file.push(line(&n.to_string())));
             assert!(file.wait_drained(Duration::from_secs(10)));
         }
         assert_eq!(file.lock().dropped_total, 5);
-        let warnings = &stderr.lock().lines;
+        let warnings = texts(&stderr);
         assert_eq!(warnings.len(), 1, "one warning, not one per line");
+        assert!(starts_with_rfc3339_utc(&warnings[0]), "{warnings:?}");
         assert!(
-            warnings[0].text.ends_with(
-                "[WARN] log file /dev/full: cannot write: no space left on device; its lines \
-                 are dropped and counted until it can be written again"
+            warnings[0].ends_with(
+                " [WARN] log file /dev/full: cannot write: no space left on device; its lines \
+                 are dropped and counted until it can be written again\n"
             ),
-            "{}",
-            warnings[0].text
+            "{warnings:?}"
         );
     }
 }
