@@ -9,9 +9,41 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::path::Path;
+
 use serde::Serialize;
 
+use crate::logging::LineSink;
+use crate::net::SetupError;
 use crate::server::core::{Event, Reason, Session};
+
+/// The open event log: its file (through a queue) and its clock.
+pub struct EventLog {
+    sink: LineSink,
+    clock: WallClock,
+    /// One line at a time, reused.
+    line: Vec<u8>,
+}
+
+impl EventLog {
+    /// Opens `path` for appending.
+    pub fn open(path: &Path) -> Result<EventLog, SetupError> {
+        Ok(EventLog {
+            sink: LineSink::open(path)?,
+            clock: WallClock::now(),
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    /// Queues the line for `event`, if the log records it.
+    pub fn record(&mut self, now: Instant, event: &Event, session: Option<&Session>) {
+        self.line.clear();
+        encode(&mut self.line, &self.clock, now, event, session);
+        if !self.line.is_empty() {
+            self.sink.push(&self.line);
+        }
+    }
+}
 
 /// Instants as seconds since the Unix epoch: the wall clock read once, then the monotonic
 /// clock's offsets from that moment, so that a step of the wall clock does not reorder the
@@ -178,7 +210,10 @@ mod tests {
         assert_eq!(v["reason"], "dead");
         assert_eq!(v["peer"], "127.0.0.1:40000");
         assert_eq!(v["duration_ms"], 1500.0);
-        assert_eq!((v["bytes_in"].as_u64(), v["bytes_out"].as_u64()), (Some(13), Some(23)));
+        assert_eq!(
+            (v["bytes_in"].as_u64(), v["bytes_out"].as_u64()),
+            (Some(13), Some(23))
+        );
         assert_eq!(v["ts"], 1_000_001.5);
     }
 
@@ -194,13 +229,25 @@ mod tests {
 
     #[test]
     fn heartbeats_and_connects_carry_their_numbers() {
-        let v = line(Event::HeartbeatSent { number: 2, count: 3 }, Duration::ZERO);
-        assert_eq!((v["event"].as_str(), v["number"].as_u64()), (Some("heartbeat_sent"), Some(2)));
+        let v = line(
+            Event::HeartbeatSent {
+                number: 2,
+                count: 3,
+            },
+            Duration::ZERO,
+        );
+        assert_eq!(
+            (v["event"].as_str(), v["number"].as_u64()),
+            (Some("heartbeat_sent"), Some(2))
+        );
         let rtt = Duration::from_micros(1234);
         let v = line(Event::HeartbeatAnswered { rtt }, Duration::ZERO);
         assert_eq!(v["rtt_ms"], 1.234);
         let v = line(Event::Connected { open: 5 }, Duration::ZERO);
-        assert_eq!((v["event"].as_str(), v["open"].as_u64()), (Some("connect"), Some(5)));
+        assert_eq!(
+            (v["event"].as_str(), v["open"].as_u64()),
+            (Some("connect"), Some(5))
+        );
         assert!(v.get("reason").is_none(), "only the fields the event has");
     }
 

@@ -72,7 +72,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
         Ok(fd) => Box::new(File::from(fd)),
         Err(_) => Box::new(io::stderr()),
     };
-    spawn_writer("stderr", stderr_queue.clone(), stderr, None).map_err(thread_error)?;
+    spawn_writer("stderr", stderr_queue.clone(), stderr, None, Notes::Log).map_err(thread_error)?;
     let mut sinks = vec![stderr_queue.clone()];
     if let Some(path) = file {
         let opened = OpenOptions::new().create(true).append(true).open(path);
@@ -82,10 +82,18 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
         })?;
         let queue = Arc::new(Queue::new(QUEUE_BYTES));
         let report = FailureReport {
+            what: "log file",
             path: path.to_path_buf(),
             to: stderr_queue,
         };
-        spawn_writer("file", queue.clone(), Box::new(file), Some(report)).map_err(thread_error)?;
+        spawn_writer(
+            "file",
+            queue.clone(),
+            Box::new(file),
+            Some(report),
+            Notes::Log,
+        )
+        .map_err(thread_error)?;
         sinks.push(queue);
     }
     if SINKS.set(sinks.clone()).is_ok() {
@@ -95,24 +103,77 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Lines dropped so far, over every destination (a line lost for both stderr and the file
-/// counts twice): queues that were full, and writes that failed.
+/// Lines dropped so far, over every destination, the event log's included (a line lost for
+/// both stderr and the file counts twice): queues that were full, and writes that failed.
 pub fn dropped_lines() -> u64 {
-    SINKS.get().map_or(0, |sinks| {
+    let logs = SINKS.get().map_or(0, |sinks| {
         sinks.iter().map(|queue| queue.lock().dropped_total).sum()
-    })
+    });
+    let others = lock_others()
+        .iter()
+        .map(|q| q.lock().dropped_total)
+        .sum::<u64>();
+    logs + others
+}
+
+/// A file of lines of its own (the event log), written like the log: [`LineSink::push`]
+/// queues a whole line and never waits; a thread named `log events` writes them; a full
+/// queue drops lines, counted in [`dropped_lines`] and noted in the file as a JSON line
+/// `{"event":"dropped","lines":N}`; a failing file gives one warning on stderr. [`flush`]
+/// waits for it too.
+pub struct LineSink {
+    queue: Arc<Queue>,
+}
+
+impl LineSink {
+    /// Opens `path` for appending and starts its writer.
+    pub fn open(path: &Path) -> Result<LineSink, SetupError> {
+        let opened = OpenOptions::new().create(true).append(true).open(path);
+        let file = opened.map_err(|source| SetupError::LogFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let queue = Arc::new(Queue::new(QUEUE_BYTES));
+        let report = SINKS
+            .get()
+            .and_then(|sinks| sinks.first())
+            .map(|stderr| FailureReport {
+                what: "event log",
+                path: path.to_path_buf(),
+                to: stderr.clone(),
+            });
+        spawn_writer("events", queue.clone(), Box::new(file), report, Notes::Json).map_err(
+            |source| SetupError::EventLoop {
+                what: "event log writer thread",
+                source,
+            },
+        )?;
+        lock_others().push(queue.clone());
+        Ok(LineSink { queue })
+    }
+
+    /// Queues one line (it must end in `\n`), or drops and counts it if the queue is full.
+    pub fn push(&self, line: &[u8]) {
+        self.queue.push(line.into());
+    }
+}
+
+/// Queues of [`LineSink`]s, for [`dropped_lines`] and [`flush`].
+static OTHERS: Mutex<Vec<Arc<Queue>>> = Mutex::new(Vec::new());
+
+fn lock_others() -> MutexGuard<'static, Vec<Arc<Queue>>> {
+    OTHERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits until every queued line has been written, giving up on a destination that makes no
 /// progress for [`FLUSH_PATIENCE`]. Returns true if everything was written. The binaries call
 /// it before exiting so that the last lines (`received SIGTERM`) are not lost.
 pub fn flush() -> bool {
-    let Some(sinks) = SINKS.get() else {
-        return true;
-    };
+    let mut queues: Vec<Arc<Queue>> = SINKS.get().cloned().unwrap_or_default();
+    queues.extend(lock_others().iter().cloned());
     // Every destination gets its chance, even after one has given up.
     let mut all = true;
-    for queue in sinks {
+    for queue in &queues {
         all &= queue.wait_drained(FLUSH_PATIENCE);
     }
     all
@@ -310,8 +371,18 @@ impl Queue {
 
 /// Where a failing log file says so, once: the stderr queue.
 struct FailureReport {
+    /// What the file is, for the warning: `log file`, `event log`.
+    what: &'static str,
     path: PathBuf,
     to: Arc<Queue>,
+}
+
+/// How a destination's own lines (how many were dropped) are written: as a log line, or as
+/// a JSON object (the event log, which a machine reads line by line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notes {
+    Log,
+    Json,
 }
 
 /// The thread is named `log NAME` (`log stderr`, `log file`), as `/proc` shows it.
@@ -320,16 +391,22 @@ fn spawn_writer(
     queue: Arc<Queue>,
     out: Box<dyn Write + Send>,
     report: Option<FailureReport>,
+    notes: Notes,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name(format!("log {name}"))
-        .spawn(move || write_forever(&queue, out, report))
+        .spawn(move || write_forever(&queue, out, report, notes))
         .map(drop)
 }
 
 /// The writer thread: takes every queued line at once, writes them in one go, then a line
 /// for whatever was dropped meanwhile. Only this thread ever waits on the destination.
-fn write_forever(queue: &Queue, mut out: Box<dyn Write + Send>, report: Option<FailureReport>) {
+fn write_forever(
+    queue: &Queue,
+    mut out: Box<dyn Write + Send>,
+    report: Option<FailureReport>,
+    notes: Notes,
+) {
     let mut batch = VecDeque::new();
     let mut bytes = Vec::new();
     loop {
@@ -346,7 +423,7 @@ fn write_forever(queue: &Queue, mut out: Box<dyn Write + Send>, report: Option<F
             state.busy = true;
             std::mem::take(&mut state.dropped)
         };
-        let result = write_batch(&mut *out, &mut batch, dropped, &mut bytes);
+        let result = write_batch(&mut *out, &mut batch, dropped, &mut bytes, notes);
         let mut state = queue.lock();
         state.busy = false;
         state.batches += 1;
@@ -361,8 +438,9 @@ fn write_forever(queue: &Queue, mut out: Box<dyn Write + Send>, report: Option<F
                         report.to.push(own_line(
                             Level::Warn,
                             format_args!(
-                                "log file {}: cannot write: {}; its lines are dropped and \
+                                "{} {}: cannot write: {}; its lines are dropped and \
                                  counted until it can be written again",
+                                report.what,
                                 report.path.display(),
                                 describe(&error)
                             ),
@@ -392,6 +470,7 @@ fn write_batch(
     batch: &mut VecDeque<Line>,
     dropped: u64,
     bytes: &mut Vec<u8>,
+    notes: Notes,
 ) -> Result<(), (u64, io::Error)> {
     let total = batch.len() as u64;
     let mut written = 0;
@@ -407,9 +486,18 @@ fn write_batch(
         }
     }
     if dropped > 0 {
-        let message =
-            format_args!("{dropped} log lines dropped: this log's output was not keeping up");
-        bytes.extend_from_slice(&own_line(Level::Warn, message));
+        match notes {
+            Notes::Log => {
+                let message = format_args!(
+                    "{dropped} log lines dropped: this log's output was not keeping up"
+                );
+                bytes.extend_from_slice(&own_line(Level::Warn, message));
+            }
+            Notes::Json => {
+                let note = format!("{{\"event\":\"dropped\",\"lines\":{dropped}}}\n");
+                bytes.extend_from_slice(note.as_bytes());
+            }
+        }
     }
     write_chunk(out, bytes)
         .and_then(|()| out.flush())
@@ -586,7 +674,14 @@ mod tests {
     fn a_blocked_destination_never_blocks_the_caller_and_drops_are_reported_once_it_drains() {
         let gate = Gate::default();
         let queue = Arc::new(Queue::new(10 * cost(&line("n"))));
-        spawn_writer("test", queue.clone(), Box::new(gate.clone()), None).unwrap();
+        spawn_writer(
+            "test",
+            queue.clone(),
+            Box::new(gate.clone()),
+            None,
+            Notes::Log,
+        )
+        .unwrap();
         let mut writer = LineWriter::new(vec![queue.clone()]);
         assert!(writeln!(writer, "first").is_ok());
         wait_until(|| queue.lock().busy);
@@ -623,6 +718,24 @@ mod tests {
         );
     }
 
+    /// The event log's own note of dropped lines is a JSON object, so that every line of the
+    /// file still parses.
+    #[test]
+    fn a_json_destination_notes_drops_as_a_json_line() {
+        let mut batch: VecDeque<Line> = [line("{\"event\":\"connect\"}")].into();
+        let mut out = Vec::new();
+        let mut bytes = Vec::new();
+        assert!(write_batch(&mut out, &mut batch, 3, &mut bytes, Notes::Json).is_ok());
+        let text = String::from_utf8(out).unwrap();
+        for l in text.lines() {
+            assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "{l}");
+        }
+        assert!(
+            text.ends_with("{\"event\":\"dropped\",\"lines\":3}\n"),
+            "{text}"
+        );
+    }
+
     /// Accepts its first write whole, then fails like a full disk.
     #[derive(Default)]
     struct FirstWriteOnly {
@@ -649,7 +762,7 @@ mod tests {
         let lines = || -> VecDeque<Line> { (0..3000).map(|n| line(&padded(n))).collect() };
         let mut batch = lines();
         let (mut out, mut bytes) = (Vec::new(), Vec::new());
-        assert!(write_batch(&mut out, &mut batch, 7, &mut bytes).is_ok());
+        assert!(write_batch(&mut out, &mut batch, 7, &mut bytes, Notes::Log).is_ok());
         assert!(batch.is_empty());
         assert!(out.len() > 2 * CHUNK_BYTES, "more than one chunk");
         let text = String::from_utf8(out).unwrap();
@@ -668,7 +781,7 @@ mod tests {
 
         let mut out = FirstWriteOnly::default();
         let mut batch = lines();
-        let (lost, _) = write_batch(&mut out, &mut batch, 0, &mut bytes).unwrap_err();
+        let (lost, _) = write_batch(&mut out, &mut batch, 0, &mut bytes, Notes::Log).unwrap_err();
         let went_out = out.written.iter().filter(|b| **b == b'\n').count() as u64;
         assert!(went_out > 0 && went_out < 3000, "{went_out}");
         assert_eq!(lost, 3000 - went_out);
@@ -690,10 +803,18 @@ mod tests {
         let stderr = Arc::new(Queue::new(QUEUE_BYTES));
         let file = Arc::new(Queue::new(QUEUE_BYTES));
         let report = FailureReport {
+            what: "log file",
             path: PathBuf::from("/dev/full"),
             to: stderr.clone(),
         };
-        spawn_writer("test", file.clone(), Box::new(Full), Some(report)).unwrap();
+        spawn_writer(
+            "test",
+            file.clone(),
+            Box::new(Full),
+            Some(report),
+            Notes::Log,
+        )
+        .unwrap();
         for n in 0..5 {
             assert!(file.push(line(&n.to_string())));
             assert!(file.wait_drained(Duration::from_secs(10)));

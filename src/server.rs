@@ -33,6 +33,7 @@ use self::core::{Action, ServerCore};
 use self::scrape::Scrapers;
 use crate::alarm::{Alarm, ALARM};
 use crate::conn::{read_once, split, write_until_blocked, ReadResult};
+use crate::events::EventLog;
 use crate::metrics::Gauges;
 use crate::net::{self, interrupted, SetupError};
 use crate::ratelimit::LogLimiter;
@@ -77,6 +78,8 @@ pub struct Server {
     peer_lines: LogLimiter,
     /// The `--metrics` endpoint, when asked for.
     scrapers: Option<Scrapers>,
+    /// The `--events` log, when asked for.
+    events: Option<EventLog>,
 }
 
 impl Server {
@@ -94,6 +97,10 @@ impl Server {
             .map_err(event_loop("listener registration"))?;
         let scrapers = match config.metrics {
             Some(addr) => Some(Scrapers::bind(addr, poll.registry())?),
+            None => None,
+        };
+        let events = match &config.events {
+            Some(path) => Some(EventLog::open(path)?),
             None => None,
         };
         let stop = StopSignal::new(poll.registry())?;
@@ -116,6 +123,7 @@ impl Server {
                 report::PEER_LINES_PER_SECOND,
             ),
             scrapers,
+            events,
         })
     }
 

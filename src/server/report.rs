@@ -19,6 +19,9 @@ impl Server {
     /// count of those held back: peers decide how often these happen, so they must not
     /// decide how much is logged.
     pub(super) fn report(&mut self, key: usize, event: Event, now: Instant) {
+        if let Some(events) = &mut self.events {
+            events.record(now, &event, self.core.session(key));
+        }
         let socket = self.sockets.get(key).and_then(Option::as_ref);
         let peer = PeerName(socket.map(|socket| &socket.stream));
         let limiter = &mut self.peer_lines;
