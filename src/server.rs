@@ -71,6 +71,9 @@ pub struct Server {
     cut_off: Vec<(usize, u32)>,
     /// Accepting stopped for a back-off while peers may still wait in the backlog.
     accept_deferred: bool,
+    /// At `--max-connections` with peers accepted since the last reads: read them (their end
+    /// of stream may free places) before refusing anyone (see `accept_all`).
+    waiting_for_room: bool,
     stop: StopSignal,
     alarm: Alarm,
     log_limiter: LogLimiter,
@@ -115,6 +118,7 @@ impl Server {
             read_buf: vec![0; core::READ_BUFFER],
             cut_off: Vec::new(),
             accept_deferred: false,
+            waiting_for_room: false,
             stop,
             alarm,
             log_limiter: LogLimiter::new(Duration::from_secs(1)),
@@ -164,7 +168,7 @@ impl Server {
                 (a, b) => a.or(b),
             };
             self.alarm.arm(wakeup, now);
-            let sleeping = self.cut_off.is_empty();
+            let sleeping = self.cut_off.is_empty() && !self.waiting_for_room;
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
             let alarm_ahead = wakeup.filter(|at| sleeping && *at > now);
             let timeout = match sleeping {

@@ -397,3 +397,24 @@ fn two_floods_do_not_hold_back_a_quiet_peers_heartbeat() {
     }
     assert!(stats.lines_echoed > 10_000, "{stats:?}");
 }
+
+/// `--max-connections 50` and 6,000 connect/close cycles, at most one peer open at a time:
+/// no one is refused. Each loop turn reads before it accepts, so a peer that hung up frees
+/// its place before the next one is counted (it used to refuse about a fifth of them).
+#[test]
+fn a_full_server_counts_only_peers_still_there() {
+    let mut server = ServerProcess::start(&["--log-level", "off", "--max-connections", "50"]);
+    for _ in 0..6000 {
+        let peer = TcpStream::connect(server.addr()).expect("connects");
+        drop(peer);
+    }
+    let mut last = Peer::connect(server.addr());
+    last.send(b"am I in?\n");
+    assert_eq!(last.line().as_deref(), Some("Echoing...am I in?"));
+    drop(last);
+    server.signal("-TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let summary = server.rest_of_stdout();
+    let refused = common::summary_value(&summary, "refused, --max-connections reached");
+    assert_eq!(refused, Some(0), "{summary}");
+}

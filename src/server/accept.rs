@@ -18,15 +18,28 @@ use crate::protocol;
 
 impl Server {
     /// Accepts until the kernel has no more waiting peers or the core says stop.
+    ///
+    /// At `--max-connections`, a peer is refused only if every peer holding a place has had
+    /// a turn of reads since it was accepted: peers taken from the backlog in a burst may all
+    /// have hung up already, and their end of stream frees their place once read. So when
+    /// this call has admitted anyone, or the last turn did not already wait, it waits a turn
+    /// (the loop then polls without sleeping) instead of refusing.
     pub(super) fn accept_all(&mut self, now: Instant) {
         self.accept_deferred = false;
+        let waited_for_reads = std::mem::take(&mut self.waiting_for_room);
+        let mut admitted = false;
         while let Some(listener) = &self.listener {
             if !self.core.is_accepting() {
                 self.accept_deferred = true;
                 return;
             }
+            if !self.core.has_room() && (admitted || !waited_for_reads) {
+                self.waiting_for_room = true;
+                self.accept_deferred = true;
+                return;
+            }
             match listener.accept() {
-                Ok((stream, addr)) => self.admit(stream, addr, now),
+                Ok((stream, addr)) => admitted |= self.admit(stream, addr, now),
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
@@ -52,11 +65,14 @@ impl Server {
         }
     }
 
-    /// Takes in one accepted peer, or turns it away.
-    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
+    /// Takes in one accepted peer, or turns it away; returns whether it was taken in.
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) -> bool {
         let key = match self.core.handle_accept(now, addr) {
             Admission::Admitted(key) => key,
-            Admission::Refused(refusal) => return self.refuse(stream, addr, refusal, now),
+            Admission::Refused(refusal) => {
+                self.refuse(stream, addr, refusal, now);
+                return false;
+            }
         };
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -81,6 +97,7 @@ impl Server {
             });
         }
         self.carry_out(now);
+        true
     }
 
     fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {

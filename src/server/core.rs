@@ -406,6 +406,12 @@ impl ServerCore {
         self.accept_paused_until = Some(later(now, ACCEPT_BACKOFF));
     }
 
+    /// Whether a peer accepted now would get a place (`--max-connections`), counting only
+    /// peers still there (not those whose end of stream was read).
+    pub fn has_room(&self) -> bool {
+        self.conns.len() - self.peers_gone < self.settings.max_connections
+    }
+
     /// Whether the loop should accept peers now.
     pub fn is_accepting(&self) -> bool {
         self.drain.is_none() && self.accept_paused_until.is_none()
