@@ -112,13 +112,16 @@ pub enum Action {
     Close,
 }
 
-/// Liveness of one peer: 24 bytes, no heap.
+/// Liveness of one peer: 24 bytes, no heap (`a_peer_is_24_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     /// `L` (the peer last spoke) while no heartbeat is outstanding; `s_k` (heartbeat k left)
     /// once k > 0. Only one of the two ever decides the next deadline.
     since: Instant,
     heartbeats_sent: u32,
+    /// Milliseconds from `L` to `since` (0 while they are the same), so that how long the
+    /// peer has been silent is known after `since` moved on; it fits in the padding.
+    silent_before_ms: u32,
 }
 
 impl Peer {
@@ -127,6 +130,7 @@ impl Peer {
         Peer {
             since: now,
             heartbeats_sent: 0,
+            silent_before_ms: 0,
         }
     }
 
@@ -135,6 +139,7 @@ impl Peer {
     pub fn on_data(&mut self, now: Instant) -> u32 {
         // `max` so that a clock read earlier in the same loop turn never moves L backwards.
         self.since = self.since.max(now);
+        self.silent_before_ms = 0;
         std::mem::take(&mut self.heartbeats_sent)
     }
 
@@ -155,6 +160,9 @@ impl Peer {
         }
         if self.heartbeats_sent < timing.count {
             self.heartbeats_sent += 1;
+            let waited = now.saturating_duration_since(self.since).as_millis();
+            let waited = u32::try_from(waited).unwrap_or(u32::MAX);
+            self.silent_before_ms = self.silent_before_ms.saturating_add(waited);
             self.since = now;
             return Action::SendHeartbeat {
                 number: self.heartbeats_sent,
@@ -167,6 +175,13 @@ impl Peer {
     /// When the peer last spoke (or connected), while no heartbeat is outstanding.
     pub fn last_seen(&self) -> Option<Instant> {
         (self.heartbeats_sent == 0).then_some(self.since)
+    }
+
+    /// How long the peer has been silent at `now` (to the millisecond once heartbeats went
+    /// out): the time from its last byte, for detection-time figures.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        let before = Duration::from_millis(u64::from(self.silent_before_ms));
+        now.saturating_duration_since(self.since) + before
     }
 
     /// When the last heartbeat left, while any is unanswered.
@@ -424,11 +439,32 @@ mod tests {
     }
 
     #[test]
+    fn how_long_a_peer_has_been_silent_survives_the_heartbeats() {
+        let t0 = Instant::now();
+        let mut peer = Peer::new(t0);
+        peer.on_data(t0 + secs(1));
+        peer.on_timer(t0 + secs(31), &TIMING);
+        peer.on_timer(t0 + secs(36), &TIMING);
+        assert_eq!(
+            peer.silent_for(t0 + secs(37)),
+            secs(36),
+            "since its byte at 1 s"
+        );
+        peer.on_data(t0 + secs(38));
+        assert_eq!(peer.silent_for(t0 + secs(40)), secs(2));
+    }
+
+    #[test]
     fn on_data_never_moves_last_seen_backwards() {
         let t0 = Instant::now();
         let mut peer = Peer::new(t0 + secs(5));
         peer.on_data(t0);
         assert_eq!(peer.last_seen(), Some(t0 + secs(5)));
+    }
+
+    #[test]
+    fn a_peer_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Peer>(), 24);
     }
 
     #[test]

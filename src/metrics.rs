@@ -136,6 +136,16 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         gauges.buffered_bytes,
     );
     m.counter(
+        "heartbeat_bytes_received_total",
+        "Bytes read from peers.",
+        stats.bytes_in,
+    );
+    m.counter(
+        "heartbeat_bytes_sent_total",
+        "Bytes the kernel took for peers.",
+        stats.bytes_out,
+    );
+    m.counter(
         "heartbeat_log_lines_dropped_total",
         "Log lines dropped because the log could not keep up.",
         gauges.log_lines_dropped,
@@ -154,6 +164,11 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         "heartbeat_wakeup_delay_seconds",
         "How late the OS woke the loop after the alarm it slept until.",
         &stats.wake_delay,
+    );
+    m.histogram(
+        "heartbeat_detection_seconds",
+        "For each peer closed as dead, how long it had been silent when told End Connection.",
+        &stats.detection_time,
     );
 }
 

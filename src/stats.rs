@@ -53,6 +53,12 @@ pub struct ServerStats {
     /// How long after its wake-up alarm was due the loop was running again, each time it
     /// slept until one: the operating system's share of timer lateness.
     pub wake_delay: Latencies,
+    /// For each peer closed as dead, how long it had been silent when told `End Connection`
+    /// (its last byte to the decision): how fast dead peers are found.
+    pub detection_time: Latencies,
+    /// Bytes read from peers, and bytes the kernel took for them.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// A histogram of durations in microseconds (1 µs to an hour, 3 significant figures; longer
@@ -137,15 +143,28 @@ impl Serialize for Latencies {
 }
 
 impl ServerStats {
-    /// An `End Connection` due at `due` went out at `sent`, in a loop turn that began at
-    /// `woke`; `slept_past` is the alarm that turn's wake-up came late for, if it did.
+    /// `n` bytes were read from a peer.
+    pub fn on_bytes_in(&mut self, n: usize) {
+        self.bytes_in += n as u64;
+    }
+
+    /// The kernel took `n` bytes for a peer.
+    pub fn on_bytes_out(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+    }
+
+    /// An `End Connection` due at `due` went out at `sent` to a peer silent for `silent`, in
+    /// a loop turn that began at `woke`; `slept_past` is the alarm that turn's wake-up came
+    /// late for, if it did.
     pub fn on_end_connection_sent(
         &mut self,
         due: Instant,
         sent: Instant,
+        silent: Duration,
         woke: Instant,
         slept_past: Option<Instant>,
     ) {
+        self.detection_time.record(silent);
         let late = sent.saturating_duration_since(due);
         // The OS kept the loop asleep from the later of its alarm and this deadline until it
         // woke; the rest (tick rounding, work before this line) is the loop's.
@@ -225,7 +244,7 @@ impl ServerStats {
 
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 13] = [
+        let rows: [(&str, u64); 15] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -238,6 +257,8 @@ impl ServerStats {
             ("closed at shutdown", self.closed_at_shutdown),
             ("closed over --max-buffered", self.closed_over_budget),
             ("log lines dropped", self.log_lines_dropped),
+            ("bytes received", self.bytes_in),
+            ("bytes sent", self.bytes_out),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
@@ -256,6 +277,7 @@ impl ServerStats {
                 ("End Connection lateness", &self.close_lateness),
                 ("  the loop's share", &self.close_lateness_loop),
                 ("loop wake-up delay (OS)", &self.wake_delay),
+                ("dead peers silent for", &self.detection_time),
             ];
             for (label, latencies) in rows {
                 out.push('\n');
@@ -376,13 +398,16 @@ mod tests {
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
+            detection_time: Latencies::default(),
+            bytes_in: 1016,
+            bytes_out: 1017,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1015 {
+        for v in 1001..=1017 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");
@@ -396,15 +421,18 @@ mod tests {
         let us = Duration::from_micros;
         let t0 = Instant::now();
         // Woken on time: all 400 µs are the loop's.
-        s.on_end_connection_sent(t0, t0 + us(400), t0 + us(100), None);
+        let silent = Duration::from_millis(700);
+        s.on_end_connection_sent(t0, t0 + us(400), silent, t0 + us(100), None);
         // Due at 0, alarm at 300, woken at 1000 (700 late), sent at 1200: 500 µs the loop's.
-        s.on_end_connection_sent(t0, t0 + us(1200), t0 + us(1000), Some(t0 + us(300)));
+        s.on_end_connection_sent(t0, t0 + us(1200), silent, t0 + us(1000), Some(t0 + us(300)));
         s.wake_delay.record(us(700));
         let text = s.summary();
-        let rows: Vec<&str> = text.lines().rev().take(3).collect();
-        let [wake, own, late] = rows[..] else {
-            panic!("three rows expected:\n{text}")
+        let rows: Vec<&str> = text.lines().rev().take(4).collect();
+        let [found, wake, own, late] = rows[..] else {
+            panic!("four rows expected:\n{text}")
         };
+        assert!(found.contains("dead peers silent for"), "{text}");
+        assert!(found.contains("p50 700"), "{found}");
         assert!(late.contains("End Connection lateness"), "{text}");
         assert!(
             late.contains("max 1.200ms") && late.contains("(2 samples)"),
@@ -426,7 +454,7 @@ mod tests {
         let t0 = Instant::now();
         let maxima = |due, sent, woke, slept_past| {
             let mut s = ServerStats::default();
-            s.on_end_connection_sent(due, sent, woke, slept_past);
+            s.on_end_connection_sent(due, sent, Duration::ZERO, woke, slept_past);
             (
                 s.close_lateness.percentiles().max_us,
                 s.close_lateness_loop.percentiles().max_us,

@@ -370,6 +370,9 @@ fn case_3_silent_peer_gets_three_heartbeats_then_end_connection() {
     let stats = h.core.stats();
     assert_eq!((stats.heartbeats_sent, stats.closed_dead), (3, 1));
     assert_eq!(stats.close_lateness.percentiles().count, 1);
+    // Found dead 700 ms after its last byte (its connect): idle + 3 intervals.
+    let found = stats.detection_time.percentiles();
+    assert_eq!((found.count, found.max_us / 1000), (1, 700));
 }
 
 /// Manual case 4: the peer closes: its last line (no newline) is echoed, our side is shut at

@@ -25,6 +25,9 @@ fn small_stats() -> ServerStats {
     s.close_lateness_loop.record(us(300));
     s.wake_delay.record(us(700));
     s.wake_delay.record(Duration::from_secs(3));
+    s.detection_time.record(Duration::from_millis(700));
+    s.bytes_in = 11;
+    s.bytes_out = 12;
     s
 }
 
@@ -94,6 +97,12 @@ heartbeat_lines_too_long_total 0
 # HELP heartbeat_buffered_bytes Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.
 # TYPE heartbeat_buffered_bytes gauge
 heartbeat_buffered_bytes 10
+# HELP heartbeat_bytes_received_total Bytes read from peers.
+# TYPE heartbeat_bytes_received_total counter
+heartbeat_bytes_received_total 11
+# HELP heartbeat_bytes_sent_total Bytes the kernel took for peers.
+# TYPE heartbeat_bytes_sent_total counter
+heartbeat_bytes_sent_total 12
 # HELP heartbeat_log_lines_dropped_total Log lines dropped because the log could not keep up.
 # TYPE heartbeat_log_lines_dropped_total counter
 heartbeat_log_lines_dropped_total 7
@@ -105,6 +114,9 @@ heartbeat_log_lines_dropped_total 7
 {}\
 # HELP heartbeat_wakeup_delay_seconds How late the OS woke the loop after the alarm it slept until.
 # TYPE heartbeat_wakeup_delay_seconds histogram
+{}\
+# HELP heartbeat_detection_seconds For each peer closed as dead, how long it had been silent when told End Connection.
+# TYPE heartbeat_detection_seconds histogram
 {}",
         histogram(
             "heartbeat_end_connection_lateness_seconds",
@@ -124,6 +136,13 @@ heartbeat_log_lines_dropped_total 7
             2,
             // 3 s is kept to the histogram's precision: its bucket's middle, 2.999296 s.
             "2.999996"
+        ),
+        histogram(
+            "heartbeat_detection_seconds",
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+            1,
+            // 700 ms kept to the histogram's precision (3 significant figures).
+            "0.70016"
         ),
     );
     let text = render(&small_stats(), &GAUGES);
@@ -190,7 +209,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 16, "{kinds:?}");
+    assert_eq!(kinds.len(), 19, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 

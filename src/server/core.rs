@@ -439,6 +439,7 @@ impl ServerCore {
     /// `bytes` were read from `key` at `now`: a sign of life; each data line is echoed.
     pub fn handle_read(&mut self, now: Instant, key: usize, bytes: &[u8]) {
         self.now = now;
+        self.stats.on_bytes_in(bytes.len());
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -525,6 +526,7 @@ impl ServerCore {
         };
         let written = match result {
             Ok(n) => {
+                self.stats.on_bytes_out(n);
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.bytes_out += n as u64;
                 }
@@ -751,6 +753,7 @@ impl ServerCore {
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
+        let silent = record.liveness.silent_for(now);
         match record.liveness.on_timer(now, &timing) {
             liveness::Action::Rearm(at) => self.timers.arm(key, at),
             liveness::Action::SendHeartbeat { number, next } => {
@@ -762,7 +765,8 @@ impl ServerCore {
             }
             liveness::Action::Close => {
                 let Wakeup { woke, overslept } = self.wakeup;
-                self.stats.on_end_connection_sent(due, now, woke, overslept);
+                self.stats
+                    .on_end_connection_sent(due, now, silent, woke, overslept);
                 let count = timing.count;
                 let late = now.saturating_duration_since(due);
                 self.report(key, Event::Dead { count, late });
