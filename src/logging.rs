@@ -75,11 +75,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
     spawn_writer("stderr", stderr_queue.clone(), stderr, None, Notes::Log).map_err(thread_error)?;
     let mut sinks = vec![stderr_queue.clone()];
     if let Some(path) = file {
-        let opened = OpenOptions::new().create(true).append(true).open(path);
-        let file = opened.map_err(|source| SetupError::LogFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open_append(path)?;
         let queue = Arc::new(Queue::new(QUEUE_BYTES));
         let report = FailureReport {
             what: "log file",
@@ -128,11 +124,7 @@ pub struct LineSink {
 impl LineSink {
     /// Opens `path` for appending and starts its writer.
     pub fn open(path: &Path) -> Result<LineSink, SetupError> {
-        let opened = OpenOptions::new().create(true).append(true).open(path);
-        let file = opened.map_err(|source| SetupError::LogFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open_append(path)?;
         let queue = Arc::new(Queue::new(QUEUE_BYTES));
         let report = SINKS
             .get()
@@ -156,6 +148,15 @@ impl LineSink {
     pub fn push(&self, line: &[u8]) {
         self.queue.push(line.into());
     }
+}
+
+/// Opens a log or event file for appending, creating it if need be.
+fn open_append(path: &Path) -> Result<File, SetupError> {
+    let opened = OpenOptions::new().create(true).append(true).open(path);
+    opened.map_err(|source| SetupError::LogFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Queues of [`LineSink`]s, for [`dropped_lines`] and [`flush`].

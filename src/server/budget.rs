@@ -127,6 +127,12 @@ impl Budget {
         }
     }
 
+    /// Starts the grace over from `now`, ceiling or not.
+    pub fn defer(&mut self, now: Instant) {
+        self.over_since = Some(now);
+        self.ceiling_since = None;
+    }
+
     /// Whether enough was freed since the last trim to be worth one; if so, it counts as
     /// done.
     pub fn take_trim(&mut self) -> bool {

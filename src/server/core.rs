@@ -593,6 +593,11 @@ impl ServerCore {
         let excess = self.budget.excess_at(now);
         if excess > 0 {
             self.close_largest(excess);
+            if self.budget.excess_at(now) > 0 {
+                // Nothing left that holds the bytes counted (which would be a bug): wait
+                // another grace rather than ask to be woken at once, forever.
+                self.budget.defer(now);
+            }
         }
         self.firing = Some((now, TIMERS_PER_BATCH));
     }
