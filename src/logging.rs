@@ -4,7 +4,7 @@
 //! simplelog formats the lines and filters them by level: its `WriteLogger`, with RFC 3339
 //! time in UTC and no target or thread (`2026-01-02T03:04:05.123456789Z [INFO] message`; the
 //! fraction loses its trailing zeros, so the time is not fixed-width).
-//! This module owns what comes after: [`LineWriter`], the writer simplelog writes into, which
+//! This module owns what comes after: `LineWriter`, the writer simplelog writes into, which
 //! gathers each line and queues it whole; one bounded queue and one writer thread per
 //! destination; the count of lines dropped. Lines are plain text, also on a terminal:
 //! simplelog colours only its `TermLogger`, which writes to the terminal itself and would

@@ -40,23 +40,31 @@
 //! [`handle_stop`]: ServerCore::handle_stop
 //! [`poll_action`]: ServerCore::poll_action
 
+mod accounting;
+mod ending;
+mod output;
+mod sessions;
+mod types;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::debug;
 use slab::Slab;
 
-use super::budget::{Budget, Verdict};
-use crate::allow::AllowList;
+use super::budget::Budget;
 use crate::conn::Buffers;
-use crate::escape::Escaped;
 use crate::liveness::{self, Peer, Timing};
-use crate::protocol::{self, classify, Frame, Message};
+use crate::protocol;
 use crate::rng::SplitMix64;
 use crate::stats::ServerStats;
 use crate::timer::{later, Timers};
+
+use self::ending::Drain;
+pub use self::sessions::Session;
+use self::sessions::Sessions;
+pub use self::types::{Action, Admission, Event, Reason, Refusal, Settings, Timer};
 
 /// After accept fails for lack of file descriptors, wait this long before trying again:
 /// long enough not to spin, short enough that peers barely notice.
@@ -73,153 +81,6 @@ const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
 /// Timers fired per [`ServerCore::handle_timeout`]: the loop reads its clock again between
 /// batches, so a heartbeat's send time is never more than a batch's work behind the truth.
 pub const TIMERS_PER_BATCH: usize = 64;
-
-/// What the core needs to know of the server's configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub timing: Timing,
-    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
-    pub tick: Duration,
-    pub max_line: usize,
-    pub max_write_buffer: usize,
-    /// All peers' buffers together (`--max-buffered`); see [`super::budget`].
-    pub max_buffered: usize,
-    pub max_connections: usize,
-    pub allow: AllowList,
-    /// Spread stopping's `End Connection`s over this long (`--drain`); zero: all at once.
-    pub drain: Duration,
-    /// Delay each peer's first heartbeat after silence by up to this share of `interval`
-    /// (`--jitter`, 0 to 100), so that peers that connected together are not asked together.
-    pub jitter_percent: u8,
-    /// Seeds each peer's jitter, so a run (and a test) is reproducible.
-    pub jitter_seed: u64,
-    /// Keep each connection's [`Session`] (for `--events`).
-    pub sessions: bool,
-}
-
-/// What the loop must do. Carry each out before the next input (see the module notes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Write [`ServerCore::output`] for this peer, then report with
-    /// [`ServerCore::handle_written`].
-    Write(usize),
-    /// The peer may be read again (its output drained below the limit); readiness that came
-    /// while it was paused was not consumed, so read it without waiting for an event.
-    Read(usize),
-    /// Everything queued has been handed to the kernel: shut down our sending side, so the
-    /// peer's end of stream follows the last byte.
-    ShutdownWrite(usize),
-    /// Close the socket. The key is free from now on.
-    Close(usize),
-    /// Tell the operator (log it); the socket is still open, so it can be named.
-    Report(usize, Event),
-    /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
-    ReleaseMemory,
-}
-
-/// Something worth a log line about one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Accepted; `open` peers are open now, this one included.
-    Connected { open: usize },
-    /// Heartbeat `number` of `count` sent.
-    HeartbeatSent { number: u32, count: u32 },
-    /// Bytes arrived while heartbeats were outstanding, `rtt` after the last one left.
-    HeartbeatAnswered { rtt: Duration },
-    /// All `count` heartbeats went unanswered: `End Connection` sent, closing, `late` after
-    /// it was due.
-    Dead { count: u32, late: Duration },
-    /// The peer closed its sending side.
-    PeerClosed,
-    /// A read or write failed; the connection is closed.
-    Failed(io::ErrorKind),
-    /// All peers' buffers stayed over `--max-buffered`, and this peer held `held` bytes of
-    /// them, among the most: it is closed.
-    OverBudget { held: usize },
-    /// Gone, for this reason.
-    Closed(Reason),
-}
-
-/// Why a connection ended; each is counted once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The peer closed its side (after its output was flushed).
-    PeerClosed,
-    /// Every heartbeat went unanswered; the peer was told `End Connection`.
-    Dead,
-    /// A reset, broken pipe or other I/O error.
-    Failed,
-    /// The server is stopping.
-    Shutdown,
-    /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
-    OverBudget,
-}
-
-/// Why a peer was turned away at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address is not in `--allow`: closed without a word.
-    NotAllowed,
-    /// `--max-connections` peers are open; it is told [`protocol::SERVER_FULL`].
-    Full { open: usize },
-}
-
-/// What [`ServerCore::handle_accept`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Keep the peer under this key (its events and actions carry it).
-    Admitted(usize),
-    Refused(Refusal),
-}
-
-/// One connection as an event log describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Session {
-    pub addr: SocketAddr,
-    pub connected: Instant,
-    /// When it last sent anything (or connected).
-    pub last_seen: Instant,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-/// Sessions by key, or nothing at all when they are not kept.
-#[derive(Debug)]
-struct Sessions(Option<Vec<Session>>);
-
-impl Sessions {
-    fn new(kept: bool) -> Sessions {
-        Sessions(kept.then(Vec::new))
-    }
-
-    fn open(&mut self, key: usize, addr: SocketAddr, now: Instant) {
-        let Some(sessions) = &mut self.0 else {
-            return;
-        };
-        let session = Session {
-            addr,
-            connected: now,
-            last_seen: now,
-            bytes_in: 0,
-            bytes_out: 0,
-        };
-        match sessions.get_mut(key) {
-            Some(slot) => *slot = session,
-            None => {
-                sessions.resize(key, session);
-                sessions.push(session);
-            }
-        }
-    }
-
-    fn get(&self, key: usize) -> Option<&Session> {
-        self.0.as_ref()?.get(key)
-    }
-
-    fn get_mut(&mut self, key: usize) -> Option<&mut Session> {
-        self.0.as_mut()?.get_mut(key)
-    }
-}
 
 /// Where a connection is in its life. Each state has one meaning for its timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,15 +102,6 @@ enum Lifecycle {
         peer_done: bool,
         our_side_shut: bool,
     },
-}
-
-/// What a connection's one timer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    /// Ask [`liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
-    Liveness,
-    /// The ending peer's time to take its last output and close is up: close regardless.
-    Linger,
 }
 
 /// One peer: 40 bytes plus the wheel's node; buffers only while they hold bytes.
@@ -277,30 +129,6 @@ impl Record {
             Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => Timer::Liveness,
             Lifecycle::Ending { .. } => Timer::Linger,
         }
-    }
-}
-
-/// Stopping: every peer is told `End Connection`, peer `told` of `total` at
-/// `start + span × told / total` (all at once when `span` is zero), in key order.
-#[derive(Debug, Clone, Copy)]
-struct Drain {
-    start: Instant,
-    span: Duration,
-    total: usize,
-    told: usize,
-    /// Keys below this have been told (or were closed already).
-    next_key: usize,
-}
-
-impl Drain {
-    /// When the next peer is due its `End Connection`; `None` once all have been told.
-    fn next_due(&self) -> Option<Instant> {
-        if self.told >= self.total {
-            return None;
-        }
-        let nanos = self.span.as_nanos() * self.told as u128 / self.total as u128;
-        let offset = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        Some(later(self.start, offset))
     }
 }
 
@@ -654,33 +482,6 @@ impl ServerCore {
         }
     }
 
-    /// While stopping: tells the next peer `End Connection` if its turn in the drain has
-    /// come. Returns whether it did.
-    fn tell_next_if_due(&mut self) -> bool {
-        let Some(drain) = self.drain else {
-            return false;
-        };
-        if drain.next_due().map_or(true, |due| due > self.now) {
-            return false;
-        }
-        let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
-        let Some(key) = next else {
-            // The rest closed on their own.
-            self.drain = Some(Drain {
-                told: drain.total,
-                ..drain
-            });
-            return false;
-        };
-        self.drain = Some(Drain {
-            told: drain.told + 1,
-            next_key: key + 1,
-            ..drain
-        });
-        self.stop_one(self.now, key);
-        true
-    }
-
     /// What is known of `key`'s connection, if sessions are kept: valid from its accept until
     /// the next accept (so also while its `Closed` report is carried out).
     pub fn session(&self, key: usize) -> Option<&Session> {
@@ -800,269 +601,6 @@ impl ServerCore {
         Timing {
             idle: timing.idle.saturating_add(Duration::from_nanos(offset)),
             ..timing
-        }
-    }
-
-    /// Part of stopping: one peer is told `End Connection`, or, if it is already ending, has
-    /// its linger cut to the stop's.
-    fn stop_one(&mut self, now: Instant, key: usize) {
-        let Some(record) = self.conns.get(key) else {
-            return;
-        };
-        let deadline = later(now, STOP_LINGER);
-        match record.lifecycle {
-            Lifecycle::Ending { .. } => {
-                if self.timers.deadline(key).map_or(true, |at| at > deadline) {
-                    self.timers.arm(key, deadline);
-                }
-            }
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
-                self.queue_line(key, protocol::END_CONNECTION);
-                self.begin_ending(key, Reason::Shutdown, now, STOP_LINGER, false);
-            }
-        }
-    }
-
-    /// Frames what was read (`Some(bytes)`; `None`: the end of the input, which completes a
-    /// last line without a newline) and queues the echoes of its data lines.
-    fn echo(&mut self, key: usize, input: Option<&[u8]>) {
-        self.claim_output(key);
-        let ServerCore {
-            conns,
-            output,
-            stats,
-            settings,
-            ..
-        } = self;
-        let Some(record) = conns.get_mut(key) else {
-            return;
-        };
-        let before = output.len();
-        let max_line = settings.max_line;
-        let mut on_frame = |frame: Frame<'_>| match frame {
-            Frame::Line(line) => match classify(line) {
-                Message::HeartbeatReply => {}
-                Message::Data(data) => {
-                    debug!("data: {:.200}", Escaped(data));
-                    protocol::encode_echo(output, data);
-                    stats.on_line_echoed();
-                }
-            },
-            Frame::TooLong => {
-                protocol::encode_too_long(output, max_line);
-                stats.on_line_too_long();
-            }
-        };
-        match input {
-            Some(bytes) => record.buffers.feed(max_line, bytes, &mut on_frame),
-            None => record.buffers.finish(&mut on_frame),
-        }
-        if output.len() > before {
-            self.output_ready(key);
-        }
-        self.account(key);
-    }
-
-    /// Queues one protocol line for `key`.
-    fn queue_line(&mut self, key: usize, line: &[u8]) {
-        self.claim_output(key);
-        protocol::encode_line(&mut self.output, line);
-        self.output_ready(key);
-    }
-
-    /// Makes the shared output buffer `key`'s. If another peer's output is still in it (the
-    /// loop did not write it yet), that output moves to its own outbox first, in order.
-    fn claim_output(&mut self, key: usize) {
-        match self.output_key {
-            Some(owner) if owner == key => {}
-            Some(owner) => {
-                if let Some(record) = self.conns.get_mut(owner) {
-                    record.buffers.hold(&self.output);
-                }
-                self.output.clear();
-                self.output_key = Some(key);
-                self.account(owner);
-            }
-            None => self.output_key = Some(key),
-        }
-    }
-
-    /// New output for `key` is in the shared buffer: behind unsent output it joins the
-    /// outbox (order is kept); either way the loop is asked to write.
-    fn output_ready(&mut self, key: usize) {
-        if let Some(record) = self.conns.get_mut(key) {
-            if !record.buffers.outbox().is_empty() {
-                record.buffers.hold(&self.output);
-                self.output.clear();
-                self.output_key = None;
-            }
-        }
-        self.actions.push_back(Action::Write(key));
-        self.account(key);
-    }
-
-    /// Bytes decided for `key` and not yet taken by the kernel.
-    fn pending_output(&self, key: usize) -> usize {
-        let shared = match self.output_key == Some(key) {
-            true => self.output.len(),
-            false => 0,
-        };
-        shared + self.conns.get(key).map_or(0, |r| r.buffers.unsent())
-    }
-
-    /// Starts ending a connection: from now on its input is dropped and its output flushed,
-    /// then its sending side shut down; it is closed once the peer has closed its side too,
-    /// or when `linger` runs out.
-    fn begin_ending(
-        &mut self,
-        key: usize,
-        reason: Reason,
-        now: Instant,
-        linger: Duration,
-        peer_done: bool,
-    ) {
-        let Some(record) = self.conns.get_mut(key) else {
-            return;
-        };
-        let paused = matches!(
-            record.lifecycle,
-            Lifecycle::ReadPaused | Lifecycle::BudgetPaused
-        );
-        if paused && !peer_done {
-            // Its input waits in the kernel: read and drop it now, so that closing later
-            // does not turn into a reset.
-            self.actions.push_back(Action::Read(key));
-        }
-        record.lifecycle = Lifecycle::Ending {
-            reason,
-            peer_done,
-            our_side_shut: false,
-        };
-        if peer_done {
-            self.peers_gone += 1;
-        }
-        self.timers.arm(key, later(now, linger));
-        self.advance_ending(key);
-    }
-
-    /// Moves an ending connection on as far as it can go now: once its output is all
-    /// written, shut down our side; once the peer is done too, close.
-    fn advance_ending(&mut self, key: usize) {
-        let pending = self.pending_output(key);
-        let Some(record) = self.conns.get_mut(key) else {
-            return;
-        };
-        let Lifecycle::Ending {
-            reason,
-            peer_done,
-            our_side_shut,
-        } = &mut record.lifecycle
-        else {
-            return;
-        };
-        if pending > 0 {
-            return;
-        }
-        let (reason, peer_done) = (*reason, *peer_done);
-        if !*our_side_shut {
-            *our_side_shut = true;
-            self.actions.push_back(Action::ShutdownWrite(key));
-        }
-        if peer_done {
-            self.close(key, reason);
-        }
-    }
-
-    fn close(&mut self, key: usize, reason: Reason) {
-        let Some(record) = self.conns.try_remove(key) else {
-            return;
-        };
-        if let Lifecycle::Ending {
-            peer_done: true, ..
-        } = record.lifecycle
-        {
-            self.peers_gone -= 1;
-        }
-        if self.output_key == Some(key) {
-            self.output.clear();
-            self.output_key = None;
-        }
-        let held = record.accounted as usize;
-        self.budget_changed(key, held, 0);
-        self.timers.cancel(key);
-        self.stats.on_close(reason);
-        self.report(key, Event::Closed(reason));
-        self.actions.push_back(Action::Close(key));
-    }
-
-    /// Counts `key`'s buffers in the budget again, after they may have changed, and does
-    /// what the budget says.
-    fn account(&mut self, key: usize) {
-        let Some(record) = self.conns.get_mut(key) else {
-            return;
-        };
-        let before = record.accounted;
-        let after = u32::try_from(record.buffers.heap_bytes()).unwrap_or(u32::MAX);
-        if before == after {
-            return;
-        }
-        record.accounted = after;
-        self.budget_changed(key, before as usize, after as usize);
-    }
-
-    fn budget_changed(&mut self, key: usize, before: usize, after: usize) {
-        match self.budget.change(self.now, before, after) {
-            Verdict::Fine => {}
-            Verdict::Pause => {
-                if let Some(record) = self.conns.get_mut(key) {
-                    if record.lifecycle == Lifecycle::Open {
-                        record.lifecycle = Lifecycle::BudgetPaused;
-                        self.budget_paused.push(key);
-                    }
-                }
-            }
-            Verdict::Resume => {
-                for key in std::mem::take(&mut self.budget_paused) {
-                    let limit = self.settings.max_write_buffer;
-                    let Some(record) = self.conns.get_mut(key) else {
-                        continue;
-                    };
-                    if record.lifecycle != Lifecycle::BudgetPaused {
-                        continue;
-                    }
-                    if record.buffers.unsent() >= limit {
-                        record.lifecycle = Lifecycle::ReadPaused;
-                    } else {
-                        record.lifecycle = Lifecycle::Open;
-                        self.actions.push_back(Action::Read(key));
-                    }
-                }
-            }
-        }
-        if after < before && self.budget.take_trim() {
-            self.actions.push_back(Action::ReleaseMemory);
-        }
-    }
-
-    /// The budget stayed exceeded past its grace: closes the peers holding the most until
-    /// `excess` bytes are freed. (Rare, so it may scan and sort.)
-    fn close_largest(&mut self, excess: usize) {
-        let mut holders: Vec<(u32, usize)> = self
-            .conns
-            .iter()
-            .filter(|(_, record)| record.accounted > 0)
-            .map(|(key, record)| (record.accounted, key))
-            .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        let mut freed = 0;
-        for (held, key) in holders {
-            if freed >= excess {
-                break;
-            }
-            freed += held as usize;
-            let held = held as usize;
-            self.report(key, Event::OverBudget { held });
-            self.close(key, Reason::OverBudget);
         }
     }
 

@@ -1,0 +1,167 @@
+//! How connections end: the ending itself (flush, shut our side, wait for the peer's, or the
+//! linger), closing and its counting, and stopping (every peer told `End Connection`, spread
+//! over `--drain`). Part of [`ServerCore`]; the states are `Lifecycle::Ending`'s.
+
+use std::time::{Duration, Instant};
+
+use super::{Action, Event, Lifecycle, Reason, ServerCore, STOP_LINGER};
+use crate::protocol;
+use crate::timer::later;
+
+/// Stopping: every peer is told `End Connection`, peer `told` of `total` at
+/// `start + span × told / total` (all at once when `span` is zero), in key order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Drain {
+    pub(super) start: Instant,
+    pub(super) span: Duration,
+    pub(super) total: usize,
+    pub(super) told: usize,
+    /// Keys below this have been told (or were closed already).
+    pub(super) next_key: usize,
+}
+
+impl Drain {
+    /// When the next peer is due its `End Connection`; `None` once all have been told.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        if self.told >= self.total {
+            return None;
+        }
+        let nanos = self.span.as_nanos() * self.told as u128 / self.total as u128;
+        let offset = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        Some(later(self.start, offset))
+    }
+}
+
+impl ServerCore {
+    /// While stopping: tells the next peer `End Connection` if its turn in the drain has
+    /// come. Returns whether it did.
+    pub(super) fn tell_next_if_due(&mut self) -> bool {
+        let Some(drain) = self.drain else {
+            return false;
+        };
+        if drain.next_due().map_or(true, |due| due > self.now) {
+            return false;
+        }
+        let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
+        let Some(key) = next else {
+            // The rest closed on their own.
+            self.drain = Some(Drain {
+                told: drain.total,
+                ..drain
+            });
+            return false;
+        };
+        self.drain = Some(Drain {
+            told: drain.told + 1,
+            next_key: key + 1,
+            ..drain
+        });
+        self.stop_one(self.now, key);
+        true
+    }
+
+    /// Part of stopping: one peer is told `End Connection`, or, if it is already ending, has
+    /// its linger cut to the stop's.
+    pub(super) fn stop_one(&mut self, now: Instant, key: usize) {
+        let Some(record) = self.conns.get(key) else {
+            return;
+        };
+        let deadline = later(now, STOP_LINGER);
+        match record.lifecycle {
+            Lifecycle::Ending { .. } => {
+                if self.timers.deadline(key).map_or(true, |at| at > deadline) {
+                    self.timers.arm(key, deadline);
+                }
+            }
+            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
+                self.queue_line(key, protocol::END_CONNECTION);
+                self.begin_ending(key, Reason::Shutdown, now, STOP_LINGER, false);
+            }
+        }
+    }
+
+    /// Starts ending a connection: from now on its input is dropped and its output flushed,
+    /// then its sending side shut down; it is closed once the peer has closed its side too,
+    /// or when `linger` runs out.
+    pub(super) fn begin_ending(
+        &mut self,
+        key: usize,
+        reason: Reason,
+        now: Instant,
+        linger: Duration,
+        peer_done: bool,
+    ) {
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let paused = matches!(
+            record.lifecycle,
+            Lifecycle::ReadPaused | Lifecycle::BudgetPaused
+        );
+        if paused && !peer_done {
+            // Its input waits in the kernel: read and drop it now, so that closing later
+            // does not turn into a reset.
+            self.actions.push_back(Action::Read(key));
+        }
+        record.lifecycle = Lifecycle::Ending {
+            reason,
+            peer_done,
+            our_side_shut: false,
+        };
+        if peer_done {
+            self.peers_gone += 1;
+        }
+        self.timers.arm(key, later(now, linger));
+        self.advance_ending(key);
+    }
+
+    /// Moves an ending connection on as far as it can go now: once its output is all
+    /// written, shut down our side; once the peer is done too, close.
+    pub(super) fn advance_ending(&mut self, key: usize) {
+        let pending = self.pending_output(key);
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Lifecycle::Ending {
+            reason,
+            peer_done,
+            our_side_shut,
+        } = &mut record.lifecycle
+        else {
+            return;
+        };
+        if pending > 0 {
+            return;
+        }
+        let (reason, peer_done) = (*reason, *peer_done);
+        if !*our_side_shut {
+            *our_side_shut = true;
+            self.actions.push_back(Action::ShutdownWrite(key));
+        }
+        if peer_done {
+            self.close(key, reason);
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize, reason: Reason) {
+        let Some(record) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let Lifecycle::Ending {
+            peer_done: true, ..
+        } = record.lifecycle
+        {
+            self.peers_gone -= 1;
+        }
+        if self.output_key == Some(key) {
+            self.output.clear();
+            self.output_key = None;
+        }
+        let held = record.accounted as usize;
+        self.budget_changed(key, held, 0);
+        self.timers.cancel(key);
+        self.stats.on_close(reason);
+        self.report(key, Event::Closed(reason));
+        self.actions.push_back(Action::Close(key));
+    }
+}

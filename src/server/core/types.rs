@@ -1,0 +1,116 @@
+//! The core's vocabulary: what it is told at start ([`Settings`]), what it asks of the loop
+//! ([`Action`]), what it reports ([`Event`]), and why peers are refused or closed. Plain data:
+//! every decision about them is in `core.rs` and its other children.
+
+use std::io;
+use std::time::Duration;
+
+use crate::allow::AllowList;
+use crate::liveness::Timing;
+
+/// What the core needs to know of the server's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timing: Timing,
+    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
+    pub tick: Duration,
+    pub max_line: usize,
+    pub max_write_buffer: usize,
+    /// All peers' buffers together (`--max-buffered`); see [`crate::server::budget`].
+    pub max_buffered: usize,
+    pub max_connections: usize,
+    pub allow: AllowList,
+    /// Spread stopping's `End Connection`s over this long (`--drain`); zero: all at once.
+    pub drain: Duration,
+    /// Delay each peer's first heartbeat after silence by up to this share of `interval`
+    /// (`--jitter`, 0 to 100), so that peers that connected together are not asked together.
+    pub jitter_percent: u8,
+    /// Seeds each peer's jitter, so a run (and a test) is reproducible.
+    pub jitter_seed: u64,
+    /// Keep each connection's [`super::Session`] (for `--events`).
+    pub sessions: bool,
+}
+
+/// What the loop must do. Carry each out before the next input (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write [`super::ServerCore::output`] for this peer, then report with
+    /// [`super::ServerCore::handle_written`].
+    Write(usize),
+    /// The peer may be read again (its output drained below the limit); readiness that came
+    /// while it was paused was not consumed, so read it without waiting for an event.
+    Read(usize),
+    /// Everything queued has been handed to the kernel: shut down our sending side, so the
+    /// peer's end of stream follows the last byte.
+    ShutdownWrite(usize),
+    /// Close the socket. The key is free from now on.
+    Close(usize),
+    /// Tell the operator (log it); the socket is still open, so it can be named.
+    Report(usize, Event),
+    /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
+    ReleaseMemory,
+}
+
+/// Something worth a log line about one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Accepted; `open` peers are open now, this one included.
+    Connected { open: usize },
+    /// Heartbeat `number` of `count` sent.
+    HeartbeatSent { number: u32, count: u32 },
+    /// Bytes arrived while heartbeats were outstanding, `rtt` after the last one left.
+    HeartbeatAnswered { rtt: Duration },
+    /// All `count` heartbeats went unanswered: `End Connection` sent, closing, `late` after
+    /// it was due.
+    Dead { count: u32, late: Duration },
+    /// The peer closed its sending side.
+    PeerClosed,
+    /// A read or write failed; the connection is closed.
+    Failed(io::ErrorKind),
+    /// All peers' buffers stayed over `--max-buffered`, and this peer held `held` bytes of
+    /// them, among the most: it is closed.
+    OverBudget { held: usize },
+    /// Gone, for this reason.
+    Closed(Reason),
+}
+
+/// Why a connection ended; each is counted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The peer closed its side (after its output was flushed).
+    PeerClosed,
+    /// Every heartbeat went unanswered; the peer was told `End Connection`.
+    Dead,
+    /// A reset, broken pipe or other I/O error.
+    Failed,
+    /// The server is stopping.
+    Shutdown,
+    /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
+    OverBudget,
+}
+
+/// Why a peer was turned away at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address is not in `--allow`: closed without a word.
+    NotAllowed,
+    /// `--max-connections` peers are open; it is told [`crate::protocol::SERVER_FULL`].
+    Full { open: usize },
+}
+
+/// What [`super::ServerCore::handle_accept`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Keep the peer under this key (its events and actions carry it).
+    Admitted(usize),
+    Refused(Refusal),
+}
+
+/// What a connection's one timer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Ask [`crate::liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
+    Liveness,
+    /// The ending peer's time to take its last output and close is up: close regardless.
+    Linger,
+}
