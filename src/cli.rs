@@ -18,6 +18,7 @@ use crate::liveness::Timing;
 use crate::net::{self, SetupError};
 use crate::protocol;
 use crate::server::{self, ServerConfig};
+use crate::workers::WorkersError;
 
 /// Why the command line could not be turned into a configuration.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub enum StartError {
     Config(ConfigError),
     /// An address that cannot be used: exit status 1.
     Setup(SetupError),
+    /// `--workers`: a worker could not be started, or failed at start (its own status).
+    Workers(WorkersError),
 }
 
 impl std::fmt::Display for StartError {
@@ -33,6 +36,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Config(e) => e.fmt(f),
             StartError::Setup(e) => e.fmt(f),
+            StartError::Workers(e) => e.fmt(f),
         }
     }
 }
@@ -42,6 +46,7 @@ impl StartError {
         match self {
             StartError::Config(_) => 2,
             StartError::Setup(_) => 1,
+            StartError::Workers(e) => e.exit_code(),
         }
     }
 }
@@ -49,6 +54,12 @@ impl StartError {
 impl From<ConfigError> for StartError {
     fn from(e: ConfigError) -> Self {
         StartError::Config(e)
+    }
+}
+
+impl From<WorkersError> for StartError {
+    fn from(e: WorkersError) -> Self {
+        StartError::Workers(e)
     }
 }
 
@@ -181,6 +192,10 @@ pub struct ServerArgs {
     /// Print the exit summary as one JSON object on stdout instead of text
     #[arg(long)]
     pub json: bool,
+    /// Worker processes sharing the port (SO_REUSEPORT), each one loop; a parent passes
+    /// signals on, starts a worker that dies again, and prints one summary for all
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub workers: usize,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -195,7 +210,8 @@ impl ServerArgs {
     /// True when a setting came from a flag: then the server asks nothing.
     pub fn settings_given(&self) -> bool {
         let timing = self.interval.is_some() || self.count.is_some() || self.idle.is_some();
-        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
+        let given = timing || self.host.is_some() || self.port.is_some();
+        given || self.config.is_some() || self.workers > 1
     }
 
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
@@ -238,6 +254,7 @@ impl ServerArgs {
             max_connections: self.max_connections,
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
+            reuse_port: false,
         })
     }
 }

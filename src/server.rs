@@ -79,7 +79,7 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
-        let mut listener = net::listen(config.addr, config.backlog)?;
+        let mut listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
         let local_addr = listener.local_addr().map_err(|source| SetupError::Listen {
             addr: config.addr,
             source,

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Peers allowed in by source address; empty allows everyone.
     pub allow: AllowList,
     pub backlog: i32,
+    /// Listen with `SO_REUSEPORT`, beside the other workers of `--workers`.
+    pub reuse_port: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allow: AllowList::default(),
             backlog: DEFAULT_BACKLOG,
+            reuse_port: false,
         }
     }
 }
