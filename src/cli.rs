@@ -411,6 +411,10 @@ pub struct ClientArgs {
     /// Never ask for settings, even on a terminal
     #[arg(long)]
     pub no_prompt: bool,
+    /// Processes to share the load, each one loop: connections, connect rate and source
+    /// addresses are split among them, and one summary is merged from all
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub workers: usize,
 }
 
 const CLIENT_AFTER_HELP: &str = "\
@@ -429,7 +433,8 @@ impl ClientArgs {
     /// True when a setting came from a flag: then the client asks nothing.
     pub fn settings_given(&self) -> bool {
         let timing = self.interval.is_some() || self.heartbeat_block.is_some();
-        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
+        let given = timing || self.host.is_some() || self.port.is_some();
+        given || self.config.is_some() || self.workers > 1
     }
 
     pub fn resolve(
@@ -489,6 +494,15 @@ impl ClientArgs {
             }));
         }
         let connections = self.connections;
+        if self.workers > 1 && connections < self.workers {
+            return Err(StartError::Config(ConfigError::Invalid {
+                setting: "--workers".into(),
+                message: format!(
+                    "{} workers need at least {} connections (--connections {connections})",
+                    self.workers, self.workers
+                ),
+            }));
+        }
         Ok(ClientConfig {
             server,
             bind,

@@ -305,10 +305,10 @@ impl Supervisor {
                     let index = slot;
                     let slot = &mut self.slots[index];
                     if slot.generation == generation {
-                        if !slot.ready {
-                            slot.ready = true;
+                        if !slot.ready && slot.generation > 1 {
                             info!("worker {index} is running again");
                         }
+                        slot.ready = true;
                         slot.last_line = Some(line);
                     }
                 }
@@ -468,4 +468,42 @@ fn send_signal(child: &Child, signal: i32) {
     };
     // The worker may have just ended (ESRCH): its end of file is on its way.
     let _ = kill(Pid::from_raw(pid), signal);
+}
+
+/// Splits `total` into `parts` shares as even as whole numbers allow, larger ones first.
+pub fn shares(total: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.max(1);
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
+}
+
+/// Source addresses for a worker whose connections are numbers `first..` of the whole run:
+/// `bind` turned so that its connection `s` uses what connection `first + s` would have used
+/// in one process (each uses `bind[number % len]`), so the load on each address is the same
+/// as without workers.
+pub fn sources_from<T: Clone>(bind: &[T], first: usize) -> Vec<T> {
+    let n = bind.len();
+    (0..n).map(|t| bind[(first + t) % n].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_even_and_add_up() {
+        assert_eq!(shares(10, 3), vec![4, 3, 3]);
+        assert_eq!(shares(2, 2), vec![1, 1]);
+        assert_eq!(shares(19_000, 4).iter().sum::<usize>(), 19_000);
+    }
+
+    #[test]
+    fn a_worker_uses_the_addresses_its_connections_would_have_used() {
+        let bind = ["a", "b", "c"];
+        assert_eq!(sources_from(&bind, 0), bind);
+        // Connections 4, 5, 6 of the run used b, c, a.
+        assert_eq!(sources_from(&bind, 4), ["b", "c", "a"]);
+        assert!(sources_from::<&str>(&[], 7).is_empty());
+    }
 }

@@ -267,3 +267,61 @@ fn workers_stop_when_their_parent_is_killed() {
         );
     }
 }
+
+/// `client --workers 2`: the connections and source addresses are split between two
+/// processes, and one JSON summary adds up both: every connection opened, every line sent
+/// echoed or counted, and the server saw connections from both source addresses.
+#[test]
+fn the_load_client_splits_its_connections_over_workers_and_merges_one_summary() {
+    let mut server = ServerProcess::start(&["--idle", "60s", "--allow", "127.0.0.1/32"]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--no-prompt", "--port", &server.port.to_string()])
+        .args([
+            "--workers",
+            "2",
+            "--connections",
+            "200",
+            "--connect-rate",
+            "2000",
+        ])
+        .args(["--interval", "200ms", "--duration", "2s", "--json"])
+        // Half the connections from an address the server refuses.
+        .args(["--bind", "127.0.0.1,127.0.0.2"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["target"], 200, "{json}");
+    // The 100 from 127.0.0.2 are accepted by the kernel, then closed by the server.
+    assert_eq!(json["opened"], 200, "{json}");
+    assert_eq!(json["closed_by_server"], 100, "{json}");
+    let sent = json["lines_sent"].as_u64().expect("lines_sent");
+    let echoed = json["echoes_received"].as_u64().expect("echoes");
+    let unanswered = json["unanswered"].as_u64().expect("unanswered");
+    assert!(
+        echoed >= 100,
+        "each allowed connection had time for lines: {json}"
+    );
+    assert_eq!(sent, echoed + unanswered, "{json}");
+    assert_eq!(
+        json["rtt"]["count"].as_u64(),
+        Some(echoed),
+        "one merged histogram"
+    );
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    let summary = server.rest_of_stdout();
+    assert_eq!(
+        summary_value(&summary, "refused, not in --allow"),
+        Some(100),
+        "{summary}"
+    );
+    assert!(
+        summary.starts_with("Summary: 100 connections accepted"),
+        "{summary}"
+    );
+}
