@@ -14,6 +14,7 @@
 //! | `allow`     | `--allow` address blocks                                              | none       |
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
+//! | `proxy`     | PROXY protocol v2 headers (`--proxy-protocol`): parsing, encoding      | none       |
 //! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
 //! | `cli`       | both command lines; flags over the file over the defaults             | none       |
@@ -49,6 +50,7 @@ pub mod net;
 pub mod notify;
 pub mod prompt;
 pub mod protocol;
+pub mod proxy;
 pub mod ratelimit;
 pub mod server;
 pub mod stats;
