@@ -196,6 +196,11 @@ pub struct ServerArgs {
     /// signals on, starts a worker that dies again, and prints one summary for all
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
     pub workers: usize,
+    /// Behind a layer-4 balancer (HAProxy send-proxy-v2, Envoy, AWS NLB): every peer must
+    /// first send a PROXY protocol v2 header, whose client address is then used for --allow,
+    /// logs and the summary; a peer without one within 5 s is closed and counted
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -255,6 +260,7 @@ impl ServerArgs {
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
             reuse_port: false,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }

@@ -12,6 +12,7 @@
 mod accept;
 pub mod budget;
 pub mod core;
+mod proxied;
 mod report;
 mod settings;
 
@@ -72,6 +73,8 @@ pub struct Server {
     log_limiter: LogLimiter,
     /// For per-peer info lines, which peers' numbers decide (see `report`).
     peer_lines: LogLimiter,
+    /// `--proxy-protocol`: peers waiting for their header, and their real addresses.
+    handshakes: proxied::Handshakes,
 }
 
 impl Server {
@@ -106,6 +109,7 @@ impl Server {
                 Duration::from_secs(1),
                 report::PEER_LINES_PER_SECOND,
             ),
+            handshakes: proxied::Handshakes::new(config.proxy_protocol),
         })
     }
 
@@ -135,7 +139,8 @@ impl Server {
                 break;
             }
             let now = Instant::now();
-            let wakeup = self.core.poll_timeout();
+            let wakeup =
+                proxied::earliest(self.core.poll_timeout(), self.handshakes.next_deadline());
             self.alarm.arm(wakeup, now);
             let sleeping = self.cut_off.is_empty();
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
@@ -164,10 +169,12 @@ impl Server {
                     WAKER => {}
                     ALARM => self.alarm.on_event(),
                     SIGNALS => self.take_signals(),
+                    token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
                     _ => self.on_socket_event(event, now),
                 }
             }
             self.fire_timers();
+            self.expire_headers(Instant::now());
             // After the reads, so that peers that hung up free their places first, and after
             // the timers, one of which may have ended an accept back-off.
             if listener_ready || self.accept_deferred {
@@ -185,7 +192,9 @@ impl Server {
                 report::PEER_LINES_PER_SECOND
             );
         }
-        Ok(self.core.into_stats())
+        let mut stats = self.core.into_stats();
+        stats.rejected_proxy_header = self.handshakes.rejected();
+        Ok(stats)
     }
 
     fn begin_stop(&mut self) {

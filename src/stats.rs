@@ -49,6 +49,8 @@ pub struct ServerStats {
     pub rejected_not_allowed: u64,
     /// `accept` itself failed (e.g. `EMFILE`).
     pub accept_errors: u64,
+    /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// How long after its due time each `End Connection` was sent.
     #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
@@ -337,6 +339,7 @@ impl ServerStats {
             rejected_full,
             rejected_not_allowed,
             accept_errors,
+            rejected_proxy_header,
             close_lateness,
             close_lateness_loop,
             wake_delay,
@@ -358,6 +361,7 @@ impl ServerStats {
             (&mut self.rejected_full, rejected_full),
             (&mut self.rejected_not_allowed, rejected_not_allowed),
             (&mut self.accept_errors, accept_errors),
+            (&mut self.rejected_proxy_header, rejected_proxy_header),
         ] {
             *sum += *add;
         }
@@ -368,7 +372,7 @@ impl ServerStats {
 
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 13] = [
+        let rows: [(&str, u64); 14] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -385,6 +389,7 @@ impl ServerStats {
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
             ("accept errors", self.accept_errors),
+            ("refused, no valid PROXY header", self.rejected_proxy_header),
         ];
         let mut out = format!(
             "Summary: {} connections accepted, peak {} open",
@@ -516,6 +521,7 @@ mod tests {
             accept_errors: 1013,
             closed_over_budget: 1014,
             log_lines_dropped: 1015,
+            rejected_proxy_header: 1016,
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
@@ -525,7 +531,7 @@ mod tests {
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1015 {
+        for v in 1001..=1016 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

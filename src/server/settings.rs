@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Listen with `SO_REUSEPORT`, beside the other workers of `--workers`.
     pub reuse_port: bool,
+    /// Every peer starts with a PROXY protocol v2 header naming the real client.
+    pub proxy_protocol: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             allow: AllowList::default(),
             backlog: DEFAULT_BACKLOG,
             reuse_port: false,
+            proxy_protocol: false,
         }
     }
 }
