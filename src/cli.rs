@@ -18,6 +18,7 @@ use crate::liveness::Timing;
 use crate::net::{self, SetupError};
 use crate::protocol;
 use crate::server::{self, ServerConfig};
+use crate::workers::WorkersError;
 
 /// Why the command line could not be turned into a configuration.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub enum StartError {
     Config(ConfigError),
     /// An address that cannot be used: exit status 1.
     Setup(SetupError),
+    /// `--workers`: a worker could not be started, or failed at start (its own status).
+    Workers(WorkersError),
 }
 
 impl std::fmt::Display for StartError {
@@ -33,6 +36,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Config(e) => e.fmt(f),
             StartError::Setup(e) => e.fmt(f),
+            StartError::Workers(e) => e.fmt(f),
         }
     }
 }
@@ -42,6 +46,7 @@ impl StartError {
         match self {
             StartError::Config(_) => 2,
             StartError::Setup(_) => 1,
+            StartError::Workers(e) => e.exit_code(),
         }
     }
 }
@@ -49,6 +54,12 @@ impl StartError {
 impl From<ConfigError> for StartError {
     fn from(e: ConfigError) -> Self {
         StartError::Config(e)
+    }
+}
+
+impl From<WorkersError> for StartError {
+    fn from(e: WorkersError) -> Self {
+        StartError::Workers(e)
     }
 }
 
@@ -211,6 +222,15 @@ pub struct ServerArgs {
     /// answered, End Connection and close (queued like the log: never waited for)
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
+    /// Worker processes sharing the port (SO_REUSEPORT), each one loop; a parent passes
+    /// signals on, starts a worker that dies again, and prints one summary for all
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub workers: usize,
+    /// Behind a layer-4 balancer (HAProxy send-proxy-v2, Envoy, AWS NLB): every peer must
+    /// first send a PROXY protocol v2 header, whose client address is then used for --allow,
+    /// logs and the summary; a peer without one within 5 s is closed and counted
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -225,7 +245,8 @@ impl ServerArgs {
     /// True when a setting came from a flag: then the server asks nothing.
     pub fn settings_given(&self) -> bool {
         let timing = self.interval.is_some() || self.count.is_some() || self.idle.is_some();
-        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
+        let given = timing || self.host.is_some() || self.port.is_some();
+        given || self.config.is_some() || self.workers > 1
     }
 
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
@@ -273,6 +294,8 @@ impl ServerArgs {
             jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
             metrics: self.metrics,
             events: self.events.clone(),
+            reuse_port: false,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }
@@ -437,6 +460,10 @@ pub struct ClientArgs {
     /// Never ask for settings, even on a terminal
     #[arg(long)]
     pub no_prompt: bool,
+    /// Processes to share the load, each one loop: connections, connect rate and source
+    /// addresses are split among them, and one summary is merged from all
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub workers: usize,
 }
 
 const CLIENT_AFTER_HELP: &str = "\
@@ -455,7 +482,8 @@ impl ClientArgs {
     /// True when a setting came from a flag: then the client asks nothing.
     pub fn settings_given(&self) -> bool {
         let timing = self.interval.is_some() || self.heartbeat_block.is_some();
-        timing || self.host.is_some() || self.port.is_some() || self.config.is_some()
+        let given = timing || self.host.is_some() || self.port.is_some();
+        given || self.config.is_some() || self.workers > 1
     }
 
     pub fn resolve(
@@ -515,6 +543,15 @@ impl ClientArgs {
             }));
         }
         let connections = self.connections;
+        if self.workers > 1 && connections < self.workers {
+            return Err(StartError::Config(ConfigError::Invalid {
+                setting: "--workers".into(),
+                message: format!(
+                    "{} workers need at least {} connections (--connections {connections})",
+                    self.workers, self.workers
+                ),
+            }));
+        }
         Ok(ClientConfig {
             server,
             bind,

@@ -15,6 +15,7 @@
 //! | `rng`       | SplitMix64: seeded, reproducible spreading (faults, jitter, back-off) | none       |
 //! | `escape`    | peers' bytes made safe for a log line (`Escaped`)                     | none       |
 //! | `ratelimit` | at most N log lines per reason per period; counts what it held back   | none       |
+//! | `proxy`     | PROXY protocol v2 headers (`--proxy-protocol`): parsing, encoding      | none       |
 //! | `metrics`   | Prometheus text for `--metrics`, its HTTP requests and responses      | none       |
 //! | `events`    | the event log's JSON lines (`--events`)                               | none       |
 //! | `config`    | `configuration.json`, durations, sizes, their errors                  | reads it   |
@@ -29,6 +30,7 @@
 //! | `notify`    | readiness for systemd: `READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`     | a datagram |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client: its poll loop (`load`) and pure parts (faults, schedule, …) | all of it  |
+//! | `workers`   | `--workers N`: starts, signals, restarts worker processes; their reports | processes |
 //!
 //! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
 // No `unsafe` anywhere but one measured, documented call in `memory` (glibc's `malloc_trim`),
@@ -51,6 +53,7 @@ pub mod net;
 pub mod notify;
 pub mod prompt;
 pub mod protocol;
+pub mod proxy;
 pub mod ratelimit;
 pub mod rng;
 pub mod server;
@@ -58,3 +61,4 @@ pub mod stats;
 pub mod stop;
 pub mod timer;
 pub mod wheel;
+pub mod workers;

@@ -102,9 +102,14 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
     m.sample(name, "reason=\"shutdown\"", stats.closed_at_shutdown);
     m.sample(name, "reason=\"over_budget\"", stats.closed_over_budget);
     let name = "heartbeat_connections_refused_total";
-    m.family(name, "counter", "Connections refused at accept, by reason: --max-connections reached, or the address not in --allow.");
+    m.family(name, "counter", "Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).");
     m.sample(name, "reason=\"full\"", stats.rejected_full);
     m.sample(name, "reason=\"not_allowed\"", stats.rejected_not_allowed);
+    m.sample(
+        name,
+        "reason=\"no_proxy_header\"",
+        stats.rejected_proxy_header,
+    );
     m.counter(
         "heartbeat_accept_errors_total",
         "Times accept itself failed (e.g. out of file descriptors).",

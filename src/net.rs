@@ -130,13 +130,40 @@ fn looks_like_host_name(host: &str) -> bool {
 /// `net.core.somaxconn`). `SO_REUSEADDR` lets a restarted server bind while old connections
 /// linger in TIME_WAIT, as every production daemon does.
 pub fn listen(addr: SocketAddr, backlog: i32) -> Result<mio::net::TcpListener, SetupError> {
+    listen_shared(addr, backlog, false)
+}
+
+/// [`listen`], and with `reuse_port` also `SO_REUSEPORT`: several processes of the same user
+/// then listen on one address and the kernel spreads new connections over them (`--workers`).
+pub fn listen_shared(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<mio::net::TcpListener, SetupError> {
     let setup = || -> io::Result<mio::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(backlog)?;
         Ok(mio::net::TcpListener::from_std(socket.into()))
+    };
+    setup().map_err(|source| SetupError::Listen { addr, source })
+}
+
+/// Binds (without listening) a `SO_REUSEPORT` socket on `addr`, to learn the port when it is 0
+/// and to hold it while worker processes listen on it with [`listen_shared`]. A socket that
+/// does not listen takes no connections: the kernel spreads them over the listening ones.
+pub fn reserve_shared(addr: SocketAddr) -> Result<Socket, SetupError> {
+    let setup = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
     };
     setup().map_err(|source| SetupError::Listen { addr, source })
 }
@@ -336,6 +363,30 @@ mod tests {
         assert!(text.contains(&addr.to_string()), "{text}");
         assert!(text.contains("address already in use"), "{text}");
         assert!(text.contains("another server running"), "{text}");
+    }
+
+    #[test]
+    fn a_reserved_port_is_shared_by_listeners_that_ask_and_refused_to_others() {
+        let reserved = reserve_shared("127.0.0.1:0".parse().unwrap()).expect("reserves");
+        let addr = reserved
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("an inet address");
+        assert_ne!(addr.port(), 0);
+        let first = listen_shared(addr, 16, true).expect("first worker listens");
+        let second = listen_shared(addr, 16, true).expect("second worker listens");
+        let error = listen(addr, 16).unwrap_err().to_string();
+        assert!(error.contains("address already in use"), "{error}");
+        // Connections go to the listeners only, never to the reserving socket.
+        for _ in 0..8 {
+            std::net::TcpStream::connect(addr).expect("connects");
+        }
+        let accepted = [&first, &second]
+            .iter()
+            .map(|l| std::iter::from_fn(|| l.accept().ok()).count())
+            .sum::<usize>();
+        assert_eq!(accepted, 8);
     }
 
     #[test]

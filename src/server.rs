@@ -12,6 +12,7 @@
 mod accept;
 pub mod budget;
 pub mod core;
+mod proxied;
 mod report;
 mod scrape;
 mod settings;
@@ -83,6 +84,8 @@ pub struct Server {
     scrapers: Option<Scrapers>,
     /// The `--events` log, when asked for.
     events: Option<EventLog>,
+    /// `--proxy-protocol`: peers waiting for their header, and their real addresses.
+    handshakes: proxied::Handshakes,
 }
 
 impl Server {
@@ -90,7 +93,7 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
-        let mut listener = net::listen(config.addr, config.backlog)?;
+        let mut listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
         let local_addr = listener.local_addr().map_err(|source| SetupError::Listen {
             addr: config.addr,
             source,
@@ -128,6 +131,7 @@ impl Server {
             ),
             scrapers,
             events,
+            handshakes: proxied::Handshakes::new(config.proxy_protocol),
         })
     }
 
@@ -162,11 +166,12 @@ impl Server {
                 break;
             }
             let now = Instant::now();
-            let scrape_deadline = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = match (self.core.poll_timeout(), scrape_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let waiting = self.handshakes.next_deadline();
+            let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
+            let wakeup = [self.core.poll_timeout(), waiting, scraping]
+                .into_iter()
+                .flatten()
+                .min();
             self.alarm.arm(wakeup, now);
             let sleeping = self.cut_off.is_empty() && !self.waiting_for_room;
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
@@ -196,6 +201,7 @@ impl Server {
                     ALARM => self.alarm.on_event(),
                     SIGNALS => self.take_signals(),
                     token if Scrapers::owns(token) => self.on_scrape_event(token, now),
+                    token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
                     _ => self.on_socket_event(event, now),
                 }
             }
@@ -203,6 +209,7 @@ impl Server {
                 scrapers.expire(self.poll.registry(), now);
             }
             self.fire_timers();
+            self.expire_headers(Instant::now());
             // After the reads, so that peers that hung up free their places first, and after
             // the timers, one of which may have ended an accept back-off.
             if listener_ready || self.accept_deferred {

@@ -17,7 +17,11 @@ pub mod client;
 pub use client::{ClientStats, ClientSummary, ConnectFailure};
 
 /// What the server counts over its lifetime; printed by [`ServerStats::summary`] at exit.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+///
+/// `Deserialize` reads the counters back (missing ones as 0) but not the histograms, which
+/// the JSON gives as percentiles: [`ServerStats::to_exact_json`] carries those whole.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ServerStats {
     pub accepted: u64,
     /// Connections open now (kept by [`on_open`](Self::on_open) / [`on_close`](Self::on_close)).
@@ -45,16 +49,22 @@ pub struct ServerStats {
     pub rejected_not_allowed: u64,
     /// `accept` itself failed (e.g. `EMFILE`).
     pub accept_errors: u64,
+    /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// How long after its due time each `End Connection` was sent.
+    #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
     /// The same, less how long the OS kept the loop asleep past that deadline: the loop's
     /// own share (tick rounding and work).
+    #[serde(skip_deserializing)]
     pub close_lateness_loop: Latencies,
     /// How long after its wake-up alarm was due the loop was running again, each time it
     /// slept until one: the operating system's share of timer lateness.
+    #[serde(skip_deserializing)]
     pub wake_delay: Latencies,
     /// For each peer closed as dead, how long it had been silent when told `End Connection`
     /// (its last byte to the decision): how fast dead peers are found.
+    #[serde(skip_deserializing)]
     pub detection_time: Latencies,
     /// Bytes read from peers, and bytes the kernel took for them.
     pub bytes_in: u64,
@@ -73,6 +83,34 @@ impl Latencies {
 
     pub fn percentiles(&self) -> Percentiles {
         Percentiles::of(&self.0)
+    }
+
+    /// The values recorded and how often each was: the histogram itself, exactly.
+    pub fn recorded(&self) -> Recorded {
+        let values = self.0.iter_recorded();
+        Recorded(
+            values
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    /// The histogram [`recorded`](Self::recorded) gave (values beyond the range saturate).
+    pub fn from_recorded(recorded: &Recorded) -> Latencies {
+        let mut latencies = Latencies::default();
+        for &(value, count) in &recorded.0 {
+            latencies.0.saturating_record_n(value, count);
+        }
+        latencies
+    }
+
+    /// Adds every duration `other` recorded, as if they had been recorded here: merged
+    /// percentiles are those of all the durations together, not an average of percentiles.
+    pub fn merge(&mut self, other: &Latencies) {
+        for v in other.0.iter_recorded() {
+            self.0
+                .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
     }
 
     /// The counts of a Prometheus-style histogram: for each of `bounds` (ascending), how many
@@ -102,6 +140,27 @@ impl Latencies {
             count,
             sum_secs: sum_us / 1e6,
         }
+    }
+}
+
+/// A histogram as `[value, count]` pairs (each value the top of its bucket): exact and
+/// small, for carrying a histogram between processes (`--workers`) and merging it there.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recorded(pub Vec<(u64, u64)>);
+
+/// `#[serde(with = "exact")]`: a [`Latencies`] as its [`Recorded`] values, for the JSON that
+/// worker processes hand their parent (never for what a person or script reads).
+pub mod exact {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Latencies, Recorded};
+
+    pub fn serialize<S: Serializer>(latencies: &Latencies, s: S) -> Result<S::Ok, S::Error> {
+        latencies.recorded().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Latencies, D::Error> {
+        Recorded::deserialize(d).map(|recorded| Latencies::from_recorded(&recorded))
     }
 }
 
@@ -204,6 +263,11 @@ impl ServerStats {
         }
     }
 
+    /// A peer sent no valid PROXY protocol header (`--proxy-protocol`).
+    pub fn on_refused_proxy_header(&mut self) {
+        self.rejected_proxy_header += 1;
+    }
+
     /// `accept` itself failed.
     pub fn on_accept_error(&mut self) {
         self.accept_errors += 1;
@@ -242,9 +306,105 @@ impl ServerStats {
         one_line_json(self)
     }
 
+    /// The histograms by field name, for carrying them whole (see `to_exact_json`).
+    fn histograms_mut(&mut self) -> [(&'static str, &mut Latencies); 4] {
+        [
+            ("close_lateness", &mut self.close_lateness),
+            ("close_lateness_loop", &mut self.close_lateness_loop),
+            ("wake_delay", &mut self.wake_delay),
+            ("detection_time", &mut self.detection_time),
+        ]
+    }
+
+    /// One line of JSON like [`to_json`](Self::to_json), but each histogram as its
+    /// [`Recorded`] values, so that [`from_exact_json`](Self::from_exact_json) gets back
+    /// exactly these counters (a worker process's report to its parent).
+    pub fn to_exact_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        let mut copy = self.clone();
+        if let Some(object) = value.as_object_mut() {
+            for (name, latencies) in copy.histograms_mut() {
+                let recorded = serde_json::to_value(latencies.recorded()).unwrap_or_default();
+                object.insert(name.to_string(), recorded);
+            }
+        }
+        value.to_string()
+    }
+
+    /// Reads what [`to_exact_json`](Self::to_exact_json) wrote.
+    pub fn from_exact_json(text: &str) -> Result<ServerStats, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        let mut stats: ServerStats = serde_json::from_value(value.clone())?;
+        for (name, latencies) in stats.histograms_mut() {
+            if let Some(recorded) = value.get_mut(name).map(serde_json::Value::take) {
+                *latencies = Latencies::from_recorded(&serde_json::from_value(recorded)?);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Adds `other`'s counts to these: counters summed, histograms merged. `open` and
+    /// `peak_open` are sums too; a sum of peaks is at least the peak of the sum (the
+    /// processes' peaks need not have come at the same moment).
+    pub fn merge(&mut self, other: &ServerStats) {
+        // Every field by name, so that a counter added later cannot be forgotten here.
+        let ServerStats {
+            accepted,
+            open,
+            peak_open,
+            lines_echoed,
+            heartbeats_sent,
+            heartbeats_answered,
+            closed_dead,
+            closed_by_peer,
+            closed_on_error,
+            closed_at_shutdown,
+            closed_over_budget,
+            log_lines_dropped,
+            lines_too_long,
+            rejected_full,
+            rejected_not_allowed,
+            accept_errors,
+            rejected_proxy_header,
+            close_lateness,
+            close_lateness_loop,
+            wake_delay,
+            detection_time,
+            bytes_in,
+            bytes_out,
+        } = other;
+        for (sum, add) in [
+            (&mut self.accepted, accepted),
+            (&mut self.open, open),
+            (&mut self.peak_open, peak_open),
+            (&mut self.lines_echoed, lines_echoed),
+            (&mut self.heartbeats_sent, heartbeats_sent),
+            (&mut self.heartbeats_answered, heartbeats_answered),
+            (&mut self.closed_dead, closed_dead),
+            (&mut self.closed_by_peer, closed_by_peer),
+            (&mut self.closed_on_error, closed_on_error),
+            (&mut self.closed_at_shutdown, closed_at_shutdown),
+            (&mut self.closed_over_budget, closed_over_budget),
+            (&mut self.log_lines_dropped, log_lines_dropped),
+            (&mut self.lines_too_long, lines_too_long),
+            (&mut self.rejected_full, rejected_full),
+            (&mut self.rejected_not_allowed, rejected_not_allowed),
+            (&mut self.accept_errors, accept_errors),
+            (&mut self.rejected_proxy_header, rejected_proxy_header),
+            (&mut self.bytes_in, bytes_in),
+            (&mut self.bytes_out, bytes_out),
+        ] {
+            *sum += *add;
+        }
+        self.close_lateness.merge(close_lateness);
+        self.close_lateness_loop.merge(close_lateness_loop);
+        self.wake_delay.merge(wake_delay);
+        self.detection_time.merge(detection_time);
+    }
+
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 15] = [
+        let rows: [(&str, u64); 16] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -263,6 +423,7 @@ impl ServerStats {
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
             ("accept errors", self.accept_errors),
+            ("refused, no valid PROXY header", self.rejected_proxy_header),
         ];
         let mut out = format!(
             "Summary: {} connections accepted, peak {} open",
@@ -395,22 +556,85 @@ mod tests {
             accept_errors: 1013,
             closed_over_budget: 1014,
             log_lines_dropped: 1015,
+            rejected_proxy_header: 1016,
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
             detection_time: Latencies::default(),
-            bytes_in: 1016,
-            bytes_out: 1017,
+            bytes_in: 1017,
+            bytes_out: 1018,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1017 {
+        for v in 1001..=1018 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");
+    }
+
+    #[test]
+    fn histograms_merge_as_if_every_duration_had_been_recorded_in_one() {
+        let us = Duration::from_micros;
+        let (mut a, mut b, mut all) = (
+            Latencies::default(),
+            Latencies::default(),
+            Latencies::default(),
+        );
+        // Two processes with very different tails: an average of their p99s (~50 ms) would
+        // be wrong; the merged p99 is the slow one's, as with all values in one histogram.
+        for i in 0..990 {
+            a.record(us(100 + i));
+            all.record(us(100 + i));
+        }
+        for i in 0..10 {
+            b.record(us(100_000 + i));
+            all.record(us(100_000 + i));
+        }
+        a.merge(&b);
+        assert_eq!(a.percentiles(), all.percentiles());
+        assert_eq!(
+            Latencies::from_recorded(&all.recorded()).percentiles(),
+            all.percentiles()
+        );
+    }
+
+    #[test]
+    fn exact_json_carries_counters_and_histograms_and_merging_sums_them() {
+        let mut one = ServerStats {
+            accepted: 3,
+            closed_dead: 2,
+            rejected_not_allowed: 1,
+            ..ServerStats::default()
+        };
+        one.close_lateness.record(Duration::from_micros(700));
+        one.wake_delay.record(Duration::from_micros(40));
+        let back = ServerStats::from_exact_json(&one.to_exact_json()).expect("reads back");
+        assert_eq!(back, one);
+        assert_eq!(
+            back.close_lateness.recorded(),
+            one.close_lateness.recorded()
+        );
+        let mut two = ServerStats {
+            accepted: 5,
+            closed_dead: 1,
+            ..ServerStats::default()
+        };
+        two.close_lateness.record(Duration::from_micros(9000));
+        two.merge(&back);
+        assert_eq!(
+            (two.accepted, two.closed_dead, two.rejected_not_allowed),
+            (8, 3, 1)
+        );
+        let p = two.close_lateness.percentiles();
+        assert_eq!(p.count, 2);
+        assert!(p.max_us >= 9000, "{p:?}");
+        // The JSON people read keeps percentiles; counters read back from it too.
+        let plain: ServerStats = serde_json::from_str(&two.to_json()).expect("reads");
+        assert_eq!(plain.accepted, 8);
+        assert!(ServerStats::from_exact_json("{not json").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! exactly as the protocol says.
 
 #[path = "../fuzz/src/lib.rs"]
+#[allow(dead_code)] // check_proxy is run by tests/proxy_props.rs
 mod fuzz_checks;
 
 use std::path::Path;

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use heartbeat::config::{self, FileConfig};
 use heartbeat::protocol::{Frame, LineDecoder};
+use heartbeat::proxy::{self, Parsed};
 use serde_json::{Map, Value};
 
 /// An owned [`Frame`].
@@ -208,4 +209,46 @@ fn count(text: &str) -> u32 {
 
 fn duration(text: &str) -> std::time::Duration {
     config::parse_duration(text).expect("accepted duration parses")
+}
+
+/// `proxy::parse` on any bytes never panics, and its answers agree with each other: a
+/// complete header is at most the bytes given and at most `MAX_HEADER`, parses the same
+/// from exactly its own bytes and with anything after it, and encodes back to a header that
+/// parses to the same client; every shorter prefix is incomplete (asking for more than it
+/// has) or, once invalid, fails the same way with more bytes; an error never turns into
+/// success by adding bytes.
+pub fn check_proxy(bytes: &[u8]) {
+    let whole = proxy::parse(bytes);
+    match whole {
+        Ok(Parsed::Complete { header, len }) => {
+            assert!(len <= bytes.len() && len <= proxy::MAX_HEADER, "{len}");
+            assert_eq!(proxy::parse(&bytes[..len]), whole, "its own bytes");
+            let encoded = proxy::encode(&header);
+            match proxy::parse(&encoded) {
+                Ok(Parsed::Complete { header: again, len }) => {
+                    assert_eq!(again, header);
+                    assert_eq!(len, encoded.len());
+                }
+                other => panic!("{header:?} encoded does not parse: {other:?}"),
+            }
+            for cut in 0..len {
+                match proxy::parse(&bytes[..cut]) {
+                    Ok(Parsed::Incomplete { need }) => assert!(need > cut, "{need} <= {cut}"),
+                    other => panic!("prefix of {cut} of a header: {other:?}"),
+                }
+            }
+        }
+        Ok(Parsed::Incomplete { need }) => {
+            assert!(need > bytes.len() && need <= proxy::MAX_HEADER, "{need}");
+        }
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
+            let mut more = bytes.to_vec();
+            more.extend_from_slice(&[0u8; 64]);
+            assert!(
+                proxy::parse(&more).is_err(),
+                "{error} then fine with more bytes"
+            );
+        }
+    }
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use heartbeat::cli::{print_line, ServerArgs, StartError};
 use heartbeat::config::{self, format_duration};
-use heartbeat::{logging, net, notify, prompt, server::Server};
+use heartbeat::stats::ServerStats;
+use heartbeat::workers::{self, Supervisor, WorkersError};
+use heartbeat::{logging, net, notify, prompt, server::Server, server::ServerConfig};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
@@ -16,7 +18,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("server: {error}");
+            // A worker that failed at start said why in its own one line.
+            if !matches!(error, StartError::Workers(WorkersError::Failed { .. })) {
+                eprintln!("server: {error}");
+            }
             ExitCode::from(error.exit_code() as u8)
         }
     }
@@ -26,8 +31,9 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
     logging::init(args.log_level.filter(), args.log_file.as_deref())?;
+    let worker = workers::worker_index();
     let stdin = std::io::stdin();
-    if !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
+    if worker.is_none() && !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
         let mut stdout = std::io::stdout();
         match prompt::ask_server_timing(&mut stdin.lock(), &mut stdout, config.timing) {
             Ok(timing) => config.timing = timing,
@@ -36,8 +42,9 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     }
     heartbeat::cli::check_timing(&config.timing, config.tick)?;
     let (timing, raised) = config.timing.with_idle_rule();
-    if let Some(warning) = raised {
-        // Printed whatever the log level: it changes what the server will do.
+    if let (Some(warning), None) = (raised, worker) {
+        // Printed whatever the log level (by the parent only): it changes what the server
+        // will do.
         eprintln!("server: warning: {warning}");
     }
     config.timing = timing;
@@ -49,19 +56,34 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
             }
         }
     }
+    if worker.is_none() && args.workers > 1 {
+        if args.metrics.is_some() {
+            // Each worker would bind the same address; the parent does not merge scrapes.
+            return Err(config::ConfigError::Invalid {
+                setting: "metrics".to_string(),
+                message: "cannot be served by several --workers yet: run one worker per \
+                          port and scrape each, or leave out --metrics"
+                    .to_string(),
+            }
+            .into());
+        }
+        return run_parent(args, &config);
+    }
+    if worker.is_some() {
+        config.reuse_port = true;
+        if let Some(port) = std::env::var(workers::PORT_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            config.addr.set_port(port);
+        }
+    }
     let mut server = Server::bind(config.clone())?;
     server.stop_on_signals()?;
-    let metrics = match server.metrics_addr() {
-        Some(addr) => format!("; metrics at http://{addr}/metrics"),
-        None => String::new(),
-    };
-    let listening = format!(
-        "Listening on {} (heartbeat every {}, {} times, after {} idle{metrics})",
-        server.local_addr(),
-        format_duration(timing.interval),
-        timing.count,
-        format_duration(timing.idle)
-    );
+    if worker.is_some() {
+        workers::stop_when_parent_goes(server.stopper());
+    }
+    let listening = listening_line(server.local_addr(), &config, None, server.metrics_addr());
     print_line(&listening);
     // After the line a script waits for, so that both say the same thing at the same time.
     notify::ready(&listening);
@@ -71,9 +93,83 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     notify::stopping();
     let mut stats = stats?;
     stats.on_log_lines_dropped(logging::dropped_lines());
-    match args.json {
-        true => print_line(&stats.to_json()),
-        false => print_line(&stats.summary()),
+    match (worker, args.json) {
+        // For the parent to merge: histograms whole, not as percentiles.
+        (Some(_), _) => print_line(&stats.to_exact_json()),
+        (None, true) => print_line(&stats.to_json()),
+        (None, false) => print_line(&stats.summary()),
+    }
+    Ok(())
+}
+
+/// `Listening on ADDR (heartbeat every …)`, with the number of workers when there are several
+/// and where metrics are served when they are.
+fn listening_line(
+    addr: std::net::SocketAddr,
+    config: &ServerConfig,
+    workers: Option<usize>,
+    metrics: Option<std::net::SocketAddr>,
+) -> String {
+    let timing = config.timing;
+    let workers = workers.map_or(String::new(), |n| format!("{n} workers, "));
+    let metrics = metrics.map_or(String::new(), |at| {
+        format!("; metrics at http://{at}/metrics")
+    });
+    format!(
+        "Listening on {addr} ({workers}heartbeat every {}, {} times, after {} idle{metrics})",
+        format_duration(timing.interval),
+        timing.count,
+        format_duration(timing.idle)
+    )
+}
+
+/// `--workers N`: reserves the port (choosing it for `--port 0`), starts the workers, and
+/// once they have all stopped prints one summary merged from their reports.
+fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError> {
+    // Held, not listening, for as long as the parent runs: the port stays ours while a
+    // worker is started again, and the workers know it before they bind.
+    let reserved = net::reserve_shared(config.addr)?;
+    let addr = reserved
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(config.addr);
+    let env = vec![(workers::PORT_ENV.to_string(), addr.port().to_string())];
+    let mut supervisor = Supervisor::start(vec![env; args.workers], true)?;
+    supervisor.wait_ready()?;
+    let listening = listening_line(addr, config, Some(args.workers), None);
+    print_line(&listening);
+    notify::ready(&listening);
+    let finished = supervisor.run();
+    notify::stopping();
+    drop(reserved);
+    let mut stats = ServerStats::default();
+    let mut unreadable = 0;
+    for report in &finished.reports {
+        match ServerStats::from_exact_json(report) {
+            Ok(worker) => stats.merge(&worker),
+            Err(_) => unreadable += 1,
+        }
+    }
+    stats.on_log_lines_dropped(stats.log_lines_dropped + logging::dropped_lines());
+    let lost = finished.lost + unreadable;
+    if args.json {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&stats.to_json()).unwrap_or_default();
+        if let Some(object) = json.as_object_mut() {
+            object.insert("workers".into(), args.workers.into());
+            object.insert("worker_restarts".into(), finished.restarts.into());
+            object.insert("workers_lost".into(), lost.into());
+        }
+        print_line(&json.to_string());
+    } else {
+        print_line(&format!(
+            "{}\n  workers: {} (started again: {}; ended without a report, their counts \
+             lost: {lost})",
+            stats.summary(),
+            args.workers,
+            finished.restarts
+        ));
     }
     Ok(())
 }

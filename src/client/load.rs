@@ -257,6 +257,8 @@ impl Client {
             finish,
             summary: self.stats.summary(&facts),
             first_error: self.first_error,
+            stats: self.stats,
+            facts,
         }
     }
 

@@ -31,7 +31,8 @@ mod warnings;
 pub use load::Client;
 
 use crate::protocol;
-use crate::stats::ClientSummary;
+use crate::stats::client::RunFacts;
+use crate::stats::{ClientStats, ClientSummary};
 use faults::FaultSpec;
 
 /// How the client runs. `Default` is the original's single client of 127.0.0.1:8000.
@@ -133,6 +134,9 @@ pub struct Outcome {
     pub summary: ClientSummary,
     /// The first connect error, for the single-connection client to report.
     pub first_error: Option<String>,
+    /// What `summary` was made of, for merging runs (`--workers`).
+    pub stats: ClientStats,
+    pub facts: RunFacts,
 }
 
 /// Whether stderr is a terminal that can show a status line redrawn in place.

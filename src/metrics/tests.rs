@@ -75,10 +75,11 @@ heartbeat_connections_closed_total{{reason=\"dead\"}} 1
 heartbeat_connections_closed_total{{reason=\"error\"}} 0
 heartbeat_connections_closed_total{{reason=\"shutdown\"}} 0
 heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
-# HELP heartbeat_connections_refused_total Connections refused at accept, by reason: --max-connections reached, or the address not in --allow.
+# HELP heartbeat_connections_refused_total Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).
 # TYPE heartbeat_connections_refused_total counter
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
 heartbeat_connections_refused_total{{reason=\"not_allowed\"}} 0
+heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
 # HELP heartbeat_accept_errors_total Times accept itself failed (e.g. out of file descriptors).
 # TYPE heartbeat_accept_errors_total counter
 heartbeat_accept_errors_total 0

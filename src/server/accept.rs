@@ -39,7 +39,10 @@ impl Server {
                 return;
             }
             match listener.accept() {
-                Ok((stream, addr)) => admitted |= self.admit(stream, addr, now),
+                Ok((stream, addr)) if self.handshakes.enabled() => {
+                    self.await_header(stream, addr, now)
+                }
+                Ok((stream, addr)) => admitted |= self.admit(stream, addr, now).is_some(),
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
@@ -65,13 +68,19 @@ impl Server {
         }
     }
 
-    /// Takes in one accepted peer, or turns it away; returns whether it was taken in.
-    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) -> bool {
+    /// Takes in one accepted peer from `addr` (its real address, with `--proxy-protocol`),
+    /// or turns it away. Returns its key when it was taken in and is watched.
+    pub(super) fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Option<usize> {
         let key = match self.core.handle_accept(now, addr) {
             Admission::Admitted(key) => key,
             Admission::Refused(refusal) => {
                 self.refuse(stream, addr, refusal, now);
-                return false;
+                return None;
             }
         };
         let generation = self.next_generation;
@@ -81,6 +90,7 @@ impl Server {
             token(key, generation),
             Interest::READABLE | Interest::WRITABLE,
         );
+        let watched = registered.is_ok();
         if let Err(e) = registered {
             warn!("{addr}: cannot watch the connection: {}", describe(&e));
             self.core.handle_error(now, key, e.kind());
@@ -97,7 +107,7 @@ impl Server {
             });
         }
         self.carry_out(now);
-        true
+        watched.then_some(key)
     }
 
     fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {

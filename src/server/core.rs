@@ -226,6 +226,12 @@ impl ServerCore {
         Admission::Refused(refusal)
     }
 
+    /// A peer that had to begin with a PROXY protocol header (`--proxy-protocol`) did not
+    /// send a valid one in time, and was closed by the loop before it was ever accepted here.
+    pub fn handle_header_refused(&mut self) {
+        self.stats.on_refused_proxy_header();
+    }
+
     /// `accept` failed at `now` with something other than "nothing waiting" (out of
     /// descriptors, most likely): the peer stays in the backlog, so accepting again at once
     /// would spin. No accepting for [`ACCEPT_BACKOFF`].

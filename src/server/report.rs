@@ -23,7 +23,8 @@ impl Server {
             events.record(now, &event, self.core.session(key));
         }
         let socket = self.sockets.get(key).and_then(Option::as_ref);
-        let peer = PeerName(socket.map(|socket| &socket.stream));
+        let real = socket.and_then(|s| self.handshakes.real_addr(key, s.generation));
+        let peer = PeerName(socket.map(|socket| &socket.stream), real);
         let limiter = &mut self.peer_lines;
         let mut admit = |kind| match log::log_enabled!(log::Level::Info) {
             true => limiter.admit(kind, now),
@@ -74,11 +75,14 @@ impl Server {
 
 /// Formats as the peer's address, asked of the socket only when a log line is written (no
 /// `String` per line, nothing at all when the level is off), or a placeholder once the
-/// socket can no longer say.
-struct PeerName<'a>(Option<&'a TcpStream>);
+/// socket can no longer say. A real address from a PROXY header comes first.
+struct PeerName<'a>(Option<&'a TcpStream>, Option<std::net::SocketAddr>);
 
 impl std::fmt::Display for PeerName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(real) = self.1 {
+            return real.fmt(f);
+        }
         match self.0.map(TcpStream::peer_addr) {
             Some(Ok(addr)) => addr.fmt(f),
             _ => f.write_str("a peer"),

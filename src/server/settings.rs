@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Where to write the event log (JSON lines), if anywhere.
     pub events: Option<PathBuf>,
+    /// Listen with `SO_REUSEPORT`, beside the other workers of `--workers`.
+    pub reuse_port: bool,
+    /// Every peer starts with a PROXY protocol v2 header naming the real client.
+    pub proxy_protocol: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -71,6 +75,8 @@ impl Default for ServerConfig {
             jitter_seed: 0,
             metrics: None,
             events: None,
+            reuse_port: false,
+            proxy_protocol: false,
         }
     }
 }

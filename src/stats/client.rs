@@ -70,14 +70,17 @@ impl ConnectFailure {
 
 /// One fault kind's counts: turned bad, then noticed by the server (it closed), and how long
 /// that took.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct FaultCounts {
     injected: u64,
     detected: u64,
+    #[serde(with = "super::exact")]
     detection: Latencies,
 }
 
-/// What the load client counts; turned into a [`ClientSummary`] at exit.
+/// What the load client counts; turned into a [`ClientSummary`] at exit. Serialised (with
+/// whole histograms) only for a worker's report to its parent (`--workers`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientStats {
     target: u64,
     opened: u64,
@@ -93,14 +96,17 @@ pub struct ClientStats {
     unanswered: u64,
     heartbeats_answered: u64,
     lines_too_long: u64,
+    #[serde(with = "super::exact")]
     rtt: Latencies,
+    #[serde(with = "super::exact")]
     connect_time: Latencies,
+    #[serde(with = "super::exact")]
     lag: Latencies,
     faults: [FaultCounts; 4],
 }
 
 /// What the loop knows only at the end, passed to [`ClientStats::summary`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunFacts {
     /// The run's wall time.
     pub elapsed: Duration,
@@ -159,6 +165,60 @@ impl ClientStats {
             connect_time: Latencies::default(),
             lag: Latencies::default(),
             faults: Default::default(),
+        }
+    }
+
+    /// Adds `other`'s counts to these: counters summed, histograms merged (see
+    /// [`Latencies::merge`]).
+    pub fn merge(&mut self, other: &ClientStats) {
+        // Every field by name, so that a counter added later cannot be forgotten here.
+        let ClientStats {
+            target,
+            opened,
+            open,
+            failed,
+            closed_by_server,
+            false_deaths,
+            errors,
+            closed_output_cap,
+            reconnects,
+            lines_sent,
+            echoes_received,
+            unanswered,
+            heartbeats_answered,
+            lines_too_long,
+            rtt,
+            connect_time,
+            lag,
+            faults,
+        } = other;
+        for (sum, add) in [
+            (&mut self.target, target),
+            (&mut self.opened, opened),
+            (&mut self.open, open),
+            (&mut self.closed_by_server, closed_by_server),
+            (&mut self.false_deaths, false_deaths),
+            (&mut self.errors, errors),
+            (&mut self.closed_output_cap, closed_output_cap),
+            (&mut self.reconnects, reconnects),
+            (&mut self.lines_sent, lines_sent),
+            (&mut self.echoes_received, echoes_received),
+            (&mut self.unanswered, unanswered),
+            (&mut self.heartbeats_answered, heartbeats_answered),
+            (&mut self.lines_too_long, lines_too_long),
+        ] {
+            *sum += *add;
+        }
+        for (sum, add) in self.failed.iter_mut().zip(failed) {
+            *sum += *add;
+        }
+        self.rtt.merge(rtt);
+        self.connect_time.merge(connect_time);
+        self.lag.merge(lag);
+        for (sum, add) in self.faults.iter_mut().zip(faults) {
+            sum.injected += add.injected;
+            sum.detected += add.detected;
+            sum.detection.merge(&add.detection);
         }
     }
 
@@ -313,6 +373,37 @@ impl ClientStats {
             memory: facts.memory.clone(),
         }
     }
+}
+
+impl RunFacts {
+    /// Adds another process's facts to these: the longest run, sums of the rest; memory per
+    /// connection is recomputed over all processes' growth and open connections.
+    pub fn merge(&mut self, other: &RunFacts) {
+        self.elapsed = self.elapsed.max(other.elapsed);
+        if self.server_interval.is_zero() {
+            self.server_interval = other.server_interval;
+        }
+        for (sum, add) in self.undetected.iter_mut().zip(other.undetected) {
+            *sum += add;
+        }
+        self.warnings_suppressed += other.warnings_suppressed;
+        let (a, b) = (&self.memory, &other.memory);
+        self.memory = Memory::new(
+            a.baseline_bytes + b.baseline_bytes,
+            a.end_bytes + b.end_bytes,
+            a.open_connections + b.open_connections,
+        );
+    }
+}
+
+/// What a load client worker (`--workers`) hands its parent: one line of JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientReport {
+    pub stats: ClientStats,
+    pub facts: RunFacts,
+    /// At least one connection was established.
+    pub connected: bool,
+    pub first_error: Option<String>,
 }
 
 /// The client's own lateness is too large for the figures to be the server's once its p99

@@ -1,0 +1,327 @@
+//! `server --workers N` end to end: the built binary as a parent with worker processes on one
+//! port (SO_REUSEPORT), peers on 127.0.0.1. Waits are for states (sockets in `/proc`,
+//! processes appearing), each with a generous deadline that only guards against a hang.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{eventually, summary_value, ServerProcess};
+
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Process ids whose parent is `pid`, from `/proc`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Fields after the command name: state, then the parent's id.
+            let after = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
+            after.split_whitespace().nth(1) == Some(&pid.to_string())
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Sockets process `pid` holds.
+fn sockets(pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Waits for the server's `n` workers and returns their ids with the sockets each holds
+/// before any peer.
+fn workers(server: &ServerProcess, n: usize) -> Vec<(u32, usize)> {
+    let parent = server.child.id();
+    assert!(
+        eventually(HANG_GUARD, || children(parent).len() == n),
+        "{n} workers expected, found {:?}",
+        children(parent)
+    );
+    children(parent)
+        .into_iter()
+        .map(|pid| (pid, sockets(pid)))
+        .collect()
+}
+
+/// Connects `n` peers and waits until the workers hold all of them; returns the peers and
+/// how many each worker holds. With n = 40 the chance that one of two workers gets none is
+/// 2^-39.
+fn connect(
+    server: &ServerProcess,
+    base: &[(u32, usize)],
+    n: usize,
+) -> (Vec<TcpStream>, Vec<usize>) {
+    let peers: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let peer = TcpStream::connect(server.addr()).expect("connects");
+            peer.set_read_timeout(Some(HANG_GUARD)).unwrap();
+            peer
+        })
+        .collect();
+    let held = || -> Vec<usize> {
+        base.iter()
+            .map(|(pid, at_start)| sockets(*pid).saturating_sub(*at_start))
+            .collect()
+    };
+    assert!(
+        eventually(HANG_GUARD, || held().iter().sum::<usize>() == n),
+        "the workers hold {:?} of {n} peers",
+        held()
+    );
+    (peers, held())
+}
+
+/// Sends a line and returns the next line, or `None` if the connection is gone.
+fn ask(mut peer: &TcpStream, line: &str) -> Option<String> {
+    peer.write_all(format!("{line}\n").as_bytes()).ok()?;
+    read_line(peer)
+}
+
+fn read_line(peer: &TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(peer);
+    let mut got = String::new();
+    match reader.read_line(&mut got) {
+        Ok(n) if n > 0 => Some(got.trim_end().to_string()),
+        _ => None,
+    }
+}
+
+/// SIGTERM to the parent reaches every worker: each worker's peers are told `End
+/// Connection`, the parent exits 0 and its one JSON summary counts every peer of every worker.
+#[test]
+fn sigterm_reaches_every_worker_and_one_merged_summary_counts_all_peers() {
+    let mut server = ServerProcess::start(&["--workers", "2", "--idle", "60s", "--json"]);
+    assert!(
+        server.listening.contains("(2 workers, heartbeat every"),
+        "{}",
+        server.listening
+    );
+    let base = workers(&server, 2);
+    let (peers, held) = connect(&server, &base, 40);
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "each worker has peers: {held:?}"
+    );
+    for (i, peer) in peers.iter().enumerate() {
+        assert_eq!(
+            ask(peer, &format!("hi {i}")).as_deref(),
+            Some(&*format!("Echoing...hi {i}"))
+        );
+    }
+    server.signal("-TERM");
+    for peer in &peers {
+        assert_eq!(read_line(peer).as_deref(), Some("End Connection"));
+    }
+    assert!(server.wait(HANG_GUARD).success());
+    let rest = server.rest_of_stdout();
+    assert_eq!(rest.lines().count(), 1, "one summary line: {rest}");
+    let json: serde_json::Value = serde_json::from_str(&rest).expect("JSON");
+    assert_eq!(json["accepted"], 40, "{json}");
+    assert_eq!(json["lines_echoed"], 40, "{json}");
+    assert_eq!(json["closed_at_shutdown"], 40, "{json}");
+    assert_eq!(json["workers"], 2, "{json}");
+    assert_eq!(json["workers_lost"], 0, "{json}");
+    // Histograms are merged, not averaged: the workers' wake-ups are all in one count.
+    assert!(json["wake_delay"]["count"].is_u64(), "{json}");
+}
+
+/// A worker killed with SIGKILL is started again (logged); the other worker's peers keep
+/// being served, new peers get in, and the summary says a worker's counts were lost.
+#[test]
+fn a_killed_worker_is_started_again_and_the_others_keep_their_peers() {
+    let mut server = ServerProcess::start_logged(&["--workers", "2", "--idle", "60s"]);
+    let base = workers(&server, 2);
+    let (peers, held) = connect(&server, &base, 40);
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "each worker has peers: {held:?}"
+    );
+    let (victim, _) = base[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    // The victim's peers see their connection end; the other worker's peers are served.
+    let alive = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, peer)| ask(peer, &format!("still there {i}")).is_some())
+        .count();
+    assert_eq!(
+        alive, held[1],
+        "the surviving worker's peers, and only those"
+    );
+    let log = server.log.clone().expect("collected");
+    assert!(
+        log.wait_for("worker 0 was killed by signal 9", HANG_GUARD),
+        "{:?}",
+        log.snapshot()
+    );
+    assert!(
+        eventually(HANG_GUARD, || {
+            let now = children(server.child.id());
+            now.len() == 2 && !now.contains(&victim)
+        }),
+        "a new worker replaces the killed one: {:?}",
+        children(server.child.id())
+    );
+    assert!(log.wait_for("worker 0 is running again", HANG_GUARD));
+    // New peers get in (on either worker) and are served.
+    let mut new_peers = Vec::new();
+    for i in 0..10 {
+        let peer = TcpStream::connect(server.addr()).expect("connects");
+        peer.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        assert_eq!(
+            ask(&peer, "new").as_deref(),
+            Some("Echoing...new"),
+            "peer {i}"
+        );
+        new_peers.push(peer);
+    }
+    server.signal("-TERM");
+    for peer in new_peers.iter().chain(&peers) {
+        // The killed worker's peers are long gone; every other one is told.
+        let _ = read_line(peer);
+    }
+    assert!(server.wait(HANG_GUARD).success());
+    let summary = server.rest_of_stdout();
+    // The survivor's peers and the 10 new peers are counted; the killed worker's counts are
+    // not, and the summary says so.
+    assert!(summary.starts_with("Summary: "), "{summary}");
+    assert!(
+        summary.contains(
+            "workers: 2 (started again: 1; ended without a report, their counts lost: 1)"
+        ),
+        "{summary}"
+    );
+    let shutdown = summary_value(&summary, "closed at shutdown").expect("row");
+    assert_eq!(shutdown as usize, held[1] + 10, "{summary}");
+}
+
+/// `--workers 1` is today's server: no parent, its own summary.
+#[test]
+fn one_worker_is_the_plain_server() {
+    let mut server = ServerProcess::start(&["--workers", "1"]);
+    assert!(
+        !server.listening.contains("workers"),
+        "{}",
+        server.listening
+    );
+    assert!(children(server.child.id()).is_empty());
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    assert!(!server.rest_of_stdout().contains("workers:"));
+}
+
+/// A port another program holds is one line and exit status 1, before any worker starts.
+#[test]
+fn a_port_in_use_is_one_line_before_any_worker_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (line, stdout) = common::one_line_failure(
+        env!("CARGO_BIN_EXE_server"),
+        &["--no-prompt", "--port", &port, "--workers", "2"],
+        1,
+    );
+    assert!(line.contains("address already in use"), "{line}");
+    assert!(stdout.is_empty());
+}
+
+/// Workers whose parent is killed outright (SIGKILL: it can pass nothing on) stop by
+/// themselves, telling their peers `End Connection`: no orphan keeps the port.
+#[test]
+fn workers_stop_when_their_parent_is_killed() {
+    let mut server = ServerProcess::start(&["--workers", "2", "--idle", "60s"]);
+    let base = workers(&server, 2);
+    let (peers, _) = connect(&server, &base, 4);
+    server.signal("-KILL");
+    server.wait(HANG_GUARD);
+    for peer in &peers {
+        assert_eq!(read_line(peer).as_deref(), Some("End Connection"));
+    }
+    for (pid, _) in base {
+        assert!(
+            eventually(HANG_GUARD, || !std::path::Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))),
+            "worker {pid} still running"
+        );
+    }
+}
+
+/// `client --workers 2`: the connections and source addresses are split between two
+/// processes, and one JSON summary adds up both: every connection opened, every line sent
+/// echoed or counted, and the server saw connections from both source addresses.
+#[test]
+fn the_load_client_splits_its_connections_over_workers_and_merges_one_summary() {
+    let mut server = ServerProcess::start(&["--idle", "60s", "--allow", "127.0.0.1/32"]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--no-prompt", "--port", &server.port.to_string()])
+        .args([
+            "--workers",
+            "2",
+            "--connections",
+            "200",
+            "--connect-rate",
+            "2000",
+        ])
+        .args(["--interval", "200ms", "--duration", "2s", "--json"])
+        // Half the connections from an address the server refuses.
+        .args(["--bind", "127.0.0.1,127.0.0.2"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["target"], 200, "{json}");
+    // The 100 from 127.0.0.2 are accepted by the kernel, then closed by the server.
+    assert_eq!(json["opened"], 200, "{json}");
+    assert_eq!(json["closed_by_server"], 100, "{json}");
+    let sent = json["lines_sent"].as_u64().expect("lines_sent");
+    let echoed = json["echoes_received"].as_u64().expect("echoes");
+    let unanswered = json["unanswered"].as_u64().expect("unanswered");
+    assert!(
+        echoed >= 100,
+        "each allowed connection had time for lines: {json}"
+    );
+    assert_eq!(sent, echoed + unanswered, "{json}");
+    assert_eq!(
+        json["rtt"]["count"].as_u64(),
+        Some(echoed),
+        "one merged histogram"
+    );
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    let summary = server.rest_of_stdout();
+    assert_eq!(
+        summary_value(&summary, "refused, not in --allow"),
+        Some(100),
+        "{summary}"
+    );
+    assert!(
+        summary.starts_with("Summary: 100 connections accepted"),
+        "{summary}"
+    );
+}
