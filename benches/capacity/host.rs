@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::proc::{field_kb, machine_cpu_ticks};
+pub use crate::proc::{slab_caches, socket_caches_grown};
 
 /// One reading of `/proc/meminfo` and `/proc/sys/fs/file-nr`.
 #[derive(Clone, Copy, Debug)]
@@ -40,24 +41,6 @@ impl Host {
             file_max,
         })
     }
-}
-
-/// Bytes held by each slab cache (`num_objs × objsize` from `/proc/slabinfo`), if readable
-/// (it needs root).
-pub fn slab_caches() -> Option<BTreeMap<String, u64>> {
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let mut caches = BTreeMap::new();
-    for line in text.lines().skip(2) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(name), Some(objs), Some(size)) = (f.first(), f.get(2), f.get(3)) else {
-            continue;
-        };
-        let (Ok(objs), Ok(size)) = (objs.parse::<u64>(), size.parse::<u64>()) else {
-            continue;
-        };
-        caches.insert(name.to_string(), objs * size);
-    }
-    Some(caches)
 }
 
 /// The caches that grew most from `before` to `after`, as `name size` per connection.

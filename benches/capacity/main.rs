@@ -40,6 +40,7 @@ mod proc;
 mod report;
 mod step;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -169,6 +170,7 @@ pub struct Run {
     pub settings: Settings,
     pub start: Instant,
     pub at_start: Host,
+    pub caches_at_start: Option<BTreeMap<String, u64>>,
     pub clk_tck: u64,
     pub interrupted: Arc<AtomicBool>,
 }
@@ -207,11 +209,11 @@ fn main() -> ExitCode {
         settings,
         start: Instant::now(),
         at_start,
+        caches_at_start: host::slab_caches(),
         clk_tck: report::clk_tck(),
         interrupted,
     };
     progress("starting");
-    let caches_at_start = host::slab_caches();
     let mut fleet = Fleet::default();
     let mut rows: Vec<Row> = Vec::new();
     let mut stop = None;
@@ -232,20 +234,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let caches_at_end = host::slab_caches();
-    let held = rows.last().map_or(0, |r| r.held);
     progress("stopping the clients, then the servers");
     let (clients, servers) = fleet.stop();
-    let ok = report::print(
-        &run,
-        &rows,
-        stop.as_ref(),
-        &clients,
-        &servers,
-        caches_at_start
-            .zip(caches_at_end)
-            .map(|(a, b)| (a, b, held)),
-    );
+    let ok = report::print(&run, &rows, stop.as_ref(), &clients, &servers);
     match stop {
         Some(Stop::Interrupted) => ExitCode::FAILURE,
         _ if ok => ExitCode::SUCCESS,

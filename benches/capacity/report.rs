@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fleet::Printed;
-use crate::host::{grown_caches, machine_busy_ticks, Host};
+use crate::host::{grown_caches, machine_busy_ticks, socket_caches_grown, Host};
 use crate::step::{Row, Stop};
 use crate::{Run, Settings};
 
@@ -118,9 +118,6 @@ pub fn row_line(run: &Run, row: &Row) -> String {
     )
 }
 
-/// The slab caches at the start and at the end, and the connections held at the end.
-pub type SlabGrowth = (BTreeMap<String, u64>, BTreeMap<String, u64>, usize);
-
 /// Prints the table and the summaries; returns whether the run is clean (every child stopped
 /// by itself with a summary, no false death, no failed step).
 pub fn print(
@@ -129,7 +126,6 @@ pub fn print(
     stop: Option<&Stop>,
     clients: &[Printed],
     servers: &[Printed],
-    caches: Option<SlabGrowth>,
 ) -> bool {
     let client_json: Vec<Option<Value>> = clients.iter().map(json).collect();
     let server_json: Vec<Option<Value>> = servers.iter().map(json).collect();
@@ -237,13 +233,20 @@ pub fn print(
             "  FAIL: must be 0"
         }
     );
-    if let Some((before, after, held)) = caches.filter(|c| c.2 > 0) {
-        let grown: Vec<String> = grown_caches(&before, &after, held, 8)
+    let last = rows
+        .last()
+        .and_then(|r| Some((run.caches_at_start.as_ref()?, r.caches.as_ref()?, r.held)));
+    if let Some((before, after, held)) = last {
+        let grown: Vec<String> = grown_caches(before, after, held, 8)
             .iter()
             .map(|(name, per)| format!("{name} {per:.0} B"))
             .collect();
         println!(
-            "kernel slab caches that grew, per connection (both ends), at {held}: {}",
+            "kernel slab caches that grew, per connection (both ends), at {held}: {} (a socket \
+             has a TCP state, an inode, a file, a dentry and an epoll entry at each end; \
+             proc_inode_cache grows when a process lists /proc/PID/fd, one inode and dentry per \
+             descriptor listed: on this host something does so for every process, and this \
+             bench reads only the servers' descriptor counts)",
             grown.join(", ")
         );
     }
@@ -290,32 +293,38 @@ fn table(run: &Run, rows: &[Row], baselines: &[u64]) -> String {
     let start = &run.at_start;
     let tck = run.clk_tck as f64;
     let mut lines = vec![
-        "| connections held | processes | connect rate | kernel: Slab growth (both ends) | of it unreclaimable | all memory: MemAvailable drop | server user space: RSS growth | client RSS growth | server CPU per heartbeat round | client CPU per heartbeat round | other processes' CPU | MemAvailable left | open files |".to_string(),
+        "| connections held | processes | connect rate | kernel: Slab growth (both ends) | of it, the sockets' own | server user space: RSS growth | client RSS growth | total: Slab + both RSS | server CPU per heartbeat round | client CPU per heartbeat round | other processes' CPU | MemAvailable left | open files |".to_string(),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
     for row in rows {
         let kib = |now: u64, then: u64| row.per_conn((now as f64 - then as f64) * 1024.0);
         let client_base: u64 = baselines.iter().take(row.clients).sum();
-        let client = if baselines.len() >= row.clients && client_base > 0 {
-            format!(
-                "{:.0} B",
-                row.per_conn(row.client_rss.saturating_sub(client_base) as f64)
+        let server = row.per_conn(row.server_rss_grown as f64);
+        let slab = kib(row.host.slab_kib, start.slab_kib);
+        let (client, total) = if baselines.len() >= row.clients && client_base > 0 {
+            let client = row.per_conn(row.client_rss.saturating_sub(client_base) as f64);
+            (
+                format!("{client:.0} B"),
+                format!("{:.0} B", slab + server + client),
             )
         } else {
-            "n/a".to_string()
+            ("n/a".to_string(), "n/a".to_string())
         };
+        let sockets = run
+            .caches_at_start
+            .as_ref()
+            .zip(row.caches.as_ref())
+            .and_then(|(before, after)| socket_caches_grown(before, after))
+            .map_or("n/a".to_string(), |b| {
+                format!("{:.0} B", row.per_conn(b as f64))
+            });
         let us = |ticks: u64| ticks as f64 / tck * 1e6 / row.held as f64;
         lines.push(format!(
-            "| {} | {} + {} | {:.0}/s | {:.0} B | {:.0} B | {:.0} B | {:.0} B | {} | {:.2} µs | {:.2} µs | {:.2} CPUs | {:.1} GiB | {} |",
+            "| {} | {} + {} | {:.0}/s | {slab:.0} B | {sockets} | {server:.0} B | {client} | {total} | {:.2} µs | {:.2} µs | {:.2} CPUs | {:.1} GiB | {} |",
             row.held,
             row.pairs,
             row.clients,
             row.added as f64 / row.connect_secs,
-            kib(row.host.slab_kib, start.slab_kib),
-            kib(row.host.unreclaimable_kib, start.unreclaimable_kib),
-            kib(start.available_kib, row.host.available_kib),
-            row.per_conn(row.server_rss_grown as f64),
-            client,
             us(row.server_ticks),
             us(row.client_ticks),
             row.other_ticks as f64 / tck / row.window_secs,
@@ -328,8 +337,9 @@ fn table(run: &Run, rows: &[Row], baselines: &[u64]) -> String {
         "connect rate: the step's new connections over the time from starting its clients until \
          its servers held them all (capped at {}/s). Per connection: kernel = growth of Slab in \
          /proc/meminfo since the start, both ends together (server and client are on this host); \
-         all memory = drop of MemAvailable since the start (both processes' memory, page tables, \
-         the kernel); user space = the processes' RSS growth. CPU per heartbeat round = CPU time \
+         the sockets' own = growth of the slab caches TCP, sock_inode_cache, filp and \
+         eventpoll_epi (/proc/slabinfo); user space = the processes' RSS growth (a client's from \
+         the RSS it reported before its first connection). CPU per heartbeat round = CPU time \
          over the step's last idle period ({:?}, one heartbeat and its answer per connection) \
          divided by the connections; other processes' CPU is over the same window.",
         run.settings.connect_rate, run.settings.idle

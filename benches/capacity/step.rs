@@ -2,6 +2,7 @@
 //! servers hold every connection, hold all of them through the heartbeat rounds (watching
 //! memory, the children and the connections held), and read the figures.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub struct Row {
     pub added: usize,
     pub connect_secs: f64,
     pub host: Host,
+    /// The slab caches at the end of the hold, if `/proc/slabinfo` is readable.
+    pub caches: Option<BTreeMap<String, u64>>,
     /// The servers' RSS growth since each started, summed.
     pub server_rss_grown: u64,
     /// The clients' RSS now, summed (their start RSS comes from their JSON at the end).
@@ -136,6 +139,7 @@ pub fn run(run: &Run, fleet: &mut Fleet, target: usize, last: Option<&Row>) -> R
     let cpu1 = Cpu::read(fleet)?;
     hold_until(run, fleet, target, connected + settings.hold())?;
     let host = Host::read()?;
+    let caches = crate::host::slab_caches();
     let mut server_rss_grown = 0;
     for s in &fleet.servers {
         server_rss_grown += rss_bytes(s.proc.pid)?.saturating_sub(s.rss0);
@@ -150,6 +154,7 @@ pub fn run(run: &Run, fleet: &mut Fleet, target: usize, last: Option<&Row>) -> R
         added,
         connect_secs,
         host,
+        caches,
         server_rss_grown,
         client_rss,
         clients: fleet.clients.len(),
