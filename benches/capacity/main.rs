@@ -6,9 +6,9 @@
 //! grows by processes: pairs of one real `server` process (its own port on 127.0.0.1) and one
 //! real load `client` process (its own source addresses 127.1.k.1–4, at most ~5,000
 //! connections each, well inside the 28,232 ephemeral ports). It ramps up in cumulative
-//! steps (`CAPACITY_STEPS`, default 100k, 200k, 400k, 800k, 1M): each step adds pairs, waits
-//! until the servers hold every connection, then holds them all through at least two
-//! heartbeat rounds. Before a step it checks that the step fits in the machine's open files
+//! steps (`CAPACITY_STEPS`, default 100k, 200k, 400k, 800k, 1M): each step adds pairs (a few
+//! clients connecting at a time, `CAPACITY_RAMP_PARALLEL`), waits until the servers hold every
+//! connection, then holds them all through at least two heartbeat rounds. Before a step it checks that the step fits in the machine's open files
 //! (`fs.file-max`, less a reserve for the machine's other users) and memory (`MemAvailable`
 //! projected from the cost per connection so far must stay above `CAPACITY_MIN_AVAILABLE_MIB`,
 //! 4 GiB) and the time budget; during a step it watches memory, the children and the
@@ -58,8 +58,10 @@ pub struct Settings {
     pub steps: Vec<usize>,
     pub per_process: usize,
     pub sources_each: usize,
-    /// New connections per second at most, over all the clients of a step.
+    /// New connections per second at most, over all the clients ramping at once.
     pub connect_rate: u32,
+    /// Clients ramping at once; the next starts when one's server holds all its connections.
+    pub ramp_parallel: usize,
     pub interval: Duration,
     pub count: u32,
     pub idle: Duration,
@@ -108,6 +110,7 @@ impl Settings {
             per_process: env_or("CAPACITY_PER_PROCESS", if quick { 3_000 } else { 19_000 }),
             sources_each: env_or("CAPACITY_SOURCES", 4),
             connect_rate: env_or("CAPACITY_CONNECT_RATE", 40_000),
+            ramp_parallel: env_or("CAPACITY_RAMP_PARALLEL", 4),
             interval: duration("CAPACITY_INTERVAL", s(10), s(1)),
             count: env_or("CAPACITY_COUNT", if quick { 2 } else { 3 }),
             idle: duration("CAPACITY_IDLE", s(30), s(2)),
@@ -126,7 +129,8 @@ impl Settings {
         let steps: Vec<String> = self.steps.iter().map(usize::to_string).collect();
         format!(
             "{}CAPACITY_STEPS={} CAPACITY_PER_PROCESS={} CAPACITY_SOURCES={} \
-             CAPACITY_CONNECT_RATE={} CAPACITY_INTERVAL={} CAPACITY_COUNT={} CAPACITY_IDLE={} \
+             CAPACITY_CONNECT_RATE={} CAPACITY_RAMP_PARALLEL={} CAPACITY_INTERVAL={} \
+             CAPACITY_COUNT={} CAPACITY_IDLE={} \
              CAPACITY_ROUNDS={} CAPACITY_MIN_AVAILABLE_MIB={} CAPACITY_FILE_RESERVE={} \
              CAPACITY_BUDGET_SECS={} cargo bench --bench capacity",
             if self.quick { "CAPACITY_QUICK=1 " } else { "" },
@@ -134,6 +138,7 @@ impl Settings {
             self.per_process,
             self.sources_each,
             self.connect_rate,
+            self.ramp_parallel,
             format_duration(self.interval),
             self.count,
             format_duration(self.idle),

@@ -67,8 +67,8 @@ pub fn header(settings: &Settings, host: &Host) -> String {
         format!(
             "steps: {} connections; {} per server process and per client process, each client \
              from {} source addresses of its own; heartbeat every {:?}, {} times, after {:?} \
-             idle; each step holds {} s (≥ {} heartbeat rounds); connect rate capped at {}/s per \
-             step; memory floor {} MiB available; {} open files left to others",
+             idle; each step holds {} s (≥ {} heartbeat rounds); {} clients connecting at a time, \
+             together at most {}/s; memory floor {} MiB available; {} open files left to others",
             steps.join(", "),
             settings.per_process,
             settings.sources_each,
@@ -77,6 +77,7 @@ pub fn header(settings: &Settings, host: &Host) -> String {
             settings.idle,
             settings.hold().as_secs(),
             settings.rounds,
+            settings.ramp_parallel,
             settings.connect_rate,
             settings.min_available_kib / 1024,
             settings.file_reserve
@@ -185,7 +186,9 @@ pub fn print(
             }
         }
     }
-    let false_deaths = c(&["false_deaths"]) + s(&["closed_dead"]);
+    // The same events counted at both ends: the server closed a peer for not answering, and
+    // the client saw a connection it kept answering on closed by the server.
+    let false_deaths = c(&["false_deaths"]).max(s(&["closed_dead"]));
     println!(
         "\nclients ({} of {} printed a summary): opened {}, failed {}{}, closed by the server {}, \
          false deaths {}, errors {}, heartbeats answered {}; connect time p99 (worst client) \
@@ -226,7 +229,10 @@ pub fn print(
         smax(&["wake_delay", "max_us"]) as f64 / 1000.0,
     );
     println!(
-        "false deaths: {false_deaths}{}",
+        "false deaths: {false_deaths} (servers: {} closed for not answering; clients: {} healthy \
+         connections closed by the server){}",
+        s(&["closed_dead"]),
+        c(&["false_deaths"]),
         if false_deaths == 0 {
             ""
         } else {
@@ -334,8 +340,8 @@ fn table(run: &Run, rows: &[Row], baselines: &[u64]) -> String {
     }
     lines.push(String::new());
     lines.push(format!(
-        "connect rate: the step's new connections over the time from starting its clients until \
-         its servers held them all (capped at {}/s). Per connection: kernel = growth of Slab in \
+        "connect rate: the step's new connections over the time from starting its first client \
+         until its servers held them all (capped at {}/s). Per connection: kernel = growth of Slab in \
          /proc/meminfo since the start, both ends together (server and client are on this host); \
          the sockets' own = growth of the slab caches TCP, sock_inode_cache, filp and \
          eventpoll_epi (/proc/slabinfo); user space = the processes' RSS growth (a client's from \

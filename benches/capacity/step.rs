@@ -18,8 +18,9 @@ const FIRST_GUESS_BYTES: f64 = 16_384.0;
 /// Open files a server or client process holds besides its connections (epoll, timerfd,
 /// signal pipe, standard streams, log pipe), with room to spare.
 const FILES_PER_PROCESS: u64 = 32;
-/// The slowest ramp waited for before a step is called stalled.
-const MIN_RATE: f64 = 1_000.0;
+/// A ramp with no new connection for this long has stalled (a client gives up a connect
+/// after 10 s).
+const STALL: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(250);
 
 /// Why the run stopped before its last step.
@@ -92,7 +93,10 @@ pub fn run(run: &Run, fleet: &mut Fleet, target: usize, last: Option<&Row>) -> R
         fleet.start_server(&settings.timing_args(), n)?;
         left -= n;
     }
-    let rate = (settings.connect_rate / pairs as u32).max(1);
+    // A few clients ramp at a time: all at once (56 processes on 2 cores) starves every
+    // loop, connects time out and heartbeats go unanswered.
+    let parallel = settings.ramp_parallel.clamp(1, pairs);
+    let rate = (settings.connect_rate / parallel as u32).max(1);
     // A backstop: clients stop by themselves even if nobody stops them.
     let duration = settings.budget + settings.hold() * 2;
     let client_args = vec![
@@ -104,23 +108,38 @@ pub fn run(run: &Run, fleet: &mut Fleet, target: usize, last: Option<&Row>) -> R
         heartbeat::config::format_duration(settings.interval),
     ];
     let t0 = Instant::now();
-    for k in first_new..fleet.servers.len() {
-        fleet.start_client(k, settings.sources_each, &client_args)?;
-    }
+    let mut next = first_new;
+    let mut ramping: Vec<usize> = Vec::new();
+    let (mut most, mut most_at) = (0, t0);
     // The ramp: until the new servers hold every connection.
-    let patience = Duration::from_secs_f64(added as f64 / MIN_RATE) + Duration::from_secs(30);
     let connected = loop {
+        let mut still = Vec::new();
+        for &k in &ramping {
+            let s = &fleet.servers[k];
+            if fd_count(s.proc.pid)? < s.fds0 + s.target as u64 {
+                still.push(k);
+            }
+        }
+        ramping = still;
+        while ramping.len() < parallel && next < fleet.servers.len() {
+            fleet.start_client(next, settings.sources_each, &client_args)?;
+            ramping.push(next);
+            next += 1;
+        }
         let new_held = held(fleet, first_new)?;
         if new_held >= added {
             break Instant::now();
         }
-        watch(run, fleet, None)?;
-        if t0.elapsed() > patience {
+        if new_held > most {
+            (most, most_at) = (new_held, Instant::now());
+        } else if most_at.elapsed() > STALL {
             return Err(Stop::Failed(format!(
-                "the ramp stalled: the new servers hold {new_held} of {added} after {} s",
-                patience.as_secs()
+                "the ramp stalled: no new connection for {} s, the new servers hold {new_held} \
+                 of {added} (a client gives up a connect after 10 s: see their summaries)",
+                STALL.as_secs()
             )));
         }
+        watch(run, fleet, None)?;
         thread::sleep(Duration::from_millis(50));
     };
     let connect_secs = (connected - t0).as_secs_f64();
