@@ -192,7 +192,8 @@ pub fn print(
     println!(
         "\nclients ({} of {} printed a summary): opened {}, failed {}{}, closed by the server {}, \
          false deaths {}, errors {}, heartbeats answered {}; connect time p99 (worst client) \
-         {:.1} ms; client lag p99 (worst client) {:.1} ms",
+         {:.1} ms; client lag p99 (worst client) {:.1} ms, max {:.1} ms; clients that were the \
+         bottleneck (lag p99 over a tenth of the interval, so a death may be theirs): {}",
         client_json.iter().flatten().count(),
         clients.len(),
         c(&["opened"]),
@@ -208,6 +209,12 @@ pub fn print(
         c(&["heartbeats_answered"]),
         cmax(&["connect_time", "p99_us"]) as f64 / 1000.0,
         cmax(&["lag", "p99_us"]) as f64 / 1000.0,
+        cmax(&["lag", "max_us"]) as f64 / 1000.0,
+        client_json
+            .iter()
+            .flatten()
+            .filter(|j| j.get("client_bottleneck").and_then(Value::as_bool) == Some(true))
+            .count(),
     );
     println!(
         "servers ({} of {} printed a summary): accepted {}, peak open {}, closed for not \
