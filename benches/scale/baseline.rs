@@ -1,10 +1,16 @@
-//! A tokio server of the same protocol, written the way a competent tokio developer would:
-//! a multi-thread runtime with one worker per core, one task per connection, a `BufReader`
-//! and a `BufWriter` (default capacities) around the two halves of the socket, `read_until`
-//! under `timeout_at` for the heartbeat schedule, and a flush whenever the reader has no
-//! more buffered input (so pipelined echoes go out in batches).
+//! The tokio baselines: servers of the same protocol, one task per connection, in two
+//! versions a tokio developer could write.
 //!
-//! This file owns the baseline's role: the bench re-executes itself with [`ROLE_VAR`] set
+//! - **typical** (this file's [`connection`]): the way most tokio servers look: a
+//!   multi-thread runtime with one worker per core (2 here), a `BufReader` and a `BufWriter`
+//!   (default capacities, 8 KiB each) around the two halves of the socket, `read_until` under
+//!   `timeout_at` for the heartbeat schedule, and a flush whenever the reader has no more
+//!   buffered input (so pipelined echoes go out in batches).
+//! - **tuned** ([`crate::tuned`]): written for memory per connection: a current-thread
+//!   runtime, reads into one shared scratch buffer, a per-connection buffer only while it
+//!   holds bytes.
+//!
+//! This file owns the baselines' role: the bench re-executes itself with [`ROLE_VAR`] set
 //! (see [`command`]), and `main` hands over to [`main`] here when [`is_role`] says so.
 use std::io::Read;
 use std::net::SocketAddr;
@@ -20,6 +26,7 @@ use tokio::time::{timeout_at, Instant};
 /// The environment variable that turns this binary into the tokio baseline server.
 const ROLE_VAR: &str = "HEARTBEAT_SCALE_ROLE";
 const TOKIO_ROLE: &str = "tokio-server";
+const TUNED_ROLE: &str = "tokio-tuned-server";
 /// `interval_ms,count,idle_ms` for the baseline.
 const TIMING_VAR: &str = "HEARTBEAT_SCALE_TIMING";
 
@@ -27,15 +34,18 @@ const TIMING_VAR: &str = "HEARTBEAT_SCALE_TIMING";
 const BACKLOG: u32 = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Whether this process was started as the baseline server (it then ignores argv: cargo's
+/// Whether this process was started as a baseline server (it then ignores argv: cargo's
 /// `--bench` is not meant for it).
 pub fn is_role() -> bool {
-    std::env::var(ROLE_VAR).as_deref() == Ok(TOKIO_ROLE)
+    matches!(
+        std::env::var(ROLE_VAR).as_deref(),
+        Ok(TOKIO_ROLE | TUNED_ROLE)
+    )
 }
 
-/// This very binary as the baseline server with `timing`; it prints `Listening on ADDR …`
-/// first, and exits when its stdin (piped here) closes.
-pub fn command(timing: Timing) -> Result<Command, String> {
+/// This very binary as the baseline server `tuned` or not, with `timing`; it prints
+/// `Listening on ADDR …` first, and exits when its stdin (piped here) closes.
+pub fn command(tuned: bool, timing: Timing) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut command = Command::new(exe);
     let spec = format!(
@@ -45,7 +55,7 @@ pub fn command(timing: Timing) -> Result<Command, String> {
         timing.idle.as_millis()
     );
     command
-        .env(ROLE_VAR, TOKIO_ROLE)
+        .env(ROLE_VAR, if tuned { TUNED_ROLE } else { TOKIO_ROLE })
         .env(TIMING_VAR, spec)
         .stdin(Stdio::piped());
     Ok(command)
@@ -71,10 +81,17 @@ pub fn main() -> ExitCode {
         std::process::exit(0);
     });
     let _ = heartbeat::net::raise_open_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
+    let tuned = std::env::var(ROLE_VAR).as_deref() == Ok(TUNED_ROLE);
+    let runtime = if tuned {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -82,7 +99,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(timing)) {
+    match runtime.block_on(serve(timing, tuned)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokio baseline: {e}");
@@ -104,20 +121,24 @@ fn parse_timing(spec: &str) -> Option<Timing> {
     })
 }
 
-async fn serve(timing: Timing) -> std::io::Result<()> {
+async fn serve(timing: Timing, tuned: bool) -> std::io::Result<()> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let listener = socket.listen(BACKLOG)?;
     println!(
-        "Listening on {} (heartbeat every {}, {} times, after {} idle) [tokio baseline]",
+        "Listening on {} (heartbeat every {}, {} times, after {} idle) [tokio baseline, {}]",
         listener.local_addr()?,
         format_duration(timing.interval),
         timing.count,
-        format_duration(timing.idle)
+        format_duration(timing.idle),
+        if tuned { "tuned" } else { "typical" }
     );
     loop {
         match listener.accept().await {
+            Ok((stream, _)) if tuned => {
+                tokio::spawn(crate::tuned::connection(stream, timing));
+            }
             Ok((stream, _)) => {
                 tokio::spawn(connection(stream, timing));
             }

@@ -6,7 +6,7 @@ use crate::Kind;
 
 /// The reason given for figures of phases left out with `SCALE_PHASES`.
 pub const SKIPPED: &str = "skipped";
-/// The reason given for figures the tokio baseline cannot report (it keeps no statistics).
+/// The reason given for figures the tokio baselines cannot report (they keep no statistics).
 pub const NOT_MEASURED: &str = "not measured by the baseline";
 
 /// One figure: a value, or why there is none (`None`: its phase has not run).
@@ -20,7 +20,8 @@ pub enum Better {
     Neither,
 }
 
-/// One row of the table: `{n}`, `{s}`, `{rate}` and `{idle}` in the label are sizes.
+/// One row of the table: `{n}`, `{s}`, `{rate}`, `{idle}`, `{pc}` and `{rr}` in the label are
+/// sizes.
 pub struct Row {
     pub label: &'static str,
     pub phase: &'static str,
@@ -49,38 +50,53 @@ const fn row(
 // Indices into `ROWS` and `Figures::values`.
 pub const HELD: usize = 0;
 pub const RSS: usize = 1;
-pub const RSS_QUIET: usize = 2;
-pub const ACCEPT: usize = 3;
-pub const CPU_LINE: usize = 4;
+/// The kernel's memory per idle connection: `Slab` growth in /proc/meminfo, both ends.
+pub const KERNEL: usize = 2;
+pub const RSS_QUIET: usize = 3;
+pub const ACCEPT: usize = 4;
+/// Server CPU per echoed line, lines pipelined in large writes.
+pub const CPU_LINE: usize = 5;
+/// Request–response: server CPU per echoed line, echoes per second, round trip p50 and p99.
+pub const RR_CPU: usize = 6;
+pub const RR_RATE: usize = 7;
+pub const RR_RTT: [usize; 2] = [8, 9];
 /// End Connection lateness as the server measured it (sent − due), p50, p99, max.
-pub const SERVER_LATE: [usize; 3] = [5, 6, 7];
+pub const SERVER_LATE: [usize; 3] = [10, 11, 12];
 /// The max of that lateness less how late the OS woke the loop for its turn, per close.
-pub const SERVER_LOOP: usize = 8;
+pub const SERVER_LOOP: usize = 13;
 /// How late the OS woke heartbeat's loop after its alarm was due, max, as it measured it.
-pub const SERVER_WAKE: usize = 9;
+pub const SERVER_WAKE: usize = 14;
 /// End Connection lateness at the peer (arrival − due, timed in this process).
-pub const PEER_LATE: [usize; 3] = [10, 11, 12];
+pub const PEER_LATE: [usize; 3] = [15, 16, 17];
 /// A bare timer loop's wake-up lateness on this machine just before the phase, p99, max.
-pub const FLOOR: [usize; 2] = [13, 14];
-pub const WAKE_N: usize = 15;
-pub const CPU_N: usize = 16;
-pub const WAKE_0: usize = 17;
-pub const CPU_0: usize = 18;
+pub const FLOOR: [usize; 2] = [18, 19];
+pub const WAKE_N: usize = 20;
+pub const CPU_N: usize = 21;
+pub const WAKE_0: usize = 22;
+pub const CPU_0: usize = 23;
 
-pub const ROWS: [Row; 19] = {
+pub const ROWS: [Row; 24] = {
     use Better::{Higher, Lower, Neither};
     const SILENT: &str = "silent peers";
+    const RR: &str = "request-response";
     [
         row("1. connections held (of {n})", "hold", Higher, 0, ""),
         row(
-            "2. RSS per idle connection (after a heartbeat round)",
+            "2. user space: server RSS per idle connection (after a heartbeat round)",
             "hold",
             Lower,
             0,
             " B",
         ),
         row(
-            "2b. RSS per idle connection (never heartbeated)",
+            "2a. kernel: Slab growth per idle connection, both ends (server's and client's socket)",
+            "hold",
+            Neither,
+            0,
+            " B",
+        ),
+        row(
+            "2b. user space: server RSS per idle connection (never heartbeated)",
             "idle",
             Lower,
             0,
@@ -94,12 +110,28 @@ pub const ROWS: [Row; 19] = {
             "/s",
         ),
         row(
-            "4. server CPU per echoed line",
+            "4. server CPU per echoed line, pipelined ({pc} connections, 64 KB writes)",
             "pipelining",
             Lower,
             0,
             " ns",
         ),
+        row(
+            "4b. server CPU per echoed line, request-response ({rr} connections, one line in flight each)",
+            RR,
+            Lower,
+            0,
+            " ns",
+        ),
+        row("4b. echoes per second, request-response", RR, Higher, 0, "/s"),
+        row(
+            "4b. round trip p50, request-response (driver on the same 2 cores)",
+            RR,
+            Lower,
+            2,
+            " ms",
+        ),
+        row("4b. round trip p99, request-response", RR, Lower, 2, " ms"),
         row(
             "5. close lateness p50, measured in the server ({s} silent peers)",
             SILENT,

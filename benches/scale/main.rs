@@ -1,16 +1,19 @@
-//! The scale bench of issue 4: this server ("heartbeat", the real binary) against a tokio
-//! task-per-connection baseline of the same protocol, run side by side, printed as one table
-//! with a ratio per figure.
+//! The scale bench of issues 4 and 12: this server ("heartbeat", the real binary) against two
+//! tokio task-per-connection baselines of the same protocol ("tokio, typical": 2 worker
+//! threads, 8 KiB `BufReader` + `BufWriter` per connection; "tokio, tuned": one thread, no
+//! per-connection buffer while idle), run side by side, printed as one table with ratios.
 //!
-//! Figures: connections held, RSS per idle connection, accept rate, server CPU per echoed
-//! line, close lateness of silent peers, idle wake-ups. Each server runs in its own process
-//! and is measured from outside through `/proc`, the same way for both; close lateness is
-//! also measured inside heartbeat, which reports it when it stops. The baseline is this very
-//! binary, re-executed with `HEARTBEAT_SCALE_ROLE=tokio-server` (see [`baseline`]).
+//! Figures: connections held, memory per idle connection (user space: the server's RSS;
+//! kernel: `Slab` growth, both ends), accept rate, server CPU per echoed line (pipelined, and
+//! request–response one line at a time), close lateness of silent peers, idle wake-ups. Each
+//! server runs in its own process and is measured from outside through `/proc`, the same way
+//! for all; close lateness is also measured inside heartbeat, which reports it when it stops.
+//! The baselines are this very binary, re-executed with `HEARTBEAT_SCALE_ROLE` set (see
+//! [`baseline`]).
 //!
 //! The load comes from this process: the crate's own load client for the idle connections
-//! (it answers heartbeats), and small tokio drivers for pipelining and silent peers. Their
-//! cost is not measured. Sizes come from the environment (see [`Sizes::from_env`]);
+//! (it answers heartbeats), and small tokio drivers for pipelining, request–response and
+//! silent peers. Their cost is not measured. Sizes come from the environment (see [`Sizes::from_env`]);
 //! `SCALE_QUICK=1` is a run of well under a minute. Run: `cargo bench --bench scale`.
 //!
 //! This file owns the sizes, the timings, the order of the phases and the run as a whole.
@@ -19,10 +22,12 @@
 //! |------------|------------------------------------------------------------------------|
 //! | `phases`   | figures 1–4 and 6: warm-up, hold, idle and pipelining phases           |
 //! | `silent`   | figure 5: silent peers; lateness from heartbeat's summary and at peers |
+//! | `request`  | figure 4b: request–response, one line at a time per connection         |
 //! | `drivers`  | tokio drivers: pipelining connections, silent peers                    |
 //! | `load`     | the crate's load client in a thread; waiting for a server's sockets    |
 //! | `server`   | a server child process: start, address, stop, what it printed          |
-//! | `baseline` | the tokio baseline server role                                         |
+//! | `baseline` | the tokio baseline server roles, and the typical one's connections     |
+//! | `tuned`    | the tuned tokio baseline's connections                                 |
 //! | `proc`     | reading `/proc`: RSS, CPU, descriptors, context switches               |
 //! | `machine`  | the machine, its background load, other processes' CPU during the run  |
 //! | `figures`  | the table's rows and each server's figures, checks and notes           |
@@ -37,8 +42,10 @@ mod machine;
 mod phases;
 mod proc;
 mod report;
+mod request;
 mod server;
 mod silent;
+mod tuned;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -71,20 +78,34 @@ const fn timing(interval_ms: u64, count: u32, idle_ms: u64) -> Timing {
     }
 }
 
-/// The two servers compared.
+/// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Heartbeat,
+    /// The tokio baseline as most tokio servers are written (see [`baseline`]).
     Tokio,
+    /// The tokio baseline written for memory per connection (see [`tuned`]).
+    TokioTuned,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::Heartbeat, Kind::Tokio];
+    const ALL: [Kind; 3] = [Kind::Heartbeat, Kind::Tokio, Kind::TokioTuned];
 
+    /// As `SCALE_ONLY` names it, and in progress lines and notes.
     fn name(self) -> &'static str {
         match self {
             Kind::Heartbeat => "heartbeat",
             Kind::Tokio => "tokio",
+            Kind::TokioTuned => "tokio-tuned",
+        }
+    }
+
+    /// As the table's header names it.
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Heartbeat => "heartbeat",
+            Kind::Tokio => "tokio, typical",
+            Kind::TokioTuned => "tokio, tuned",
         }
     }
 }
@@ -101,9 +122,10 @@ struct Run<'a> {
 type Phase = fn(&Run, &mut Figures) -> Result<(), String>;
 
 /// Phase by phase, the two servers one after the other, so that they see the same machine.
-const PHASES: [(&str, Phase); 4] = [
+const PHASES: [(&str, Phase); 5] = [
     ("hold", phases::hold_phase),
     ("pipelining", phases::pipeline_phase),
+    ("request-response", request::rr_phase),
     ("silent peers", silent::silent_phase),
     ("idle", phases::idle_phase),
 ];
@@ -120,7 +142,7 @@ fn main() -> ExitCode {
     let sizes = Sizes::from_env();
     let machine = Machine::read();
     let limit = heartbeat::net::raise_open_file_limit().unwrap_or(1024);
-    let needed = sizes.connections.max(sizes.silent) as u64 + 500;
+    let needed = sizes.connections.max(sizes.silent).max(sizes.rr_conns) as u64 + 500;
     assert!(
         needed <= limit,
         "this process holds one descriptor per client connection: {needed} needed, the \
@@ -133,8 +155,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime for the drivers");
-    let mut results =
-        Kind::ALL.map(|kind| Figures::new(kind, sizes.only.is_some_and(|only| only != kind)));
+    let mut results = Kind::ALL.map(|kind| {
+        let left_out = sizes
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&kind));
+        Figures::new(kind, left_out)
+    });
     let run = Run {
         sizes: &sizes,
         machine: &machine,
@@ -188,10 +215,14 @@ struct Sizes {
     pipeline_rounds: usize,
     pipeline_ticks: u64,
     pipeline_max: Duration,
+    /// Request–response: connections, each with one line in flight, for this long.
+    rr_conns: usize,
+    rr_secs: u64,
     idle_secs: u64,
     /// Heartbeat's `--tick`; the close-lateness target is relative to it.
     tick: Duration,
-    only: Option<Kind>,
+    /// `SCALE_ONLY=heartbeat,tokio-tuned`: the servers measured (default: all).
+    only: Option<Vec<Kind>>,
 }
 
 impl Sizes {
@@ -199,11 +230,24 @@ impl Sizes {
     fn from_env() -> Sizes {
         let quick = env_or("SCALE_QUICK", 0u8) != 0;
         let pick = |full: u64, small: u64| if quick { small } else { full };
-        let only = match std::env::var("SCALE_ONLY").as_deref() {
-            Err(_) | Ok("") => None,
-            Ok("heartbeat") => Some(Kind::Heartbeat),
-            Ok("tokio") => Some(Kind::Tokio),
-            Ok(other) => panic!("SCALE_ONLY={other}: expected heartbeat or tokio"),
+        let only = match std::env::var("SCALE_ONLY") {
+            Err(_) => None,
+            Ok(list) if list.trim().is_empty() => None,
+            Ok(list) => Some(
+                list.split(',')
+                    .map(|name| {
+                        Kind::ALL
+                            .into_iter()
+                            .find(|k| k.name() == name.trim())
+                            .unwrap_or_else(|| {
+                                panic!(
+                                    "SCALE_ONLY={list}: expected heartbeat, tokio or tokio-tuned, \
+                                     comma-separated"
+                                )
+                            })
+                    })
+                    .collect(),
+            ),
         };
         let tick = match std::env::var("SCALE_TICK").as_deref() {
             Err(_) | Ok("") => DEFAULT_TICK,
@@ -220,6 +264,8 @@ impl Sizes {
             pipeline_rounds: env_or("SCALE_PIPELINE_ROUNDS", pick(3, 1) as usize),
             pipeline_ticks: env_or("SCALE_PIPELINE_TICKS", pick(300, 20)),
             pipeline_max: Duration::from_secs(pick(60, 10)),
+            rr_conns: env_or("SCALE_RR_CONNS", pick(10_000, 200) as usize),
+            rr_secs: env_or("SCALE_RR_SECS", pick(5, 1)),
             idle_secs: env_or("SCALE_IDLE_SECS", pick(10, 2)),
             tick,
             only,
@@ -236,7 +282,8 @@ impl Sizes {
         command += &format!(
             "SCALE_CONNECTIONS={} SCALE_CONNECT_RATE={} SCALE_SILENT={} SCALE_SILENT_RATE={} \
              SCALE_PIPELINE_CONNS={} SCALE_PIPELINE_LINES={} SCALE_PIPELINE_ROUNDS={} \
-             SCALE_PIPELINE_TICKS={} SCALE_IDLE_SECS={} SCALE_TICK={} ",
+             SCALE_PIPELINE_TICKS={} SCALE_RR_CONNS={} SCALE_RR_SECS={} SCALE_IDLE_SECS={} \
+             SCALE_TICK={} ",
             self.connections,
             self.connect_rate,
             self.silent,
@@ -245,14 +292,17 @@ impl Sizes {
             self.pipeline_lines,
             self.pipeline_rounds,
             self.pipeline_ticks,
+            self.rr_conns,
+            self.rr_secs,
             self.idle_secs,
             duration_arg(self.tick)
         );
         if let Ok(phases) = std::env::var("SCALE_PHASES") {
             command += &format!("SCALE_PHASES={phases} ");
         }
-        if let Some(only) = self.only {
-            command += &format!("SCALE_ONLY={} ", only.name());
+        if let Some(only) = &self.only {
+            let names: Vec<&str> = only.iter().map(|k| k.name()).collect();
+            command += &format!("SCALE_ONLY={} ", names.join(","));
         }
         command + "cargo bench --bench scale"
     }

@@ -2,24 +2,30 @@
 //! connections held through a heartbeat round, N idle connections with far deadlines, and
 //! pipelining. Each starts one server, loads it, reads it through `/proc`, and stops it.
 
+use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::drivers;
 use crate::figures::{
-    Figures, ACCEPT, CPU_0, CPU_LINE, CPU_N, HELD, RSS, RSS_QUIET, WAKE_0, WAKE_N,
+    Figures, ACCEPT, CPU_0, CPU_LINE, CPU_N, HELD, KERNEL, RSS, RSS_QUIET, WAKE_0, WAKE_N,
 };
 use crate::load::{client_line, wait_for_fds, Load};
-use crate::proc::{context_switches, cpu_ticks, fd_count, rss_bytes};
+use crate::proc::{
+    context_switches, cpu_ticks, fd_count, rss_bytes, slab_bytes, slab_caches, socket_caches_grown,
+};
 use crate::server::ServerProc;
 use crate::{progress, Kind, Run, FAR_TIMING, HOLD_TIMING};
 
 /// The load client's N connections, all held by the server.
 struct Opened {
     load: Load,
-    /// The server's descriptors and RSS before the first connection.
+    /// The server's descriptors and RSS, and the machine's slab memory, before the first
+    /// connection.
     fds0: u64,
     rss0: u64,
+    slab0: u64,
+    caches0: Option<BTreeMap<String, u64>>,
     /// From starting the client until the server held all N.
     secs: f64,
 }
@@ -30,6 +36,8 @@ fn open_idle(run: &Run, server: &ServerProc, kind: Kind) -> Result<Opened, Strin
     let (pid, n) = (server.pid(), run.sizes.connections);
     let fds0 = fd_count(pid)?;
     let rss0 = rss_bytes(pid)?;
+    let slab0 = slab_bytes()?;
+    let caches0 = slab_caches();
     let load = Load::start(server.addr, n, run.sizes.connect_rate)?;
     let reached = match wait_for_fds(pid, fds0 + n as u64, load.started, Some(&load), kind) {
         Ok(at) => at,
@@ -40,6 +48,8 @@ fn open_idle(run: &Run, server: &ServerProc, kind: Kind) -> Result<Opened, Strin
         load,
         fds0,
         rss0,
+        slab0,
+        caches0,
         secs,
     })
 }
@@ -68,6 +78,8 @@ pub fn hold_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         load,
         fds0,
         rss0,
+        slab0,
+        caches0,
         secs,
     } = open_idle(run, &server, fig.kind)?;
     fig.set(ACCEPT, n as f64 / secs);
@@ -88,7 +100,12 @@ pub fn hold_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     thread::sleep(round + Duration::from_millis(500));
     let held = fd_count(pid)?.saturating_sub(fds0);
     let rss1 = rss_bytes(pid)?;
+    let slab1 = slab_bytes()?;
+    let sockets = caches0
+        .zip(slab_caches())
+        .and_then(|(before, after)| socket_caches_grown(&before, &after));
     fig.set(RSS, (rss1 as f64 - rss0 as f64) / n as f64);
+    fig.set(KERNEL, (slab1 as f64 - slab0 as f64) / n as f64);
     fig.set(HELD, held as f64);
     let outcome = load.finish()?;
     let s = &outcome.summary;
@@ -105,10 +122,21 @@ pub fn hold_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         client_line(&outcome)
     ));
     fig.notes.push(format!(
-        "hold: server RSS {:.1} MiB with none, {:.1} MiB with {n}",
+        "hold: server RSS {:.1} MiB with none, {:.1} MiB with {n}; the machine's Slab {:.1} MiB \
+         before, {:.1} MiB with {n} (both ends of each connection are on this host, and other \
+         processes' kernel memory moves it too)",
         rss0 as f64 / 1048576.0,
-        rss1 as f64 / 1048576.0
+        rss1 as f64 / 1048576.0,
+        slab0 as f64 / 1048576.0,
+        slab1 as f64 / 1048576.0
     ));
+    if let Some(bytes) = sockets {
+        fig.notes.push(format!(
+            "hold: of the Slab growth, the sockets' own caches (TCP, sock_inode_cache, filp, \
+             eventpoll_epi; one of each per end) {:.0} B per connection, both ends",
+            bytes as f64 / n as f64
+        ));
+    }
     server.stop()?;
     Ok(())
 }
@@ -129,6 +157,7 @@ pub fn idle_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         fds0,
         rss0,
         secs,
+        ..
     } = open_idle(run, &server, fig.kind)?;
     thread::sleep(Duration::from_secs(1));
     let rss1 = rss_bytes(pid)?;
@@ -170,7 +199,8 @@ fn idle_window(pid: u32, window: Duration, clk_tck: u64) -> Result<(f64, f64), S
     Ok(((switches1 - switches0) as f64 / secs, cpu_ms))
 }
 
-/// Figure 4: connections pipelining short lines in large writes; server CPU per echo.
+/// Figure 4: connections pipelining short lines in large writes; server CPU per echo. The
+/// cost of a line when many arrive in one read: framing and copying, few system calls.
 pub fn pipeline_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     let sizes = run.sizes;
     let (conns, lines) = (sizes.pipeline_conns, sizes.pipeline_lines);

@@ -1,7 +1,8 @@
-//! Reading `/proc`: a server's RSS, CPU time, open descriptors and context switches, and the
-//! CPU counters of the machine and of this process. Every figure about a server is read
+//! Reading `/proc`: a server's RSS, CPU time, open descriptors and context switches, the CPU
+//! counters of the machine and of this process, and the kernel's slab memory. Every figure about a server is read
 //! here, from outside the process, the same way for both servers.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Fields of a `/proc/.../stat` line, counted after the command name (which may hold spaces
@@ -91,4 +92,48 @@ pub fn context_switches(pid: u32) -> Result<u64, String> {
         total += field_kb(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
     }
     Ok(total)
+}
+
+/// The kernel's slab memory (`Slab:` in /proc/meminfo: every socket's kernel structures among
+/// much else), for the whole machine, in bytes.
+pub fn slab_bytes() -> Result<u64, String> {
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    field_kb(&meminfo, "Slab:")
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no Slab in /proc/meminfo".to_string())
+}
+
+/// Bytes in use in each slab cache (`active_objs × objsize` from `/proc/slabinfo`: objects
+/// allocated, not the free room in their slabs), if readable (it needs root).
+pub fn slab_caches() -> Option<BTreeMap<String, u64>> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let mut caches = BTreeMap::new();
+    for line in text.lines().skip(2) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(name), Some(objs), Some(size)) = (f.first(), f.get(1), f.get(3)) else {
+            continue;
+        };
+        let (Ok(objs), Ok(size)) = (objs.parse::<u64>(), size.parse::<u64>()) else {
+            continue;
+        };
+        caches.insert(name.to_string(), objs * size);
+    }
+    Some(caches)
+}
+
+/// The slab caches of a socket itself, one of each per end of a connection: its TCP state, its
+/// inode, its file and its epoll entry. Not the dentries: sockets have one each, but a
+/// process that lists `/proc/PID/fd` adds one per descriptor too, with a proc inode.
+pub const SOCKET_CACHES: [&str; 4] = ["TCP", "sock_inode_cache", "filp", "eventpoll_epi"];
+
+/// Growth of the [`SOCKET_CACHES`] from `before` to `after`, in bytes, if all are there.
+pub fn socket_caches_grown(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Option<i64> {
+    SOCKET_CACHES
+        .iter()
+        .map(|name| Some(*after.get(*name)? as i64 - *before.get(*name)? as i64))
+        .sum()
 }

@@ -16,8 +16,9 @@ const CLOSE_MARGIN: Duration = Duration::from_millis(2);
 
 pub fn header(sizes: &Sizes, machine: &Machine) -> String {
     let mut lines = vec![
-        "Scale bench (issue 4): heartbeat (mio, one thread) vs a tokio task-per-connection \
-         baseline (2 worker threads)"
+        "Scale bench (issues 4, 12): heartbeat (mio, one thread) vs tokio task-per-connection \
+         baselines: typical (2 worker threads, 8 KiB BufReader + BufWriter per connection) and \
+         tuned (current-thread runtime, per-connection buffers only while they hold bytes)"
             .to_string(),
         format!(
             "machine: {} × {}, {} RAM, kernel {}, {} clock ticks/s",
@@ -26,7 +27,7 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
         format!(
             "sizes: {} idle connections (opened at ≤ {}/s), {} silent peers (at {}/s), \
              pipelining {} connections × {} lines × ≥ {} rounds (until ≥ {} server clock ticks), \
-             idle window {} s, heartbeat --tick {}",
+             request-response {} connections for {} s, idle window {} s, heartbeat --tick {}",
             sizes.connections,
             sizes.connect_rate,
             sizes.silent,
@@ -35,6 +36,8 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
             sizes.pipeline_lines,
             sizes.pipeline_rounds,
             sizes.pipeline_ticks,
+            sizes.rr_conns,
+            sizes.rr_secs,
             sizes.idle_secs,
             duration_arg(sizes.tick)
         ),
@@ -51,11 +54,11 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
 pub fn print(
     sizes: &Sizes,
     machine: &Machine,
-    results: &[Figures; 2],
+    results: &[Figures; 3],
     others_at_start: Option<OthersCpu>,
 ) -> bool {
-    let [hb, tk] = results;
-    println!("{}", table(sizes, hb, tk));
+    let [hb, typical, tuned] = results;
+    println!("{}", table(sizes, hb, typical, tuned));
     if !hb.skipped {
         println!("{}", targets(sizes, hb, machine.clk_tck));
     }
@@ -79,46 +82,61 @@ pub fn print(
     false
 }
 
-fn table(sizes: &Sizes, hb: &Figures, tk: &Figures) -> String {
+fn table(sizes: &Sizes, hb: &Figures, typical: &Figures, tuned: &Figures) -> String {
     let cell = |figures: &Figures, i: usize| match &figures.values[i] {
         _ if figures.skipped => SKIPPED.to_string(),
         Some(Ok(v)) => format!("{v:.*}{}", ROWS[i].decimals, ROWS[i].unit),
         Some(Err(e)) if e == SKIPPED => SKIPPED.to_string(),
-        Some(Err(e)) if e == NOT_MEASURED => format!("n/a ({NOT_MEASURED})"),
+        Some(Err(e)) if e == NOT_MEASURED => "not measured".to_string(),
         _ => "n/a".to_string(),
     };
-    let mut cells = vec![["figure", "heartbeat", "tokio baseline", "ratio"].map(String::from)];
+    let header = [
+        "figure".to_string(),
+        hb.kind.title().to_string(),
+        typical.kind.title().to_string(),
+        tuned.kind.title().to_string(),
+        format!("ratio vs {}", typical.kind.title()),
+        format!("ratio vs {}", tuned.kind.title()),
+    ];
+    let mut cells = vec![header];
     for (i, row) in ROWS.iter().enumerate() {
         let label = row
             .label
             .replace("{n}", &sizes.connections.to_string())
             .replace("{s}", &sizes.silent.to_string())
             .replace("{rate}", &sizes.connect_rate.to_string())
-            .replace("{idle}", &sizes.idle_secs.to_string());
+            .replace("{idle}", &sizes.idle_secs.to_string())
+            .replace("{pc}", &sizes.pipeline_conns.to_string())
+            .replace("{rr}", &sizes.rr_conns.to_string());
         cells.push([
             label,
             cell(hb, i),
-            cell(tk, i),
-            ratio(row.better, hb.get(i), tk.get(i)),
+            cell(typical, i),
+            cell(tuned, i),
+            ratio(row.better, hb.get(i), typical.get(i)),
+            ratio(row.better, hb.get(i), tuned.get(i)),
         ]);
     }
-    let width = |c: usize| {
-        cells
-            .iter()
-            .map(|r| r[c].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let widths = [width(0), width(1), width(2), width(3)];
+    let columns = cells[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = vec![
         String::new(),
-        "ratio = heartbeat's advantage, > 1 means heartbeat is better: tokio ÷ heartbeat for \
-         costs (bytes, ns, ms, wake-ups), heartbeat ÷ tokio for connections held and accept rate"
+        "ratio = heartbeat's advantage, > 1 means heartbeat is better: the other ÷ heartbeat for \
+         costs (bytes, ns, ms, wake-ups), heartbeat ÷ the other for connections held, rates; \
+         \"-\": not a figure of the server (the kernel's, the machine's)"
             .to_string(),
         String::new(),
     ];
     for (i, row) in cells.iter().enumerate() {
-        let line: Vec<String> = (0..4)
+        let line: Vec<String> = (0..columns)
             .map(|c| match c {
                 0 => format!("{:<w$}", row[c], w = widths[c]),
                 _ => format!("{:>w$}", row[c], w = widths[c]),
@@ -133,8 +151,8 @@ fn table(sizes: &Sizes, hb: &Figures, tk: &Figures) -> String {
     out.join("\n")
 }
 
-fn ratio(better: Better, hb: Option<f64>, tk: Option<f64>) -> String {
-    let (Some(h), Some(t)) = (hb, tk) else {
+fn ratio(better: Better, hb: Option<f64>, other: Option<f64>) -> String {
+    let (Some(h), Some(t)) = (hb, other) else {
         return "n/a".to_string();
     };
     let (num, den) = match better {

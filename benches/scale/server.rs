@@ -41,7 +41,8 @@ impl ServerProc {
                     .stdin(Stdio::null());
                 command
             }
-            Kind::Tokio => baseline::command(timing)?,
+            Kind::Tokio => baseline::command(false, timing)?,
+            Kind::TokioTuned => baseline::command(true, timing)?,
         };
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = command
