@@ -41,7 +41,7 @@ fn memory_held_for_partial_lines_goes_back_when_the_peers_leave() {
     );
     drop(peers);
     let back = eventually(Duration::from_secs(60), || {
-        server.rss_bytes() < baseline + 16 * MB
+        server.rss_bytes() < baseline + 8 * MB
     });
     assert!(
         back,

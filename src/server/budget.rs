@@ -33,6 +33,10 @@ pub const CEILING_PERCENT: usize = 125;
 /// 128 MB after they all left; one `malloc_trim` took it to 4.3 MB), so after this much
 /// has been freed since the last trim, the loop trims.
 pub const TRIM_STEP: usize = 16 << 20;
+/// Once buffers hold less than this, what was freed since the last trim (if at least this
+/// much) goes back too: otherwise the last step's worth would stay with the process after a
+/// crowd of peers left (measured: 16 MB against a 4 MB baseline after 2,000 partial lines).
+pub const TRIM_REST: usize = 1 << 20;
 
 /// What the caller must do after a change to the total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +140,9 @@ impl Budget {
     /// Whether enough was freed since the last trim to be worth one; if so, it counts as
     /// done.
     pub fn take_trim(&mut self) -> bool {
-        if self.peak_since_trim.saturating_sub(self.total) < TRIM_STEP {
+        let freed = self.peak_since_trim.saturating_sub(self.total);
+        let nearly_empty = self.total < TRIM_REST && freed >= TRIM_REST;
+        if freed < TRIM_STEP && !nearly_empty {
             return false;
         }
         self.peak_since_trim = self.total;
@@ -217,5 +223,12 @@ mod tests {
         budget.change(t0, 30 << 20, 20 << 20);
         assert!(budget.take_trim(), "20 MiB freed");
         assert!(!budget.take_trim(), "counted as done");
+        budget.change(t0, 20 << 20, 10 << 20);
+        assert!(!budget.take_trim(), "10 MiB more, still 10 MiB held");
+        budget.change(t0, 10 << 20, 0);
+        assert!(
+            budget.take_trim(),
+            "everything gone: the rest goes back too"
+        );
     }
 }
