@@ -16,6 +16,7 @@ mod proxied;
 mod report;
 mod scrape;
 mod settings;
+mod stopping;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,7 +36,6 @@ use self::scrape::Scrapers;
 use crate::alarm::{Alarm, ALARM};
 use crate::conn::{read_once, split, write_until_blocked, ReadResult};
 use crate::events::EventLog;
-use crate::metrics::Gauges;
 use crate::net::{self, interrupted, SetupError};
 use crate::ratelimit::LogLimiter;
 use crate::stats::ServerStats;
@@ -230,20 +230,6 @@ impl Server {
         Ok(self.core.into_stats())
     }
 
-    fn begin_stop(&mut self) {
-        crate::notify::stopping();
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        info!(
-            "stopping: telling {} peers End Connection",
-            self.core.open()
-        );
-        let now = Instant::now();
-        self.core.handle_stop(now);
-        self.carry_out(now);
-    }
-
     /// Fires what is due, reading the clock again for each batch, so that a heartbeat's
     /// recorded send time stays within a batch of the real one.
     fn fire_timers(&mut self) {
@@ -254,33 +240,6 @@ impl Server {
             }
             self.core.handle_timeout(now);
             self.carry_out(now);
-        }
-    }
-
-    fn take_signals(&mut self) {
-        let Some(signal) = self.stop.on_signal_event() else {
-            return;
-        };
-        let name = crate::stop::signal_name(signal);
-        if !self.core.is_stopping() {
-            info!("received {name}: stopping");
-            return;
-        }
-        // A second signal: whoever sent it wants out now, drain or not.
-        info!("received {name} again: telling every remaining peer End Connection now");
-        let now = Instant::now();
-        self.core.handle_stop(now);
-        self.carry_out(now);
-    }
-
-    fn on_scrape_event(&mut self, token: Token, now: Instant) {
-        let gauges = Gauges {
-            buffered_bytes: self.core.buffered() as u64,
-            log_lines_dropped: crate::logging::dropped_lines(),
-        };
-        if let Some(scrapers) = &mut self.scrapers {
-            let registry = self.poll.registry();
-            scrapers.on_event(token, registry, now, self.core.stats(), &gauges);
         }
     }
 

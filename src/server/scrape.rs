@@ -207,6 +207,19 @@ impl Scraper {
     }
 }
 
+impl super::Server {
+    pub(super) fn on_scrape_event(&mut self, token: Token, now: Instant) {
+        let gauges = Gauges {
+            buffered_bytes: self.core.buffered() as u64,
+            log_lines_dropped: crate::logging::dropped_lines(),
+        };
+        if let Some(scrapers) = &mut self.scrapers {
+            let registry = self.poll.registry();
+            scrapers.on_event(token, registry, now, self.core.stats(), &gauges);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,41 @@
+//! Stopping the loop: the first stop signal (or a `Stopper`) begins the stop, a second one
+//! ends a `--drain` at once. What stopping does to each peer is the core's (`core::ending`);
+//! this only drops the listener, tells systemd, and hands the core the moment.
+
+use std::time::Instant;
+
+use log::info;
+
+use super::Server;
+
+impl Server {
+    pub(super) fn begin_stop(&mut self) {
+        crate::notify::stopping();
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        info!(
+            "stopping: telling {} peers End Connection",
+            self.core.open()
+        );
+        let now = Instant::now();
+        self.core.handle_stop(now);
+        self.carry_out(now);
+    }
+
+    pub(super) fn take_signals(&mut self) {
+        let Some(signal) = self.stop.on_signal_event() else {
+            return;
+        };
+        let name = crate::stop::signal_name(signal);
+        if !self.core.is_stopping() {
+            info!("received {name}: stopping");
+            return;
+        }
+        // A second signal: whoever sent it wants out now, drain or not.
+        info!("received {name} again: telling every remaining peer End Connection now");
+        let now = Instant::now();
+        self.core.handle_stop(now);
+        self.carry_out(now);
+    }
+}
