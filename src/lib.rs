@@ -30,7 +30,7 @@
 //! | `notify`    | readiness for systemd: `READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`     | a datagram |
 //! | `server`    | the server's poll loop around `server::core`: sockets and the clock   | all of it  |
 //! | `client`    | the client: its poll loop (`load`) and pure parts (faults, schedule, …) | all of it  |
-//! | `workers`   | `--workers N`: starts, signals, restarts worker processes; their reports | processes |
+//! | `workers`   | `--workers N`: starts, signals, restarts worker processes; their reports; the parent's `--metrics` | processes |
 //!
 //! The binaries in `src/bin/` turn the command line into a configuration and run a loop.
 // No `unsafe` anywhere but one measured, documented call in `memory` (glibc's `malloc_trim`),

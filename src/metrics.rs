@@ -25,6 +25,8 @@
 //! not 0.0.4. The format is a few `# HELP` / `# TYPE` lines and `name{labels} value` lines;
 //! the tests pin it exactly.
 
+pub mod merge;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 

@@ -12,6 +12,8 @@
 //! pipe from the parent that carries nothing: when the parent goes away, however it ends,
 //! the worker reads end of file and stops gracefully ([`stop_when_parent_goes`]).
 
+pub mod metrics;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
@@ -164,6 +166,28 @@ pub struct Supervisor {
     restart: bool,
     stopping: bool,
     finished: Finished,
+    first_lines: FirstLines,
+}
+
+/// Each running worker's first line (`Listening on …`), kept up to date across restarts, for
+/// the parent's parts that must reach the workers (its `--metrics` endpoint).
+#[derive(Clone, Default)]
+pub struct FirstLines(std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+impl FirstLines {
+    /// The first lines of the workers running now.
+    pub fn snapshot(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().flatten().cloned().collect()
+    }
+
+    fn set(&self, slot: usize, line: Option<String>) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() <= slot {
+            lines.resize(slot + 1, None);
+        }
+        lines[slot] = line;
+    }
 }
 
 impl Supervisor {
@@ -208,6 +232,7 @@ impl Supervisor {
             restart,
             stopping: false,
             finished: Finished::default(),
+            first_lines: FirstLines::default(),
         };
         for slot in 0..supervisor.slots.len() {
             supervisor.spawn(slot)?;
@@ -216,6 +241,11 @@ impl Supervisor {
     }
 
     /// Process ids of the running workers, in worker order (for tests and logs).
+    /// Each running worker's first line, kept up to date while [`run`](Self::run) goes on.
+    pub fn first_lines(&self) -> FirstLines {
+        self.first_lines.clone()
+    }
+
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.slots
             .iter()
@@ -242,6 +272,7 @@ impl Supervisor {
                 Message::Line { slot, line, .. } => {
                     if first[slot].is_none() {
                         self.slots[slot].ready = true;
+                        self.first_lines.set(slot, Some(line.clone()));
                         first[slot] = Some(line);
                     }
                 }
@@ -305,6 +336,9 @@ impl Supervisor {
                     let index = slot;
                     let slot = &mut self.slots[index];
                     if slot.generation == generation {
+                        if !slot.ready {
+                            self.first_lines.set(index, Some(line.clone()));
+                        }
                         if !slot.ready && slot.generation > 1 {
                             info!("worker {index} is running again");
                         }
@@ -325,6 +359,7 @@ impl Supervisor {
     /// A worker's stdout closed: it has ended. Keep its report; start it again if it should
     /// not have ended.
     fn ended(&mut self, slot: usize) {
+        self.first_lines.set(slot, None);
         let status = self.reap(slot);
         let line = self.slots[slot].last_line.take();
         match (status.success(), line) {

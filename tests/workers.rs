@@ -325,3 +325,55 @@ fn the_load_client_splits_its_connections_over_workers_and_merges_one_summary() 
         "{summary}"
     );
 }
+
+/// With `--metrics`, the parent serves one scrape address for all workers: each worker
+/// answers on a loopback port of its own, and the parent sums their series, so a scrape
+/// counts every peer of every worker.
+#[test]
+fn one_scrape_address_counts_every_workers_peers() {
+    let server = ServerProcess::start(&[
+        "--workers",
+        "2",
+        "--idle",
+        "60s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics: std::net::SocketAddr = server
+        .listening
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", server.listening));
+    let base = workers(&server, 2);
+    let (peers, held) = connect(&server, &base, 40);
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "each worker has peers: {held:?}"
+    );
+    for (i, peer) in peers.iter().enumerate() {
+        assert_eq!(
+            ask(peer, &format!("hi {i}")).as_deref(),
+            Some(&*format!("Echoing...hi {i}"))
+        );
+    }
+    let mut scraper = TcpStream::connect(metrics).expect("connects to the metrics address");
+    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut scraper, &mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let value = |name: &str| -> String {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+            .unwrap_or_else(|| panic!("no {name} in {response}"))
+    };
+    assert_eq!(value("heartbeat_connections_open"), "40");
+    assert_eq!(value("heartbeat_connections_accepted_total"), "40");
+    assert_eq!(value("heartbeat_lines_echoed_total"), "40");
+    assert_eq!(value("heartbeat_build_info{version=\"0.1.0\"}"), "1");
+}

@@ -57,20 +57,15 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
         }
     }
     if worker.is_none() && args.workers > 1 {
-        if args.metrics.is_some() {
-            // Each worker would bind the same address; the parent does not merge scrapes.
-            return Err(config::ConfigError::Invalid {
-                setting: "metrics".to_string(),
-                message: "cannot be served by several --workers yet: run one worker per \
-                          port and scrape each, or leave out --metrics"
-                    .to_string(),
-            }
-            .into());
-        }
         return run_parent(args, &config);
     }
     if worker.is_some() {
         config.reuse_port = true;
+        // The parent serves --metrics for all; each worker answers it on a port of its own,
+        // named in its first line.
+        if config.metrics.is_some() {
+            config.metrics = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         if let Some(port) = std::env::var(workers::PORT_ENV)
             .ok()
             .and_then(|p| p.parse().ok())
@@ -137,7 +132,11 @@ fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError
     let env = vec![(workers::PORT_ENV.to_string(), addr.port().to_string())];
     let mut supervisor = Supervisor::start(vec![env; args.workers], true)?;
     supervisor.wait_ready()?;
-    let listening = listening_line(addr, config, Some(args.workers), None);
+    let metrics = match config.metrics {
+        Some(at) => Some(workers::metrics::serve(at, supervisor.first_lines())?),
+        None => None,
+    };
+    let listening = listening_line(addr, config, Some(args.workers), metrics);
     print_line(&listening);
     notify::ready(&listening);
     let finished = supervisor.run();
