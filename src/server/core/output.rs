@@ -43,10 +43,13 @@ impl ServerCore {
             Some(bytes) => record.buffers.feed(max_line, bytes, &mut on_frame),
             None => record.buffers.finish(&mut on_frame),
         }
+        // `output_ready` counts the peer's buffers in the budget; otherwise only the line
+        // decoder may have changed them.
         if output.len() > before {
             self.output_ready(key);
+        } else {
+            self.account(key);
         }
-        self.account(key);
     }
 
     /// Queues one protocol line for `key`.
