@@ -80,10 +80,6 @@ impl Budget {
         self.total
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Some peers are paused for the budget (until [`Verdict::Resume`]).
     pub fn is_pausing(&self) -> bool {
         self.pausing
