@@ -10,18 +10,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ServerProcess;
+use heartbeat::workers::metrics::metrics_addr_in;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 const PEERS: usize = 1000;
 
 /// The metrics address from the server's first line (`...; metrics at http://ADDR/metrics)`).
 fn metrics_addr(server: &ServerProcess) -> SocketAddr {
-    server
-        .listening
-        .split("metrics at http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
+    metrics_addr_in(&server.listening)
         .unwrap_or_else(|| panic!("no metrics address in {:?}", server.listening))
 }
 

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{eventually, summary_value, ServerProcess};
+use heartbeat::workers::metrics::metrics_addr_in;
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -92,6 +93,16 @@ fn ask(mut peer: &TcpStream, line: &str) -> Option<String> {
     read_line(peer)
 }
 
+/// Each peer sends a line of its own and gets its echo.
+fn each_gets_its_echo(peers: &[TcpStream]) {
+    for (i, peer) in peers.iter().enumerate() {
+        assert_eq!(
+            ask(peer, &format!("hi {i}")).as_deref(),
+            Some(&*format!("Echoing...hi {i}"))
+        );
+    }
+}
+
 fn read_line(peer: &TcpStream) -> Option<String> {
     let mut reader = BufReader::new(peer);
     let mut got = String::new();
@@ -117,12 +128,7 @@ fn sigterm_reaches_every_worker_and_one_merged_summary_counts_all_peers() {
         held.iter().all(|n| *n > 0),
         "each worker has peers: {held:?}"
     );
-    for (i, peer) in peers.iter().enumerate() {
-        assert_eq!(
-            ask(peer, &format!("hi {i}")).as_deref(),
-            Some(&*format!("Echoing...hi {i}"))
-        );
-    }
+    each_gets_its_echo(&peers);
     server.signal("-TERM");
     for peer in &peers {
         assert_eq!(read_line(peer).as_deref(), Some("End Connection"));
@@ -339,12 +345,7 @@ fn one_scrape_address_counts_every_workers_peers() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics: std::net::SocketAddr = server
-        .listening
-        .split("metrics at http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
+    let metrics = metrics_addr_in(&server.listening)
         .unwrap_or_else(|| panic!("no metrics address in {:?}", server.listening));
     let base = workers(&server, 2);
     let (peers, held) = connect(&server, &base, 40);
@@ -352,12 +353,7 @@ fn one_scrape_address_counts_every_workers_peers() {
         held.iter().all(|n| *n > 0),
         "each worker has peers: {held:?}"
     );
-    for (i, peer) in peers.iter().enumerate() {
-        assert_eq!(
-            ask(peer, &format!("hi {i}")).as_deref(),
-            Some(&*format!("Echoing...hi {i}"))
-        );
-    }
+    each_gets_its_echo(&peers);
     let mut scraper = TcpStream::connect(metrics).expect("connects to the metrics address");
     scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
     scraper

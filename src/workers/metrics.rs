@@ -41,8 +41,9 @@ pub fn serve(addr: SocketAddr, workers: FirstLines) -> Result<SocketAddr, SetupE
     Ok(bound)
 }
 
-/// The metrics address in a worker's first line (`…; metrics at http://ADDR/metrics)`).
-pub fn worker_metrics_addr(first_line: &str) -> Option<SocketAddr> {
+/// The metrics address named in a server's first line (`…; metrics at http://ADDR/metrics)`):
+/// a worker's, for the parent, or the server's own, for a script.
+pub fn metrics_addr_in(first_line: &str) -> Option<SocketAddr> {
     first_line
         .split("metrics at http://")
         .nth(1)?
@@ -78,7 +79,7 @@ fn answer(mut stream: TcpStream, workers: &FirstLines) {
             let texts: Vec<String> = workers
                 .snapshot()
                 .iter()
-                .filter_map(|line| worker_metrics_addr(line))
+                .filter_map(|line| metrics_addr_in(line))
                 .filter_map(fetch)
                 .collect();
             metrics::write_response(&mut out, Status::Ok, merge::merge(&texts).as_bytes());
@@ -126,9 +127,9 @@ mod tests {
         let line = "Listening on 127.0.0.1:8000 (heartbeat every 10s, 3 times, after 30s idle; \
                     metrics at http://127.0.0.1:41000/metrics)";
         assert_eq!(
-            worker_metrics_addr(line),
+            metrics_addr_in(line),
             Some("127.0.0.1:41000".parse().unwrap())
         );
-        assert_eq!(worker_metrics_addr("Listening on 127.0.0.1:8000 (…)"), None);
+        assert_eq!(metrics_addr_in("Listening on 127.0.0.1:8000 (…)"), None);
     }
 }
