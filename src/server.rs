@@ -4,9 +4,10 @@
 //!
 //! One turn: sleep in `poll` until an event or the core's next timeout; read the clock;
 //! read the peers cut off for fairness last turn, then this turn's events (each peer at most
-//! [`READS_PER_TURN`] reads a turn); then, with the clock read again, fire the timers that
-//! are due; last, accept waiting peers. Bytes that arrived while the loop was away are
-//! therefore always counted before any peer is judged silent. After every input to the core,
+//! [`READS_PER_TURN`] reads a turn); then fire the timers that were due when the turn woke
+//! (each batch stamped with the clock read again); last, accept waiting peers. Bytes that
+//! arrived while the loop was away, even stopped in the middle of its timers, are therefore
+//! always counted before any peer is judged silent. After every input to the core,
 //! the loop carries out all the actions it returns.
 
 mod accept;
@@ -208,7 +209,7 @@ impl Server {
             if let Some(scrapers) = &mut self.scrapers {
                 scrapers.expire(self.poll.registry(), now);
             }
-            self.fire_timers();
+            self.fire_timers(now);
             self.expire_headers(Instant::now());
             // After the reads, so that peers that hung up free their places first, and after
             // the timers, one of which may have ended an accept back-off.
@@ -230,14 +231,15 @@ impl Server {
         Ok(self.core.into_stats())
     }
 
-    /// Fires what is due, reading the clock again for each batch, so that a heartbeat's
-    /// recorded send time stays within a batch of the real one.
-    fn fire_timers(&mut self) {
+    /// Fires what was due when the turn woke at `woke` (everything that had arrived by then
+    /// has been read), reading the clock again for each batch, so that a heartbeat's recorded
+    /// send time stays within a batch of the real one.
+    fn fire_timers(&mut self, woke: Instant) {
         loop {
-            let now = Instant::now();
-            if !self.core.poll_timeout().is_some_and(|at| at <= now) {
+            if !self.core.poll_timeout().is_some_and(|at| at <= woke) {
                 return;
             }
+            let now = Instant::now();
             self.core.handle_timeout(now);
             self.carry_out(now);
         }

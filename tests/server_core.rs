@@ -853,3 +853,37 @@ fn jitter_spreads_first_heartbeats_never_earlier_and_reproducibly() {
     assert_eq!(first_heartbeats(7), times, "same seed, same spread");
     assert_ne!(first_heartbeats(8), times, "another seed, another spread");
 }
+
+/// The loop is stopped in the middle of a turn's timers (after it woke at 650 ms, until
+/// 2 s), and the peer's answer arrives meanwhile (680 ms). The End Connection due at 700 ms
+/// was not due when the turn woke, so it does not fire in that turn; the next turn reads the
+/// answer first, and the peer is kept.
+#[test]
+fn a_stall_in_the_middle_of_the_timers_closes_no_peer_that_answered_meanwhile() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect();
+    h.run_until(h.at(650 * MS));
+    assert_eq!(
+        h.lines(key).len(),
+        3,
+        "three heartbeats, End Connection due at 700 ms"
+    );
+    let woke = h.at(650 * MS);
+    h.core.handle_wakeup(woke, None);
+    h.scheduled
+        .push((h.at(680 * MS), key, b"Echoing...heartbeat\n".to_vec()));
+    // Stopped until 2 s, then the turn goes on with its timers, the clock read anew.
+    h.now = h.at(Duration::from_secs(2));
+    h.core.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(
+        h.lines(key).len(),
+        3,
+        "no End Connection in the stalled turn"
+    );
+    h.wake(h.at(Duration::from_secs(2)));
+    assert_eq!(h.lines(key).len(), 3);
+    assert_eq!(h.closed_at(key), None);
+    let stats = h.core.stats();
+    assert_eq!((stats.heartbeats_answered, stats.closed_dead), (1, 0));
+}

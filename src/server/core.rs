@@ -132,6 +132,14 @@ impl Record {
     }
 }
 
+/// A batch of timers being fired: those due by `due_by`, sent at `now`.
+#[derive(Debug, Clone, Copy)]
+struct Firing {
+    due_by: Instant,
+    now: Instant,
+    left: usize,
+}
+
 /// The loop's wake-up this turn, for splitting a close's lateness between the OS and us.
 #[derive(Debug, Clone, Copy)]
 struct Wakeup {
@@ -145,10 +153,10 @@ pub struct ServerCore {
     settings: Settings,
     stats: ServerStats,
     actions: VecDeque<Action>,
-    /// Timers due at this instant are being fired, lazily, this many more in this batch: one
-    /// at a time, so that each write is carried out (and the one shared output buffer is free
-    /// again) before the next is decided.
-    firing: Option<(Instant, usize)>,
+    /// Timers are being fired, lazily, this many more in this batch: one at a time, so that
+    /// each write is carried out (and the one shared output buffer is free again) before the
+    /// next is decided.
+    firing: Option<Firing>,
     /// Output decided for `output_key` and not yet written: one shared buffer, so a peer's
     /// echoes and heartbeats cost no allocation unless the kernel refuses them.
     output: Vec<u8>,
@@ -419,6 +427,11 @@ impl ServerCore {
     /// ends an accept back-off that is over. Call after the turn's reads, so that bytes that
     /// arrived while the loop was away count before any peer is judged silent; call again,
     /// with the clock read anew, while [`poll_timeout`](Self::poll_timeout) is still due.
+    ///
+    /// Only timers due by the turn's wake-up ([`handle_wakeup`](Self::handle_wakeup)) fire,
+    /// whatever `now` says: what arrived by then has been read this turn, and what arrived
+    /// while the loop was stopped in the middle of its timers will be read first next turn.
+    /// `now` is when what fires is sent: a heartbeat's interval is counted from it.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.accept_paused_until.is_some_and(|until| until <= now) {
@@ -433,7 +446,11 @@ impl ServerCore {
                 self.budget.defer(now);
             }
         }
-        self.firing = Some((now, TIMERS_PER_BATCH));
+        self.firing = Some(Firing {
+            due_by: self.wakeup.woke.min(now),
+            now,
+            left: TIMERS_PER_BATCH,
+        });
     }
 
     /// Stop at `now`: accept no more, and tell every open peer `End Connection`, spread
@@ -471,12 +488,17 @@ impl ServerCore {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
             }
-            if let Some((now, left)) = self.firing {
-                let due = (left > 0).then(|| self.timers.poll_expired(now)).flatten();
+            if let Some(firing) = self.firing {
+                let due = (firing.left > 0)
+                    .then(|| self.timers.poll_expired(firing.due_by))
+                    .flatten();
                 match due {
                     Some(key) => {
-                        self.firing = Some((now, left - 1));
-                        self.fire(now, key);
+                        self.firing = Some(Firing {
+                            left: firing.left - 1,
+                            ..firing
+                        });
+                        self.fire(firing.now, key);
                         continue;
                     }
                     None => self.firing = None,
