@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::ops::Range;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use heartbeat::protocol::{Frame, LineDecoder, DEFAULT_MAX_LINE};
+use heartbeat::cores::protocol::{Frame, LineDecoder, DEFAULT_MAX_LINE};
 
 /// One read buffer's worth, as the loops use.
 const READ_BUF: usize = 64 * 1024;

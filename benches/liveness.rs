@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use heartbeat::liveness::{Action, Peer, Timing};
+use heartbeat::cores::liveness::{Action, Peer, Timing};
 
 const PEERS: usize = 10_000;
 

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use heartbeat::wheel::Wheel;
+use heartbeat::cores::wheel::Wheel;
 
 /// Keys scheduled, as for a server holding a million idle connections.
 const N: usize = 1_000_000;

@@ -34,14 +34,14 @@ pub use self::settings::{
 
 use self::core::{Action, ServerCore};
 use self::scrape::Scrapers;
-use crate::alarm::{Alarm, ALARM};
-use crate::conn::{read_once, split, write_until_blocked, ReadResult};
-use crate::events::EventLog;
-use crate::net::{self, interrupted, SetupError};
-use crate::ratelimit::LogLimiter;
-use crate::stats::ServerStats;
-use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
-use crate::timer::timeout_until;
+use crate::cores::ratelimit::LogLimiter;
+use crate::cores::timer::timeout_until;
+use crate::edge::alarm::{Alarm, ALARM};
+use crate::edge::conn::{read_once, split, write_until_blocked, ReadResult};
+use crate::edge::net::{self, interrupted, SetupError};
+use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::ops::events::EventLog;
+use crate::ops::stats::ServerStats;
 
 /// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -342,7 +342,7 @@ impl Server {
                     }
                 }
                 Action::Report(key, event) => self.report(key, event, now),
-                Action::ReleaseMemory => crate::memory::release_free_memory(),
+                Action::ReleaseMemory => crate::edge::memory::release_free_memory(),
             }
         }
     }

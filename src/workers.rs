@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::stop::{signal_name, Stopper, STOP_SIGNALS};
+use crate::edge::stop::{signal_name, Stopper, STOP_SIGNALS};
 
 /// Set in a worker's environment to its number (0, 1, ...): the process is a worker.
 pub const WORKER_ENV: &str = "HEARTBEAT_WORKER";
@@ -79,7 +79,11 @@ impl fmt::Display for WorkersError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WorkersError::Spawn { what, source } => {
-                write!(f, "cannot start {what}: {}", crate::net::describe(source))
+                write!(
+                    f,
+                    "cannot start {what}: {}",
+                    crate::edge::net::describe(source)
+                )
             }
             WorkersError::Failed { index, status } => {
                 write!(f, "worker {index} {} before it was ready", Ended(*status))

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::one_line_failure;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
 
 /// Kills the child if a test fails before it exits, so no process outlives the test.
 struct Reaped(Child);
@@ -28,7 +28,7 @@ fn first_line(stream: impl Read) -> String {
     line
 }
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 
 /// `--tick` longer than `--interval` would let heartbeats bunch up: refused before
 /// listening, one line, exit status 2.

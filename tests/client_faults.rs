@@ -16,9 +16,9 @@ use std::time::Duration;
 use common::{start_server, ServerProcess};
 use heartbeat::client::faults::FaultSpec;
 use heartbeat::client::{Client, ClientConfig, Finish};
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
+use heartbeat::ops::stats::{ClientSummary, ServerStats};
 use heartbeat::server::ServerConfig;
-use heartbeat::stats::{ClientSummary, ServerStats};
 use serde_json::Value;
 
 const CONNECTIONS: usize = 40;
@@ -140,7 +140,7 @@ fn the_binary_reports_every_fault_kind_in_json_and_repeats_with_a_seed() {
     let port = server.port.to_string();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let run = || -> Value {
-        let output = Command::new(env!("CARGO_BIN_EXE_client"))
+        let output = Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
             .args([
                 "--host",
                 "127.0.0.1",

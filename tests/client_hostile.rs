@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use common::one_line_failure;
 use heartbeat::client::{Client, ClientConfig, Finish};
-use heartbeat::stats::ClientSummary;
+use heartbeat::ops::stats::ClientSummary;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 
 /// A one-shot server on 127.0.0.1: runs `script` on each of `peers` connections in turn.
 fn script_server<T: Send + 'static>(

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::eventually;
 use heartbeat::client::{Client, ClientConfig, Finish};
+use heartbeat::edge::stop::Stopper;
+use heartbeat::ops::stats::ServerStats;
 use heartbeat::server::{Server, ServerConfig};
-use heartbeat::stats::ServerStats;
-use heartbeat::stop::Stopper;
 
 const CONNECTIONS: usize = 50;
 const HANG_GUARD: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fuzz_checks::{check_config, check_decoder, check_values, expected_frames, Got};
-use heartbeat::config::{self, ClientSection, FileConfig, ServerSection};
+use heartbeat::settings::config::{self, ClientSection, FileConfig, ServerSection};
 use proptest::prelude::*;
 
 const SERVER_KEYS: [&str; 5] = ["host", "port", "interval", "count", "idle"];
@@ -319,7 +319,7 @@ proptest! {
     fn long_runs_in_any_reads_are_framed_as_the_protocol_says(
         bytes in byte_runs(400),
         cuts in prop::collection::vec(0usize..=700, 0..8),
-        max_line in prop_oneof![0usize..=64, 300usize..=500, Just(heartbeat::protocol::DEFAULT_MAX_LINE)],
+        max_line in prop_oneof![0usize..=64, 300usize..=500, Just(heartbeat::cores::protocol::DEFAULT_MAX_LINE)],
     ) {
         check_decoder(max_line, &cuts, &bytes);
     }

@@ -121,7 +121,7 @@ fn two_thousand_connections_through_haproxy_keep_their_real_addresses() {
     );
     let base = before_haproxy;
     let client = Guard(
-        Command::new(env!("CARGO_BIN_EXE_client"))
+        Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
             .args(["--no-prompt", "--port", &front.to_string()])
             .args([
                 "--connections",

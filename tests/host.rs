@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{one_line_failure, Peer, ServerProcess, MS};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 
 /// Out of file descriptors: accept fails with EMFILE; the server backs off instead of
 /// spinning on the waiting peers, and lets them in once descriptors free up.

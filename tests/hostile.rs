@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{start_server, Peer, ServerProcess, MS};
-use heartbeat::allow::AllowList;
+use heartbeat::cores::allow::AllowList;
 use heartbeat::server::ServerConfig;
 
 const LINE: &[u8] = b"0123456789012345678901234567890123456789012345678901234567890123456789\n";
@@ -322,7 +322,7 @@ fn half_close_echoes_an_unterminated_last_line() {
 #[test]
 fn absurd_timeouts_do_not_panic() {
     let server = start_server(ServerConfig {
-        timing: heartbeat::liveness::Timing {
+        timing: heartbeat::cores::liveness::Timing {
             idle: Duration::MAX,
             interval: Duration::MAX,
             count: 3,
@@ -345,7 +345,7 @@ fn absurd_timeouts_do_not_panic() {
 fn two_floods_do_not_hold_back_a_quiet_peers_heartbeat() {
     let idle = Duration::from_secs(1);
     let server = start_server(ServerConfig {
-        timing: heartbeat::liveness::Timing {
+        timing: heartbeat::cores::liveness::Timing {
             idle,
             interval: Duration::from_secs(1),
             count: 1,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_server, RunningServer, MS};
 use heartbeat::client::{Client, ClientConfig, Finish, Outcome};
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
 use heartbeat::server::ServerConfig;
 use serde_json::Value;
 
@@ -185,7 +185,7 @@ fn the_client_binary_prints_one_json_summary_line() {
     // Run from an empty directory, so no configuration.json is read.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let port = server.addr.port().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
         .args(["--connections", "200", "--interval", "100ms"])
         .args(["--duration", "1s", "--json", "--no-prompt"])
         .args(["--host", "127.0.0.1", "--port", &port])

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{summary_value, ServerProcess};
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 /// Idle long enough that a client sending every 100 ms never sees a heartbeat, however
 /// loaded the machine.
 const CHATTY: [&str; 6] = ["--interval", "1s", "--count", "3", "--idle", "10s"];

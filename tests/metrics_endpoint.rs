@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::ServerProcess;
 use heartbeat::workers::metrics::metrics_addr_in;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 const PEERS: usize = 1000;
 
 /// The metrics address from the server's first line (`...; metrics at http://ADDR/metrics)`).

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, Peer, MS};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 
 /// Hang guard for anything the tests wait for.
 const DEADLINE: Duration = Duration::from_secs(20);

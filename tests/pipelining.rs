@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{start_server, Peer, RunningServer, MS};
-use heartbeat::protocol::ECHO_PREFIX;
+use heartbeat::cores::protocol::ECHO_PREFIX;
 use heartbeat::server::ServerConfig;
 use proptest::prelude::*;
 

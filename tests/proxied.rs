@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{summary_value, Peer, ServerProcess};
-use heartbeat::proxy::{encode, Header};
+use heartbeat::cores::proxy::{encode, Header};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
 

@@ -10,7 +10,7 @@ mod fuzz_checks;
 use std::net::{IpAddr, SocketAddr};
 
 use fuzz_checks::check_proxy;
-use heartbeat::proxy::{self, Header, Parsed};
+use heartbeat::cores::proxy::{self, Header, Parsed};
 use proptest::prelude::*;
 
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {

@@ -7,8 +7,8 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use heartbeat::allow::AllowList;
-use heartbeat::liveness::Timing;
+use heartbeat::cores::allow::AllowList;
+use heartbeat::cores::liveness::Timing;
 use heartbeat::server::core::{
     Action, Admission, Event, Reason, Refusal, ServerCore, Settings, Timer, ACCEPT_BACKOFF,
     DEAD_LINGER, STOP_LINGER,

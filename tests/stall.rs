@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{eventually, summary_value, Lines, ServerProcess, MS};
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 /// Heartbeat 1 after 2 s of silence, then one more, a second apart: a stall of 4.5 s is
 /// longer than the whole protocol (2 s + 2 × 1 s), so a server that fired every timer that
 /// had come due would send both heartbeats and `End Connection` in one turn.

@@ -241,7 +241,7 @@ fn a_port_in_use_is_one_line_before_any_worker_starts() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
     let port = taken.local_addr().unwrap().port().to_string();
     let (line, stdout) = common::one_line_failure(
-        env!("CARGO_BIN_EXE_server"),
+        env!("CARGO_BIN_EXE_heartbeat-server"),
         &["--no-prompt", "--port", &port, "--workers", "2"],
         1,
     );
@@ -280,7 +280,7 @@ fn workers_stop_when_their_parent_is_killed() {
 #[test]
 fn the_load_client_splits_its_connections_over_workers_and_merges_one_summary() {
     let mut server = ServerProcess::start(&["--idle", "60s", "--allow", "127.0.0.1/32"]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
         .args(["--no-prompt", "--port", &server.port.to_string()])
         .args([
             "--workers",

@@ -212,7 +212,11 @@ impl Fleet {
             "warn".into(),
         ];
         all.extend_from_slice(args);
-        let proc = Proc::spawn(format!("server {k}"), env!("CARGO_BIN_EXE_server"), &all)?;
+        let proc = Proc::spawn(
+            format!("server {k}"),
+            env!("CARGO_BIN_EXE_heartbeat-server"),
+            &all,
+        )?;
         let first = proc.first_line.recv_timeout(START_TIMEOUT).map_err(|_| {
             format!(
                 "server {k} printed no `Listening on` line within {} s",
@@ -262,7 +266,11 @@ impl Fleet {
             bind.join(","),
         ];
         all.extend_from_slice(args);
-        let proc = Proc::spawn(format!("client {k}"), env!("CARGO_BIN_EXE_client"), &all)?;
+        let proc = Proc::spawn(
+            format!("client {k}"),
+            env!("CARGO_BIN_EXE_heartbeat-client"),
+            &all,
+        )?;
         self.clients.push(Client { proc });
         Ok(())
     }

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use heartbeat::config::{format_duration, parse_duration};
+use heartbeat::settings::config::{format_duration, parse_duration};
 
 use fleet::Fleet;
 use host::Host;
@@ -194,14 +194,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in heartbeat::stop::STOP_SIGNALS {
+    for signal in heartbeat::edge::stop::STOP_SIGNALS {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
             eprintln!("capacity: cannot handle signal {signal}: {e}");
             return ExitCode::FAILURE;
         }
     }
     let settings = Settings::from_env();
-    let _ = heartbeat::net::raise_open_file_limit();
+    let _ = heartbeat::edge::net::raise_open_file_limit();
     let at_start = match Host::read() {
         Ok(host) => host,
         Err(e) => {

@@ -105,7 +105,7 @@ pub fn run(run: &Run, fleet: &mut Fleet, target: usize, last: Option<&Row>) -> R
         "--duration".into(),
         format!("{}s", duration.as_secs()),
         "--server-interval".into(),
-        heartbeat::config::format_duration(settings.interval),
+        heartbeat::settings::config::format_duration(settings.interval),
     ];
     let t0 = Instant::now();
     let mut next = first_new;

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use heartbeat::config::format_duration;
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
+use heartbeat::settings::config::format_duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
         }
         std::process::exit(0);
     });
-    let _ = heartbeat::net::raise_open_file_limit();
+    let _ = heartbeat::edge::net::raise_open_file_limit();
     let tuned = std::env::var(ROLE_VAR).as_deref() == Ok(TUNED_ROLE);
     let runtime = if tuned {
         tokio::runtime::Builder::new_current_thread()

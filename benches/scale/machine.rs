@@ -7,8 +7,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use heartbeat::alarm::{Alarm, ALARM};
-use heartbeat::stats::{Latencies, Percentiles};
+use heartbeat::edge::alarm::{Alarm, ALARM};
+use heartbeat::ops::stats::{Latencies, Percentiles};
 use mio::{Events, Poll};
 
 use crate::proc;

@@ -51,9 +51,9 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use heartbeat::config::parse_duration;
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
 use heartbeat::server::DEFAULT_TICK;
+use heartbeat::settings::config::parse_duration;
 use tokio::runtime::Runtime;
 
 use figures::{Figures, SKIPPED};
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     progress("starting");
     let sizes = Sizes::from_env();
     let machine = Machine::read();
-    let limit = heartbeat::net::raise_open_file_limit().unwrap_or(1024);
+    let limit = heartbeat::edge::net::raise_open_file_limit().unwrap_or(1024);
     let needed = sizes.connections.max(sizes.silent).max(sizes.rr_conns) as u64 + 500;
     assert!(
         needed <= limit,

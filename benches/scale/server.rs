@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
 
 use crate::{baseline, duration_arg, Kind, START_TIMEOUT, STOP_TIMEOUT};
 
@@ -30,7 +30,7 @@ impl ServerProc {
     pub fn start(kind: Kind, timing: Timing, tick: Duration) -> Result<ServerProc, String> {
         let mut command = match kind {
             Kind::Heartbeat => {
-                let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+                let mut command = Command::new(env!("CARGO_BIN_EXE_heartbeat-server"));
                 command
                     .args(["--port", "0", "--no-prompt", "--log-level", "warn"])
                     .args(["--host", "127.0.0.1"])

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use heartbeat::stats::Percentiles;
+use heartbeat::ops::stats::Percentiles;
 
 use crate::drivers;
 use crate::figures::{

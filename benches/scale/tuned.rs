@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};

@@ -1,5 +1,5 @@
 //! Fuzz target: arbitrary bytes, cut into reads at fuzzer-chosen points, fed to
-//! `heartbeat::protocol::LineDecoder` with a small line limit. The checks are in
+//! `heartbeat::cores::protocol::LineDecoder` with a small line limit. The checks are in
 //! `heartbeat_fuzz::check_decoder` (`src/lib.rs`), which `tests/config_props.rs` also runs.
 #![no_main]
 

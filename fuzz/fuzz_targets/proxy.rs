@@ -1,5 +1,5 @@
 //! Fuzz target: arbitrary bytes as the start of a connection to `server --proxy-protocol`,
-//! into `heartbeat::proxy::parse`. The checks are in `heartbeat_fuzz::check_proxy`
+//! into `heartbeat::cores::proxy::parse`. The checks are in `heartbeat_fuzz::check_proxy`
 //! (`src/lib.rs`), which `tests/proxy_props.rs` also runs.
 #![no_main]
 

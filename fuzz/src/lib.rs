@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use heartbeat::config::{self, FileConfig};
-use heartbeat::protocol::{Frame, LineDecoder};
-use heartbeat::proxy::{self, Parsed};
+use heartbeat::cores::protocol::{Frame, LineDecoder};
+use heartbeat::cores::proxy::{self, Parsed};
+use heartbeat::settings::config::{self, FileConfig};
 use serde_json::{Map, Value};
 
 /// An owned [`Frame`].

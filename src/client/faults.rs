@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::rng::SplitMix64;
+use crate::cores::rng::SplitMix64;
 
 /// How a connection turns bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,13 +25,13 @@ use super::peer::Peer;
 use super::schedule::{within_budget, Backoff, Pacer};
 use super::warnings::Warnings;
 use super::{memory, ClientConfig, Finish, Outcome};
-use crate::conn::{split, token, Buffers};
-use crate::net::{self, interrupted, ConnectError, SetupError};
-use crate::rng::SplitMix64;
-use crate::stats::client::{Memory, RunFacts};
-use crate::stats::{ClientStats, ConnectFailure};
-use crate::stop::{StopSignal, Stopper, SIGNALS, WAKER};
-use crate::timer::{later, timeout_until, Timers};
+use crate::cores::rng::SplitMix64;
+use crate::cores::timer::{later, timeout_until, Timers};
+use crate::edge::conn::{split, token, Buffers};
+use crate::edge::net::{self, interrupted, ConnectError, SetupError};
+use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::ops::stats::client::{Memory, RunFacts};
+use crate::ops::stats::{ClientStats, ConnectFailure};
 
 /// Prints one line on stdout, ignoring errors: a closed pipe (`client | head`) must not
 /// panic the client; it carries on and exits normally.

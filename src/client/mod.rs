@@ -30,9 +30,9 @@ mod warnings;
 
 pub use load::Client;
 
-use crate::protocol;
-use crate::stats::client::RunFacts;
-use crate::stats::{ClientStats, ClientSummary};
+use crate::cores::protocol;
+use crate::ops::stats::client::RunFacts;
+use crate::ops::stats::{ClientStats, ClientSummary};
 use faults::FaultSpec;
 
 /// How the client runs. `Default` is the original's single client of 127.0.0.1:8000.
@@ -98,7 +98,7 @@ impl Default for ClientConfig {
             fault_window: None,
             seed: DEFAULT_SEED,
             reconnect: false,
-            server_interval: crate::liveness::Timing::DEFAULT.interval,
+            server_interval: crate::cores::liveness::Timing::DEFAULT.interval,
             output_cap: DEFAULT_OUTPUT_CAP,
         }
     }
@@ -121,7 +121,7 @@ pub enum Finish {
     ClosedByServer,
     /// `--duration` passed.
     DurationReached,
-    /// Ctrl-C, SIGTERM, or [`Stopper::stop`](crate::stop::Stopper::stop).
+    /// Ctrl-C, SIGTERM, or [`Stopper::stop`](crate::edge::stop::Stopper::stop).
     Stopped,
     /// No connection could be opened.
     NothingConnected,

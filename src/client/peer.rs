@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::faults::FaultKind;
 use super::schedule::Sends;
-use crate::timer::later;
+use crate::cores::timer::later;
 
 #[derive(Debug, Clone)]
 pub struct Peer {

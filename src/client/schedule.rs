@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::rng::SplitMix64;
-use crate::timer::later;
+use crate::cores::rng::SplitMix64;
+use crate::cores::timer::later;
 
 /// Most `connect()` calls a loop turn makes before it polls again: about a millisecond of
 /// them. A connect costs 10–350 µs (more as a source address's ports fill), and everything
@@ -89,7 +89,9 @@ impl Sends {
 
     /// When line `k` is due.
     pub fn scheduled(&self, interval: Duration, k: u32) -> Instant {
-        let offset = interval.checked_mul(k).unwrap_or(crate::timer::FAR_FUTURE);
+        let offset = interval
+            .checked_mul(k)
+            .unwrap_or(crate::cores::timer::FAR_FUTURE);
         later(self.first, offset)
     }
 

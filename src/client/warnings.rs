@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ratelimit::LogLimiter;
+use crate::cores::ratelimit::LogLimiter;
 
 #[derive(Debug)]
 pub struct Warnings {

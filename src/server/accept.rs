@@ -12,9 +12,9 @@ use mio::Interest;
 
 use super::core::{Admission, Refusal, ACCEPT_BACKOFF};
 use super::{Server, Socket};
-use crate::conn::token;
-use crate::net::{describe, interrupted, out_of_files, would_block};
-use crate::protocol;
+use crate::cores::protocol;
+use crate::edge::conn::token;
+use crate::edge::net::{describe, interrupted, out_of_files, would_block};
 
 impl Server {
     /// Accepts until the kernel has no more waiting peers or the core says stop.

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::timer::later;
+use crate::cores::timer::later;
 
 /// How long the total may stay over the limit, with readers paused, before the largest
 /// holders are closed: long enough for a burst of output to drain, short enough that a

@@ -54,12 +54,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::budget::Budget;
-use crate::conn::Buffers;
-use crate::liveness::{self, Peer, Timing};
-use crate::protocol;
-use crate::rng::SplitMix64;
-use crate::stats::ServerStats;
-use crate::timer::{later, Timers};
+use crate::cores::liveness::{self, Peer, Timing};
+use crate::cores::protocol;
+use crate::cores::rng::SplitMix64;
+use crate::cores::timer::{later, Timers};
+use crate::edge::conn::Buffers;
+use crate::ops::stats::ServerStats;
 
 use self::ending::Drain;
 pub use self::sessions::Session;

@@ -1,5 +1,5 @@
 //! `--proxy-protocol`: an accepted peer waits here, before the core sees it, until it has sent
-//! a PROXY protocol v2 header (`crate::proxy`) naming the real client; then the core takes it
+//! a PROXY protocol v2 header (`crate::cores::proxy`) naming the real client; then the core takes it
 //! in under that address, so `--allow`, log lines and the summary all use it. A peer that
 //! sends anything else, closes, or says nothing for [`HEADER_DEADLINE`] is closed and counted
 //! (`rejected_proxy_header`). Part of the loop: it owns these waiting sockets and their
@@ -18,8 +18,8 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::Server;
-use crate::conn::{read_once, split, token, ReadResult};
-use crate::proxy::{self, Parsed};
+use crate::cores::proxy::{self, Parsed};
+use crate::edge::conn::{read_once, split, token, ReadResult};
 
 /// How long an accepted peer has to send its whole header.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
@@ -99,7 +99,7 @@ impl Server {
         {
             warn!(
                 "{addr}: cannot watch the connection: {}",
-                crate::net::describe(&e)
+                crate::edge::net::describe(&e)
             );
             return;
         }

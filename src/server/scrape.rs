@@ -15,11 +15,11 @@ use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use crate::conn::{read_once, write_until_blocked, ReadResult};
-use crate::metrics::{self, Gauges, MAX_REQUEST, SCRAPE_DEADLINE};
-use crate::net::{self, interrupted, would_block, SetupError};
-use crate::stats::ServerStats;
-use crate::timer::later;
+use crate::cores::timer::later;
+use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
+use crate::edge::net::{self, interrupted, would_block, SetupError};
+use crate::ops::metrics::{self, Gauges, MAX_REQUEST, SCRAPE_DEADLINE};
+use crate::ops::stats::ServerStats;
 
 /// Scrapers served at once; one more is closed at accept. Prometheus scrapes a target with
 /// one connection at a time; a few slots leave room for a human with curl.
@@ -211,7 +211,7 @@ impl super::Server {
     pub(super) fn on_scrape_event(&mut self, token: Token, now: Instant) {
         let gauges = Gauges {
             buffered_bytes: self.core.buffered() as u64,
-            log_lines_dropped: crate::logging::dropped_lines(),
+            log_lines_dropped: crate::ops::logging::dropped_lines(),
         };
         if let Some(scrapers) = &mut self.scrapers {
             let registry = self.poll.registry();
@@ -233,6 +233,6 @@ mod tests {
         assert_eq!(token_slot(LISTENER), None);
         assert_eq!(token_slot(Token(usize::MAX - 3)), None, "the alarm's");
         assert_eq!(token_slot(slot_token(SLOTS)), None);
-        assert!(!Scrapers::owns(crate::conn::token(7, 3)));
+        assert!(!Scrapers::owns(crate::edge::conn::token(7, 3)));
     }
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::core::Settings;
-use crate::allow::AllowList;
-use crate::liveness::Timing;
-use crate::protocol;
+use crate::cores::allow::AllowList;
+use crate::cores::liveness::Timing;
+use crate::cores::protocol;
 
 /// How the server runs. `Default` gives the documented defaults on 127.0.0.1:8000.
 #[derive(Debug, Clone)]

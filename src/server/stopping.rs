@@ -10,7 +10,7 @@ use super::Server;
 
 impl Server {
     pub(super) fn begin_stop(&mut self) {
-        crate::notify::stopping();
+        crate::ops::notify::stopping();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -27,7 +27,7 @@ impl Server {
         let Some(signal) = self.stop.on_signal_event() else {
             return;
         };
-        let name = crate::stop::signal_name(signal);
+        let name = crate::edge::stop::signal_name(signal);
         if !self.core.is_stopping() {
             info!("received {name}: stopping");
             return;

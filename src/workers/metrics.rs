@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use log::warn;
 
 use super::FirstLines;
-use crate::metrics::{self, merge, Request, Status, MAX_REQUEST, SCRAPE_DEADLINE};
-use crate::net::SetupError;
+use crate::edge::net::SetupError;
+use crate::ops::metrics::{self, merge, Request, Status, MAX_REQUEST, SCRAPE_DEADLINE};
 
 /// How long fetching one worker's text may take before it is left out of a scrape.
 const FETCH_LIMIT: Duration = Duration::from_secs(2);

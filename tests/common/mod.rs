@@ -8,10 +8,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use heartbeat::liveness::Timing;
+use heartbeat::cores::liveness::Timing;
+use heartbeat::edge::stop::Stopper;
+use heartbeat::ops::stats::ServerStats;
 use heartbeat::server::{Server, ServerConfig};
-use heartbeat::stats::ServerStats;
-use heartbeat::stop::Stopper;
 
 pub const MS: Duration = Duration::from_millis(1);
 
@@ -227,7 +227,7 @@ impl ServerProcess {
             Stderr::Discard => std::process::Stdio::null(),
             Stderr::Collect | Stderr::Keep => std::process::Stdio::piped(),
         };
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-server"))
             .args(["--port", "0", "--no-prompt"])
             .args(args)
             .envs(env.iter().copied())

@@ -12,10 +12,10 @@ use mio::Token;
 use super::{Client, CONNECT_TIMEOUT, READS_PER_TURN};
 use crate::client::faults::FaultKind;
 use crate::client::peer::Answer;
-use crate::conn::{read_once, ReadResult};
-use crate::escape::Escaped;
-use crate::net::describe;
-use crate::protocol::{self, Frame};
+use crate::cores::escape::Escaped;
+use crate::cores::protocol::{self, Frame};
+use crate::edge::conn::{read_once, ReadResult};
+use crate::edge::net::describe;
 
 impl Client {
     /// Reads until the kernel has no more (or this turn's share is used up); a `noread`

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::{Action, Event, Lifecycle, Reason, ServerCore, STOP_LINGER};
-use crate::protocol;
-use crate::timer::later;
+use crate::cores::protocol;
+use crate::cores::timer::later;
 
 /// Stopping: every peer is told `End Connection`, peer `told` of `total` at
 /// `start + span × told / total` (all at once when `span` is zero), in key order.

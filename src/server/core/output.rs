@@ -5,8 +5,8 @@
 use log::debug;
 
 use super::{Action, ServerCore};
-use crate::escape::Escaped;
-use crate::protocol::{self, classify, Frame, Message};
+use crate::cores::escape::Escaped;
+use crate::cores::protocol::{self, classify, Frame, Message};
 
 impl ServerCore {
     /// Frames what was read (`Some(bytes)`; `None`: the end of the input, which completes a

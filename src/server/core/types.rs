@@ -5,8 +5,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::allow::AllowList;
-use crate::liveness::Timing;
+use crate::cores::allow::AllowList;
+use crate::cores::liveness::Timing;
 
 /// What the core needs to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub enum Reason {
 pub enum Refusal {
     /// Its address is not in `--allow`: closed without a word.
     NotAllowed,
-    /// `--max-connections` peers are open; it is told [`crate::protocol::SERVER_FULL`].
+    /// `--max-connections` peers are open; it is told [`crate::cores::protocol::SERVER_FULL`].
     Full { open: usize },
 }
 
@@ -109,7 +109,7 @@ pub enum Admission {
 /// What a connection's one timer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
-    /// Ask [`crate::liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
+    /// Ask [`crate::cores::liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
     Liveness,
     /// The ending peer's time to take its last output and close is up: close regardless.
     Linger,

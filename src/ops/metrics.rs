@@ -30,7 +30,7 @@ pub mod merge;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::stats::{Latencies, ServerStats};
+use crate::ops::stats::{Latencies, ServerStats};
 
 /// What the loop knows that [`ServerStats`] does not count, passed in at each scrape.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::io::{self, Read, Write};
 
 use mio::Token;
 
-use crate::net::{interrupted, would_block};
-use crate::protocol::{Frame, LineDecoder};
+use crate::cores::protocol::{Frame, LineDecoder};
+use crate::edge::net::{interrupted, would_block};
 
 /// Tokens carry the slab key in the low 32 bits and a generation above it, so an event for a
 /// closed connection whose slot was reused is recognised and ignored. Keys stay far below

@@ -74,8 +74,8 @@ fn format_value(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{render, Gauges};
-    use crate::stats::ServerStats;
+    use crate::ops::metrics::{render, Gauges};
+    use crate::ops::stats::ServerStats;
 
     fn text_of(stats: &ServerStats) -> String {
         render(stats, &Gauges::default())

@@ -12,7 +12,7 @@ use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::net::SetupError;
+use crate::edge::net::SetupError;
 
 /// Tokens the stop machinery uses; connection tokens never reach them (see `conn::token`).
 pub const WAKER: Token = Token(usize::MAX);

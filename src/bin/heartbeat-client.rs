@@ -4,14 +4,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat::cli::{print_line, ClientArgs, StartError};
 use heartbeat::client::{sources, Client, Finish};
-use heartbeat::config;
-use heartbeat::net::{self, SetupError};
-use heartbeat::stats::client::{ClientReport, RunFacts};
-use heartbeat::stats::ClientStats;
+use heartbeat::edge::net::{self, SetupError};
+use heartbeat::ops::stats::client::{ClientReport, RunFacts};
+use heartbeat::ops::stats::ClientStats;
+use heartbeat::settings::cli::{print_line, ClientArgs, StartError};
+use heartbeat::settings::config;
 use heartbeat::workers::{self, Supervisor};
-use heartbeat::{logging, prompt};
+use heartbeat::{ops::logging, settings::prompt};
 
 /// Descriptors the process needs besides its connections (stdio, poll, waker, signals).
 const SPARE_FILES: u64 = 16;

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! # use std::time::{Duration, Instant};
-//! # use heartbeat::ratelimit::LogLimiter;
+//! # use heartbeat::cores::ratelimit::LogLimiter;
 //! let mut limiter = LogLimiter::with_burst(Duration::from_secs(1), 10);
 //! let now = Instant::now();
 //! if let Some(suppressed) = limiter.admit("connected", now) {

@@ -4,11 +4,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat::cli::{print_line, ServerArgs, StartError};
-use heartbeat::config::{self, format_duration};
-use heartbeat::stats::ServerStats;
+use heartbeat::ops::stats::ServerStats;
+use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
+use heartbeat::settings::config::{self, format_duration};
 use heartbeat::workers::{self, Supervisor, WorkersError};
-use heartbeat::{logging, net, notify, prompt, server::Server, server::ServerConfig};
+use heartbeat::{
+    edge::net, ops::logging, ops::notify, server::Server, server::ServerConfig, settings::prompt,
+};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
@@ -40,7 +42,7 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
             Err(e) => log::warn!("could not read settings from the terminal: {e}; using defaults"),
         }
     }
-    heartbeat::cli::check_timing(&config.timing, config.tick)?;
+    heartbeat::settings::cli::check_timing(&config.timing, config.tick)?;
     let (timing, raised) = config.timing.with_idle_rule();
     if let (Some(warning), None) = (raised, worker) {
         // Printed whatever the log level (by the parent only): it changes what the server

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::allow::AllowList;
 use crate::client::faults::FaultSpec;
 use crate::client::{self, ClientConfig};
-use crate::config::{self, ConfigError, FileConfig};
-use crate::liveness::Timing;
-use crate::net::{self, SetupError};
-use crate::protocol;
+use crate::cores::allow::AllowList;
+use crate::cores::liveness::Timing;
+use crate::cores::protocol;
+use crate::edge::net::{self, SetupError};
 use crate::server::{self, ServerConfig};
+use crate::settings::config::{self, ConfigError, FileConfig};
 use crate::workers::WorkersError;
 
 /// Why the command line could not be turned into a configuration.
@@ -143,7 +143,7 @@ fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
 /// Settings come from the flags, then `configuration.json` (the `server` object), then the
 /// defaults. Durations are written 500ms, 5s, 2m, or a bare number of seconds.
 #[derive(Debug, Parser)]
-#[command(name = "server", version, after_help = SERVER_AFTER_HELP)]
+#[command(name = "heartbeat-server", version, after_help = SERVER_AFTER_HELP)]
 pub struct ServerArgs {
     /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]
@@ -396,7 +396,7 @@ fn from_file<T>(
 /// With --connections N (N > 1) it is a load generator: N connections on one event loop,
 /// a status line on a terminal, and a summary with round-trip percentiles at the end.
 #[derive(Debug, Parser)]
-#[command(name = "client", version, after_help = CLIENT_AFTER_HELP)]
+#[command(name = "heartbeat-client", version, after_help = CLIENT_AFTER_HELP)]
 pub struct ClientArgs {
     /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
     #[arg(long, value_name = "PATH")]

@@ -9,8 +9,8 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
-use crate::config::{format_duration, parse_count, parse_duration};
-use crate::liveness::Timing;
+use crate::cores::liveness::Timing;
+use crate::settings::config::{format_duration, parse_count, parse_duration};
 
 /// Asks for the server's interval, count and idle timeout.
 pub fn ask_server_timing(

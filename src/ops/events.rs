@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::logging::LineSink;
-use crate::net::SetupError;
+use crate::edge::net::SetupError;
+use crate::ops::logging::LineSink;
 use crate::server::core::{Event, Reason, Session};
 
 /// The open event log: its file (through a queue) and its clock.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use log::{Level, LevelFilter, Log, Record};
 use simplelog::{Config, ConfigBuilder, WriteLogger};
 
-use crate::net::{describe, SetupError};
+use crate::edge::net::{describe, SetupError};
 
 /// Bytes of log lines waiting per destination while it is not keeping up (about 8,000
 /// lines). Past it new lines are dropped and counted: memory stays bounded whatever peers do,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::wheel::Wheel;
+use crate::cores::wheel::Wheel;
 
 /// A timer wheel keyed by slab key, with its tick length and its origin in real time.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mio::{Registry, Token};
 
-use crate::net::SetupError;
+use crate::edge::net::SetupError;
 
 /// The alarm's token; connection tokens never reach it (see `conn::token`).
 pub const ALARM: Token = Token(usize::MAX - 3);

@@ -32,7 +32,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::timer::later;
+use crate::cores::timer::later;
 
 /// The heartbeat schedule, shared by every peer of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
