@@ -25,11 +25,13 @@ use super::peer::Peer;
 use super::schedule::{within_budget, Backoff, Pacer};
 use super::warnings::Warnings;
 use super::{memory, ClientConfig, Finish, Outcome};
+use crate::cores::buffers::Buffers;
 use crate::cores::rng::SplitMix64;
 use crate::cores::timer::{later, timeout_until, Timers};
-use crate::edge::conn::{split, token, Buffers};
+use crate::edge::conn;
 use crate::edge::net::{self, interrupted, ConnectError, SetupError};
 use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::turn::{earliest, split, token, CutOff, Generations, READ_BUFFER};
 use crate::ops::stats::client::{Memory, RunFacts};
 use crate::ops::stats::{ClientStats, ConnectFailure};
 
@@ -47,9 +49,6 @@ mod traffic;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the end, how long to wait for echoes of lines already sent.
 const DRAIN: Duration = Duration::from_secs(1);
-const READ_BUFFER: usize = 64 * 1024;
-/// Reads of one connection per event before the loop serves the others (and comes back).
-const READS_PER_TURN: usize = 16;
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
 /// A poll that returned sooner than this did not sleep: what it reported may have been
 /// waiting since the previous turn began.
@@ -74,7 +73,7 @@ pub struct Client {
     pacer: Pacer,
     retries: BinaryHeap<Retry>,
     jitter: SplitMix64,
-    next_generation: u32,
+    generations: Generations,
     start: Instant,
     read_buf: Vec<u8>,
     line_buf: Vec<u8>,
@@ -86,9 +85,9 @@ pub struct Client {
     ever_connected: bool,
     /// The earliest instant an event handled in this turn may have been waiting since.
     ready_since: Instant,
-    /// Connections that had more to read when their turn's reads ran out, and a spare list.
-    unfinished: Vec<Token>,
-    resume: Vec<Token>,
+    /// Connections that had more to read when their turn's reads ran out: read first next
+    /// turn.
+    cut_off: CutOff,
     warnings: Warnings,
     baseline_rss: u64,
     stop: StopSignal,
@@ -111,7 +110,7 @@ impl Client {
             pacer: Pacer::new(now, config.connect_rate, config.connections),
             retries: BinaryHeap::new(),
             jitter: SplitMix64::new(config.seed ^ 0x6a09_e667_f3bc_c908),
-            next_generation: 0,
+            generations: Generations::default(),
             start: now,
             read_buf: vec![0; READ_BUFFER],
             line_buf: Vec::with_capacity(256),
@@ -119,8 +118,7 @@ impl Client {
             echoes_owed: 0,
             ever_connected: false,
             ready_since: now,
-            unfinished: Vec::new(),
-            resume: Vec::new(),
+            cut_off: CutOff::default(),
             warnings: Warnings::default(),
             baseline_rss,
             stop,
@@ -174,18 +172,15 @@ impl Client {
                 }
             }
             let status = self.config.status_line.then_some(next_status);
-            let busy = (!self.unfinished.is_empty()).then_some(now);
-            let wakeup = [
+            let busy = (!self.cut_off.is_empty()).then_some(now);
+            let wakeup = earliest([
                 self.timers.next_wakeup(),
                 end,
                 self.drain_until,
                 self.next_connect_at(),
                 status,
                 busy,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            ]);
             let entered = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout_until(wakeup, entered)) {
                 if interrupted(&e) {
@@ -200,9 +195,9 @@ impl Client {
             let slept = now.saturating_duration_since(entered) >= DID_NOT_SLEEP;
             self.ready_since = if slept { now } else { turn_began };
             turn_began = now;
-            std::mem::swap(&mut self.unfinished, &mut self.resume);
-            while let Some(token) = self.resume.pop() {
-                self.on_readable(token, false);
+            self.cut_off.start_turn();
+            while let Some(key) = self.cut_off.pop() {
+                self.on_readable(key, false);
             }
             for event in events.iter() {
                 match event.token() {
@@ -282,7 +277,7 @@ impl Client {
             return None;
         }
         let retry = self.retries.peek().map(|Reverse((at, _, _))| *at);
-        [self.pacer.next_at(), retry].into_iter().flatten().min()
+        earliest([self.pacer.next_at(), retry])
     }
 
     /// Starts the connections due now, for about a millisecond at most: the rest wait for
@@ -325,8 +320,7 @@ impl Client {
     }
 
     fn track(&mut self, mut stream: TcpStream, peer: Peer) {
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.generations.issue();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -370,21 +364,26 @@ impl Client {
 
     fn on_event(&mut self, token: Token, event: &Event) {
         if event.is_writable() || event.is_error() {
-            self.on_writable(token);
+            if let Some(key) = self.conn_key(token) {
+                self.on_writable(key);
+            }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.on_readable(token, event.is_read_closed() || event.is_error());
+            // A connection waiting to be read first next turn has had its reads for this one.
+            let key = self
+                .conn_key(token)
+                .filter(|key| !self.cut_off.is_queued(*key));
+            if let Some(key) = key {
+                self.on_readable(key, event.is_read_closed() || event.is_error());
+            }
         }
     }
 
-    fn on_writable(&mut self, token: Token) {
-        let Some(key) = self.conn_key(token) else {
-            return;
-        };
+    fn on_writable(&mut self, key: usize) {
         let now = Instant::now();
         let conn = &mut self.conns[key];
         let Some(since) = conn.peer.connecting_since() else {
-            if let Err(e) = conn.buffers.flush(&mut conn.stream) {
+            if let Err(e) = conn::flush(&mut conn.stream, &mut conn.buffers) {
                 self.failed(key, &e, now);
             }
             return;

@@ -14,7 +14,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::edge::net::SetupError;
 
-/// Tokens the stop machinery uses; connection tokens never reach them (see `conn::token`).
+/// Tokens the stop machinery uses; connection tokens never reach them (see `turn::token`).
 pub const WAKER: Token = Token(usize::MAX);
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 

@@ -6,27 +6,25 @@ use std::io::{self, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use mio::Token;
-
-use super::{Client, CONNECT_TIMEOUT, READS_PER_TURN};
+use super::{Client, CONNECT_TIMEOUT};
 use crate::client::faults::FaultKind;
 use crate::client::peer::Answer;
 use crate::cores::escape::Escaped;
 use crate::cores::protocol::{self, Frame};
-use crate::edge::conn::{read_once, ReadResult};
+use crate::edge::conn::{self, read_once, ReadResult};
 use crate::edge::net::describe;
+use crate::edge::turn::READS_PER_TURN;
+use log::{debug, warn};
 
 impl Client {
-    /// Reads until the kernel has no more (or this turn's share is used up); a `noread`
-    /// connection only notices the server closing.
-    pub(super) fn on_readable(&mut self, token: Token, closed: bool) {
-        let Some(key) = self.conn_key(token) else {
-            return;
-        };
+    /// Reads until the kernel has no more (or this turn's share is used up: then it is read
+    /// first next turn); a `noread` connection only notices the server closing.
+    pub(super) fn on_readable(&mut self, key: usize, closed: bool) {
         let now = Instant::now();
         for _ in 0..READS_PER_TURN {
-            let conn = &mut self.conns[key];
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.peer.connecting_since().is_some() {
                 return;
             }
@@ -47,7 +45,7 @@ impl Client {
                 ReadResult::Failed(e) => return self.failed(key, &e, now),
             }
         }
-        self.unfinished.push(token);
+        self.cut_off.defer(key);
     }
 
     /// Handles the lines in `read_buf[..n]`. Returns false if the connection ended.
@@ -123,7 +121,7 @@ impl Client {
         if self.config.verbose {
             say!("Sent: {}", Escaped(line));
         }
-        if let Err(e) = conn.buffers.send(&mut conn.stream, &self.line_buf) {
+        if let Err(e) = conn::send(&mut conn.stream, &mut conn.buffers, &self.line_buf) {
             self.failed(key, &e, now);
             return false;
         }
