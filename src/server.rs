@@ -37,17 +37,15 @@ use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
 use crate::cores::timer::timeout_until;
 use crate::edge::alarm::{Alarm, ALARM};
-use crate::edge::conn::{read_once, split, write_until_blocked, ReadResult};
+use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, interrupted, SetupError};
 use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::turn::{split, CutOff, Generations, READS_PER_TURN, READ_BUFFER};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
 /// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
-
-/// Reads served to one peer per turn (64 KiB each) before others get theirs.
-pub const READS_PER_TURN: usize = 16;
 
 /// A peer's socket, kept under the core's key for it.
 struct Socket {
@@ -55,8 +53,6 @@ struct Socket {
     /// Part of the peer's token, so an event for an earlier socket in the same slot is
     /// recognised and ignored.
     generation: u32,
-    /// Waiting in the cut-off list to be read next turn.
-    queued: bool,
 }
 
 pub struct Server {
@@ -66,11 +62,10 @@ pub struct Server {
     core: ServerCore,
     /// Indexed by the core's keys.
     sockets: Vec<Option<Socket>>,
-    next_generation: u32,
+    generations: Generations,
     read_buf: Vec<u8>,
-    /// Peers whose reads were cut short for fairness, with their generation: read first
-    /// next turn.
-    cut_off: Vec<(usize, u32)>,
+    /// Peers whose reads were cut short for fairness: read first next turn.
+    cut_off: CutOff,
     /// Accepting stopped for a back-off while peers may still wait in the backlog.
     accept_deferred: bool,
     /// At `--max-connections` with peers accepted since the last reads: read them (their end
@@ -118,9 +113,9 @@ impl Server {
             local_addr,
             core: ServerCore::new(Instant::now(), config.settings()),
             sockets: Vec::new(),
-            next_generation: 0,
-            read_buf: vec![0; core::READ_BUFFER],
-            cut_off: Vec::new(),
+            generations: Generations::default(),
+            read_buf: vec![0; READ_BUFFER],
+            cut_off: CutOff::default(),
             accept_deferred: false,
             waiting_for_room: false,
             stop,
@@ -251,10 +246,10 @@ impl Server {
 
     fn on_socket_event(&mut self, event: &PollEvent, now: Instant) {
         let (key, generation) = split(event.token());
-        let Some(socket) = self.socket(key).filter(|s| s.generation == generation) else {
+        if !self.socket(key).is_some_and(|s| s.generation == generation) {
             return;
-        };
-        let queued = socket.queued;
+        }
+        let queued = self.cut_off.is_queued(key);
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             self.core.handle_writable(now, key);
             self.carry_out(now);
@@ -290,29 +285,15 @@ impl Server {
 
     /// Reads `key` again next turn (once, however often this is asked).
     fn defer_read(&mut self, key: usize) {
-        if let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) {
-            if !socket.queued {
-                socket.queued = true;
-                self.cut_off.push((key, socket.generation));
-            }
+        if self.socket(key).is_some() {
+            self.cut_off.defer(key);
         }
     }
 
     fn read_cut_off(&mut self, now: Instant) {
-        let mut cut_off = std::mem::take(&mut self.cut_off);
-        for (key, generation) in cut_off.drain(..) {
-            let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
-                continue;
-            };
-            if socket.generation != generation {
-                continue;
-            }
-            socket.queued = false;
+        self.cut_off.start_turn();
+        while let Some(key) = self.cut_off.pop() {
             self.read_peer(key, now);
-        }
-        if self.cut_off.is_empty() {
-            // Keep the capacity: no allocation per turn while peers are cut off.
-            self.cut_off = cut_off;
         }
     }
 

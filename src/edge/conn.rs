@@ -12,9 +12,6 @@ use std::io::{self, Read, Write};
 use crate::cores::buffers::Buffers;
 use crate::edge::net::{interrupted, would_block};
 
-// Until the server's loop takes them from `turn` too.
-pub use crate::edge::turn::{split, token};
-
 /// What one read found.
 #[derive(Debug)]
 pub enum ReadResult {

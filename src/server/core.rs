@@ -59,7 +59,7 @@ use crate::cores::liveness::{self, Peer, Timing};
 use crate::cores::protocol;
 use crate::cores::rng::SplitMix64;
 use crate::cores::timer::{later, Timers};
-pub use crate::edge::turn::READ_BUFFER;
+use crate::edge::turn::READ_BUFFER;
 use crate::ops::stats::ServerStats;
 
 use self::ending::Drain;
