@@ -39,7 +39,7 @@ use crate::cores::timer::timeout_until;
 use crate::edge::alarm::{Alarm, ALARM};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, interrupted, SetupError};
-use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
 use crate::edge::turn::{split, CutOff, Generations, READS_PER_TURN, READ_BUFFER};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
@@ -139,15 +139,6 @@ impl Server {
     /// Where metrics are served, when `--metrics` asked for it.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.scrapers.as_ref().map(Scrapers::local_addr)
-    }
-
-    pub fn stopper(&self) -> Stopper {
-        self.stop.stopper()
-    }
-
-    /// Stops the server on SIGINT or SIGTERM (for the binary, not for tests).
-    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
-        self.stop.listen_for_signals(self.poll.registry())
     }
 
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
@@ -326,6 +317,12 @@ impl Server {
                 Action::ReleaseMemory => crate::edge::memory::release_free_memory(),
             }
         }
+    }
+}
+
+impl Stoppable for Server {
+    fn stop_parts(&self) -> (&StopSignal, &Registry) {
+        (&self.stop, self.poll.registry())
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::eventually;
 use heartbeat::client::{Client, ClientConfig, Finish};
-use heartbeat::edge::stop::Stopper;
+use heartbeat::edge::stop::{Stoppable, Stopper};
 use heartbeat::ops::stats::ServerStats;
 use heartbeat::server::{Server, ServerConfig};
 

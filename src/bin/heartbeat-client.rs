@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use heartbeat::client::{sources, Client, Finish};
 use heartbeat::edge::net::{self, SetupError};
+use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::stats::client::{ClientReport, RunFacts};
 use heartbeat::ops::stats::ClientStats;
 use heartbeat::settings::cli::{print_line, ClientArgs, StartError};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
 use super::peer::Peer;
@@ -30,7 +30,7 @@ use crate::cores::rng::SplitMix64;
 use crate::cores::timer::{later, timeout_until, Timers};
 use crate::edge::conn;
 use crate::edge::net::{self, interrupted, ConnectError, SetupError};
-use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
 use crate::edge::turn::{earliest, split, token, CutOff, Generations, READ_BUFFER};
 use crate::ops::stats::client::{Memory, RunFacts};
 use crate::ops::stats::{ClientStats, ConnectFailure};
@@ -125,15 +125,6 @@ impl Client {
             first_error: None,
             config,
         })
-    }
-
-    pub fn stopper(&self) -> Stopper {
-        self.stop.stopper()
-    }
-
-    /// Stops on SIGINT or SIGTERM (for the binary, not for tests).
-    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
-        self.stop.listen_for_signals(self.poll.registry())
     }
 
     /// Runs until the duration passes, the server closes every connection, or a stop.
@@ -458,5 +449,11 @@ impl Client {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
+    }
+}
+
+impl Stoppable for Client {
+    fn stop_parts(&self) -> (&StopSignal, &Registry) {
+        (&self.stop, self.poll.registry())
     }
 }
