@@ -27,11 +27,11 @@ use super::warnings::Warnings;
 use super::{memory, ClientConfig, Finish, Outcome};
 use crate::cores::buffers::Buffers;
 use crate::cores::rng::SplitMix64;
-use crate::cores::timer::{later, timeout_until, Timers};
+use crate::cores::timer::{later, Timers};
 use crate::edge::conn;
-use crate::edge::net::{self, interrupted, ConnectError, SetupError};
+use crate::edge::net::{self, ConnectError, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
-use crate::edge::turn::{earliest, split, token, CutOff, Generations, READ_BUFFER};
+use crate::edge::turn::{earliest, split, token, wait, CutOff, Generations, Waited, READ_BUFFER};
 use crate::ops::stats::client::{Memory, RunFacts};
 use crate::ops::stats::{ClientStats, ConnectFailure};
 
@@ -163,24 +163,18 @@ impl Client {
                 }
             }
             let status = self.config.status_line.then_some(next_status);
-            let busy = (!self.cut_off.is_empty()).then_some(now);
             let wakeup = earliest([
                 self.timers.next_wakeup(),
                 end,
                 self.drain_until,
                 self.next_connect_at(),
                 status,
-                busy,
             ]);
             let entered = Instant::now();
-            if let Err(e) = self.poll.poll(&mut events, timeout_until(wakeup, entered)) {
-                if interrupted(&e) {
-                    continue;
-                }
-                return Err(SetupError::EventLoop {
-                    what: "poll wait",
-                    source: e,
-                });
+            let busy = !self.cut_off.is_empty();
+            let waited = wait(&mut self.poll, &mut events, None, wakeup, busy, entered)?;
+            if waited == Waited::Interrupted {
+                continue;
             }
             let now = Instant::now();
             let slept = now.saturating_duration_since(entered) >= DID_NOT_SLEEP;

@@ -155,7 +155,11 @@ mod tests {
         let timeout = Some(std::time::Duration::from_secs(10));
         looped.poll.poll(&mut events, timeout).unwrap();
         assert!(events.iter().any(|event| event.token() == WAKER));
-        assert_eq!(looped.stop.on_signal_event(), None, "no signal was listened for");
+        assert_eq!(
+            looped.stop.on_signal_event(),
+            None,
+            "no signal was listened for"
+        );
     }
 
     #[test]

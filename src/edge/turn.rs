@@ -7,13 +7,20 @@
 //! | [`READ_BUFFER`], [`READS_PER_TURN`] | how much one read takes and how many reads a peer gets a turn |
 //! | [`CutOff`]          | the fairness list: peers cut off after their reads, read first next turn, queued once |
 //! | [`earliest`]        | the earliest of several deadlines, for the poll timeout            |
+//! | [`wait`]            | the sleep: arm the alarm, the poll timeout, `poll`, a signal's interruption |
 //!
 //! Owns none of the sockets and no decision about a peer: the loops own their sockets and
-//! records, the cores decide. It reads no clock.
+//! records, the cores decide. It reads no clock (callers pass `now`); `wait` is its one
+//! system call.
 
-use std::time::Instant;
+use std::io;
+use std::time::{Duration, Instant};
 
-use mio::Token;
+use mio::{Events, Poll, Token};
+
+use crate::cores::timer::timeout_until;
+use crate::edge::alarm::Alarm;
+use crate::edge::net::{interrupted, SetupError};
 
 /// The most bytes one read takes: the loop's single scratch buffer is this big, so no
 /// connection needs a read buffer of its own.
@@ -132,10 +139,55 @@ pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<
     deadlines.into_iter().flatten().min()
 }
 
+/// How a [`wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Events came, or the deadline. `alarm_ahead` is the deadline the loop slept towards
+    /// when it was still ahead as the wait began: waking after it means the OS overslept.
+    /// A deadline already due, or a wait that did not sleep, measures only the loop's lag.
+    Woke { alarm_ahead: Option<Instant> },
+    /// A signal interrupted the wait: begin the turn again (the signal may ask for a stop).
+    Interrupted,
+}
+
+/// Sleeps in `poll` until an event or `wakeup`, or does not sleep at all while `busy` (peers
+/// cut off, say, wait to be read). Arms the loop's `alarm`, if it has one, for `wakeup`
+/// first: `epoll`'s timeout is whole milliseconds, the alarm is finer. `now` is the clock as
+/// the loop read it just before.
+pub fn wait(
+    poll: &mut Poll,
+    events: &mut Events,
+    alarm: Option<&mut Alarm>,
+    wakeup: Option<Instant>,
+    busy: bool,
+    now: Instant,
+) -> Result<Waited, SetupError> {
+    if let Some(alarm) = alarm {
+        alarm.arm(wakeup, now);
+    }
+    let timeout = match busy {
+        true => Some(Duration::ZERO),
+        false => timeout_until(wakeup, now),
+    };
+    let alarm_ahead = wakeup.filter(|at| !busy && *at > now);
+    woke(poll.poll(events, timeout), alarm_ahead)
+}
+
+/// What `poll`'s result means for the turn.
+fn woke(polled: io::Result<()>, alarm_ahead: Option<Instant>) -> Result<Waited, SetupError> {
+    match polled {
+        Ok(()) => Ok(Waited::Woke { alarm_ahead }),
+        Err(e) if interrupted(&e) => Ok(Waited::Interrupted),
+        Err(source) => Err(SetupError::EventLoop {
+            what: "poll wait",
+            source,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn tokens_round_trip_and_differ_by_generation() {
@@ -239,5 +291,63 @@ mod tests {
             earliest([Some(t0 + ms(5)), None, Some(t0 + ms(2)), Some(t0 + ms(9))]),
             Some(t0 + ms(2))
         );
+    }
+
+    /// A wait that must return well before `wakeup` (ten seconds off: only a hang guard).
+    fn quick_wait(busy: bool, wakeup: Instant) -> (Waited, Duration) {
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(4);
+        let now = Instant::now();
+        let waited = wait(&mut poll, &mut events, None, Some(wakeup), busy, now).unwrap();
+        (waited, now.elapsed())
+    }
+
+    #[test]
+    fn a_busy_loop_does_not_sleep_and_measures_no_oversleep() {
+        let far = Instant::now() + Duration::from_secs(10);
+        let (waited, took) = quick_wait(true, far);
+        assert!(
+            took < Duration::from_secs(5),
+            "it slept towards the deadline"
+        );
+        assert_eq!(waited, Waited::Woke { alarm_ahead: None });
+    }
+
+    #[test]
+    fn a_deadline_already_due_is_not_slept_for_and_is_the_loops_lag() {
+        let past = Instant::now() - Duration::from_millis(5);
+        let (waited, took) = quick_wait(false, past);
+        assert!(took < Duration::from_secs(5));
+        assert_eq!(waited, Waited::Woke { alarm_ahead: None });
+    }
+
+    #[test]
+    fn a_sleep_towards_a_deadline_ahead_reports_it_and_ends_by_it() {
+        let soon = Instant::now() + Duration::from_millis(2);
+        let (waited, _) = quick_wait(false, soon);
+        assert_eq!(
+            waited,
+            Waited::Woke {
+                alarm_ahead: Some(soon)
+            }
+        );
+        assert!(
+            Instant::now() >= soon,
+            "the poll timeout is rounded up, never early"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_poll_begins_the_turn_again_and_other_errors_end_the_loop() {
+        let eintr = io::Error::from(io::ErrorKind::Interrupted);
+        assert_eq!(woke(Err(eintr), None).unwrap(), Waited::Interrupted);
+        let broken = io::Error::from(io::ErrorKind::InvalidInput);
+        assert!(matches!(
+            woke(Err(broken), None),
+            Err(SetupError::EventLoop {
+                what: "poll wait",
+                ..
+            })
+        ));
     }
 }
