@@ -35,12 +35,13 @@ pub use self::settings::{
 use self::core::{Action, ServerCore};
 use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
-use crate::cores::timer::timeout_until;
 use crate::edge::alarm::{Alarm, ALARM};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
-use crate::edge::net::{self, interrupted, SetupError};
+use crate::edge::net::{self, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
-use crate::edge::turn::{split, CutOff, Generations, READS_PER_TURN, READ_BUFFER};
+use crate::edge::turn::{
+    earliest, split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER,
+};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
@@ -155,27 +156,14 @@ impl Server {
             let now = Instant::now();
             let waiting = self.handshakes.next_deadline();
             let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = [self.core.poll_timeout(), waiting, scraping]
-                .into_iter()
-                .flatten()
-                .min();
-            self.alarm.arm(wakeup, now);
-            let sleeping = self.cut_off.is_empty() && !self.waiting_for_room;
+            let wakeup = earliest([self.core.poll_timeout(), waiting, scraping]);
+            let busy = !self.cut_off.is_empty() || self.waiting_for_room;
+            let alarm = Some(&mut self.alarm);
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
-            let alarm_ahead = wakeup.filter(|at| sleeping && *at > now);
-            let timeout = match sleeping {
-                true => timeout_until(wakeup, now),
-                false => Some(Duration::ZERO),
+            let alarm_ahead = match wait(&mut self.poll, &mut events, alarm, wakeup, busy, now)? {
+                Waited::Woke { alarm_ahead } => alarm_ahead,
+                Waited::Interrupted => continue,
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if interrupted(&e) {
-                    continue;
-                }
-                return Err(SetupError::EventLoop {
-                    what: "poll wait",
-                    source: e,
-                });
-            }
             let now = Instant::now();
             let overslept = alarm_ahead.filter(|due| now > *due);
             self.core.handle_wakeup(now, overslept);
