@@ -82,7 +82,8 @@ pub struct CutOff {
     /// Deferred last turn: read at the start of this one, from `cursor` on.
     now: Vec<usize>,
     cursor: usize,
-    /// One bit per key: set while the key is in `next`.
+    /// One bit per key: set while the key is in `next`. Keys are slab keys, dense from 0,
+    /// so this grows to the largest key deferred (1,250 bytes for 10,000 peers), once.
     queued: Vec<u64>,
 }
 
