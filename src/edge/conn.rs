@@ -133,6 +133,29 @@ mod tests {
     }
 
     #[test]
+    fn flushing_nothing_writes_nothing_and_a_broken_stream_is_an_error() {
+        let mut buffers = Buffers::default();
+        let mut full = Kernel {
+            taken: Vec::new(),
+            room: 0,
+        };
+        assert!(flush(&mut full, &mut buffers).unwrap(), "nothing waits");
+        send(&mut full, &mut buffers, b"kept\n").unwrap();
+        assert_eq!(buffers.outbox(), b"kept\n", "a full kernel is not an error");
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::ConnectionReset.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(flush(&mut Broken, &mut buffers).is_err());
+        assert!(send(&mut Broken, &mut Buffers::default(), b"x\n").is_err());
+    }
+
+    #[test]
     fn read_once_maps_results() {
         let mut buf = [0u8; 8];
         assert!(matches!(
