@@ -9,5 +9,8 @@ pub mod protocol;
 pub mod proxy;
 pub mod ratelimit;
 pub mod rng;
+pub mod subject;
 pub mod timer;
+pub mod tls;
+pub mod waiting;
 pub mod wheel;

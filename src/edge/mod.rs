@@ -7,4 +7,5 @@ pub mod conn;
 pub mod memory;
 pub mod net;
 pub mod stop;
+pub mod tls;
 pub mod turn;
