@@ -112,6 +112,11 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         "reason=\"no_proxy_header\"",
         stats.rejected_proxy_header,
     );
+    let name = "heartbeat_tls_handshakes_refused_total";
+    m.family(name, "counter", "TLS handshakes refused (--tls-cert), by reason: not TLS, no client certificate, unknown CA, expired, other certificate, the peer's alert, protocol, deadline, evicted (too many in flight), closed.");
+    for (refusal, count) in stats.rejected_tls.by_reason() {
+        m.sample(name, refusal.label(), count);
+    }
     m.counter(
         "heartbeat_accept_errors_total",
         "Times accept itself failed (e.g. out of file descriptors).",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::cores::tls::Refusal as TlsRefusal;
 use crate::server::core::{Reason, Refusal};
 
 pub mod client;
@@ -51,6 +52,8 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
     pub rejected_proxy_header: u64,
+    /// TLS handshakes refused, by reason (`--tls-cert`; `cores::tls::Refusal`).
+    pub rejected_tls: TlsRefusals,
     /// How long after its due time each `End Connection` was sent.
     #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
@@ -69,6 +72,43 @@ pub struct ServerStats {
     /// Bytes read from peers, and bytes the kernel took for them.
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// TLS handshakes refused, counted by [`TlsRefusal`] (indexed by its discriminant); in JSON an
+/// object from each reason's name to its count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsRefusals(pub [u64; TlsRefusal::ALL.len()]);
+
+impl TlsRefusals {
+    pub fn by_reason(&self) -> impl Iterator<Item = (TlsRefusal, u64)> + '_ {
+        TlsRefusal::ALL.into_iter().map(|r| (r, self.0[r as usize]))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl Serialize for TlsRefusals {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(TlsRefusal::ALL.len()))?;
+        for (refusal, count) in self.by_reason() {
+            map.serialize_entry(refusal.name(), &count)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsRefusals {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let named = std::collections::BTreeMap::<String, u64>::deserialize(deserializer)?;
+        let mut counts = TlsRefusals::default();
+        for refusal in TlsRefusal::ALL {
+            counts.0[refusal as usize] = named.get(refusal.name()).copied().unwrap_or(0);
+        }
+        Ok(counts)
+    }
 }
 
 /// A histogram of durations in microseconds (1 µs to an hour, 3 significant figures; longer
@@ -264,6 +304,10 @@ impl ServerStats {
     }
 
     /// A peer sent no valid PROXY protocol header (`--proxy-protocol`).
+    pub fn on_refused_tls(&mut self, refusal: TlsRefusal) {
+        self.rejected_tls.0[refusal as usize] += 1;
+    }
+
     pub fn on_refused_proxy_header(&mut self) {
         self.rejected_proxy_header += 1;
     }
@@ -366,6 +410,7 @@ impl ServerStats {
             rejected_not_allowed,
             accept_errors,
             rejected_proxy_header,
+            rejected_tls,
             close_lateness,
             close_lateness_loop,
             wake_delay,
@@ -395,6 +440,9 @@ impl ServerStats {
             (&mut self.bytes_out, bytes_out),
         ] {
             *sum += *add;
+        }
+        for (sum, add) in self.rejected_tls.0.iter_mut().zip(rejected_tls.0) {
+            *sum += add;
         }
         self.close_lateness.merge(close_lateness);
         self.close_lateness_loop.merge(close_lateness_loop);
@@ -431,6 +479,16 @@ impl ServerStats {
         );
         for (label, value) in rows {
             out.push_str(&format!("\n  {label}: {value}"));
+        }
+        if self.rejected_tls.total() > 0 {
+            out.push_str("\n  refused, TLS handshake:");
+            for (refusal, count) in self.rejected_tls.by_reason() {
+                if count > 0 {
+                    let name = refusal.name().replace('_', " ");
+                    out.push_str(&format!(" {name} {count},"));
+                }
+            }
+            out.pop();
         }
         if self.closed_dead > 0 {
             // Split, so that a reader can tell a busy loop from a host that is slow to wake it.
@@ -557,6 +615,7 @@ mod tests {
             closed_over_budget: 1014,
             log_lines_dropped: 1015,
             rejected_proxy_header: 1016,
+            rejected_tls: TlsRefusals(std::array::from_fn(|i| 1019 + i as u64)),
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
@@ -569,7 +628,7 @@ mod tests {
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1018 {
+        for v in 1001..=1018 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

@@ -239,6 +239,12 @@ impl ServerCore {
         self.stats.on_refused_proxy_header();
     }
 
+    /// A TLS peer's handshake failed or ran out of time (`--tls-cert`): the loop closed it
+    /// before it was ever accepted here.
+    pub fn handle_tls_refused(&mut self, refusal: crate::cores::tls::Refusal) {
+        self.stats.on_refused_tls(refusal);
+    }
+
     /// `accept` failed at `now` with something other than "nothing waiting" (out of
     /// descriptors, most likely): the peer stays in the backlog, so accepting again at once
     /// would spin. No accepting for [`ACCEPT_BACKOFF`].

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// Every peer starts with a PROXY protocol v2 header naming the real client.
     pub proxy_protocol: bool,
+    /// Every peer speaks TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`), after its PROXY
+    /// header if there is one.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             events: None,
             reuse_port: false,
             proxy_protocol: false,
+            tls: None,
         }
     }
 }

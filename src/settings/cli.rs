@@ -231,6 +231,17 @@ pub struct ServerArgs {
     /// logs and the summary; a peer without one within 5 s is closed and counted
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// Speak TLS (1.3 or 1.2) to every peer with this certificate chain (PEM), after its
+    /// PROXY header if --proxy-protocol [also `tls_cert` in the file's `server` object]
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1) [also `tls_key`]
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: a peer must present a certificate that chains to this CA (PEM); its
+    /// subject is logged. Refused peers are counted by reason
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -279,6 +290,7 @@ impl ServerArgs {
                 .unwrap_or(Timing::DEFAULT.count),
         };
         check_timing(&timing, self.tick)?;
+        let tls = self.tls(section)?;
         Ok(ServerConfig {
             addr,
             timing,
@@ -296,7 +308,42 @@ impl ServerArgs {
             events: self.events.clone(),
             reuse_port: false,
             proxy_protocol: self.proxy_protocol,
+            tls,
         })
+    }
+
+    /// The TLS configuration, if a certificate was given (flag over file): its files are
+    /// read now, so that a bad one is a one-line error at start (exit 2).
+    fn tls(
+        &self,
+        section: &config::ServerSection,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        let cert = self.tls_cert.clone().or_else(|| section.tls_cert.clone());
+        let key = self.tls_key.clone().or_else(|| section.tls_key.clone());
+        let invalid = |setting: &str, message: String| ConfigError::Invalid {
+            setting: setting.to_string(),
+            message,
+        };
+        let (cert, key) = match (cert, key) {
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(invalid(
+                    "tls-client-ca",
+                    "needs --tls-cert and --tls-key".into(),
+                ))
+            }
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(invalid("tls-key", "--tls-cert needs it".into())),
+            (None, Some(_)) => return Err(invalid("tls-cert", "--tls-key needs it".into())),
+        };
+        let files = crate::edge::tls::ServerTlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+        };
+        crate::edge::tls::server_config(&files)
+            .map(Some)
+            .map_err(|e| invalid("tls", e.to_string()))
     }
 }
 

@@ -48,6 +48,9 @@ pub struct ServerSection {
     pub interval: Option<Duration>,
     pub count: Option<u32>,
     pub idle: Option<Duration>,
+    /// The TLS certificate chain and key (PEM files), as `--tls-cert` and `--tls-key`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `client` object: the client's own local address.
@@ -335,9 +338,12 @@ fn server_section(object: &Map<String, Value>) -> KeyResult<ServerSection> {
             }
             "idle" => section.idle = Some(parse_duration(&scalar(value).map_err(at)?).map_err(at)?),
             "count" => section.count = Some(parse_count(&scalar(value).map_err(at)?).map_err(at)?),
+            "tls_cert" => section.tls_cert = Some(as_string(value).map_err(at)?.into()),
+            "tls_key" => section.tls_key = Some(as_string(value).map_err(at)?.into()),
             _ => {
                 return Err(at(
-                    "unknown key (expected host, port, interval, count or idle)".into(),
+                    "unknown key (expected host, port, interval, count, idle, tls_cert or tls_key)"
+                        .into(),
                 ))
             }
         }

@@ -80,6 +80,18 @@ heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
 heartbeat_connections_refused_total{{reason=\"not_allowed\"}} 0
 heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
+# HELP heartbeat_tls_handshakes_refused_total TLS handshakes refused (--tls-cert), by reason: not TLS, no client certificate, unknown CA, expired, other certificate, the peer's alert, protocol, deadline, evicted (too many in flight), closed.
+# TYPE heartbeat_tls_handshakes_refused_total counter
+heartbeat_tls_handshakes_refused_total{{reason=\"not_tls\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"no_client_certificate\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"unknown_ca\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"expired\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"bad_certificate\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"peer_alert\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"protocol\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"deadline\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"evicted\"}} 0
+heartbeat_tls_handshakes_refused_total{{reason=\"closed\"}} 0
 # HELP heartbeat_accept_errors_total Times accept itself failed (e.g. out of file descriptors).
 # TYPE heartbeat_accept_errors_total counter
 heartbeat_accept_errors_total 0
@@ -210,7 +222,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 19, "{kinds:?}");
+    assert_eq!(kinds.len(), 20, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 
