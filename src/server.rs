@@ -18,6 +18,7 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -83,6 +84,8 @@ pub struct Server {
     events: Option<EventLog>,
     /// `--proxy-protocol`: peers waiting for their header, and their real addresses.
     handshakes: proxied::Handshakes,
+    /// `--tls-cert`: handshakes in flight and the sessions of TLS peers.
+    tls: Option<tls::Tls>,
 }
 
 impl Server {
@@ -129,6 +132,7 @@ impl Server {
             scrapers,
             events,
             handshakes: proxied::Handshakes::new(config.proxy_protocol),
+            tls: config.tls.map(tls::Tls::new),
         })
     }
 
@@ -156,7 +160,9 @@ impl Server {
             let now = Instant::now();
             let waiting = self.handshakes.next_deadline();
             let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = earliest([self.core.poll_timeout(), waiting, scraping]);
+            // Hook (tls): the handshake deadline.
+            let shaking = self.tls.as_ref().and_then(tls::Tls::next_deadline);
+            let wakeup = earliest([self.core.poll_timeout(), waiting, scraping, shaking]);
             let busy = !self.cut_off.is_empty() || self.waiting_for_room;
             let alarm = Some(&mut self.alarm);
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
@@ -177,6 +183,7 @@ impl Server {
                     SIGNALS => self.take_signals(),
                     token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                     token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
+                    token if tls::is_handshaking(token) => self.on_handshake_event(token, now),
                     _ => self.on_socket_event(event, now),
                 }
             }
@@ -185,6 +192,7 @@ impl Server {
             }
             self.fire_timers(now);
             self.expire_headers(Instant::now());
+            self.expire_handshakes(Instant::now());
             // After the reads, so that peers that hung up free their places first, and after
             // the timers, one of which may have ended an accept back-off.
             if listener_ready || self.accept_deferred {
@@ -230,6 +238,10 @@ impl Server {
         }
         let queued = self.cut_off.is_queued(key);
         if event.is_writable() || event.is_write_closed() || event.is_error() {
+            // Hook (tls): ciphertext the kernel refused goes first.
+            if self.is_tls(key) {
+                self.tls_flush(key, now);
+            }
             self.core.handle_writable(now, key);
             self.carry_out(now);
         }
@@ -252,6 +264,8 @@ impl Server {
                 return;
             }
             match read_once(&mut socket.stream, &mut self.read_buf[..budget]) {
+                // Hook (tls): ciphertext goes through the peer's session.
+                ReadResult::Data(n) if self.is_tls(key) => self.tls_read(key, n, now),
                 ReadResult::Data(n) => self.core.handle_read(now, key, &self.read_buf[..n]),
                 ReadResult::Eof => self.core.handle_eof(now, key),
                 ReadResult::WouldBlock => return,
@@ -280,6 +294,11 @@ impl Server {
     fn carry_out(&mut self, now: Instant) {
         while let Some(action) = self.core.poll_action() {
             match action {
+                // Hook (tls): output sealed.
+                Action::Write(key) if self.is_tls(key) => {
+                    let result = self.tls_write(key);
+                    self.core.handle_written(key, result);
+                }
                 Action::Write(key) => {
                     let result = match self.sockets.get_mut(key).and_then(Option::as_mut) {
                         Some(socket) => {
@@ -290,6 +309,8 @@ impl Server {
                     self.core.handle_written(key, result);
                 }
                 Action::Read(key) => self.defer_read(key),
+                // Hook (tls): close_notify before the FIN.
+                Action::ShutdownWrite(key) if self.is_tls(key) => self.tls_shutdown(key, now),
                 Action::ShutdownWrite(key) => {
                     if let Some(socket) = self.socket(key) {
                         // The FIN follows the last queued byte, End Connection included.
@@ -297,6 +318,7 @@ impl Server {
                     }
                 }
                 Action::Close(key) => {
+                    self.tls_close(key);
                     if let Some(socket) = self.sockets.get_mut(key).and_then(Option::take) {
                         deregister(self.poll.registry(), socket.stream);
                     }

@@ -42,6 +42,8 @@ impl Server {
                 Ok((stream, addr)) if self.handshakes.enabled() => {
                     self.await_header(stream, addr, now)
                 }
+                // Hook (tls): a handshake first; the core admits the peer after it.
+                Ok((stream, addr)) if self.tls.is_some() => self.begin_handshake(stream, addr, now),
                 Ok((stream, addr)) => admitted |= self.admit(stream, addr, now).is_some(),
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
@@ -113,9 +115,12 @@ impl Server {
                 }
             }
             Refusal::Full { open } => {
-                // Best effort: a fresh socket has room for one short line.
-                let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
-                let _ = stream.write_vectored(&line);
+                // Best effort: a fresh socket has room for one short line. A TLS peer was
+                // told inside its session already (hook: tls).
+                if self.tls.is_none() {
+                    let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
+                    let _ = stream.write_vectored(&line);
+                }
                 if self.log_limiter.allow("full", now) {
                     warn!("{addr} refused: server full ({open} peers, --max-connections)");
                 }

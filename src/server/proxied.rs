@@ -176,28 +176,46 @@ impl Server {
         }
     }
 
-    /// The header is complete: the core takes the peer in as `real`, and reads what the peer
-    /// sent after the header at once (it is waiting in the kernel).
+    /// The header is complete: the core takes the peer in as `real` (after its TLS
+    /// handshake, with `--tls-cert`), and reads what the peer sent after the header at once
+    /// (it is waiting in the kernel).
     fn admit_proxied(&mut self, key: usize, real: SocketAddr, now: Instant) {
         let mut waiting = self.handshakes.waiting.remove(key);
         let _ = self.poll.registry().deregister(&mut waiting.stream);
         if self.core.is_stopping() {
             return;
         }
-        self.handshakes.admitting = Some((self.generations.peek(), real));
-        let admitted = self.admit(waiting.stream, real, now);
-        self.handshakes.admitting = None;
-        let Some(key) = admitted else {
-            return;
-        };
-        if let Some(generation) = self.socket(key).map(|s| s.generation) {
-            let real_by_key = &mut self.handshakes.real;
-            if real_by_key.len() <= key {
-                real_by_key.resize(key + 1, None);
-            }
-            real_by_key[key] = Some((generation, real));
+        // Hook (tls): TLS comes after the PROXY header.
+        if self.tls.is_some() {
+            return self.begin_handshake(waiting.stream, real, now);
+        }
+        if let Some(key) = self.admit_real(waiting.stream, real, now) {
             self.read_peer(key, now);
         }
+    }
+
+    /// Takes in `stream` as coming from `real`, remembering that address for logs when it
+    /// came from a PROXY header. Returns its key when it was taken in and is watched.
+    pub(super) fn admit_real(
+        &mut self,
+        stream: TcpStream,
+        real: SocketAddr,
+        now: Instant,
+    ) -> Option<usize> {
+        if !self.handshakes.enabled() {
+            return self.admit(stream, real, now);
+        }
+        self.handshakes.admitting = Some((self.generations.peek(), real));
+        let admitted = self.admit(stream, real, now);
+        self.handshakes.admitting = None;
+        let key = admitted?;
+        let generation = self.socket(key).map(|s| s.generation)?;
+        let real_by_key = &mut self.handshakes.real;
+        if real_by_key.len() <= key {
+            real_by_key.resize(key + 1, None);
+        }
+        real_by_key[key] = Some((generation, real));
+        Some(key)
     }
 
     fn reject(&mut self, key: usize, why: &str, now: Instant) {
