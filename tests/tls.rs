@@ -1,0 +1,368 @@
+//! The server with `--tls-cert` end to end: real third-party clients (`openssl s_client`)
+//! and in-process rustls clients, certificates made here by `rcgen`. Plain bytes to a TLS
+//! port are refused and the next TLS peer served; mutual TLS refuses no certificate and
+//! another CA's, serves ours; heartbeats, End Connection and stop carry close_notify; the
+//! PROXY header comes before TLS; bad files are one line, exit 2.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{one_line_failure, start_server, Lines, ServerProcess, FAST};
+use heartbeat::cores::proxy::{encode, Header};
+use heartbeat::cores::tls::Refusal;
+use heartbeat::edge::tls::{provider, server_config, ServerTlsFiles};
+use heartbeat::ops::stats::ServerStats;
+use heartbeat::server::ServerConfig;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Certificates and keys for a test, as PEM files in a temporary folder.
+struct Pki {
+    dir: tempfile::TempDir,
+    server_ca: CertifiedIssuer<'static, KeyPair>,
+    client_ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate for `name` signed by `issuer`, and its key.
+fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(vec![name.to_string(), "127.0.0.1".into()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    (params.signed_by(&key, issuer).unwrap(), key)
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            server_ca: ca("heartbeat test server CA"),
+            client_ca: ca("heartbeat test client CA"),
+        };
+        let (cert, key) = leaf(&pki.server_ca, "localhost");
+        pki.write("server.pem", &cert.pem());
+        pki.write("server.key", &key.serialize_pem());
+        pki.write("ca.pem", &pki.server_ca.pem());
+        pki.write("client-ca.pem", &pki.client_ca.pem());
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    fn files(&self, mutual: bool) -> ServerTlsFiles {
+        ServerTlsFiles {
+            cert: self.path("server.pem"),
+            key: self.path("server.key"),
+            client_ca: mutual.then(|| self.path("client-ca.pem")),
+        }
+    }
+
+    /// A server on 127.0.0.1:0 speaking TLS (mutual when `mutual`).
+    fn server(&self, mutual: bool, config: ServerConfig) -> common::RunningServer {
+        start_server(ServerConfig {
+            tls: Some(server_config(&self.files(mutual)).expect("TLS configuration")),
+            ..config
+        })
+    }
+
+    /// A rustls client configuration trusting our server CA, with `identity` if given.
+    fn client(&self, identity: Option<(rcgen::Certificate, KeyPair)>) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.server_ca.der().clone()).unwrap();
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+                builder
+                    .with_client_auth_cert(vec![cert.der().clone()], key)
+                    .unwrap()
+            }
+        })
+    }
+}
+
+/// A TLS peer reading lines, each read bounded by a timeout.
+struct TlsPeer(BufReader<StreamOwned<ClientConnection, TcpStream>>);
+
+impl TlsPeer {
+    fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsPeer {
+        let stream = TcpStream::connect(addr).expect("connects");
+        TlsPeer::over(stream, config)
+    }
+
+    fn over(stream: TcpStream, config: Arc<ClientConfig>) -> TlsPeer {
+        stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(config, name).unwrap();
+        TlsPeer(BufReader::new(StreamOwned::new(conn, stream)))
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let stream = self.0.get_mut();
+        stream.write_all(bytes)?;
+        stream.flush()
+    }
+
+    /// The next line without its newline; `Ok(None)` at a clean end (close_notify).
+    fn line(&mut self) -> std::io::Result<Option<String>> {
+        let mut line = String::new();
+        match self.0.read_line(&mut line)? {
+            0 => Ok(None),
+            _ => Ok(Some(line.trim_end().to_string())),
+        }
+    }
+}
+
+fn refused(stats: &ServerStats, refusal: Refusal) -> u64 {
+    stats.rejected_tls.0[refusal as usize]
+}
+
+/// A rustls client is echoed, and the idle peer gets its heartbeats, then `End Connection`
+/// and a close_notify: a clean TLS end, not a bare FIN.
+#[test]
+fn heartbeats_and_end_connection_over_tls_end_with_close_notify() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            timing: FAST,
+            ..ServerConfig::default()
+        },
+    );
+    let mut peer = TlsPeer::connect(server.addr, pki.client(None));
+    peer.send(b"Hello, there\n").unwrap();
+    assert_eq!(
+        peer.line().unwrap().as_deref(),
+        Some("Echoing...Hello, there")
+    );
+    for _ in 0..FAST.count {
+        assert_eq!(peer.line().unwrap().as_deref(), Some("heartbeat"));
+    }
+    assert_eq!(peer.line().unwrap().as_deref(), Some("End Connection"));
+    // `Ok(None)`, not `UnexpectedEof`: rustls saw close_notify before the FIN.
+    assert_eq!(peer.line().unwrap(), None);
+    let stats = server.stop();
+    assert_eq!(stats.lines_echoed, 1);
+    assert_eq!(stats.closed_dead, 1);
+}
+
+/// A heartbeat answered over TLS keeps the peer; stopping the server tells it
+/// `End Connection` with a close_notify.
+#[test]
+fn an_answering_tls_peer_stays_and_stop_ends_it_cleanly() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            timing: FAST,
+            ..ServerConfig::default()
+        },
+    );
+    let mut peer = TlsPeer::connect(server.addr, pki.client(None));
+    for _ in 0..3 {
+        assert_eq!(peer.line().unwrap().as_deref(), Some("heartbeat"));
+        peer.send(b"Echoing...heartbeat\n").unwrap();
+    }
+    let stopping = std::thread::spawn(move || server.stop());
+    assert_eq!(peer.line().unwrap().as_deref(), Some("End Connection"));
+    assert_eq!(peer.line().unwrap(), None);
+    let stats = stopping.join().unwrap();
+    assert_eq!(stats.heartbeats_answered, 3);
+    assert_eq!(stats.closed_dead, 0);
+    assert_eq!(stats.closed_at_shutdown, 1);
+}
+
+/// Plain bytes to a TLS port get no line and are closed, counted as `not_tls`; the next
+/// TLS peer is served.
+#[test]
+fn plain_bytes_are_refused_and_the_next_tls_peer_is_served() {
+    let pki = Pki::new();
+    let server = pki.server(false, ServerConfig::default());
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    plain.write_all(b"Hello, there\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(got.is_empty(), "no line for a plain peer: {got:?}");
+    let mut peer = TlsPeer::connect(server.addr, pki.client(None));
+    peer.send(b"next\n").unwrap();
+    assert_eq!(peer.line().unwrap().as_deref(), Some("Echoing...next"));
+    let stats = server.stop();
+    assert_eq!(refused(&stats, Refusal::NotTls), 1);
+    assert_eq!(stats.accepted, 1, "only the TLS peer reached the core");
+}
+
+/// Whether a peer with `config` is served: it sends a line and waits for its echo.
+fn served(addr: SocketAddr, config: Arc<ClientConfig>) -> bool {
+    let mut peer = TlsPeer::connect(addr, config);
+    if peer.send(b"ping\n").is_err() {
+        return false;
+    }
+    matches!(peer.line(), Ok(Some(line)) if line == "Echoing...ping")
+}
+
+/// `--tls-client-ca`: no certificate and another CA's certificate are refused, each counted
+/// by its reason, and never get a line; ours is served.
+#[test]
+fn mutual_tls_refuses_no_certificate_and_another_ca_and_serves_ours() {
+    let pki = Pki::new();
+    let server = pki.server(true, ServerConfig::default());
+    assert!(!served(server.addr, pki.client(None)));
+    let other = ca("someone else's CA");
+    assert!(!served(
+        server.addr,
+        pki.client(Some(leaf(&other, "intruder")))
+    ));
+    assert!(served(
+        server.addr,
+        pki.client(Some(leaf(&pki.client_ca, "device-7")))
+    ));
+    let stats = server.stop();
+    assert_eq!(refused(&stats, Refusal::NoClientCertificate), 1);
+    assert_eq!(refused(&stats, Refusal::UnknownCa), 1);
+    assert_eq!(stats.accepted, 1);
+}
+
+/// With `--proxy-protocol`, the PROXY header comes first and TLS after it.
+#[test]
+fn the_proxy_header_comes_before_tls() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            proxy_protocol: true,
+            ..ServerConfig::default()
+        },
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let header = encode(&Header::Proxied {
+        source: "198.51.100.7:4000".parse().unwrap(),
+        destination: "203.0.113.1:8000".parse().unwrap(),
+    });
+    stream.write_all(&header).unwrap();
+    let mut peer = TlsPeer::over(stream, pki.client(None));
+    peer.send(b"behind a balancer\n").unwrap();
+    assert_eq!(
+        peer.line().unwrap().as_deref(),
+        Some("Echoing...behind a balancer")
+    );
+    let stats = server.stop();
+    assert_eq!(stats.accepted, 1);
+}
+
+/// `openssl s_client`, a real third-party client, gets `Echoing...` back; with mutual TLS
+/// its certificate's subject is logged.
+#[test]
+fn openssl_s_client_gets_its_line_echoed() {
+    let pki = Pki::new();
+    let (cert, key) = leaf(&pki.client_ca, "device-7");
+    pki.write("client.pem", &cert.pem());
+    pki.write("client.key", &key.serialize_pem());
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let server = ServerProcess::start_logged(&[
+        "--tls-cert",
+        &path("server.pem"),
+        "--tls-key",
+        &path("server.key"),
+        "--tls-client-ca",
+        &path("client-ca.pem"),
+    ]);
+    let connect = format!("127.0.0.1:{}", server.port);
+    let mut client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &connect,
+            "-servername",
+            "localhost",
+        ])
+        .args(["-CAfile", &path("ca.pem"), "-verify_return_error"])
+        .args(["-cert", &path("client.pem"), "-key", &path("client.key")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let output = Lines::collect(client.stdout.take().unwrap());
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"Hello, there\n").unwrap();
+    let echoed = output.wait_for("Echoing...Hello, there", HANG_GUARD);
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(echoed, "s_client printed {:?}", output.snapshot());
+    let log = server.log.as_ref().unwrap();
+    assert!(
+        log.wait_for("TLS client certificate CN=device-7", HANG_GUARD),
+        "{:?}",
+        log.snapshot()
+    );
+}
+
+/// A missing file, a key that is not the certificate's, and a certificate file without a
+/// certificate are each one line naming the file, exit 2.
+#[test]
+fn bad_certificate_files_are_one_line_exit_2() {
+    let pki = Pki::new();
+    let other = KeyPair::generate().unwrap();
+    pki.write("other.key", &other.serialize_pem());
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let cases = [
+        (path("missing.pem"), path("server.key"), "missing.pem"),
+        (path("server.pem"), path("other.key"), "other.key"),
+        (path("server.key"), path("server.key"), "server.key"),
+    ];
+    for (cert, key, named) in cases {
+        let args = [
+            "--no-prompt",
+            "--port",
+            "0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        let (line, _) = one_line_failure(env!("CARGO_BIN_EXE_heartbeat-server"), &args, 2);
+        assert!(line.contains(named), "{line}");
+    }
+}
+
+/// A peer that connects and never finishes its handshake is closed at the deadline and
+/// counted; it never reaches the core.
+#[test]
+fn a_silent_handshake_is_closed_at_its_deadline() {
+    let pki = Pki::new();
+    let server = pki.server(false, ServerConfig::default());
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut got = Vec::new();
+    let closed = silent.read_to_end(&mut got).is_ok() || got.is_empty();
+    assert!(closed && got.is_empty());
+    let stats = server.stop();
+    assert_eq!(refused(&stats, Refusal::Deadline), 1);
+    assert_eq!(stats.accepted, 0);
+}
