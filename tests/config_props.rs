@@ -90,6 +90,7 @@ fn valid_config() -> impl Strategy<Value = (String, FileConfig)> {
                     interval: interval.as_ref().map(|d| d.1),
                     count: count.as_ref().map(|c| c.1),
                     idle: idle.as_ref().map(|d| d.1),
+                    ..ServerSection::default()
                 },
                 client: ClientSection {
                     host: chost.as_ref().map(|h| h.1.clone()),
