@@ -1,11 +1,12 @@
-//! What an idle TLS peer costs the server: 2,000 sessions after their handshake, counted by
-//! a counting allocator (this file is its own test binary, so the allocator counts nothing
-//! else). The goal is 2 KB per idle peer, keys included (issue 18).
+//! What an idle TLS peer costs the server: 2,000 sessions after their handshake and a line
+//! each way, counted by a counting allocator (this file is its own test binary, so the
+//! allocator counts nothing else). Issue 18's goal is 2 KB per idle peer, keys included.
+//! Run with `--nocapture` to see the figures.
 
 use std::sync::Arc;
 
 use heartbeat::cores::tls::TlsSession;
-use heartbeat::edge::tls::provider;
+use heartbeat::edge::tls::{provider, server_config_from};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
@@ -16,9 +17,12 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const PEERS: usize = 2_000;
 
+/// Heap bytes held now. (`stats_alloc` already counts a reallocation's growth in
+/// `bytes_allocated` and its shrinking in `bytes_deallocated`; `bytes_reallocated` repeats
+/// them, so it is not added.)
 fn held() -> isize {
     let s = GLOBAL.stats();
-    s.bytes_allocated as isize - s.bytes_deallocated as isize + s.bytes_reallocated
+    s.bytes_allocated as isize - s.bytes_deallocated as isize
 }
 
 fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
@@ -26,12 +30,7 @@ fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let server = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
+    let server = server_config_from(vec![cert.der().clone()], key, None).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
     let client = ClientConfig::builder_with_provider(provider())
@@ -39,7 +38,7 @@ fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
+    (server, Arc::new(client))
 }
 
 /// Runs one handshake in memory, with a line each way as a live peer would.
@@ -132,7 +131,7 @@ fn buffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> rustls::S
 /// buffered `ServerConnection`, and must stay well under it. One test in this binary, so
 /// that no other test's allocations are counted.
 #[test]
-fn an_idle_tls_peer_costs_about_two_kilobytes() {
+fn an_idle_tls_peer_holds_no_buffer_and_a_few_kilobytes_of_rustls_state() {
     let (server, client) = configs();
     // Warm up anything allocated once (the provider, the session cache's first entries).
     let mut sessions: Vec<Box<TlsSession>> = Vec::with_capacity(PEERS);
@@ -156,7 +155,10 @@ fn an_idle_tls_peer_costs_about_two_kilobytes() {
         "heap bytes per idle TLS peer ({PEERS} peers, TLS 1.3, X25519, P-256 certificate): \
          TlsSession (unbuffered) {per_peer}, rustls ServerConnection {per_buffered}"
     );
-    assert!(per_peer <= 5_500, "{per_peer} bytes per idle TLS peer");
+    // Measured 3.3 KB (rustls 0.23.48, ring 0.17): the session struct 1,144 B, its state
+    // after the handshake 640, two ring AEAD keys 560 each, the key schedule's HMAC 224,
+    // two small queues 96 each. The issue's goal is 2 KB; see the README's TLS section.
+    assert!(per_peer <= 4_096, "{per_peer} bytes per idle TLS peer");
     assert!(
         per_peer * 4 <= per_buffered * 3,
         "{per_peer} vs {per_buffered}"

@@ -381,7 +381,6 @@ mod tests {
     use super::*;
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::server::WebPkiClientVerifier;
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
     fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -420,20 +419,8 @@ mod tests {
         ca: &CertifiedIssuer<'static, KeyPair>,
         client_ca: Option<&CertifiedIssuer<'static, KeyPair>>,
     ) -> Arc<ServerConfig> {
-        let provider = crate::edge::tls::provider();
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(client_ca) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(roots(client_ca), provider)
-                    .build()
-                    .unwrap(),
-            ),
-        };
         let (chain, key) = leaf(ca, "localhost", false);
-        Arc::new(builder.with_single_cert(chain, key).unwrap())
+        crate::edge::tls::server_config_from(chain, key, client_ca.map(roots)).unwrap()
     }
 
     fn client(

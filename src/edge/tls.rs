@@ -84,35 +84,50 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
-/// The server's configuration: TLS 1.3 and 1.2 with rustls' defaults, our groups, and a
-/// client-certificate verifier when `client_ca` is given.
+/// The server's configuration from `files`: TLS 1.3 and 1.2 with rustls' defaults, our
+/// groups, and a client-certificate verifier when `client_ca` is given.
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let chain = certificates("--tls-cert", &files.cert)?;
     let key = private_key("--tls-key", &files.key)?;
+    let client_roots = match &files.client_ca {
+        Some(path) => Some(Arc::new(roots("--tls-client-ca", path)?)),
+        None => None,
+    };
+    server_config_from(chain, key, client_roots).map_err(|e| TlsSetupError::Refused {
+        what: "--tls-cert/--tls-key",
+        message: format!("{e} ({} and {})", files.cert.display(), files.key.display()),
+    })
+}
+
+/// The server's configuration from a certificate chain, its key, and the roots a client's
+/// certificate must chain to (mutual TLS) if any. Tests build theirs with it too.
+pub fn server_config_from(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: Option<Arc<RootCertStore>>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(refused("TLS versions"))?;
-    let builder = match &files.client_ca {
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_roots {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let roots = Arc::new(roots("--tls-client-ca", path)?);
+        Some(roots) => {
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| file_error("--tls-client-ca", path, format!("{e:?}")))?;
+                .map_err(|e| rustls::Error::General(format!("client CA: {e:?}")))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsSetupError::Refused {
-            what: "--tls-cert/--tls-key",
-            message: format!("{e} ({} and {})", files.cert.display(), files.key.display()),
-        })?;
+    let mut config = builder.with_single_cert(chain, key)?;
     // Our order (ChaCha20 first), whatever the client prefers: ring's AES-GCM keys and the
     // SHA-384 key schedule hold more memory per idle peer, and a heartbeat's records are
     // too small for AES-NI's speed to matter.
     config.ignore_client_order = true;
+    // Stateless resumption tickets (encrypted with a key rotated every 6 hours): a peer
+    // that reconnects skips the certificate and its signature, and the server keeps
+    // nothing per ticket. rustls' default stores each ticket in a 256-entry cache instead,
+    // which costs ~700 B per handshake until full and cannot serve a fleet.
+    config.ticketer = ring::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 
