@@ -366,3 +366,85 @@ fn a_silent_handshake_is_closed_at_its_deadline() {
     assert_eq!(refused(&stats, Refusal::Deadline), 1);
     assert_eq!(stats.accepted, 0);
 }
+
+/// Runs the load client with `args` against `addr`; its `--json` summary.
+fn load_client(addr: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let port = addr.port().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
+        .args([
+            "--no-prompt",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--json",
+        ])
+        .args(["--duration", "1s", "--log-level", "off"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("client runs");
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("one JSON summary")
+}
+
+/// The load client with `--tls`: every connection handshakes (timed in its own histogram)
+/// and is echoed; a wrong `--tls-server-name`, a CA that is not the server's, and a missing
+/// client certificate for a mutual-TLS server are failures named by their reason.
+#[test]
+fn the_load_client_times_handshakes_and_names_tls_failures() {
+    let pki = Pki::new();
+    let (cert, key) = leaf(&pki.client_ca, "load-client");
+    pki.write("client.pem", &cert.pem());
+    pki.write("client.key", &key.serialize_pem());
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let server = pki.server(true, ServerConfig::default());
+    let ours = [
+        "--tls",
+        "--tls-ca",
+        &path("ca.pem"),
+        "--tls-server-name",
+        "localhost",
+    ];
+    let identity = [
+        "--tls-cert",
+        &path("client.pem"),
+        "--tls-key",
+        &path("client.key"),
+    ];
+    let load = ["--connections", "20", "--interval", "100ms"];
+    let served = load_client(server.addr, &[&ours[..], &identity, &load].concat());
+    assert_eq!(served["opened"], 20, "{served}");
+    assert_eq!(served["handshake_time"]["count"], 20, "{served}");
+    assert!(served["echoes_received"].as_u64() > Some(0), "{served}");
+    assert_eq!(
+        served["tls_failed_by_reason"],
+        serde_json::json!({}),
+        "{served}"
+    );
+
+    let mut wrong_name = ours;
+    wrong_name[4] = "example.com";
+    let failed = load_client(server.addr, &[&wrong_name[..], &identity].concat());
+    let reasons = failed["tls_failed_by_reason"].to_string();
+    assert!(reasons.contains("not for the server name"), "{failed}");
+
+    let mut wrong_ca = ours;
+    let client_ca = path("client-ca.pem");
+    wrong_ca[2] = &client_ca;
+    let failed = load_client(server.addr, &[&wrong_ca[..], &identity].concat());
+    let reasons = failed["tls_failed_by_reason"].to_string();
+    assert!(reasons.contains("not from --tls-ca"), "{failed}");
+
+    // No certificate for a mutual-TLS server: the server refuses after the client's side of
+    // the handshake (TLS 1.3), and says so in an alert.
+    let failed = load_client(server.addr, &[&ours[..], &["--interval", "100ms"]].concat());
+    let reasons = failed["tls_failed_by_reason"].to_string();
+    assert!(reasons.contains("refused by the server"), "{failed}");
+    let stats = server.stop();
+    assert!(refused(&stats, Refusal::NoClientCertificate) >= 1);
+    assert!(
+        refused(&stats, Refusal::PeerAlert) >= 2,
+        "the clients' own refusals"
+    );
+}

@@ -43,6 +43,7 @@ macro_rules! say {
     }};
 }
 
+mod tls;
 mod traffic;
 
 /// A connect that has not completed by then is counted as timed out.
@@ -59,6 +60,10 @@ struct Conn {
     generation: u32,
     buffers: Buffers,
     peer: Peer,
+    /// `--tls`: its session, from TCP established on.
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// `--tls`: when its handshake began, until it is done.
+    handshake_since: Option<Instant>,
 }
 
 /// A reconnect waiting out its back-off: when, which slot, failed attempts so far.
@@ -320,6 +325,8 @@ impl Client {
             generation,
             buffers: Buffers::default(),
             peer,
+            tls: None,
+            handshake_since: None,
         });
         self.rearm(key);
     }
@@ -368,6 +375,11 @@ impl Client {
         let now = Instant::now();
         let conn = &mut self.conns[key];
         let Some(since) = conn.peer.connecting_since() else {
+            // Hook (tls): its own output.
+            if conn.tls.is_some() {
+                self.tls_flush(key, now);
+                return;
+            }
             if let Err(e) = conn::flush(&mut conn.stream, &mut conn.buffers) {
                 self.failed(key, &e, now);
             }
@@ -391,6 +403,10 @@ impl Client {
         self.ever_connected = true;
         if self.config.verbose {
             say!("Connected with {}", self.config.server);
+        }
+        // Hook (tls): the handshake begins.
+        if !self.tls_start(key, now) {
+            return;
         }
         let config = &self.config;
         let peer = &mut self.conns[key].peer;

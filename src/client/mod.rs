@@ -70,6 +70,15 @@ pub struct ClientConfig {
     pub server_interval: Duration,
     /// Output held for one connection the server is not reading, past which it is closed.
     pub output_cap: usize,
+    /// `--tls`: speak TLS to the server, checking its certificate for this name.
+    pub tls: Option<ClientTls>,
+}
+
+/// The client's TLS: its configuration and the name the server's certificate must have.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 pub const DEFAULT_MESSAGE: &str = "Hello, there";
@@ -100,6 +109,7 @@ impl Default for ClientConfig {
             reconnect: false,
             server_interval: crate::cores::liveness::Timing::DEFAULT.interval,
             output_cap: DEFAULT_OUTPUT_CAP,
+            tls: None,
         }
     }
 }

@@ -141,16 +141,12 @@ pub struct ClientTlsFiles {
     pub key: Option<PathBuf>,
 }
 
-/// The client's configuration: the server must chain to `ca` (this client carries no
-/// system root store: a heartbeat server is one's own, with one's own CA).
+/// The client's configuration: the server must chain to `ca`, else to the system's roots.
 pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-    let Some(ca) = &files.ca else {
-        return Err(TlsSetupError::Refused {
-            what: "--tls",
-            message: "needs --tls-ca PATH, the CA the server's certificate chains to".into(),
-        });
+    let roots = match &files.ca {
+        Some(ca) => roots("--tls-ca", ca)?,
+        None => system_roots()?,
     };
-    let roots = roots("--tls-ca", ca)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(refused("TLS versions"))?
@@ -172,6 +168,24 @@ pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<rustls::ClientConfig>
         }
     };
     Ok(Arc::new(config))
+}
+
+/// The operating system's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` if set).
+fn system_roots() -> Result<RootCertStore, TlsSetupError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or("none found".to_string(), |e| e.to_string());
+        return Err(TlsSetupError::Refused {
+            what: "--tls",
+            message: format!("no system root certificates ({why}); give --tls-ca PATH"),
+        });
+    }
+    Ok(roots)
 }
 
 /// The name the client checks in the server's certificate.

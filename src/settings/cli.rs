@@ -511,6 +511,22 @@ pub struct ClientArgs {
     /// addresses are split among them, and one summary is merged from all
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
     pub workers: usize,
+    /// Speak TLS to the server; the handshake is timed on its own and failures are named
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA the server's certificate must chain to (PEM) [default: the system's roots]
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// Our certificate for mutual TLS (PEM), with --tls-key
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must be for [default: --host, else the server's
+    /// address]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_server_name: Option<String>,
 }
 
 const CLIENT_AFTER_HELP: &str = "\
@@ -621,8 +637,38 @@ impl ClientArgs {
                 .unwrap_or(Timing::DEFAULT.interval),
             verbose: connections == 1 && !self.json,
             status_line: connections > 1 && !self.json && client::stderr_is_terminal(),
+            tls: self.client_tls(file, server)?,
             ..ClientConfig::default()
         })
+    }
+
+    /// `--tls`: the configuration (its files read now: a bad one is one line, exit 2) and the
+    /// name to check: `--tls-server-name`, else the host as given, else the address.
+    fn client_tls(
+        &self,
+        file: &FileConfig,
+        server: SocketAddr,
+    ) -> Result<Option<client::ClientTls>, ConfigError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let invalid = |e: crate::edge::tls::TlsSetupError| ConfigError::Invalid {
+            setting: "tls".into(),
+            message: e.to_string(),
+        };
+        let files = crate::edge::tls::ClientTlsFiles {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        let name = match (&self.tls_server_name, &self.host, &file.server.host) {
+            (Some(name), _, _) | (None, Some(name), _) | (None, None, Some(name)) => name.clone(),
+            (None, None, None) => server.ip().to_string(),
+        };
+        Ok(Some(client::ClientTls {
+            config: crate::edge::tls::client_config(&files).map_err(invalid)?,
+            server_name: crate::edge::tls::server_name(&name).map_err(invalid)?,
+        }))
     }
 }
 

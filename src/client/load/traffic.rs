@@ -28,6 +28,10 @@ impl Client {
             if conn.peer.connecting_since().is_some() {
                 return;
             }
+            // Hook (tls): ciphertext is read by the session.
+            if conn.tls.is_some() {
+                return self.tls_readable(key, closed);
+            }
             if !conn.peer.reads() {
                 if closed {
                     self.closed_by_server(key, now);
@@ -121,6 +125,13 @@ impl Client {
         if self.config.verbose {
             say!("Sent: {}", Escaped(line));
         }
+        // Hook (tls): the line goes into the session.
+        if conn.tls.is_some() {
+            let line = std::mem::take(&mut self.line_buf);
+            let sent = self.tls_send(key, &line, now);
+            self.line_buf = line;
+            return sent;
+        }
         if let Err(e) = conn::send(&mut conn.stream, &mut conn.buffers, &self.line_buf) {
             self.failed(key, &e, now);
             return false;
@@ -193,13 +204,20 @@ impl Client {
         let conn = &mut self.conns[key];
         match kind {
             FaultKind::Silent | FaultKind::NoRead => true,
-            FaultKind::HalfClose => match conn.stream.shutdown(Shutdown::Write) {
-                Ok(()) => true,
-                Err(e) => {
-                    self.failed(key, &e, now);
-                    false
+            FaultKind::HalfClose => {
+                // Hook (tls): close_notify first, as a TLS peer half-closing would.
+                if let Some(tls) = conn.tls.as_mut() {
+                    tls.send_close_notify();
+                    let _ = super::tls::flush(&mut conn.stream, tls);
                 }
-            },
+                match conn.stream.shutdown(Shutdown::Write) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.failed(key, &e, now);
+                        false
+                    }
+                }
+            }
             FaultKind::Reset => {
                 // A zero linger turns the close into a reset, as when a process crashes.
                 let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));

@@ -103,6 +103,68 @@ pub struct ClientStats {
     #[serde(with = "super::exact")]
     lag: Latencies,
     faults: [FaultCounts; 4],
+    /// `--tls`: from the TCP connection established to the handshake done.
+    #[serde(with = "super::exact", default)]
+    handshake_time: Latencies,
+    /// `--tls`: connections that failed in TLS, per [`TlsFailure`].
+    #[serde(default)]
+    tls_failed: [u64; 6],
+}
+
+/// Why a TLS connection of the client failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The server's certificate does not chain to `--tls-ca`.
+    UnknownCa,
+    /// It is not for `--tls-server-name`.
+    NameMismatch,
+    /// It has expired or is not valid yet.
+    Expired,
+    /// The server sent an alert: it refused us (our certificate, or none, with mutual TLS).
+    RefusedByServer,
+    /// Anything else rustls refused.
+    Protocol,
+    /// The server closed the connection before the handshake was done.
+    Closed,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::UnknownCa,
+        TlsFailure::NameMismatch,
+        TlsFailure::Expired,
+        TlsFailure::RefusedByServer,
+        TlsFailure::Protocol,
+        TlsFailure::Closed,
+    ];
+
+    pub fn of(error: &rustls::Error) -> TlsFailure {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(e) => match e {
+                C::UnknownIssuer | C::BadSignature => TlsFailure::UnknownCa,
+                C::NotValidForName | C::NotValidForNameContext { .. } => TlsFailure::NameMismatch,
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => TlsFailure::Expired,
+                _ => TlsFailure::Protocol,
+            },
+            rustls::Error::AlertReceived(_) => TlsFailure::RefusedByServer,
+            _ => TlsFailure::Protocol,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::UnknownCa => "tls: server certificate not from --tls-ca",
+            TlsFailure::NameMismatch => "tls: server certificate not for the server name",
+            TlsFailure::Expired => "tls: server certificate expired",
+            TlsFailure::RefusedByServer => "tls: refused by the server (alert)",
+            TlsFailure::Protocol => "tls: protocol error",
+            TlsFailure::Closed => "tls: closed during the handshake",
+        }
+    }
 }
 
 /// What the loop knows only at the end, passed to [`ClientStats::summary`].
@@ -165,6 +227,8 @@ impl ClientStats {
             connect_time: Latencies::default(),
             lag: Latencies::default(),
             faults: Default::default(),
+            handshake_time: Latencies::default(),
+            tls_failed: [0; 6],
         }
     }
 
@@ -191,6 +255,8 @@ impl ClientStats {
             connect_time,
             lag,
             faults,
+            handshake_time,
+            tls_failed,
         } = other;
         for (sum, add) in [
             (&mut self.target, target),
@@ -215,6 +281,10 @@ impl ClientStats {
         self.rtt.merge(rtt);
         self.connect_time.merge(connect_time);
         self.lag.merge(lag);
+        self.handshake_time.merge(handshake_time);
+        for (sum, add) in self.tls_failed.iter_mut().zip(tls_failed) {
+            *sum += *add;
+        }
         for (sum, add) in self.faults.iter_mut().zip(faults) {
             sum.injected += add.injected;
             sum.detected += add.detected;
@@ -231,6 +301,16 @@ impl ClientStats {
         self.opened += 1;
         self.open += 1;
         self.connect_time.record(connect_time);
+    }
+
+    /// A TLS handshake was done `time` after its TCP connection was established.
+    pub fn on_handshake(&mut self, time: Duration) {
+        self.handshake_time.record(time);
+    }
+
+    /// A TLS connection failed (in its handshake, or refused by the server after it).
+    pub fn on_tls_failed(&mut self, why: TlsFailure) {
+        self.tls_failed[why as usize] += 1;
     }
 
     /// An established connection was closed, for whatever reason (counted separately).
@@ -366,6 +446,12 @@ impl ClientStats {
             warnings_suppressed: facts.warnings_suppressed,
             rtt: self.rtt.percentiles(),
             connect_time: self.connect_time.percentiles(),
+            handshake_time: self.handshake_time.percentiles(),
+            tls_failed_by_reason: TlsFailure::ALL
+                .iter()
+                .filter(|why| self.tls_failed[**why as usize] > 0)
+                .map(|why| (why.as_str().to_string(), self.tls_failed[*why as usize]))
+                .collect(),
             client_bottleneck: client_was_the_bottleneck(lag.p99_us, server_interval_us),
             lag,
             server_interval_ms: server_interval_us / 1000,
@@ -452,6 +538,13 @@ pub struct ClientSummary {
     pub rtt: Percentiles,
     /// From each connection's own `connect()` call until it was established.
     pub connect_time: Percentiles,
+    /// `--tls`: from the TCP connection established to the TLS handshake done.
+    #[serde(default)]
+    pub handshake_time: Percentiles,
+    /// `--tls`: connections that failed in TLS, per [`TlsFailure::as_str`]; only reasons
+    /// that occurred.
+    #[serde(default)]
+    pub tls_failed_by_reason: BTreeMap<String, u64>,
     /// The client's own lateness: how long after it was due it sent a line or answered a
     /// heartbeat.
     pub lag: Percentiles,
@@ -537,6 +630,12 @@ impl ClientSummary {
             self.connect_time.row("connect time"),
             self.lag.row("client lag"),
         ]);
+        if self.handshake_time.count > 0 {
+            lines.push(self.handshake_time.row("TLS handshake"));
+        }
+        for (why, n) in &self.tls_failed_by_reason {
+            lines.push(format!("  failed in TLS, {why}: {n}"));
+        }
         lines.push(format!(
             "  client lag p99 against the server's interval ({} ms): {}",
             self.server_interval_ms,

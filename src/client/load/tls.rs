@@ -1,0 +1,169 @@
+//! `--tls`: the client's connections speak TLS (rustls' buffered `ClientConnection`; the
+//! client's memory per connection is not the one the project's goals are about). The
+//! handshake starts once TCP is established and is timed on its own; a connection that fails
+//! in TLS is counted by [`TlsFailure`]. Part of the loop in `load` (an `impl` block of the
+//! same `Client`), called at marked hooks: `opened`, `on_readable`, `on_writable`, `send`,
+//! and the half-close fault.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use log::warn;
+use mio::net::TcpStream;
+use rustls::ClientConnection;
+
+use super::Client;
+use crate::edge::net::{interrupted, would_block};
+use crate::edge::turn::READS_PER_TURN;
+use crate::ops::stats::client::TlsFailure;
+
+/// Writes what `tls` has for the server until the kernel takes no more.
+pub(super) fn flush(stream: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if interrupted(&e) => {}
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Hook (`opened`): TCP is up; the handshake begins (its first flight goes out now).
+    pub(super) fn tls_start(&mut self, key: usize, now: Instant) -> bool {
+        let Some(tls) = &self.config.tls else {
+            return true;
+        };
+        let conn = &mut self.conns[key];
+        let session = match ClientConnection::new(tls.config.clone(), tls.server_name.clone()) {
+            Ok(session) => Box::new(session),
+            Err(e) => {
+                self.tls_failed(key, &e, now);
+                return false;
+            }
+        };
+        conn.tls = Some(session);
+        conn.handshake_since = Some(now);
+        self.tls_flush(key, now)
+    }
+
+    /// Writes what the connection's TLS has waiting. False if that ended the connection.
+    pub(super) fn tls_flush(&mut self, key: usize, now: Instant) -> bool {
+        let conn = &mut self.conns[key];
+        let Some(tls) = conn.tls.as_mut() else {
+            return true;
+        };
+        if let Err(e) = flush(&mut conn.stream, tls) {
+            self.failed(key, &e, now);
+            return false;
+        }
+        true
+    }
+
+    /// Hook (`send`): one encoded line into the connection's TLS, then out.
+    pub(super) fn tls_send(&mut self, key: usize, bytes: &[u8], now: Instant) -> bool {
+        let conn = &mut self.conns[key];
+        if let Some(tls) = conn.tls.as_mut() {
+            if let Err(e) = tls.writer().write_all(bytes) {
+                self.failed(key, &e, now);
+                return false;
+            }
+        }
+        self.tls_flush(key, now)
+    }
+
+    /// Hook (`on_readable` for a TLS connection): reads ciphertext until the kernel has no
+    /// more (or the turn's share is used), handing the plaintext to `on_bytes`.
+    pub(super) fn tls_readable(&mut self, key: usize, closed: bool) {
+        let now = Instant::now();
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !conn.peer.reads() {
+                if closed {
+                    self.closed_by_server(key, now);
+                }
+                return;
+            }
+            let Some(tls) = conn.tls.as_mut() else {
+                return;
+            };
+            let read = loop {
+                match tls.read_tls(&mut conn.stream) {
+                    Err(e) if interrupted(&e) => continue,
+                    other => break other,
+                }
+            };
+            match read {
+                Ok(0) if conn.handshake_since.is_some() => {
+                    return self.tls_failed_as(key, TlsFailure::Closed, now)
+                }
+                Ok(0) => return self.closed_by_server(key, now),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return,
+                Err(e) => return self.failed(key, &e, now),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // The alert that tells the server why, best effort.
+                let _ = flush(&mut conn.stream, tls);
+                return self.tls_failed(key, &e, now);
+            }
+            if !tls.is_handshaking() {
+                if let Some(since) = conn.handshake_since.take() {
+                    self.stats
+                        .on_handshake(now.saturating_duration_since(since));
+                }
+            }
+            if !self.tls_plaintext(key, now) || !self.tls_flush(key, now) {
+                return;
+            }
+        }
+        self.cut_off.defer(key);
+    }
+
+    /// Hands the plaintext waiting in `key`'s TLS to `on_bytes`. False if the connection
+    /// ended (close_notify is the server's end of stream).
+    fn tls_plaintext(&mut self, key: usize, now: Instant) -> bool {
+        loop {
+            let Some(tls) = self.conns.get_mut(key).and_then(|c| c.tls.as_mut()) else {
+                return false;
+            };
+            match tls.reader().read(&mut self.read_buf) {
+                Ok(0) => {
+                    self.closed_by_server(key, now);
+                    return false;
+                }
+                Ok(n) => {
+                    if !self.on_bytes(key, n, now) {
+                        return false;
+                    }
+                }
+                Err(e) if would_block(&e) => return true,
+                // The server's FIN came without close_notify: an end of stream all the same.
+                Err(_) => {
+                    self.closed_by_server(key, now);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn tls_failed(&mut self, key: usize, error: &rustls::Error, now: Instant) {
+        let why = TlsFailure::of(error);
+        if let Some(text) = self.warnings.line(why.as_str(), now, || error.to_string()) {
+            warn!("{}: {text}", why.as_str());
+        }
+        self.tls_failed_as(key, why, now);
+    }
+
+    fn tls_failed_as(&mut self, key: usize, why: TlsFailure, now: Instant) {
+        self.stats.on_tls_failed(why);
+        if self.config.verbose {
+            say!("Connection failed: {}", why.as_str());
+        }
+        self.close(key, now);
+    }
+}
