@@ -226,11 +226,18 @@ fn served(addr: SocketAddr, config: Arc<ClientConfig>) -> bool {
 }
 
 /// `--tls-client-ca`: no certificate and another CA's certificate are refused, each counted
-/// by its reason, and never get a line; ours is served.
+/// by its reason, and never get a line; ours is served, and its subject is in the events.
 #[test]
 fn mutual_tls_refuses_no_certificate_and_another_ca_and_serves_ours() {
     let pki = Pki::new();
-    let server = pki.server(true, ServerConfig::default());
+    let events = pki.path("events.jsonl");
+    let server = pki.server(
+        true,
+        ServerConfig {
+            events: Some(events.clone()),
+            ..ServerConfig::default()
+        },
+    );
     assert!(!served(server.addr, pki.client(None)));
     let other = ca("someone else's CA");
     assert!(!served(
@@ -245,6 +252,14 @@ fn mutual_tls_refuses_no_certificate_and_another_ca_and_serves_ours() {
     assert_eq!(refused(&stats, Refusal::NoClientCertificate), 1);
     assert_eq!(refused(&stats, Refusal::UnknownCa), 1);
     assert_eq!(stats.accepted, 1);
+    let tls_event = |text: &str| {
+        text.lines()
+            .any(|l| l.contains(r#""event":"tls""#) && l.contains(r#""subject":"CN=device-7""#))
+    };
+    let logged = common::eventually(HANG_GUARD, || {
+        std::fs::read_to_string(&events).is_ok_and(|text| tls_event(&text))
+    });
+    assert!(logged, "{:?}", std::fs::read_to_string(&events));
 }
 
 /// With `--proxy-protocol`, the PROXY header comes first and TLS after it.

@@ -45,6 +45,30 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    /// A mutual-TLS peer's certificate subject: a `tls` line right after its `connect`.
+    pub fn record_tls_subject(&mut self, now: Instant, peer: SocketAddr, subject: &str) {
+        #[derive(Serialize)]
+        struct TlsLine<'a> {
+            ts: f64,
+            event: &'static str,
+            peer: SocketAddr,
+            subject: &'a str,
+        }
+        let line = TlsLine {
+            ts: self.clock.unix_secs(now),
+            event: "tls",
+            peer,
+            subject,
+        };
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, &line).is_ok() {
+            self.line.push(b'\n');
+            self.sink.push(&self.line);
+        }
+    }
+}
+
 /// Instants as seconds since the Unix epoch: the wall clock read once, then the monotonic
 /// clock's offsets from that moment, so that a step of the wall clock does not reorder the
 /// log and no event costs a system call.

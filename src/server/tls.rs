@@ -260,6 +260,9 @@ impl Server {
                     Escaped(subject.as_bytes())
                 );
             }
+            if let Some(events) = &mut self.events {
+                events.record_tls_subject(now, addr, &subject);
+            }
         }
         let Some(tls) = &mut self.tls else {
             return;
