@@ -32,6 +32,7 @@ pub use self::settings::{
     ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
 };
+pub use self::tls::{HANDSHAKE_CAP, HANDSHAKE_DEADLINE};
 
 use self::core::{Action, ServerCore};
 use self::scrape::Scrapers;

@@ -463,3 +463,55 @@ fn the_load_client_times_handshakes_and_names_tls_failures() {
         "the clients' own refusals"
     );
 }
+
+/// Past 1,024 handshakes in flight, the oldest is closed to make room (counted `evicted`),
+/// and a TLS peer arriving after the flood is still served.
+#[test]
+fn a_flood_of_silent_handshakes_evicts_the_oldest_and_real_peers_get_in() {
+    let pki = Pki::new();
+    let server = pki.server(false, ServerConfig::default());
+    let cap = heartbeat::server::HANDSHAKE_CAP;
+    let mut silent: Vec<TcpStream> = (0..cap + 1)
+        .map(|_| TcpStream::connect(server.addr).expect("connects"))
+        .collect();
+    // The first one is the oldest: the server closes it once the last is accepted.
+    silent[0].set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut got = Vec::new();
+    let _ = silent[0].read_to_end(&mut got);
+    assert!(got.is_empty());
+    let mut peer = TlsPeer::connect(server.addr, pki.client(None));
+    peer.send(b"still served\n").unwrap();
+    assert_eq!(
+        peer.line().unwrap().as_deref(),
+        Some("Echoing...still served")
+    );
+    drop(silent);
+    let stats = server.stop();
+    assert!(
+        refused(&stats, Refusal::Evicted) >= 2,
+        "the first, then the real peer's room"
+    );
+}
+
+/// At `--max-connections`, a TLS peer is told `Error: server full` inside TLS, then closed.
+#[test]
+fn a_full_server_tells_a_tls_peer_inside_tls() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        },
+    );
+    let mut first = TlsPeer::connect(server.addr, pki.client(None));
+    first.send(b"in\n").unwrap();
+    assert_eq!(first.line().unwrap().as_deref(), Some("Echoing...in"));
+    let mut second = TlsPeer::connect(server.addr, pki.client(None));
+    assert_eq!(
+        second.line().unwrap().as_deref(),
+        Some("Error: server full")
+    );
+    let stats = server.stop();
+    assert_eq!(stats.rejected_full, 1);
+}
