@@ -515,3 +515,90 @@ fn a_full_server_tells_a_tls_peer_inside_tls() {
     let stats = server.stop();
     assert_eq!(stats.rejected_full, 1);
 }
+
+/// HAProxy (OpenSSL) with `ssl` to our TLS server, sending a PROXY header first: a plain
+/// peer in front of it is echoed through TLS, and the server logs the peer's real address
+/// with the certificate check done by HAProxy (`verify required`). Needs `haproxy`; without
+/// it the test says so and passes, except in CI (`CI` set), where it fails.
+#[test]
+fn haproxy_with_ssl_and_a_proxy_header_reaches_our_tls_server() {
+    use std::process::{Command, Stdio};
+    let found = Command::new("sh")
+        .args(["-c", "command -v haproxy"])
+        .output()
+        .expect("sh runs");
+    let haproxy = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    if haproxy.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required in CI"
+        );
+        eprintln!("SKIPPED: haproxy is not installed; not in CI");
+        return;
+    }
+    let pki = Pki::new();
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let server = ServerProcess::start_logged(&[
+        "--tls-cert",
+        &path("server.pem"),
+        "--tls-key",
+        &path("server.key"),
+        "--proxy-protocol",
+    ]);
+    let front = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend heartbeat\n    bind 127.0.0.1:{front}\n    default_backend servers\n\
+         backend servers\n\
+         \x20   server one 127.0.0.1:{} send-proxy-v2 ssl verify required ca-file {} sni str(localhost)\n",
+        server.port,
+        path("ca.pem")
+    );
+    pki.write("haproxy.cfg", &config);
+    let mut child = Command::new(&haproxy)
+        .args(["-f", &path("haproxy.cfg"), "-db"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy starts");
+    let front = SocketAddr::from(([127, 0, 0, 1], front));
+    let up = common::eventually(HANG_GUARD, || TcpStream::connect(front).is_ok());
+    let echoed = up && {
+        let mut peer = common::Peer::connect(front);
+        peer.send(b"through haproxy\n");
+        peer.line_within(HANG_GUARD).as_deref() == Some("Echoing...through haproxy")
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "haproxy listening on {front}");
+    assert!(echoed, "echoed through HAProxy's TLS");
+    let log = server.log.as_ref().unwrap();
+    assert!(
+        log.wait_for("connected", HANG_GUARD),
+        "{:?}",
+        log.snapshot()
+    );
+}
+
+/// `tls_cert` and `tls_key` in the `server` object of the configuration file turn TLS on
+/// as the flags do.
+#[test]
+fn the_configuration_file_names_the_certificate_and_key() {
+    let pki = Pki::new();
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let json = serde_json::json!({
+        "server": { "host": "127.0.0.1", "tls_cert": path("server.pem"), "tls_key": path("server.key") }
+    });
+    pki.write("configuration.json", &json.to_string());
+    let server = ServerProcess::start(&["--config", &path("configuration.json")]);
+    let mut peer = TlsPeer::connect(server.addr(), pki.client(None));
+    peer.send(b"from the file\n").unwrap();
+    assert_eq!(
+        peer.line().unwrap().as_deref(),
+        Some("Echoing...from the file")
+    );
+}
