@@ -611,3 +611,29 @@ fn the_configuration_file_names_the_certificate_and_key() {
         Some("Echoing...from the file")
     );
 }
+
+/// A server that closes or resets before the handshake is done (its deadline, too many in
+/// flight, not TLS at all) is a TLS failure `closed during the handshake`, not a plain error.
+#[test]
+fn the_load_client_names_a_close_during_the_handshake() {
+    let pki = Pki::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closer = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            // Hang up with the ClientHello unread: the kernel sends a reset, which the
+            // client reads as an error, not an end of stream.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(stream);
+        }
+    });
+    let ca = pki.path("ca.pem").to_string_lossy().into_owned();
+    let failed = load_client(addr, &["--tls", "--tls-ca", &ca, "--connections", "2"]);
+    closer.join().unwrap();
+    let reasons = failed["tls_failed_by_reason"].to_string();
+    assert!(reasons.contains("closed during the handshake"), "{failed}");
+    assert_eq!(failed["errors"], 0, "{failed}");
+}

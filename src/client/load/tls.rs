@@ -30,6 +30,14 @@ pub(super) fn flush(stream: &mut TcpStream, tls: &mut ClientConnection) -> io::R
     Ok(())
 }
 
+/// Whether a read of ciphertext leaves the connection open (bytes came, or none yet).
+fn read_more(read: &io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => *n > 0,
+        Err(e) => would_block(e),
+    }
+}
+
 impl Client {
     /// Hook (`opened`): TCP is up; the handshake begins (its first flight goes out now).
     pub(super) fn tls_start(&mut self, key: usize, now: Instant) -> bool {
@@ -56,7 +64,10 @@ impl Client {
             return true;
         };
         if let Err(e) = flush(&mut conn.stream, tls) {
-            self.failed(key, &e, now);
+            match conn.handshake_since {
+                Some(_) => self.tls_failed_as(key, TlsFailure::Closed, now),
+                None => self.failed(key, &e, now),
+            }
             return false;
         }
         true
@@ -98,8 +109,10 @@ impl Client {
                 }
             };
             match read {
-                Ok(0) if conn.handshake_since.is_some() => {
-                    return self.tls_failed_as(key, TlsFailure::Closed, now)
+                Ok(_) | Err(_) if conn.handshake_since.is_some() && !read_more(&read) => {
+                    // Closed or reset before the handshake was done: the server refused us
+                    // without an alert (not TLS to it, its deadline, too many in flight).
+                    return self.tls_failed_as(key, TlsFailure::Closed, now);
                 }
                 Ok(0) => return self.closed_by_server(key, now),
                 Ok(_) => {}
