@@ -393,10 +393,21 @@ impl Server {
         }
     }
 
-    /// Hook (`carry_out`, `Action::Close`): the session goes with the socket.
+    /// Hook (`carry_out`, `Action::Close`, before the socket goes): the session goes with
+    /// the socket. The core cannot see ciphertext the kernel refused (it counts plaintext
+    /// as written once sealed), so what is left of it, close_notify included, gets one last
+    /// try first.
     pub(super) fn tls_close(&mut self, key: usize) {
-        if let Some(slot) = self.tls.as_mut().and_then(|t| t.peers.get_mut(key)) {
-            *slot = None;
+        let Some(slot) = self.tls.as_mut().and_then(|t| t.peers.get_mut(key)) else {
+            return;
+        };
+        if let (Some(mut peer), Some(socket)) = (
+            slot.take(),
+            self.sockets.get_mut(key).and_then(Option::as_mut),
+        ) {
+            if flush(&mut socket.stream, &mut peer.session).unwrap_or(false) && peer.shut_pending {
+                let _ = socket.stream.shutdown(Shutdown::Write);
+            }
         }
     }
 }
