@@ -13,6 +13,7 @@
 mod accept;
 pub mod budget;
 pub mod core;
+mod parent;
 mod proxied;
 mod report;
 mod scrape;
@@ -27,6 +28,7 @@ use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
+pub use self::parent::Snapshot;
 pub use self::settings::{
     ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
@@ -87,6 +89,8 @@ pub struct Server {
     events: Option<EventLog>,
     /// `--proxy-protocol`: peers waiting for their header, and their real addresses.
     handshakes: proxied::Handshakes,
+    /// With `--workers`, the pipe from the parent (see `parent`).
+    parent: Option<parent::Parent>,
 }
 
 impl Server {
@@ -133,6 +137,7 @@ impl Server {
             scrapers,
             events,
             handshakes: proxied::Handshakes::new(config.proxy_protocol),
+            parent: None,
         })
     }
 
@@ -201,6 +206,7 @@ impl Server {
                     WAKER => {}
                     ALARM => self.alarm.on_event(),
                     SIGNALS => self.take_signals(),
+                    parent::PARENT => self.on_parent_event(),
                     token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                     token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
                     _ => self.on_socket_event(event, now),

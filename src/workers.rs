@@ -3,38 +3,54 @@
 //! again with the same arguments and [`WORKER_ENV`] set (plus what the worker needs to know,
 //! in more variables: hidden from `--help`), passes SIGINT, SIGTERM and SIGHUP on to them,
 //! starts again a worker that dies when it should not (with a back-off, so a worker that
-//! dies at once does not spin), and when all have ended hands back the last line each
-//! printed: its report, one line of JSON that the caller parses and merges.
+//! dies at once does not spin), and hands each line a worker prints to a [`Watch`]: workers
+//! speak JSON, one message a line (`server::Message`, the client's report), never text
+//! meant for people.
 //!
-//! Owns the worker processes and their pipes; knows nothing of servers or clients. Each
-//! worker's stdout is read by a small thread that passes lines to the parent, and a thread
-//! waits for signals, so the parent sleeps until something happens. Each worker's stdin is a
-//! pipe from the parent that carries nothing: when the parent goes away, however it ends,
-//! the worker reads end of file and stops gracefully ([`stop_when_parent_goes`]).
+//! Owns the worker processes and their pipes; knows nothing of servers or clients (that is
+//! [`server`]'s and [`client`]'s, the two parents). Each worker's stdout is read by a small
+//! thread that passes lines to the parent, and a thread waits for signals, so the parent
+//! sleeps until something happens. Each worker's stdin is a pipe from the parent: a byte on
+//! it asks for the worker's counts ([`Supervisor::ask_every`]), and when the parent goes
+//! away, however it ends, the worker reads end of file and stops gracefully.
 
+pub mod client;
 pub mod metrics;
+pub mod server;
+pub mod tally;
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::edge::net::SetupError;
 use crate::edge::stop::{signal_name, Stopper, STOP_SIGNALS};
 
 /// Set in a worker's environment to its number (0, 1, ...): the process is a worker.
 pub const WORKER_ENV: &str = "HEARTBEAT_WORKER";
-/// A server worker's port (the one the parent chose when `--port 0`).
+/// A server worker's port (the one the parent chose when `--port 0`) and its share of
+/// `--max-connections`: `PORT,MAX`.
 pub const PORT_ENV: &str = "HEARTBEAT_WORKER_PORT";
 /// A client worker's share: `CONNECTIONS,RATE`.
 pub const SHARE_ENV: &str = "HEARTBEAT_WORKER_SHARE";
 /// A client worker's source addresses, comma-separated (may be empty: any).
 pub const BIND_ENV: &str = "HEARTBEAT_WORKER_BIND";
+
+/// The most workers a parent starts. Each is a whole process with its own loop, and one loop
+/// per core is what pays; past a few hundred the processes only cost memory and
+/// descriptors, and `--workers 100000` would fork until the host cannot. A fixed number
+/// rather than a multiple of this host's cores, so that a configuration that starts on one
+/// host starts on another; more workers than cores is only warned about.
+pub const MAX_WORKERS: usize = 256;
 
 /// A worker that dies is started again after this, doubling each time it dies young.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,8 +66,25 @@ pub fn worker_index() -> Option<usize> {
     std::env::var(WORKER_ENV).ok()?.parse().ok()
 }
 
-/// In a worker: stops the loop (as SIGTERM would) once the parent is gone, seen as end of
-/// file on stdin. Without it a worker would outlive a parent killed with `kill -9`.
+/// Refuses more than [`MAX_WORKERS`]; warns (on stderr, whatever the log level: it decides
+/// how the host is used) when there are more workers than cores.
+pub fn check_count(asked: usize, who: &str) -> Result<(), WorkersError> {
+    if asked > MAX_WORKERS {
+        return Err(WorkersError::TooMany { asked });
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if asked > cores {
+        eprintln!(
+            "{who}: warning: --workers {asked} is more than this host's {cores} cores: \
+             workers will take turns on them"
+        );
+    }
+    Ok(())
+}
+
+/// In a worker whose loop cannot watch its stdin itself (the client's): stops the loop (as
+/// SIGTERM would) once the parent is gone, seen as end of file on stdin. Without it a worker
+/// would outlive a parent killed with `kill -9`.
 pub fn stop_when_parent_goes(stopper: Stopper) {
     std::thread::spawn(move || {
         let mut sink = [0u8; 64];
@@ -64,6 +97,8 @@ pub fn stop_when_parent_goes(stopper: Stopper) {
 /// Why the workers could not be started or run.
 #[derive(Debug)]
 pub enum WorkersError {
+    /// More than [`MAX_WORKERS`] asked for: a bad setting, exit status 2.
+    TooMany { asked: usize },
     /// This executable could not be found or started again.
     Spawn {
         what: String,
@@ -73,11 +108,18 @@ pub enum WorkersError {
     Failed { index: usize, status: ExitStatus },
     /// A worker printed nothing within [`START_LIMIT`].
     Silent { index: usize },
+    /// The parent's own sockets (the port it holds, its metrics listener).
+    Setup(SetupError),
 }
 
 impl fmt::Display for WorkersError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            WorkersError::TooMany { asked } => write!(
+                f,
+                "--workers {asked} is more than the {MAX_WORKERS} workers a parent starts \
+                 (one a core is what pays)"
+            ),
             WorkersError::Spawn { what, source } => {
                 write!(
                     f,
@@ -93,16 +135,25 @@ impl fmt::Display for WorkersError {
                 "worker {index} was not ready within {} s",
                 START_LIMIT.as_secs()
             ),
+            WorkersError::Setup(e) => e.fmt(f),
         }
     }
 }
 
+impl From<SetupError> for WorkersError {
+    fn from(e: SetupError) -> Self {
+        WorkersError::Setup(e)
+    }
+}
+
 impl WorkersError {
-    /// A worker's own exit code when it failed at start (its one line says why), else 1.
+    /// 2 for a bad setting; a worker's own exit code when it failed at start (its one line
+    /// says why); else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
+            WorkersError::TooMany { .. } => 2,
             WorkersError::Failed { status, .. } => status.code().filter(|c| *c != 0).unwrap_or(1),
-            WorkersError::Spawn { .. } | WorkersError::Silent { .. } => 1,
+            WorkersError::Spawn { .. } | WorkersError::Silent { .. } | WorkersError::Setup(_) => 1,
         }
     }
 }
@@ -120,13 +171,22 @@ impl fmt::Display for Ended {
     }
 }
 
+/// What a parent does with its workers' messages.
+pub trait Watch {
+    /// Worker `slot` printed `line` (one JSON message).
+    fn line(&mut self, slot: usize, line: &str);
+    /// Worker `slot` has ended with `status`, after its last line.
+    fn ended(&mut self, slot: usize, status: ExitStatus);
+}
+
 /// What the workers did, once all have ended.
 #[derive(Debug, Default)]
 pub struct Finished {
-    /// The last line of each worker that exited with status 0, in the order they ended.
-    pub reports: Vec<String>,
-    /// Workers that ended otherwise (killed, crashed): their counts are lost.
-    pub lost: u64,
+    /// Workers asked for, and started at first (fewer when a stop signal came meanwhile).
+    pub asked: usize,
+    pub started: usize,
+    /// Workers that ended otherwise than with status 0 (killed, crashed).
+    pub failed: u64,
     /// Times a worker was started again.
     pub restarts: u64,
 }
@@ -147,12 +207,15 @@ enum Message {
 struct Slot {
     env: Vec<(OsString, OsString)>,
     child: Option<Child>,
-    /// Held, never written: its closing tells the worker that the parent is gone.
-    _stdin: Option<ChildStdin>,
+    /// A byte written asks for the worker's counts; its closing tells the worker that the
+    /// parent is gone.
+    stdin: Option<ChildStdin>,
     generation: u32,
     started: Instant,
     ready: bool,
-    last_line: Option<String>,
+    /// Asked for its counts and not answered yet: not asked again, so that a worker that
+    /// does not read (stopped) never fills the pipe and blocks the parent.
+    asked: bool,
     backoff: Duration,
     restart_at: Option<Instant>,
 }
@@ -169,34 +232,17 @@ pub struct Supervisor {
     /// otherwise a worker that ends is done (the load client, whose run is a measurement).
     restart: bool,
     stopping: bool,
+    /// Set by the signal thread at once, so that starting stops between two workers.
+    signalled: Arc<AtomicBool>,
+    ask_every: Option<Duration>,
     finished: Finished,
-    first_lines: FirstLines,
-}
-
-/// Each running worker's first line (`Listening on …`), kept up to date across restarts, for
-/// the parent's parts that must reach the workers (its `--metrics` endpoint).
-#[derive(Clone, Default)]
-pub struct FirstLines(std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>);
-
-impl FirstLines {
-    /// The first lines of the workers running now.
-    pub fn snapshot(&self) -> Vec<String> {
-        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        lines.iter().flatten().cloned().collect()
-    }
-
-    fn set(&self, slot: usize, line: Option<String>) {
-        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() <= slot {
-            lines.resize(slot + 1, None);
-        }
-        lines[slot] = line;
-    }
 }
 
 impl Supervisor {
     /// Starts one worker per entry of `envs` (the variables that worker gets besides
-    /// [`WORKER_ENV`]), each running this executable with this process's arguments.
+    /// [`WORKER_ENV`]), each running this executable with this process's arguments. A stop
+    /// signal stops the starting at once: the workers started so far are then stopped by
+    /// [`wait_ready`](Self::wait_ready) or [`run`](Self::run), which still report.
     pub fn start(
         envs: Vec<Vec<(String, String)>>,
         restart: bool,
@@ -206,8 +252,9 @@ impl Supervisor {
             source,
         })?;
         let (sender, messages) = channel();
-        forward_signals(sender.clone())?;
-        let slots = envs
+        let signalled = Arc::new(AtomicBool::new(false));
+        forward_signals(sender.clone(), signalled.clone())?;
+        let slots: Vec<Slot> = envs
             .into_iter()
             .enumerate()
             .map(|(index, env)| {
@@ -217,11 +264,11 @@ impl Supervisor {
                 Slot {
                     env,
                     child: None,
-                    _stdin: None,
+                    stdin: None,
                     generation: 0,
                     started: Instant::now(),
                     ready: false,
-                    last_line: None,
+                    asked: false,
                     backoff: FIRST_BACKOFF,
                     restart_at: None,
                 }
@@ -230,26 +277,42 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             exe,
             args: std::env::args_os().skip(1).collect(),
+            finished: Finished {
+                asked: slots.len(),
+                ..Finished::default()
+            },
             slots,
             sender,
             messages,
             restart,
             stopping: false,
-            finished: Finished::default(),
-            first_lines: FirstLines::default(),
+            signalled,
+            ask_every: None,
         };
         for slot in 0..supervisor.slots.len() {
-            supervisor.spawn(slot)?;
+            if supervisor.signalled.load(Ordering::SeqCst) {
+                info!(
+                    "a stop signal came while starting workers: {} of {} started",
+                    supervisor.finished.started, supervisor.finished.asked
+                );
+                break;
+            }
+            if let Err(e) = supervisor.spawn(slot) {
+                supervisor.abandon();
+                return Err(e);
+            }
+            supervisor.finished.started += 1;
         }
         Ok(supervisor)
     }
 
-    /// Process ids of the running workers, in worker order (for tests and logs).
-    /// Each running worker's first line, kept up to date while [`run`](Self::run) goes on.
-    pub fn first_lines(&self) -> FirstLines {
-        self.first_lines.clone()
+    /// While [`run`](Self::run)s, asks each ready worker for its counts this often (a byte on
+    /// its stdin); its answer is a line like any other.
+    pub fn ask_every(&mut self, every: Duration) {
+        self.ask_every = Some(every);
     }
 
+    /// Process ids of the running workers, in worker order (for tests and logs).
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.slots
             .iter()
@@ -257,46 +320,48 @@ impl Supervisor {
             .collect()
     }
 
-    /// Waits until every worker has printed its first line, and returns those lines. A
-    /// worker that ends first fails the start: the others are stopped and waited for.
-    pub fn wait_ready(&mut self) -> Result<Vec<String>, WorkersError> {
+    /// Waits until every started worker has printed its first line (passed to `watch`). A
+    /// worker that ends first fails the start: the others are stopped and waited for. A stop
+    /// signal ends the wait at once (then [`run`](Self::run) sees the workers end).
+    pub fn wait_ready(&mut self, watch: &mut dyn Watch) -> Result<(), WorkersError> {
         let deadline = Instant::now() + START_LIMIT;
-        let mut first = vec![None; self.slots.len()];
-        while first.iter().any(Option::is_none) {
+        let waiting = |s: &Slot| s.child.is_some() && !s.ready;
+        while !self.stopping && self.slots.iter().any(waiting) {
             let wait = deadline.saturating_duration_since(Instant::now());
             let message = match self.messages.recv_timeout(wait) {
                 Ok(message) => message,
                 Err(_) => {
-                    let index = first.iter().position(Option::is_none).unwrap_or(0);
+                    let index = self.slots.iter().position(waiting).unwrap_or(0);
                     self.abandon();
                     return Err(WorkersError::Silent { index });
                 }
             };
             match message {
-                Message::Line { slot, line, .. } => {
-                    if first[slot].is_none() {
-                        self.slots[slot].ready = true;
-                        self.first_lines.set(slot, Some(line.clone()));
-                        first[slot] = Some(line);
-                    }
-                }
-                Message::Eof { slot, .. } => {
+                Message::Line {
+                    slot,
+                    generation,
+                    line,
+                } => self.take_line(slot, generation, &line, watch),
+                Message::Eof { slot, generation } if self.slots[slot].generation == generation => {
                     let status = self.reap(slot);
+                    watch.ended(slot, status);
                     self.abandon();
                     return Err(WorkersError::Failed {
                         index: slot,
                         status,
                     });
                 }
+                Message::Eof { .. } => {}
                 Message::Signal(signal) => self.stop(signal),
             }
         }
-        Ok(first.into_iter().flatten().collect())
+        Ok(())
     }
 
     /// Supervises until every worker has ended (after a stop signal, or on their own when
-    /// not restarting), and returns what they reported.
-    pub fn run(mut self) -> Finished {
+    /// not restarting), passing their lines and ends to `watch`.
+    pub fn run(mut self, watch: &mut dyn Watch) -> Finished {
+        let mut next_ask = self.ask_every.map(|every| Instant::now() + every);
         while self
             .slots
             .iter()
@@ -313,18 +378,22 @@ impl Supervisor {
                     }
                 }
             }
-            let next_restart = self.slots.iter().filter_map(|s| s.restart_at).min();
-            let message = match next_restart {
-                Some(at) => {
-                    match self
-                        .messages
-                        .recv_timeout(at.saturating_duration_since(now))
-                    {
-                        Ok(message) => message,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+            if let (Some(at), Some(every)) = (next_ask, self.ask_every) {
+                if at <= now {
+                    self.ask_all();
+                    next_ask = Some(now + every);
                 }
+            }
+            let next_restart = self.slots.iter().filter_map(|s| s.restart_at).min();
+            let message = match next_restart.into_iter().chain(next_ask).min() {
+                Some(at) => match self
+                    .messages
+                    .recv_timeout(at.saturating_duration_since(now))
+                {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
                 None => match self.messages.recv() {
                     Ok(message) => message,
                     Err(_) => break,
@@ -336,23 +405,10 @@ impl Supervisor {
                     slot,
                     generation,
                     line,
-                } => {
-                    let index = slot;
-                    let slot = &mut self.slots[index];
-                    if slot.generation == generation {
-                        if !slot.ready {
-                            self.first_lines.set(index, Some(line.clone()));
-                        }
-                        if !slot.ready && slot.generation > 1 {
-                            info!("worker {index} is running again");
-                        }
-                        slot.ready = true;
-                        slot.last_line = Some(line);
-                    }
-                }
+                } => self.take_line(slot, generation, &line, watch),
                 Message::Eof { slot, generation } => {
                     if self.slots[slot].generation == generation {
-                        self.ended(slot);
+                        self.ended(slot, watch);
                     }
                 }
             }
@@ -360,15 +416,39 @@ impl Supervisor {
         self.finished
     }
 
-    /// A worker's stdout closed: it has ended. Keep its report; start it again if it should
+    fn take_line(&mut self, index: usize, generation: u32, line: &str, watch: &mut dyn Watch) {
+        let slot = &mut self.slots[index];
+        if slot.generation != generation {
+            return;
+        }
+        if !slot.ready && slot.generation > 1 {
+            info!("worker {index} is running again");
+        }
+        slot.ready = true;
+        slot.asked = false;
+        watch.line(index, line);
+    }
+
+    /// Asks every ready worker that has answered its last ask for its counts.
+    fn ask_all(&mut self) {
+        for slot in &mut self.slots {
+            if !slot.ready || slot.asked {
+                continue;
+            }
+            if let Some(stdin) = &mut slot.stdin {
+                // A worker that has just ended (EPIPE) is seen ending on its stdout.
+                slot.asked = stdin.write_all(b"?").is_ok();
+            }
+        }
+    }
+
+    /// A worker's stdout closed: it has ended. Tell `watch`; start it again if it should
     /// not have ended.
-    fn ended(&mut self, slot: usize) {
-        self.first_lines.set(slot, None);
+    fn ended(&mut self, slot: usize, watch: &mut dyn Watch) {
         let status = self.reap(slot);
-        let line = self.slots[slot].last_line.take();
-        match (status.success(), line) {
-            (true, Some(line)) => self.finished.reports.push(line),
-            _ => self.finished.lost += 1,
+        watch.ended(slot, status);
+        if !status.success() {
+            self.finished.failed += 1;
         }
         if self.stopping || !self.restart {
             if !status.success() {
@@ -398,7 +478,7 @@ impl Supervisor {
     /// Waits for the worker in `slot`, whose stdout has closed, and returns how it ended.
     fn reap(&mut self, slot: usize) -> ExitStatus {
         let slot = &mut self.slots[slot];
-        slot._stdin = None;
+        slot.stdin = None;
         match slot.child.take().map(|mut child| child.wait()) {
             Some(Ok(status)) => status,
             // Already waited for, or cannot be: report it as a failure.
@@ -448,8 +528,8 @@ impl Supervisor {
         slot.generation = slot.generation.wrapping_add(1);
         slot.started = Instant::now();
         slot.ready = false;
-        slot.last_line = None;
-        slot._stdin = child.stdin.take();
+        slot.asked = false;
+        slot.stdin = child.stdin.take();
         if let Some(stdout) = child.stdout.take() {
             read_lines(stdout, index, slot.generation, self.sender.clone());
         }
@@ -481,8 +561,9 @@ fn read_lines(
     });
 }
 
-/// A thread that passes each stop signal this process receives to the parent's loop.
-fn forward_signals(to: Sender<Message>) -> Result<(), WorkersError> {
+/// A thread that passes each stop signal this process receives to the parent's loop, and
+/// raises `signalled` at once for a start still under way.
+fn forward_signals(to: Sender<Message>, signalled: Arc<AtomicBool>) -> Result<(), WorkersError> {
     let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| {
         WorkersError::Spawn {
             what: "the signal handler".into(),
@@ -491,6 +572,7 @@ fn forward_signals(to: Sender<Message>) -> Result<(), WorkersError> {
     })?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
+            signalled.store(true, Ordering::SeqCst);
             if to.send(Message::Signal(signal)).is_err() {
                 return;
             }
@@ -507,6 +589,13 @@ fn send_signal(child: &Child, signal: i32) {
     };
     // The worker may have just ended (ESRCH): its end of file is on its way.
     let _ = kill(Pid::from_raw(pid), signal);
+}
+
+/// One line on stdout, flushed at once: a message for the parent, or a summary for a person.
+pub fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }
 
 /// Splits `total` into `parts` shares as even as whole numbers allow, larger ones first.
@@ -544,5 +633,13 @@ mod tests {
         // Connections 4, 5, 6 of the run used b, c, a.
         assert_eq!(sources_from(&bind, 4), ["b", "c", "a"]);
         assert!(sources_from::<&str>(&[], 7).is_empty());
+    }
+
+    #[test]
+    fn too_many_workers_is_a_bad_setting() {
+        let error = check_count(MAX_WORKERS + 1, "test").expect_err("refused");
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("--workers 257"), "{error}");
+        assert!(check_count(MAX_WORKERS, "test").is_ok());
     }
 }

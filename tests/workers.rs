@@ -147,7 +147,7 @@ fn sigterm_reaches_every_worker_and_one_merged_summary_counts_all_peers() {
 }
 
 /// A worker killed with SIGKILL is started again (logged); the other worker's peers keep
-/// being served, new peers get in, and the summary says a worker's counts were lost.
+/// being served, new peers get in, and the summary says a worker ended abnormally.
 #[test]
 fn a_killed_worker_is_started_again_and_the_others_keep_their_peers() {
     let mut server = ServerProcess::start_logged(&["--workers", "2", "--idle", "60s"]);
@@ -207,12 +207,12 @@ fn a_killed_worker_is_started_again_and_the_others_keep_their_peers() {
     }
     assert!(server.wait(HANG_GUARD).success());
     let summary = server.rest_of_stdout();
-    // The survivor's peers and the 10 new peers are counted; the killed worker's counts are
-    // not, and the summary says so.
+    // The survivor's peers and the 10 new peers are told at shutdown; the killed worker's
+    // counts are those of its last report, and the summary says so.
     assert!(summary.starts_with("Summary: "), "{summary}");
     assert!(
         summary.contains(
-            "workers: 2 (started again: 1; ended without a report, their counts lost: 1)"
+            "workers: 2 (started again: 1; ended abnormally, counted up to their last report: 1)"
         ),
         "{summary}"
     );
@@ -354,6 +354,28 @@ fn one_scrape_address_counts_every_workers_peers() {
         "each worker has peers: {held:?}"
     );
     each_gets_its_echo(&peers);
+    // The workers report every second: scrape until their reports include the echoes.
+    let mut response = String::new();
+    let echoed = |response: &str| value_in(response, "heartbeat_lines_echoed_total");
+    assert!(
+        eventually(HANG_GUARD, || {
+            response = scrape(metrics);
+            echoed(&response).as_deref() == Some("40")
+        }),
+        "{response}"
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let value = |name: &str| -> String {
+        value_in(&response, name).unwrap_or_else(|| panic!("no {name} in {response}"))
+    };
+    assert_eq!(value("heartbeat_connections_open"), "40");
+    assert_eq!(value("heartbeat_connections_accepted_total"), "40");
+    assert_eq!(value("heartbeat_lines_echoed_total"), "40");
+    assert_eq!(value("heartbeat_build_info{version=\"0.1.0\"}"), "1");
+}
+
+/// One whole scrape of `metrics`: the response, head and body.
+fn scrape(metrics: std::net::SocketAddr) -> String {
     let mut scraper = TcpStream::connect(metrics).expect("connects to the metrics address");
     scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
     scraper
@@ -361,15 +383,11 @@ fn one_scrape_address_counts_every_workers_peers() {
         .expect("request");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut scraper, &mut response).expect("response");
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    let value = |name: &str| -> String {
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
-            .unwrap_or_else(|| panic!("no {name} in {response}"))
-    };
-    assert_eq!(value("heartbeat_connections_open"), "40");
-    assert_eq!(value("heartbeat_connections_accepted_total"), "40");
-    assert_eq!(value("heartbeat_lines_echoed_total"), "40");
-    assert_eq!(value("heartbeat_build_info{version=\"0.1.0\"}"), "1");
+    response
+}
+
+/// The value of the sample `name` (with its labels, if any) in a metrics text.
+fn value_in(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
 }
