@@ -391,3 +391,209 @@ fn value_in(text: &str, name: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
 }
+
+/// A second `--workers` server on a port a first one serves fails as a plain server would
+/// (one line, exit 1) instead of joining the first one's `SO_REUSEPORT` group and silently
+/// taking part of its peers; the first one keeps every peer.
+#[test]
+fn a_second_parent_on_a_served_port_is_refused() {
+    let mut server = ServerProcess::start(&["--workers", "2", "--idle", "60s"]);
+    let base = workers(&server, 2);
+    let port = server.port.to_string();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-server"))
+        .args(["--no-prompt", "--port", &port, "--workers", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the second server starts");
+    // Bounded: a second parent that runs (the bug) is killed, and the test fails.
+    let ended = eventually(HANG_GUARD, || matches!(second.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = second.kill();
+    }
+    let output = second.wait_with_output().expect("the second server ends");
+    let line = String::from_utf8_lossy(&output.stderr);
+    assert!(ended, "a second server runs on a served port: {line}");
+    assert_eq!(output.status.code(), Some(1), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("address already in use"), "{line}");
+    assert!(line.contains("another server running"), "{line}");
+    assert!(output.stdout.is_empty());
+    // Every peer lands on the first server's workers.
+    let (peers, _) = connect(&server, &base, 20);
+    each_gets_its_echo(&peers);
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+}
+
+/// Silent connections to the parent's metrics address (a port scan, a TCP health check) do
+/// not delay a scrape: it is answered while they are still open (one at a time, the scrape
+/// would wait for each silent one's 5 s deadline first).
+#[test]
+fn silent_connections_do_not_delay_a_scrape() {
+    let server = ServerProcess::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr_in(&server.listening).expect("a metrics address");
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(metrics).expect("connects"))
+        .collect();
+    let response = scrape(metrics);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    for connection in &silent {
+        connection.set_nonblocking(true).expect("non-blocking");
+        let mut byte = [0u8; 1];
+        let still_open = matches!(
+            std::io::Read::read(&mut &*connection, &mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        assert!(
+            still_open,
+            "the scrape was answered after a silent connection ended"
+        );
+    }
+}
+
+/// A worker killed with its peers: the merged counters keep what it counted (a scrape's
+/// `accepted_total` does not go down, which Prometheus would take for a reset), while the
+/// connections open drop to the survivor's.
+#[test]
+fn a_killed_workers_counts_stay_in_the_scrape() {
+    let server = ServerProcess::start_logged(&[
+        "--workers",
+        "2",
+        "--idle",
+        "60s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr_in(&server.listening).expect("a metrics address");
+    let base = workers(&server, 2);
+    let (peers, held) = connect(&server, &base, 40);
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "each worker has peers: {held:?}"
+    );
+    let accepted = |response: &str| value_in(response, "heartbeat_connections_accepted_total");
+    let mut response = String::new();
+    assert!(
+        eventually(HANG_GUARD, || {
+            response = scrape(metrics);
+            accepted(&response).as_deref() == Some("40")
+        }),
+        "{response}"
+    );
+    let (victim, _) = base[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let log = server.log.clone().expect("collected");
+    assert!(log.wait_for("worker 0 is running again", HANG_GUARD));
+    // The new worker reports (open counts only the survivor's peers), and nothing was lost.
+    let open = |response: &str| value_in(response, "heartbeat_connections_open");
+    let survivors = held[1].to_string();
+    assert!(
+        eventually(HANG_GUARD, || {
+            response = scrape(metrics);
+            open(&response) == Some(survivors.clone())
+        }),
+        "{response}"
+    );
+    assert_eq!(accepted(&response).as_deref(), Some("40"), "{response}");
+    drop(peers);
+}
+
+/// More workers than a parent starts is a bad setting: one line, exit 2, nothing started
+/// (the client parent makes the same check, `workers::check_count`, before it forks).
+#[test]
+fn too_many_workers_is_a_bad_setting() {
+    let (line, stdout) = common::one_line_failure(
+        env!("CARGO_BIN_EXE_heartbeat-server"),
+        &["--no-prompt", "--port", "0", "--workers", "100000"],
+        2,
+    );
+    assert!(
+        line.contains("--workers 100000 is more than the 256"),
+        "{line}"
+    );
+    assert!(stdout.is_empty());
+}
+
+/// A SIGTERM while workers are still being started stops the starting at once: far fewer
+/// than the 100 asked are started, every started one is stopped, and the summary prints.
+#[test]
+fn sigterm_while_workers_start_stops_the_starting() {
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-server"))
+        .args(["--no-prompt", "--port", "0", "--workers", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let pid = parent.id();
+    assert!(
+        eventually(HANG_GUARD, || !children(pid).is_empty()),
+        "no worker started"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let mut stdout = String::new();
+    let mut out = parent.stdout.take().expect("stdout");
+    std::io::Read::read_to_string(&mut out, &mut stdout).expect("stdout");
+    let status = parent.wait().expect("the parent ends");
+    assert!(status.success(), "{status:?}: {stdout}");
+    let started = stdout
+        .split("; ")
+        .find_map(|part| {
+            let part = part.trim_end();
+            part.strip_suffix(" of 100 started before a stop signal)")
+        })
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("how many started: {stdout}"));
+    assert!(started < 100, "{stdout}");
+    assert!(stdout.contains("Summary: "), "{stdout}");
+}
+
+/// A client worker killed during the run makes the client exit non-zero and say which part
+/// of the run is missing.
+#[test]
+fn a_killed_client_worker_fails_the_run() {
+    let mut server = ServerProcess::start(&["--idle", "60s"]);
+    let client = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
+        .args(["--no-prompt", "--port", &server.port.to_string()])
+        .args(["--workers", "2", "--connections", "20", "--interval", "1s"])
+        .args(["--duration", "60s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the client runs");
+    let pid = client.id();
+    assert!(eventually(HANG_GUARD, || children(pid).len() == 2));
+    assert!(server.wait_for_peers(20, HANG_GUARD));
+    let victim = children(pid)[0];
+    for (signal, target) in [("-KILL", victim), ("-TERM", pid)] {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &target.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        if signal == "-KILL" {
+            // The parent has seen the victim end before it is told to stop.
+            assert!(eventually(HANG_GUARD, || !children(pid).contains(&victim)));
+        }
+    }
+    let output = client.wait_with_output().expect("the client ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 of 2 workers ended without a report"),
+        "{stderr}"
+    );
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+}
