@@ -66,6 +66,14 @@ pub fn worker_index() -> Option<usize> {
     std::env::var(WORKER_ENV).ok()?.parse().ok()
 }
 
+/// In a worker, names it in each of its log lines (`worker 1: `), as the parent's own lines
+/// about it do. Call before `logging::init`.
+pub fn name_in_logs(worker: Option<usize>) {
+    if let Some(index) = worker {
+        crate::ops::logging::set_prefix(format!("worker {index}: "));
+    }
+}
+
 /// Refuses more than [`MAX_WORKERS`]; warns (on stderr, whatever the log level: it decides
 /// how the host is used) when there are more workers than cores.
 pub fn check_count(asked: usize, who: &str) -> Result<(), WorkersError> {

@@ -597,3 +597,17 @@ fn a_killed_client_worker_fails_the_run() {
     server.signal("-TERM");
     assert!(server.wait(HANG_GUARD).success());
 }
+
+/// Each worker's log lines name it (`worker 1: …`): workers share stderr and the log file.
+#[test]
+fn worker_log_lines_name_their_worker() {
+    let mut server = ServerProcess::start_logged(&["--workers", "2"]);
+    workers(&server, 2);
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    let log = server.log.clone().expect("collected");
+    for index in 0..2 {
+        let named = format!("[INFO] worker {index}: stopping: telling 0 peers End Connection");
+        assert!(log.wait_for(&named, HANG_GUARD), "{:?}", log.snapshot());
+    }
+}

@@ -39,8 +39,9 @@ fn main() -> ExitCode {
 fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
-    logging::init(args.log_level.filter(), None)?;
     let worker = workers::worker_index();
+    workers::name_in_logs(worker);
+    logging::init(args.log_level.filter(), None)?;
     if let Some(index) = worker {
         parent::take_share(&mut config, index);
     }

@@ -31,6 +31,7 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
     let worker = workers::worker_index();
+    workers::name_in_logs(worker);
     logging::init(args.log_level.filter(), args.log_file.as_deref())?;
     let stdin = std::io::stdin();
     if worker.is_none() && !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
