@@ -611,3 +611,42 @@ fn worker_log_lines_name_their_worker() {
         assert!(log.wait_for(&named, HANG_GUARD), "{:?}", log.snapshot());
     }
 }
+
+/// `--max-connections` with `--workers` is the total: split among the workers, so that 20
+/// peers against `--workers 2 --max-connections 4` get at most 4 places (not 4 each).
+#[test]
+fn max_connections_is_the_total_over_workers() {
+    let mut server = ServerProcess::start(&[
+        "--workers",
+        "2",
+        "--idle",
+        "60s",
+        "--max-connections",
+        "4",
+        "--json",
+    ]);
+    workers(&server, 2);
+    let peers: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let peer = TcpStream::connect(server.addr()).expect("connects");
+            peer.set_read_timeout(Some(HANG_GUARD)).unwrap();
+            peer
+        })
+        .collect();
+    // Each peer is either served (its echo) or told the server is full and closed.
+    let served = peers
+        .iter()
+        .filter(|peer| ask(peer, "hi").as_deref() == Some("Echoing...hi"))
+        .count();
+    assert!((1..=4).contains(&served), "{served} peers served");
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    let json: serde_json::Value = serde_json::from_str(&server.rest_of_stdout()).expect("JSON");
+    assert!(json["accepted"].as_u64().is_some_and(|n| n <= 4), "{json}");
+    assert_eq!(json["accepted"].as_u64(), Some(served as u64), "{json}");
+    assert_eq!(
+        json["rejected_full"].as_u64(),
+        Some(20 - served as u64),
+        "{json}"
+    );
+}

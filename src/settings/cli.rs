@@ -177,7 +177,8 @@ pub struct ServerArgs {
     /// lasts a second the peers holding the most are closed
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "256MiB")]
     pub max_buffered: usize,
-    /// Peers served at once; more are told `Error: server full` and closed
+    /// Peers served at once; more are told `Error: server full` and closed. With --workers,
+    /// the total, split evenly among the workers (each keeps to its share)
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1; an empty list is
