@@ -8,11 +8,11 @@
 //! |-------------|----------------------------------------------------------------|------------|
 //! | `cores`     | `protocol` (line framing, the messages), `wheel` (the timer wheel in integer ticks), `liveness` (the per-peer heartbeat state machine), `timer` (`Instant`s to ticks, rounding up), `allow` (`--allow` blocks), `rng` (seeded spreading), `escape` (peers' bytes made safe for logs), `ratelimit` (N log lines per reason per period), `proxy` (PROXY v2 headers) | none |
 //! | `edge`      | `conn` (one non-blocking socket's reads and writes), `net` (resolving, listening, connecting, the open-file limit; `SetupError`), `stop` (signals and the `Stopper`), `alarm` (a `timerfd` finer than `epoll`'s millisecond), `memory` (freed heap back to the OS) | sockets, signals |
-//! | `ops`       | `stats` (counters, histograms, summaries; `stats::client` the load client's), `metrics` (Prometheus text and its HTTP), `events` (the `--events` JSON lines), `logging` (queued lines, a writer thread per destination), `notify` (systemd readiness) | files, a datagram |
+//! | `ops`       | `stats` (counters, histograms, summaries; `stats::client` the load client's), `metrics` (OpenMetrics text via `prometheus-client`, and its HTTP), `events` (the `--events` JSON lines), `logging` (queued lines, a writer thread per destination), `notify` (systemd readiness) | files, a datagram |
 //! | `settings`  | `config` (`configuration.json`, durations, sizes), `cli` (both command lines; flag over file over default), `prompt` (the original's questions) | reads the file, the terminal |
 //! | `server`    | `server::core`, every server decision as a sans-IO state machine; around it the server's poll loop | all of it |
 //! | `client`    | the client's poll loop (`load`) and its pure parts (peer, schedule, faults, sources) | all of it |
-//! | `workers`   | `--workers N`: starting, signalling and restarting worker processes; their reports | processes |
+//! | `workers`   | `--workers N`: starting, signalling and restarting worker processes (`Supervisor`); the server and client parents (`server`, `client`), the workers' counts merged (`tally`), the parent's `--metrics` endpoint (`metrics`) | processes, sockets |
 //!
 //! The binaries in `src/bin/` parse the command line, set up and call `run`.
 // No `unsafe` anywhere but one measured, documented call in `memory` (glibc's `malloc_trim`),
