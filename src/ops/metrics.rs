@@ -90,13 +90,15 @@ impl Collector for Moment {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let (s, g) = (&self.stats, &self.gauges);
         let e = &mut encoder;
-        let mut build = e.encode_descriptor(
-            "heartbeat_build_info",
+        // OpenMetrics' info type: the family `heartbeat_build`, its one sample
+        // `heartbeat_build_info{version="…"} 1` (Prometheus stores it as a gauge).
+        e.encode_descriptor(
+            "heartbeat_build",
             "Always 1; the version of the running server in its label.",
             None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(1u64).encode(build.encode_family(&[("version", VERSION)])?)?;
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", VERSION)])?;
         gauge(
             e,
             "heartbeat_connections_open",

@@ -56,8 +56,8 @@ fn histogram(name: &str, counts: [u64; 13], count: u64, sum: &str) -> String {
 fn the_text_for_a_small_run_is_exact() {
     let expected = format!(
         "\
-# HELP heartbeat_build_info Always 1; the version of the running server in its label.
-# TYPE heartbeat_build_info gauge
+# HELP heartbeat_build Always 1; the version of the running server in its label.
+# TYPE heartbeat_build info
 heartbeat_build_info{{version=\"{VERSION}\"}} 1
 # HELP heartbeat_connections_open Connections open now.
 # TYPE heartbeat_connections_open gauge
@@ -180,7 +180,10 @@ fn every_metric_has_help_and_type() {
                 Some(name),
                 "HELP then TYPE"
             );
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                ["counter", "gauge", "histogram", "info"].contains(&kind),
+                "{line}"
+            );
             assert!(
                 kinds.insert(name.into(), kind.into()).is_none(),
                 "TYPE twice"
@@ -199,6 +202,11 @@ fn every_metric_has_help_and_type() {
                 let suffix = name.strip_prefix(family).expect(line);
                 assert!(["_bucket", "_sum", "_count"].contains(&suffix), "{line}");
                 assert!(family.ends_with("_seconds"), "base unit: {family}");
+            }
+            "info" => {
+                // OpenMetrics: the family `x`, its one sample `x_info`, valued 1.
+                assert_eq!(name, format!("{family}_info"), "{line}");
+                assert_eq!(value, "1", "{line}");
             }
             "counter" => {
                 // OpenMetrics: the family `x`, its sample `x_total`.
@@ -239,7 +247,7 @@ fn histograms_are_cumulative_and_end_in_their_count() {
 fn render_into_appends_to_a_reused_buffer() {
     let mut buf = String::from("kept\n");
     render_into(&mut buf, &small_stats(), &GAUGES);
-    assert!(buf.starts_with("kept\n# HELP heartbeat_build_info"));
+    assert!(buf.starts_with("kept\n# HELP heartbeat_build "));
     assert_eq!(&buf[5..], render(&small_stats(), &GAUGES));
 }
 
