@@ -650,3 +650,31 @@ fn max_connections_is_the_total_over_workers() {
         "{json}"
     );
 }
+
+/// Past its 12 slots, the parent's metrics endpoint tells a scraper `503` with
+/// `Retry-After: 1` at once, never a silent close; once the silent ones go, scrapes are
+/// answered again.
+#[test]
+fn a_scraper_past_the_slots_is_told_to_retry() {
+    let server = ServerProcess::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr_in(&server.listening).expect("a metrics address");
+    // Accepted in order by one thread: these 12 hold every slot before the 13th arrives.
+    let silent: Vec<TcpStream> = (0..heartbeat::workers::metrics::SLOTS)
+        .map(|_| TcpStream::connect(metrics).expect("connects"))
+        .collect();
+    let response = scrape(metrics);
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{response}"
+    );
+    assert!(response.contains("\r\nRetry-After: 1\r\n"), "{response}");
+    drop(silent);
+    let mut response = String::new();
+    assert!(
+        eventually(HANG_GUARD, || {
+            response = scrape(metrics);
+            response.starts_with("HTTP/1.1 200 OK")
+        }),
+        "{response}"
+    );
+}

@@ -6,7 +6,8 @@
 //! thread of its own with the same deadline as a worker loop's scrapers
 //! ([`SCRAPE_DEADLINE`]), at most [`SLOTS`] at once: a silent connection (a port scan, a TCP
 //! health check) holds only its own slot, never another scrape, and a scraper that finds
-//! every slot taken is told `503` with `Retry-After: 1`. The parent is a supervisor with
+//! every slot taken is told `503` with `Retry-After: 1` (by a short-lived thread, at most
+//! [`TURNED_AWAY`] at once, so that a flood costs a bounded number of threads). The parent is a supervisor with
 //! threads already, not a poll loop: a thread per scraper, bounded, is the simplest way it
 //! serves several at once. What to answer is `ops::metrics`' (the same request rules and
 //! text as a single server's).
@@ -26,8 +27,13 @@ use crate::ops::metrics::{self, Request, MAX_REQUEST, SCRAPE_DEADLINE};
 /// Scrapers served at once, as a single server's loop does.
 pub const SLOTS: usize = 12;
 
-/// How long a `503` may take to write to a scraper past capacity before it is dropped.
-const BUSY_WRITE: Duration = Duration::from_millis(200);
+/// Scrapers past [`SLOTS`] told `503` at once, each on a short-lived thread; past these
+/// too (a flood), a connection is closed unanswered.
+pub const TURNED_AWAY: usize = 4;
+
+/// How long a scraper past capacity has to send its request, take its `503` and close:
+/// reading its request first, and its end after, keeps the close from resetting the answer.
+const BUSY_LIMIT: Duration = Duration::from_secs(1);
 
 /// Listens on `addr` and serves the merged metrics from threads; returns the address bound
 /// (with its port when `addr` said 0).
@@ -36,12 +42,12 @@ pub fn serve(addr: SocketAddr, tally: Arc<Mutex<Tally>>) -> Result<SocketAddr, S
     let bound = listener
         .local_addr()
         .map_err(|source| SetupError::Listen { addr, source })?;
-    let busy = Arc::new(AtomicUsize::new(0));
+    let taken = Taken::default();
     let spawned = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                take(stream, &tally, &busy);
+                take(stream, &tally, &taken);
             }
         });
     spawned.map_err(|source| SetupError::EventLoop {
@@ -51,25 +57,33 @@ pub fn serve(addr: SocketAddr, tally: Arc<Mutex<Tally>>) -> Result<SocketAddr, S
     Ok(bound)
 }
 
+/// Threads serving scrapers now, and threads telling scrapers `503`.
+#[derive(Default)]
+struct Taken {
+    serving: Arc<AtomicUsize>,
+    turning_away: Arc<AtomicUsize>,
+}
+
 /// Gives `stream` a slot and a thread, or a `503` when every slot is taken.
-fn take(mut stream: TcpStream, tally: &Arc<Mutex<Tally>>, busy: &Arc<AtomicUsize>) {
-    if busy.fetch_add(1, Ordering::SeqCst) >= SLOTS {
-        busy.fetch_sub(1, Ordering::SeqCst);
-        let mut out = Vec::new();
-        metrics::busy(&mut out);
-        let _ = stream.set_write_timeout(Some(BUSY_WRITE));
-        let _ = stream.write_all(&out);
-        return;
-    }
-    let slot = Slot(busy.clone());
-    let tally = tally.clone();
-    let spawned = std::thread::Builder::new()
-        .name("scraper".into())
-        .spawn(move || {
+fn take(stream: TcpStream, tally: &Arc<Mutex<Tally>>, taken: &Taken) {
+    if let Some(slot) = Slot::take(&taken.serving, SLOTS) {
+        let tally = tally.clone();
+        spawn("scraper", move || {
             let _slot = slot;
             answer(stream, &tally);
         });
-    if let Err(e) = spawned {
+    } else if let Some(slot) = Slot::take(&taken.turning_away, TURNED_AWAY) {
+        spawn("scraper busy", move || {
+            let _slot = slot;
+            turn_away(stream);
+        });
+    } else {
+        debug!("metrics: every slot taken, and as many scrapers being told so; closing one");
+    }
+}
+
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(work) {
         debug!("metrics: no thread for a scraper: {e}");
     }
 }
@@ -77,10 +91,44 @@ fn take(mut stream: TcpStream, tally: &Arc<Mutex<Tally>>, busy: &Arc<AtomicUsize
 /// A taken slot, given back when its thread ends however it ends.
 struct Slot(Arc<AtomicUsize>);
 
+impl Slot {
+    /// One of `count`'s `max` slots, if one is free.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(count.clone()))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Tells a scraper past capacity `503` with `Retry-After: 1`, within [`BUSY_LIMIT`].
+fn turn_away(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    if stream.set_read_timeout(Some(BUSY_LIMIT)).is_err()
+        || stream.set_write_timeout(Some(BUSY_LIMIT)).is_err()
+        || !matches!(stream.read(&mut buf), Ok(n) if n > 0)
+    {
+        return;
+    }
+    let mut out = Vec::new();
+    metrics::busy(&mut out);
+    if stream.write_all(&out).is_ok() {
+        finish(&mut stream, &mut buf);
+    }
+}
+
+/// Our side is done: shut it, then read until the scraper closes its side (within the
+/// timeout already set), so that closing with its unread bytes cannot reset the answer away.
+fn finish(stream: &mut TcpStream, buf: &mut [u8]) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    while matches!(stream.read(buf), Ok(n) if n > 0) {}
 }
 
 /// Reads one scraper's request (within the deadline) and answers it.
@@ -112,10 +160,7 @@ fn answer(mut stream: TcpStream, tally: &Mutex<Tally>) {
         return;
     }
     if stream.write_all(&out).is_ok() {
-        // Our side done; wait (within the deadline) for the scraper to close its side, so
-        // that closing with its unread bytes cannot reset the response away.
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        finish(&mut stream, &mut buf);
     }
 }
 
