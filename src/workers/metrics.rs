@@ -7,10 +7,10 @@
 //! ([`SCRAPE_DEADLINE`]), at most [`SLOTS`] at once: a silent connection (a port scan, a TCP
 //! health check) holds only its own slot, never another scrape, and a scraper that finds
 //! every slot taken is told `503` with `Retry-After: 1` (by a short-lived thread, at most
-//! [`TURNED_AWAY`] at once, so that a flood costs a bounded number of threads). The parent is a supervisor with
-//! threads already, not a poll loop: a thread per scraper, bounded, is the simplest way it
-//! serves several at once. What to answer is `ops::metrics`' (the same request rules and
-//! text as a single server's).
+//! [`TURNED_AWAY`] at once, so that a flood costs a bounded number of threads). The parent
+//! is a supervisor with threads already, not a poll loop: a thread per scraper, bounded, is
+//! the simplest way it serves several at once. What to answer is `ops::metrics`' (the same
+//! request rules and text as a single server's).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
