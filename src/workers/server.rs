@@ -185,13 +185,16 @@ pub fn run_server_parent(
     let mut supervisor = Supervisor::start(envs, true)?;
     supervisor.ask_every(ASK_EVERY);
     supervisor.wait_ready(&mut keep)?;
-    let metrics = match config.metrics {
-        Some(at) => Some(super::metrics::serve(at, tally.clone())?),
-        None => None,
-    };
-    let listening = listening_line(addr, config, Some(workers), metrics);
-    say(&listening);
-    notify::ready(&listening);
+    // Stopped while starting: not ready, and never listening; the summary still comes.
+    if !supervisor.is_stopping() {
+        let metrics = match config.metrics {
+            Some(at) => Some(super::metrics::serve(at, tally.clone())?),
+            None => None,
+        };
+        let listening = listening_line(addr, config, Some(workers), metrics);
+        say(&listening);
+        notify::ready(&listening);
+    }
     let finished = supervisor.run(&mut keep);
     notify::stopping();
     drop(reserved);

@@ -164,6 +164,11 @@ impl Supervisor {
         self.ask_every = Some(every);
     }
 
+    /// Whether a stop signal has come (the workers are being stopped).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping || self.signalled.load(Ordering::SeqCst)
+    }
+
     /// Process ids of the running workers, in worker order (for tests and logs).
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.slots
