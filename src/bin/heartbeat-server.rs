@@ -79,6 +79,8 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     // does nothing if it was said already.
     notify::stopping();
     let mut stats = stats?;
+    // What the loop logged as it stopped comes before the summary, as it happened.
+    logging::flush();
     stats.on_log_lines_dropped(logging::dropped_lines());
     match args.json {
         true => print_line(&stats.to_json()),

@@ -198,6 +198,9 @@ pub fn run_server_parent(
     let finished = supervisor.run(&mut keep);
     notify::stopping();
     drop(reserved);
+    // `received SIGINT: stopping the workers` before the summary, as it happened; and the
+    // count of dropped lines is then final.
+    logging::flush();
     let Report { mut stats, gauges } = lock(&tally).merged();
     stats.on_log_lines_dropped(gauges.log_lines_dropped + logging::dropped_lines());
     let cut_short = match finished.started < finished.asked {
