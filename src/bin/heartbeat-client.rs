@@ -74,8 +74,8 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
     }
     config.bind = plan.bind;
     if worker.is_none() && args.workers > 1 {
-        let succeeded = parent::run_client_parent(args.workers, args.json, &config)?;
-        return Ok(ExitCode::from(u8::from(!succeeded)));
+        let outcome = parent::run_client_parent(args.workers, args.json, &config)?;
+        return Ok(ExitCode::from(u8::from(!outcome.succeeded)));
     }
     if worker.is_some() {
         parent::run_client_worker(config)?;

@@ -14,7 +14,7 @@ use super::{say, shares, sources_from, Supervisor, Watch, WorkersError, BIND_ENV
 use crate::client::{Client, ClientConfig, Outcome};
 use crate::edge::net::{self, SetupError};
 use crate::ops::stats::client::{ClientReport, RunFacts};
-use crate::ops::stats::ClientStats;
+use crate::ops::stats::{ClientStats, ClientSummary};
 
 /// In a worker: its share of the connections and connect rate, its source addresses, and a
 /// seed of its own (so workers' faults are not copies of each other), from its parent.
@@ -95,14 +95,22 @@ impl Watch for Reports {
     }
 }
 
+/// What a client parent's run came to.
+pub struct ParentOutcome {
+    /// Some connection opened, and every worker reported.
+    pub succeeded: bool,
+    /// The merged summary (already printed), for what the caller also writes (a report);
+    /// `None` when no worker reported.
+    pub summary: Option<ClientSummary>,
+}
+
 /// The parent: runs `workers` workers on shares of `config` and prints one summary (`json`
-/// or text). Returns whether the run succeeded: some connection opened, and every worker
-/// reported.
+/// or text).
 pub fn run_client_parent(
     workers: usize,
     json: bool,
     config: &ClientConfig,
-) -> Result<bool, WorkersError> {
+) -> Result<ParentOutcome, WorkersError> {
     super::check_count(workers, "client")?;
     let shares = shares(config.connections, workers);
     let mut first = 0;
@@ -144,8 +152,8 @@ pub fn run_client_parent(
     }
     // Workers a stop signal kept from starting are not lost: they had no share to run.
     let lost = finished.started.saturating_sub(reported);
-    if let Some(stats) = &stats {
-        let summary = stats.summary(&facts);
+    let summary = stats.map(|stats| stats.summary(&facts));
+    if let Some(summary) = &summary {
         say(&match json {
             true => summary.to_json(),
             false => summary.to_text(),
@@ -162,5 +170,8 @@ pub fn run_client_parent(
              (killed or crashed): their connections are missing from the summary"
         );
     }
-    Ok(connected && lost == 0)
+    Ok(ParentOutcome {
+        succeeded: connected && lost == 0,
+        summary,
+    })
 }
