@@ -62,8 +62,9 @@ struct Conn {
     peer: Peer,
 }
 
-/// A reconnect waiting out its back-off: when, which slot, failed attempts so far.
-type Retry = Reverse<(Instant, u32, u32)>;
+/// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
+/// whether the slot has been served before (so that it is counted as opened only once).
+type Retry = Reverse<(Instant, u32, u32, bool)>;
 
 pub struct Client {
     poll: Poll,
@@ -281,7 +282,7 @@ impl Client {
         if self.draining() {
             return None;
         }
-        let retry = self.retries.peek().map(|Reverse((at, _, _))| *at);
+        let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
         [self.pacer.next_at(), retry].into_iter().flatten().min()
     }
 
@@ -292,14 +293,14 @@ impl Client {
         let mut now = began;
         while within_budget(began, now) {
             if let Some(slot) = self.pacer.take(now) {
-                self.start_one(slot as u32, 0, false);
-            } else if let Some(&Reverse((at, slot, attempt))) = self.retries.peek() {
+                self.start_one(slot as u32, 0, false, false);
+            } else if let Some(&Reverse((at, slot, attempt, served))) = self.retries.peek() {
                 if at > now {
                     return;
                 }
                 self.retries.pop();
                 self.stats.on_reconnect();
-                self.start_one(slot, attempt, true);
+                self.start_one(slot, attempt, true, served);
             } else {
                 return;
             }
@@ -307,21 +308,23 @@ impl Client {
         }
     }
 
-    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool) {
+    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool, served: bool) {
         let source = match self.config.bind.len() {
             0 => None,
             n => Some(self.config.bind[slot as usize % n]),
         };
         let called = Instant::now();
+        self.stats.on_attempt();
+        let peer = Peer::connecting(slot, attempt, revived, served, called);
         let stream = match net::connect_from(source, self.config.server) {
             Ok(stream) => stream,
             Err(e) => {
                 self.connect_failed(&e);
-                self.retry(slot, attempt + 1, called);
+                self.retry(&peer, called);
                 return;
             }
         };
-        self.track(stream, Peer::connecting(slot, attempt, revived, called));
+        self.track(stream, peer);
     }
 
     fn track(&mut self, mut stream: TcpStream, peer: Peer) {
@@ -333,7 +336,7 @@ impl Client {
         let registry = self.poll.registry();
         if let Err(e) = registry.register(&mut stream, token(key, generation), interest) {
             self.connect_failed(&e.into());
-            self.retry(peer.slot, peer.attempt + 1, Instant::now());
+            self.retry(&peer, Instant::now());
             return;
         }
         entry.insert(Conn {
@@ -353,12 +356,15 @@ impl Client {
         self.first_error.get_or_insert(text);
     }
 
-    /// With `--reconnect`, slot `slot` tries again after a back-off.
-    fn retry(&mut self, slot: u32, attempt: u32, now: Instant) {
+    /// With `--reconnect`, `peer`'s slot tries again after a back-off, which grows unless
+    /// the connection lived ([`Peer::next_attempt`]).
+    fn retry(&mut self, peer: &Peer, now: Instant) {
         if self.config.reconnect && !self.draining() {
+            let attempt = peer.next_attempt(now);
             let delay = Backoff::DEFAULT.delay(attempt, &mut self.jitter);
+            let served = peer.served();
             self.retries
-                .push(Reverse((later(now, delay), slot, attempt)));
+                .push(Reverse((later(now, delay), peer.slot, attempt, served)));
         }
     }
 
@@ -393,10 +399,10 @@ impl Client {
             Ok(false) => {}
             Ok(true) => self.opened(key, since, now),
             Err(e) => {
-                let (slot, attempt) = (conn.peer.slot, conn.peer.attempt);
+                let peer = conn.peer.clone();
                 self.connect_failed(&e.into());
                 self.forget(key);
-                self.retry(slot, attempt + 1, now);
+                self.retry(&peer, now);
             }
         }
     }
@@ -404,6 +410,10 @@ impl Client {
     fn opened(&mut self, key: usize, since: Instant, now: Instant) {
         self.stats
             .on_connected(now.saturating_duration_since(since));
+        if self.conns[key].peer.first_of_its_slot() {
+            self.stats
+                .on_slot_opened(now.saturating_duration_since(self.start));
+        }
         self.ever_connected = true;
         if self.config.verbose {
             say!("Connected with {}", self.config.server);
@@ -439,9 +449,9 @@ impl Client {
         if conn.peer.connecting_since().is_none() {
             self.stats.on_closed(u64::from(owed));
         }
-        let slot = conn.peer.slot;
+        let peer = conn.peer.clone();
         self.forget(key);
-        self.retry(slot, 0, now);
+        self.retry(&peer, now);
     }
 
     fn rearm(&mut self, key: usize) {
