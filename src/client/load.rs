@@ -410,10 +410,6 @@ impl Client {
     fn opened(&mut self, key: usize, since: Instant, now: Instant) {
         self.stats
             .on_connected(now.saturating_duration_since(since));
-        if self.conns[key].peer.first_of_its_slot() {
-            self.stats
-                .on_slot_opened(now.saturating_duration_since(self.start));
-        }
         self.ever_connected = true;
         if self.config.verbose {
             say!("Connected with {}", self.config.server);
@@ -448,6 +444,10 @@ impl Client {
         self.echoes_owed = self.echoes_owed.saturating_sub(u64::from(owed));
         if conn.peer.connecting_since().is_none() {
             self.stats.on_closed(u64::from(owed));
+        }
+        if let Some(at) = conn.peer.first_served_at() {
+            self.stats
+                .on_slot_opened(at.saturating_duration_since(self.start));
         }
         let peer = conn.peer.clone();
         self.forget(key);

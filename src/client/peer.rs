@@ -157,9 +157,10 @@ impl Peer {
         self.connecting.then_some(self.since)
     }
 
-    /// Whether this is the first connection of its slot to open.
-    pub fn first_of_its_slot(&self) -> bool {
-        !self.served_before
+    /// When this connection opened, if it is the first of its slot to be served (opened and
+    /// not refused): asked as it closes, when that is known.
+    pub fn first_served_at(&self) -> Option<Instant> {
+        (!self.served_before && self.served()).then_some(self.since)
     }
 
     /// This slot has been served, by this connection or an earlier one: carried to the next.
@@ -515,6 +516,7 @@ mod tests {
         let mut peer = open(t0, None, None);
         peer.ending(ServerClose::Full, t0);
         assert!(!peer.served(), "refused: its slot has not been served");
+        assert_eq!(peer.first_served_at(), None);
         let mut peer = open(t0, None, Some((FaultKind::Silent, MS)));
         peer.on_timer(t0 + MS, MS, TIMEOUT);
         assert_eq!(
@@ -522,6 +524,9 @@ mod tests {
             Ending::FaultFound(FaultKind::Silent, t0 + MS)
         );
         assert!(peer.served());
+        assert_eq!(peer.first_served_at(), Some(t0));
+        let again = Peer::connecting(0, 0, true, true, t0);
+        assert!(again.served() && again.first_served_at().is_none());
     }
 
     /// The back-off count goes on through connections the server ends before they lived, and

@@ -238,9 +238,6 @@ impl Client {
                 if how != ServerClose::Reset {
                     self.stats.on_closed_by_server();
                 }
-                if end == ServerEnd::Refused && self.conns[key].peer.first_of_its_slot() {
-                    self.stats.on_slot_refused();
-                }
                 self.stats.on_server_end(end);
             }
         }
