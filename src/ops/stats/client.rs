@@ -587,7 +587,9 @@ impl ClientSummary {
         let mut lines = Vec::new();
         if self.false_deaths > 0 {
             lines.push(format!(
-                "WARNING: the server closed {} as dead after a heartbeat (false deaths)",
+                "WARNING: the server closed {} as dead after a heartbeat (false deaths; a stop \
+                 whose End Connection came after a heartbeat looks the same: the server's \
+                 summary tells them apart)",
                 plural(self.false_deaths, "healthy connection")
             ));
         }
