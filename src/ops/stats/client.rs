@@ -4,7 +4,13 @@
 //! handles events, passing the durations it measured. Nothing reads a counter to decide
 //! anything: the loop keeps its own state for that. The report also says, in words, whether
 //! the client itself was too slow for its figures to be the server's, and whether the server
-//! closed healthy connections (false deaths).
+//! closed healthy connections (false deaths). How an end is named ([`ServerEnd`]) is decided
+//! by the client's `peer`, which knows what the connection heard; this only counts it.
+//!
+//! Attempts and connections are counted apart: `connect_attempts` is every `connect()`,
+//! `opened` every connection established (a slot reconnected counts again), and
+//! `connections_opened` the slots (of `target`) that opened and were not refused, which the
+//! summary line reports with the time by which they had opened (not the run's length).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -68,6 +74,23 @@ impl ConnectFailure {
     }
 }
 
+/// How the server ended a healthy connection (one with no fault injected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEnd {
+    /// `End Connection` that cannot be a dead-peer close (no heartbeat outstanding): the
+    /// server stopping or draining.
+    Goodbye,
+    /// `End Connection` after a heartbeat: a healthy connection closed as dead, as far as the
+    /// client can tell. Must be 0.
+    FalseDeath,
+    /// `Error: server full`, or closed before any exchange: turned away, never served.
+    Refused,
+    /// The stream ended without `End Connection` (a server killed, or one that does not say).
+    Lost,
+    /// Reset by the server, without `End Connection`.
+    LostReset,
+}
+
 /// One fault kind's counts: turned bad, then noticed by the server (it closed), and how long
 /// that took.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -83,11 +106,20 @@ struct FaultCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientStats {
     target: u64,
+    connect_attempts: u64,
+    /// Slots that opened (and were not refused) at least once.
+    connections_opened: u64,
+    /// From the start of the run to the first opening of the last slot to open.
+    opened_in: Duration,
     opened: u64,
     open: u64,
     failed: [u64; 5],
     closed_by_server: u64,
     false_deaths: u64,
+    goodbyes: u64,
+    refused_by_server: u64,
+    lost_closed: u64,
+    lost_reset: u64,
     errors: u64,
     closed_output_cap: u64,
     reconnects: u64,
@@ -148,11 +180,18 @@ impl ClientStats {
     pub fn new(target: u64) -> Self {
         ClientStats {
             target,
+            connect_attempts: 0,
+            connections_opened: 0,
+            opened_in: Duration::ZERO,
             opened: 0,
             open: 0,
             failed: [0; 5],
             closed_by_server: 0,
             false_deaths: 0,
+            goodbyes: 0,
+            refused_by_server: 0,
+            lost_closed: 0,
+            lost_reset: 0,
             errors: 0,
             closed_output_cap: 0,
             reconnects: 0,
@@ -174,11 +213,18 @@ impl ClientStats {
         // Every field by name, so that a counter added later cannot be forgotten here.
         let ClientStats {
             target,
+            connect_attempts,
+            connections_opened,
+            opened_in,
             opened,
             open,
             failed,
             closed_by_server,
             false_deaths,
+            goodbyes,
+            refused_by_server,
+            lost_closed,
+            lost_reset,
             errors,
             closed_output_cap,
             reconnects,
@@ -194,10 +240,16 @@ impl ClientStats {
         } = other;
         for (sum, add) in [
             (&mut self.target, target),
+            (&mut self.connect_attempts, connect_attempts),
+            (&mut self.connections_opened, connections_opened),
             (&mut self.opened, opened),
             (&mut self.open, open),
             (&mut self.closed_by_server, closed_by_server),
             (&mut self.false_deaths, false_deaths),
+            (&mut self.goodbyes, goodbyes),
+            (&mut self.refused_by_server, refused_by_server),
+            (&mut self.lost_closed, lost_closed),
+            (&mut self.lost_reset, lost_reset),
             (&mut self.errors, errors),
             (&mut self.closed_output_cap, closed_output_cap),
             (&mut self.reconnects, reconnects),
@@ -209,6 +261,8 @@ impl ClientStats {
         ] {
             *sum += *add;
         }
+        // The processes ran side by side: theirs opened by the time the slowest had.
+        self.opened_in = self.opened_in.max(*opened_in);
         for (sum, add) in self.failed.iter_mut().zip(failed) {
             *sum += *add;
         }
@@ -220,6 +274,18 @@ impl ClientStats {
             sum.detected += add.detected;
             sum.detection.merge(&add.detection);
         }
+    }
+
+    /// A `connect()` was called (a first one or a reconnect).
+    pub fn on_attempt(&mut self) {
+        self.connect_attempts += 1;
+    }
+
+    /// A slot's first connection that was served (opened, not refused) had opened `after`
+    /// the start of the run. Counted when it closes (or at the end), once that is known.
+    pub fn on_slot_opened(&mut self, after: Duration) {
+        self.connections_opened += 1;
+        self.opened_in = self.opened_in.max(after);
     }
 
     pub fn on_connect_failed(&mut self, why: ConnectFailure) {
@@ -239,11 +305,22 @@ impl ClientStats {
         self.unanswered += unanswered;
     }
 
-    /// The server ended a connection (`End Connection` or end of stream); `healthy` when no
-    /// fault had been injected into it: then it is a false death.
-    pub fn on_closed_by_server(&mut self, healthy: bool) {
+    /// The server closed a connection (`End Connection`, `Error: server full` or end of
+    /// stream; a reset only when it found a fault): what it was is counted apart.
+    pub fn on_closed_by_server(&mut self) {
         self.closed_by_server += 1;
-        self.false_deaths += u64::from(healthy);
+    }
+
+    /// The server ended a healthy connection, in the way `end` names.
+    pub fn on_server_end(&mut self, end: ServerEnd) {
+        let counter = match end {
+            ServerEnd::Goodbye => &mut self.goodbyes,
+            ServerEnd::FalseDeath => &mut self.false_deaths,
+            ServerEnd::Refused => &mut self.refused_by_server,
+            ServerEnd::Lost => &mut self.lost_closed,
+            ServerEnd::LostReset => &mut self.lost_reset,
+        };
+        *counter += 1;
     }
 
     /// An established connection ended in an I/O error.
@@ -350,11 +427,18 @@ impl ClientStats {
         ClientSummary {
             elapsed_secs: facts.elapsed.as_secs_f64(),
             target: self.target,
+            connect_attempts: self.connect_attempts,
+            connections_opened: self.connections_opened,
+            opened_in_secs: self.opened_in.as_secs_f64(),
             opened: self.opened,
             failed: self.failed_total(),
             failed_by_reason,
             closed_by_server: self.closed_by_server,
             false_deaths: self.false_deaths,
+            goodbyes: self.goodbyes,
+            refused_by_server: self.refused_by_server,
+            lost_closed: self.lost_closed,
+            lost_reset: self.lost_reset,
             errors: self.errors,
             closed_output_cap: self.closed_output_cap,
             reconnects: self.reconnects,
@@ -429,15 +513,33 @@ pub struct FaultSummary {
 /// The load client's end-of-run report, printed as text or as one line of JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClientSummary {
+    /// The run's length, from the first connection started to the summary.
     pub elapsed_secs: f64,
+    /// Connections asked for (`--connections`).
     pub target: u64,
+    /// Every `connect()` called: first attempts and reconnects.
+    pub connect_attempts: u64,
+    /// Of `target`, how many opened at least once and were not refused by the server.
+    pub connections_opened: u64,
+    /// By when those had opened, from the start of the run.
+    pub opened_in_secs: f64,
+    /// Connections established, counting each reconnect again (and those then refused).
     pub opened: u64,
     pub failed: u64,
     /// Failed attempts per [`ConnectFailure::as_str`]; only reasons that occurred.
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Closed by the server: every kind below, and faults it found (not resets).
     pub closed_by_server: u64,
-    /// Connections with no fault injected that the server closed. Must be 0.
+    /// Healthy connections the server told `End Connection` after a heartbeat. Must be 0.
     pub false_deaths: u64,
+    /// Told `End Connection` with no heartbeat outstanding: the server stopping.
+    pub goodbyes: u64,
+    /// Told `Error: server full`, or closed by the server before any exchange.
+    pub refused_by_server: u64,
+    /// Closed by the server without `End Connection`.
+    pub lost_closed: u64,
+    /// Reset by the server, without `End Connection`.
+    pub lost_reset: u64,
     pub errors: u64,
     /// Closed by the client: the server took none of the output held for it past the cap.
     pub closed_output_cap: u64,
@@ -478,13 +580,17 @@ impl ClientSummary {
     }
 
     /// Multi-line human text. Warnings that make the run's figures suspect come first; then
-    /// one fact per line, then the latency rows in milliseconds.
+    /// one fact per line, then the latency rows in milliseconds. A count that is zero and
+    /// says nothing about this run (no reconnects, no lines too long) is left out of the text;
+    /// the JSON keeps every field.
     pub fn to_text(&self) -> String {
         let mut lines = Vec::new();
         if self.false_deaths > 0 {
             lines.push(format!(
-                "WARNING: the server closed {} healthy connections (false deaths)",
-                self.false_deaths
+                "WARNING: the server closed {} as dead after a heartbeat (false deaths; a stop \
+                 whose End Connection came after a heartbeat looks the same: the server's \
+                 summary tells them apart)",
+                plural(self.false_deaths, "healthy connection")
             ));
         }
         if self.client_bottleneck {
@@ -495,48 +601,95 @@ impl ClientSummary {
                 self.server_interval_ms
             ));
         }
-        let mut failed = self.failed.to_string();
-        for (i, (why, n)) in self.failed_by_reason.iter().enumerate() {
-            failed.push_str(&format!("{}{why} {n}", if i == 0 { " (" } else { ", " }));
+        lines.push(format!(
+            "Summary: {} of {} opened in {:.1} s (run {:.1} s)",
+            self.connections_opened,
+            plural(self.target, "connection"),
+            self.opened_in_secs,
+            self.elapsed_secs
+        ));
+        // Attempts and reconnections only when there were more than connections to show.
+        let more = self.connect_attempts > self.connections_opened;
+        let again = self.opened > self.connections_opened;
+        for (label, n, show) in [
+            ("connect attempts", self.connect_attempts, more),
+            ("reconnects", self.reconnects, self.reconnects > 0),
+            (
+                "connections established, reconnects included",
+                self.opened,
+                again,
+            ),
+        ] {
+            if show {
+                lines.push(format!("  {label}: {n}"));
+            }
         }
-        if !self.failed_by_reason.is_empty() {
-            failed.push(')');
+        if self.failed > 0 {
+            let reasons: Vec<String> = self
+                .failed_by_reason
+                .iter()
+                .map(|(why, n)| format!("{why} {n}"))
+                .collect();
+            let reasons = reasons.join(", ");
+            lines.push(format!("  connections failed: {} ({reasons})", self.failed));
         }
+        let mut row = |label: &str, n: u64, always: bool| {
+            if always || n > 0 {
+                lines.push(format!("  {label}: {n}"));
+            }
+        };
+        row("closed by the server", self.closed_by_server, false);
+        row(
+            "refused by the server (server full, or closed before any exchange)",
+            self.refused_by_server,
+            false,
+        );
+        row(
+            "goodbyes (End Connection at the server's stop, no heartbeat outstanding)",
+            self.goodbyes,
+            false,
+        );
+        row(
+            "healthy connections closed by the server (false deaths)",
+            self.false_deaths,
+            true,
+        );
+        row(
+            "lost (closed by server without End Connection)",
+            self.lost_closed,
+            false,
+        );
+        row("lost (reset by server)", self.lost_reset, false);
+        row("ended in error", self.errors, false);
+        row(
+            "closed, server not reading (output cap)",
+            self.closed_output_cap,
+            false,
+        );
+        let data = self.lines_sent > 0 || self.echoes_received > 0;
+        row("lines sent", self.lines_sent, data);
+        row("echoes received", self.echoes_received, data);
+        row("unanswered", self.unanswered, data);
+        row("heartbeats answered", self.heartbeats_answered, true);
+        row("lines too long", self.lines_too_long, false);
+        row(
+            "warnings not logged (one per reason per second)",
+            self.warnings_suppressed,
+            false,
+        );
         let m = &self.memory;
-        lines.extend([
-            format!(
-                "Summary: {} of {} connections opened in {:.1} s",
-                self.opened, self.target, self.elapsed_secs
-            ),
-            format!("  connections failed: {failed}"),
-            format!("  closed by server: {}", self.closed_by_server),
-            format!(
-                "  healthy connections closed by the server (false deaths): {}",
-                self.false_deaths
-            ),
-            format!("  ended in error: {}", self.errors),
-            format!(
-                "  closed, server not reading (output cap): {}",
-                self.closed_output_cap
-            ),
-            format!("  reconnects: {}", self.reconnects),
-            format!("  lines sent: {}", self.lines_sent),
-            format!("  echoes received: {}", self.echoes_received),
-            format!("  unanswered: {}", self.unanswered),
-            format!("  heartbeats answered: {}", self.heartbeats_answered),
-            format!("  lines too long: {}", self.lines_too_long),
-            format!("  warnings not logged (one per reason per second): {}", self.warnings_suppressed),
-            format!(
-                "  client memory: {} B per open connection ({} open; {:.1} MiB at start, {:.1} MiB at end)",
-                m.per_connection_bytes,
-                m.open_connections,
-                m.baseline_bytes as f64 / 1048576.0,
-                m.end_bytes as f64 / 1048576.0
-            ),
-            self.rtt.row("round trip"),
-            self.connect_time.row("connect time"),
-            self.lag.row("client lag"),
-        ]);
+        lines.push(format!(
+            "  client memory: {} B per open connection ({} open; {:.1} MiB at start, {:.1} MiB at end)",
+            m.per_connection_bytes,
+            m.open_connections,
+            m.baseline_bytes as f64 / 1048576.0,
+            m.end_bytes as f64 / 1048576.0
+        ));
+        if self.rtt.count > 0 {
+            lines.push(self.rtt.row("round trip"));
+        }
+        lines.push(self.connect_time.row("connect time"));
+        lines.push(self.lag.row("client lag"));
         lines.push(format!(
             "  client lag p99 against the server's interval ({} ms): {}",
             self.server_interval_ms,
@@ -554,6 +707,14 @@ impl ClientSummary {
             lines.push(f.detection.row(&format!("  {kind} found in")));
         }
         lines.join("\n")
+    }
+}
+
+/// `n` and `word`, with an `s` unless `n` is 1: "1 connection", "2 connections".
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    match n {
+        1 => format!("1 {word}"),
+        _ => format!("{n} {word}s"),
     }
 }
 
@@ -631,17 +792,144 @@ mod tests {
     #[test]
     fn a_healthy_connection_closed_by_the_server_is_a_false_death_shown_first() {
         let mut c = ClientStats::new(2);
-        c.on_closed_by_server(false);
+        c.on_closed_by_server();
+        c.on_fault_detected(FaultKind::Silent, Duration::from_secs(1));
         assert_eq!(c.summary(&facts()).false_deaths, 0);
         assert!(!c.summary(&facts()).to_text().contains("WARNING"));
-        c.on_closed_by_server(true);
+        c.on_closed_by_server();
+        c.on_server_end(ServerEnd::FalseDeath);
         let s = c.summary(&facts());
         assert_eq!((s.closed_by_server, s.false_deaths), (2, 1));
         let text = s.to_text();
         assert!(
-            text.starts_with("WARNING: the server closed 1 healthy connections"),
+            text.starts_with("WARNING: the server closed 1 healthy connection as dead"),
             "{text}"
         );
+        c.on_server_end(ServerEnd::FalseDeath);
+        let text = c.summary(&facts()).to_text();
+        assert!(text.starts_with("WARNING: the server closed 2 healthy connections"));
+    }
+
+    /// Goodbyes, refusals and lost connections are counted apart, and none of them is a
+    /// false death or sets off the warning.
+    #[test]
+    fn goodbyes_refusals_and_losses_are_named_not_false_deaths() {
+        let mut c = ClientStats::new(10);
+        for end in [
+            ServerEnd::Goodbye,
+            ServerEnd::Goodbye,
+            ServerEnd::Refused,
+            ServerEnd::Lost,
+            ServerEnd::LostReset,
+        ] {
+            c.on_server_end(end);
+        }
+        let s = c.summary(&facts());
+        let named = (s.goodbyes, s.refused_by_server, s.lost_closed, s.lost_reset);
+        assert_eq!((named, s.false_deaths), ((2, 1, 1, 1), 0), "{s:?}");
+        let text = s.to_text();
+        assert!(!text.contains("WARNING"), "{text}");
+        for row in [
+            "goodbyes (End Connection at the server's stop, no heartbeat outstanding): 2",
+            "refused by the server (server full, or closed before any exchange): 1",
+            "lost (closed by server without End Connection): 1",
+            "lost (reset by server): 1",
+            "healthy connections closed by the server (false deaths): 0",
+        ] {
+            assert!(text.contains(row), "{row} missing:\n{text}");
+        }
+    }
+
+    /// The summary line counts connections (slots), never attempts, and gives the time they
+    /// took to open apart from the run's; attempts and reconnects get rows of their own.
+    /// Before: "14893 of 200 connections opened in 6.0 s", "1 connections".
+    #[test]
+    fn the_summary_line_counts_connections_not_attempts_with_their_own_time() {
+        let mut c = ClientStats::new(200);
+        for i in 0..14_893u64 {
+            c.on_attempt();
+            c.on_connected(Duration::from_micros(100));
+            // Ten slots' connections were told the server was full every time.
+            if i < 190 {
+                c.on_slot_opened(Duration::from_millis(2 * i));
+            }
+            if i >= 200 {
+                c.on_reconnect();
+            }
+        }
+        let run = RunFacts {
+            elapsed: Duration::from_secs(6),
+            ..facts()
+        };
+        let s = c.summary(&run);
+        assert_eq!(
+            (s.connections_opened, s.connect_attempts, s.opened),
+            (190, 14_893, 14_893)
+        );
+        let text = s.to_text();
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "Summary: 190 of 200 connections opened in 0.4 s (run 6.0 s)"
+        );
+        assert!(text.contains("\n  connect attempts: 14893\n"), "{text}");
+        assert!(text.contains("\n  reconnects: 14693\n"), "{text}");
+
+        let mut one = ClientStats::new(1);
+        one.on_attempt();
+        one.on_connected(Duration::from_millis(1));
+        one.on_slot_opened(Duration::from_millis(3));
+        let text = one.summary(&facts()).to_text();
+        assert!(
+            text.starts_with("Summary: 1 of 1 connection opened in 0.0 s (run 1.0 s)\n"),
+            "{text}"
+        );
+        // Nothing happened that these rows would count: they are left out of the text, and
+        // still in the JSON.
+        for absent in [
+            "connect attempts",
+            "reconnects",
+            "connections failed",
+            "refused",
+            "goodbyes",
+            "lost",
+            "ended in error",
+            "output cap",
+            "lines sent",
+            "lines too long",
+            "warnings not logged",
+            "round trip",
+        ] {
+            assert!(!text.contains(absent), "{absent}:\n{text}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&one.summary(&facts()).to_json()).expect("JSON");
+        for key in [
+            "reconnects",
+            "lost_reset",
+            "goodbyes",
+            "lines_too_long",
+            "connect_attempts",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+    }
+
+    #[test]
+    fn merged_workers_sum_connections_and_keep_the_slowest_opening() {
+        let mut a = ClientStats::new(2);
+        a.on_slot_opened(Duration::from_millis(300));
+        a.on_server_end(ServerEnd::Goodbye);
+        let mut b = ClientStats::new(2);
+        b.on_slot_opened(Duration::from_millis(900));
+        b.on_attempt();
+        a.merge(&b);
+        let s = a.summary(&facts());
+        assert_eq!(
+            (s.connections_opened, s.connect_attempts, s.goodbyes),
+            (2, 1, 1)
+        );
+        assert!((s.opened_in_secs - 0.9).abs() < 1e-9, "{s:?}");
     }
 
     #[test]
@@ -711,7 +999,7 @@ mod tests {
         let mut c = ClientStats::new(100);
         c.on_connected(Duration::from_millis(3));
         c.on_connect_failed(ConnectFailure::TimedOut);
-        c.on_closed_by_server(false);
+        c.on_closed_by_server();
         c.on_line_sent(Duration::from_micros(40));
         c.on_echo(Duration::from_micros(250));
         c.on_fault_injected(FaultKind::Reset);
