@@ -1,0 +1,529 @@
+//! README.md tells the truth about the binaries: every long flag either binary's `--help`
+//! lists is in the README's flag tables with the default `--help` prints; the README's
+//! `console` blocks run as written and print what they show; the `--json` summary's keys,
+//! the metric names and their label values, and the log line's shape are the ones the
+//! README shows. Only the built binaries are run, on 127.0.0.1 with free ports.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const README: &str = include_str!("../README.md");
+const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
+/// Only guards against a hang: every wait below ends as soon as what it waits for happens.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// A child process killed when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn help(binary: &str) -> String {
+    let out = Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs --help");
+    assert!(out.status.success(), "{binary} --help failed");
+    String::from_utf8(out.stdout).expect("--help is UTF-8")
+}
+
+/// Every long flag `--help` lists (but `--help` and `--version`), with the text of its
+/// `[default: …]` if it has one.
+fn flags(help: &str) -> Vec<(String, Option<String>)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let flag = trimmed
+            .strip_prefix("-h, ")
+            .or_else(|| trimmed.strip_prefix("-V, "))
+            .unwrap_or(trimmed);
+        let indented = line.len() - trimmed.len();
+        if flag.starts_with("--") && indented < 10 {
+            let name = flag.split([' ', '=']).next().unwrap_or(flag).to_string();
+            found.push((name, String::new()));
+        } else if let Some((_, text)) = found.last_mut() {
+            text.push(' ');
+            text.push_str(trimmed);
+        }
+        if let Some((name, text)) = found.last_mut() {
+            if flag.starts_with("--") && flag.starts_with(name.as_str()) {
+                text.push_str(flag);
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter(|(name, _)| name != "--help" && name != "--version")
+        .map(|(name, text)| {
+            let default = text.find("[default: ").map(|start| {
+                let rest = &text[start + "[default: ".len()..];
+                rest[..rest.find(']').unwrap_or(rest.len())].to_string()
+            });
+            (name, default)
+        })
+        .collect()
+}
+
+/// The rows of the README table whose header row starts with `| {first_column} |`.
+fn table(first_column: &str) -> Vec<&'static str> {
+    let header = format!("| {first_column} |");
+    let start = README
+        .find(&header)
+        .unwrap_or_else(|| panic!("README.md has no table headed {header}"));
+    README[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .collect()
+}
+
+/// Text as compared: without backticks, whitespace runs as one space.
+fn plain(text: &str) -> String {
+    text.replace('`', "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every flag of `binary --help` has a row in the README table `first_column`, and the
+/// row's default column says the default `--help` prints.
+fn check_flags_documented(binary: &str, first_column: &str) {
+    let rows = table(first_column);
+    let listed = flags(&help(binary));
+    assert!(listed.len() > 10, "--help parsed: {listed:?}");
+    let mut wrong = Vec::new();
+    for (flag, default) in &listed {
+        let quoted = format!("`{flag}`");
+        let Some(row) = rows.iter().find(|row| {
+            row.split('|')
+                .nth(1)
+                .is_some_and(|names| names.split(", ").any(|name| name.trim() == quoted))
+        }) else {
+            wrong.push(format!(
+                "{flag}: no row in the table headed `{first_column}`"
+            ));
+            continue;
+        };
+        let shown = plain(row.split('|').nth(2).unwrap_or(""));
+        if let Some(default) = default {
+            if !shown.contains(&plain(default)) {
+                wrong.push(format!(
+                    "{flag}: --help's default is {default:?}, the README says {shown:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "README.md:\n{}", wrong.join("\n"));
+}
+
+/// Every flag of `heartbeat-server --help` is in the README's server table with its default.
+#[test]
+fn every_server_flag_is_documented_with_its_default() {
+    check_flags_documented(SERVER, "server flag");
+}
+
+/// Every flag of `heartbeat-client --help` is in the README's client table with its default.
+#[test]
+fn every_client_flag_is_documented_with_its_default() {
+    check_flags_documented(CLIENT, "client flag");
+}
+
+/// The flag parser finds what a person sees: a flag with its default on the next line, one
+/// with none, and one whose default is on its own line after the description (so the two
+/// tests above cannot pass by parsing nothing).
+#[test]
+fn the_help_parser_reads_flags_and_defaults() {
+    let listed = flags(&help(SERVER));
+    let get = |name: &str| {
+        listed
+            .iter()
+            .find(|(flag, _)| flag == name)
+            .unwrap_or_else(|| panic!("{name} in {listed:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(get("--interval").as_deref(), Some("10s"));
+    assert_eq!(get("--tick").as_deref(), Some("500us"));
+    assert_eq!(get("--log-level").as_deref(), Some("info"));
+    assert_eq!(get("--log-file"), None);
+    assert!(listed.iter().all(|(flag, _)| flag != "--help"));
+}
+
+/// Digits are what changes from run to run (ports, times, counts): they are compared as one
+/// `#` per run of digits.
+fn masked(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// Whether `line` is what the README shows as `shown`: equal once digits are masked, with
+/// `...` in `shown` standing for anything.
+fn matches(shown: &str, line: &str) -> bool {
+    let parts: Vec<String> = masked(shown).split("...").map(str::to_string).collect();
+    let line = masked(line);
+    let mut rest = line.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(after) = rest.strip_prefix(part.as_str()) else {
+                return false;
+            };
+            rest = after;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part.as_str());
+        } else {
+            let Some(at) = rest.find(part.as_str()) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    rest.is_empty()
+}
+
+/// The README's ```` ```console ```` blocks, each as `(command, lines shown after it)`.
+fn console_blocks() -> Vec<Vec<(String, Vec<String>)>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<(String, Vec<String>)>> = None;
+    for line in README.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```console") => current = Some(Vec::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(steps), text) => match text.strip_prefix("$ ") {
+                Some(command) => steps.push((command.to_string(), Vec::new())),
+                None => {
+                    let (_, shown) = steps.last_mut().expect("a console block starts with $");
+                    shown.push(text.to_string());
+                }
+            },
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Waits until `path` holds `lines` complete lines, or the process has exited.
+fn output_lines(path: &Path, lines: usize, child: &mut Child) -> Vec<String> {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let mut text = String::new();
+        File::open(path)
+            .and_then(|mut file| file.read_to_string(&mut text))
+            .expect("reads the output");
+        let complete: Vec<String> = text.lines().map(str::to_string).collect();
+        let exited = child.try_wait().expect("polls the child").is_some();
+        if complete.len() >= lines && text.ends_with('\n') || exited {
+            return complete;
+        }
+        assert!(Instant::now() < deadline, "no output after {HANG_GUARD:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The shown lines appear in `output` in order (other lines may come between them).
+fn assert_shown(command: &str, shown: &[String], output: &[String]) {
+    let mut rest = output.iter();
+    for line in shown.iter().filter(|line| line.trim() != "...") {
+        assert!(
+            rest.any(|real| matches(line, real)),
+            "`{command}`: the README shows {line:?}, the output was:\n{}",
+            output.join("\n")
+        );
+    }
+}
+
+/// A program the README names, as the test runs it: the built binary.
+fn program(name: &str) -> &'static str {
+    match name {
+        "heartbeat-server" => SERVER,
+        "heartbeat-client" => CLIENT,
+        other => panic!("a console block runs {other}; only the two binaries can run here"),
+    }
+}
+
+/// Every ```` ```console ```` block in the README runs as written and prints what it shows
+/// (digits aside). `CMD &` starts a background job and waits for the lines shown after it;
+/// `kill %1` sends it SIGTERM and checks what it prints as it stops; any other command runs
+/// to its end, exit status 0. A port the README shows in a job's `Listening on` line stands
+/// for whatever port the job really got, in the commands that follow.
+#[test]
+fn the_readme_console_blocks_run_as_written() {
+    let blocks = console_blocks();
+    assert!(!blocks.is_empty(), "README.md has console blocks");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (b, steps) in blocks.iter().enumerate() {
+        let mut job: Option<(Guard, std::path::PathBuf, usize)> = None;
+        let mut ports: Vec<(String, String)> = Vec::new();
+        for (s, (command, shown)) in steps.iter().enumerate() {
+            if command == "kill %1" {
+                let (mut child, path, seen) = job.take().expect("a job to kill");
+                let pid = child.0.id().to_string();
+                let killed = Command::new("kill").args(["-TERM", &pid]).status();
+                assert!(killed.is_ok_and(|status| status.success()), "kill %1");
+                let status = wait(&mut child.0);
+                assert!(status.success(), "`kill %1`: the job exited {status}");
+                let all = output_lines(&path, 0, &mut child.0);
+                assert_shown(command, shown, &all[seen.min(all.len())..]);
+                continue;
+            }
+            assert!(
+                !command.contains(['"', '\'', '|', '>', '<', ';']),
+                "{command}"
+            );
+            let background = command.ends_with(" &");
+            let mut words = command
+                .trim_end_matches(" &")
+                .split_whitespace()
+                .map(|word| {
+                    ports
+                        .iter()
+                        .find(|(shown, _)| shown == word)
+                        .map_or(word.to_string(), |(_, real)| real.clone())
+                });
+            let name = words.next().expect("a command");
+            let path = dir.path().join(format!("block{b}-step{s}.out"));
+            let out = File::create(&path).expect("creates the output file");
+            let mut child = Guard(
+                Command::new(program(&name))
+                    .args(words)
+                    .stdin(Stdio::null())
+                    .stdout(out.try_clone().expect("clones the file"))
+                    .stderr(out)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("`{command}`: {e}")),
+            );
+            if background {
+                let expected = shown.iter().filter(|l| l.trim() != "...").count();
+                let lines = output_lines(&path, expected, &mut child.0);
+                assert_shown(command, shown, &lines);
+                for (shown_line, real) in shown.iter().zip(&lines) {
+                    if let (Some(doc), Some(got)) =
+                        (listening_port(shown_line), listening_port(real))
+                    {
+                        ports.push((doc, got));
+                    }
+                }
+                job = Some((child, path, lines.len()));
+            } else {
+                let status = wait(&mut child.0);
+                assert!(status.success(), "`{command}` exited {status}");
+                let lines = output_lines(&path, 0, &mut child.0);
+                assert_shown(command, shown, &lines);
+            }
+        }
+        assert!(job.is_none(), "a console block leaves a job running");
+    }
+}
+
+/// The port in a `Listening on ADDR:PORT (...` line.
+fn listening_port(line: &str) -> Option<String> {
+    let address = line.strip_prefix("Listening on ")?.split(' ').next()?;
+    Some(address.rsplit(':').next()?.to_string())
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(status) = child.try_wait().expect("polls the child") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A server started with `args` on a free port; its first stdout line and the rest.
+struct Server {
+    child: Guard,
+    stdout: BufReader<std::process::ChildStdout>,
+    first: String,
+}
+
+impl Server {
+    fn start(args: &[&str], stderr: Stdio) -> Server {
+        let mut child = Guard(
+            Command::new(SERVER)
+                .args(["--no-prompt", "--port", "0"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(stderr)
+                .spawn()
+                .expect("starts the server"),
+        );
+        let mut stdout = BufReader::new(child.0.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("a first line");
+        assert!(first.starts_with("Listening on 127.0.0.1:"), "{first}");
+        Server {
+            child,
+            stdout,
+            first,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        let port = listening_port(&self.first).expect("a port");
+        port.parse().expect("a port number")
+    }
+
+    /// SIGTERM, then everything it printed after its first line.
+    fn stop(mut self) -> String {
+        let pid = self.child.0.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.is_ok_and(|status| status.success()), "kill");
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("reads stdout");
+        assert!(wait(&mut self.child.0).success());
+        rest
+    }
+}
+
+/// Every key of the server's `--json` summary, and of its latency rows, is named in the
+/// README (as `key`).
+#[test]
+fn the_json_summary_keys_are_documented() {
+    let server = Server::start(&["--json"], Stdio::null());
+    let rest = server.stop();
+    let last = rest.lines().last().expect("a JSON line");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("the summary is JSON");
+    let object = summary.as_object().expect("an object");
+    assert!(object.len() > 10, "{last}");
+    let mut missing = Vec::new();
+    for (key, value) in object {
+        if !README.contains(&format!("`{key}`")) {
+            missing.push(key.clone());
+        }
+        for inner in value.as_object().into_iter().flat_map(|row| row.keys()) {
+            if !README.contains(&format!("`{inner}`")) {
+                missing.push(format!("{key}.{inner}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in README.md: {missing:?}\n{last}");
+}
+
+/// Every metric family a scrape returns, and every label value, is named in the README.
+#[test]
+fn every_metric_and_label_value_is_documented() {
+    let server = Server::start(&["--metrics", "127.0.0.1:0"], Stdio::null());
+    let address = server
+        .first
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", server.first))
+        .to_string();
+    let mut scrape = TcpStream::connect(&address).expect("connects to the metrics endpoint");
+    scrape
+        .set_read_timeout(Some(HANG_GUARD))
+        .expect("sets a timeout");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("sends the request");
+    let mut text = String::new();
+    scrape.read_to_string(&mut text).expect("reads the answer");
+    let mut missing = Vec::new();
+    let mut families = 0;
+    for line in text.lines().filter(|line| line.starts_with("heartbeat_")) {
+        let name = line.split(['{', ' ']).next().unwrap_or(line);
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|_| {
+                text.contains(&format!(
+                    "# TYPE {} histogram",
+                    &name[..name.rfind('_').unwrap_or(0)]
+                ))
+            })
+            .unwrap_or(name);
+        families += 1;
+        if !README.contains(&format!("`{family}")) {
+            missing.push(family.to_string());
+        }
+        if let Some(labels) = line
+            .split('{')
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+        {
+            for pair in labels.split(',') {
+                let (label, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let value = value.trim_matches('"');
+                if label != "le" && label != "version" && !README.contains(&format!("`{value}`")) {
+                    missing.push(format!("{family}{{{label}=\"{value}\"}}"));
+                }
+            }
+        }
+    }
+    assert!(families > 10, "{text}");
+    missing.dedup();
+    assert!(missing.is_empty(), "not in README.md: {missing:?}");
+    let _ = server.stop();
+}
+
+/// The log lines the README shows have the shape the server really logs (time stamp
+/// format, level, message), digits aside: a peer's connect line is compared.
+#[test]
+fn the_log_lines_shown_are_the_real_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("server.log");
+    let server = Server::start(
+        &["--log-level", "info"],
+        Stdio::from(File::create(&log).expect("creates the log")),
+    );
+    let peer = TcpStream::connect(("127.0.0.1", server.port())).expect("connects");
+    let deadline = Instant::now() + HANG_GUARD;
+    let real = loop {
+        let text = std::fs::read_to_string(&log).expect("reads the log");
+        if let Some(line) = text.lines().find(|line| line.contains(" connected (")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no connect line in {text}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(peer);
+    let _ = server.stop();
+    let shown = README
+        .lines()
+        .find(|line| line.contains(" connected (") && line.starts_with("20"))
+        .expect("README.md shows a connect line");
+    assert_eq!(
+        masked(shown),
+        masked(&real),
+        "README: {shown}\nreal:   {real}"
+    );
+    // Masking hides how many digits the seconds' fraction has: the server prints up to 9
+    // (nanoseconds, trailing zeros dropped), and the README must not show fewer.
+    let fraction = |line: &str| {
+        let after = line.split('.').nth(1).unwrap_or("");
+        after.chars().take_while(char::is_ascii_digit).count()
+    };
+    assert!(
+        fraction(shown) >= fraction(&real) && fraction(&real) <= 9,
+        "README: {shown}\nreal:   {real}"
+    );
+}
