@@ -527,3 +527,64 @@ fn the_log_lines_shown_are_the_real_shape() {
         "README: {shown}\nreal:   {real}"
     );
 }
+
+/// A heading's anchor as GitHub makes it: lower case, spaces to `-`, punctuation other than
+/// `-` and `_` dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            found.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+/// Every link in README.md and BENCHMARKS.md to a file of the repository names one that
+/// exists, and every `#anchor` names a heading of that page.
+#[test]
+fn the_readme_links_lead_somewhere() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for page in ["README.md", "BENCHMARKS.md"] {
+        let text = std::fs::read_to_string(root.join(page)).expect("reads the page");
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
+            if target.starts_with("http") {
+                continue;
+            }
+            links += 1;
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() { page } else { file };
+            let Ok(linked) = std::fs::read_to_string(root.join(file)) else {
+                broken.push(format!("{page}: {target} (no such file)"));
+                continue;
+            };
+            if !fragment.is_empty() && !anchors(&linked).iter().any(|a| a == fragment) {
+                broken.push(format!("{page}: {target} (no such heading)"));
+            }
+        }
+    }
+    assert!(links > 10, "links found: {links}");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
