@@ -223,22 +223,35 @@ fn console_blocks() -> Vec<Vec<(String, Vec<String>)>> {
     blocks
 }
 
-/// Waits until `path` holds `lines` complete lines, or the process has exited.
-fn output_lines(path: &Path, lines: usize, child: &mut Child) -> Vec<String> {
+/// The complete lines in `path` once the lines `shown` have appeared in them in order, or
+/// once the process has exited (`shown` empty: once it has exited).
+fn output_lines(path: &Path, shown: &[String], child: &mut Child) -> Vec<String> {
     let deadline = Instant::now() + HANG_GUARD;
     loop {
+        let exited = child.try_wait().expect("polls the child").is_some();
         let mut text = String::new();
         File::open(path)
             .and_then(|mut file| file.read_to_string(&mut text))
             .expect("reads the output");
-        let complete: Vec<String> = text.lines().map(str::to_string).collect();
-        let exited = child.try_wait().expect("polls the child").is_some();
-        if complete.len() >= lines && text.ends_with('\n') || exited {
+        let end = text.rfind('\n').map_or(0, |at| at + 1);
+        let complete: Vec<String> = text[..end].lines().map(str::to_string).collect();
+        if exited || !shown.is_empty() && all_shown(shown, &complete) {
             return complete;
         }
-        assert!(Instant::now() < deadline, "no output after {HANG_GUARD:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not all of {shown:?} after {HANG_GUARD:?}:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn all_shown(shown: &[String], output: &[String]) -> bool {
+    let mut rest = output.iter();
+    shown
+        .iter()
+        .filter(|line| line.trim() != "...")
+        .all(|line| rest.any(|real| matches(line, real)))
 }
 
 /// The shown lines appear in `output` in order (other lines may come between them).
@@ -283,7 +296,7 @@ fn the_readme_console_blocks_run_as_written() {
                 assert!(killed.is_ok_and(|status| status.success()), "kill %1");
                 let status = wait(&mut child.0);
                 assert!(status.success(), "`kill %1`: the job exited {status}");
-                let all = output_lines(&path, 0, &mut child.0);
+                let all = output_lines(&path, &[], &mut child.0);
                 assert_shown(command, shown, &all[seen.min(all.len())..]);
                 continue;
             }
@@ -314,21 +327,18 @@ fn the_readme_console_blocks_run_as_written() {
                     .unwrap_or_else(|e| panic!("`{command}`: {e}")),
             );
             if background {
-                let expected = shown.iter().filter(|l| l.trim() != "...").count();
-                let lines = output_lines(&path, expected, &mut child.0);
+                let lines = output_lines(&path, shown, &mut child.0);
                 assert_shown(command, shown, &lines);
-                for (shown_line, real) in shown.iter().zip(&lines) {
-                    if let (Some(doc), Some(got)) =
-                        (listening_port(shown_line), listening_port(real))
-                    {
-                        ports.push((doc, got));
-                    }
+                let real = lines.iter().find_map(|line| listening_port(line));
+                let doc = shown.iter().find_map(|line| listening_port(line));
+                if let (Some(doc), Some(real)) = (doc, real) {
+                    ports.push((doc, real));
                 }
                 job = Some((child, path, lines.len()));
             } else {
                 let status = wait(&mut child.0);
                 assert!(status.success(), "`{command}` exited {status}");
-                let lines = output_lines(&path, 0, &mut child.0);
+                let lines = output_lines(&path, &[], &mut child.0);
                 assert_shown(command, shown, &lines);
             }
         }
