@@ -598,3 +598,30 @@ fn the_readme_links_lead_somewhere() {
     assert!(links > 10, "links found: {links}");
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Every repository path the pages name in backticks (`src/…`, `tests/…`, `benches/…`,
+/// `contrib/…`, `fuzz/…`) exists: files move, and the README must follow them.
+#[test]
+fn the_paths_the_readme_names_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for page in ["README.md", "BENCHMARKS.md"] {
+        let text = std::fs::read_to_string(root.join(page)).expect("reads the page");
+        // Fences (three backticks) removed first, so that inline quotes pair up.
+        let text = text.replace("```", "");
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let is_path = ["src/", "tests/", "benches/", "contrib/", "fuzz/"]
+                .iter()
+                .any(|folder| quoted.starts_with(folder));
+            if is_path && !quoted.contains(char::is_whitespace) {
+                named += 1;
+                if !root.join(quoted).exists() {
+                    missing.push(format!("{page}: {quoted}"));
+                }
+            }
+        }
+    }
+    assert!(named > 10, "paths found: {named}");
+    assert!(missing.is_empty(), "no such file:\n{}", missing.join("\n"));
+}
