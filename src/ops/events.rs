@@ -13,9 +13,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::cores::vocab::{Event, Reason, Session};
 use crate::edge::net::SetupError;
 use crate::ops::logging::LineSink;
-use crate::server::core::{Event, Reason, Session};
 
 /// The open event log: its file (through a queue) and its clock.
 pub struct EventLog {

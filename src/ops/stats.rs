@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::server::core::{Reason, Refusal};
+use crate::cores::vocab::{Reason, Refusal};
 
 pub mod client;
 pub use client::{ClientStats, ClientSummary, ConnectFailure};
