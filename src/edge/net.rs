@@ -227,13 +227,12 @@ pub fn connect_from(
     }
     match socket.connect(&dest.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || would_block(&e) => {}
+        // A non-blocking connect reports EINPROGRESS (its value differs between systems).
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || would_block(&e) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
-
-const EINPROGRESS: i32 = 115;
 
 /// Lets the kernel pick the source port at `connect` rather than at `bind`
 /// (`IP_BIND_ADDRESS_NO_PORT`). At `bind` it must find a port free for *every* destination,
