@@ -80,6 +80,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
     if SINKS.get().is_some() {
         return Ok(());
     }
+    crate::edge::stop::on_reopen(reopen);
     let thread_error = |source| SetupError::EventLoop {
         what: "log writer thread",
         source,
