@@ -382,7 +382,7 @@ fn an_endless_configuration_file_is_refused() {
     let (err, out) = exits_with(SERVER, &["--config", "/dev/zero", "--no-prompt"], 2);
     assert_eq!(
         err,
-        "server: /dev/zero: larger than 1024 KiB: not a configuration file\n"
+        "server: /dev/zero: a character device, not a configuration file\n"
     );
     assert!(out.is_empty(), "nothing listened: {out}");
 }
@@ -542,4 +542,24 @@ fn sigusr2_and_sigalrm_do_not_kill_the_server() {
         logged.contains("[WARN] received SIGUSR2: live upgrade is not built yet; ignored"),
         "{logged}"
     );
+}
+
+/// Issue 21: `--config` naming a FIFO blocked both binaries forever with no output; now each
+/// says so in one line and exits 2, at once (no writer ever opens the FIFO).
+#[test]
+fn a_fifo_as_configuration_is_refused_by_both_binaries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("configuration.json");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let fifo = fifo.to_str().expect("utf-8");
+    for binary in [SERVER, CLIENT] {
+        let (err, out) = exits_with(binary, &["--config", fifo, "--no-prompt"], 2);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.ends_with("configuration.json: a FIFO, not a configuration file\n"),
+            "{err}"
+        );
+        assert!(out.is_empty(), "{out}");
+    }
 }

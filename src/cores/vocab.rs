@@ -76,3 +76,48 @@ pub struct Session {
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
+
+/// Formats a duration the way a person writes it in a flag: `250ms`, `10s`, `1.5s`, `2m`.
+/// Every duration in a message goes through this one function, so that the units of one
+/// message (and of the lines printed beside it) agree.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if duration.is_zero() {
+        "0s".to_string()
+    } else if duration.subsec_nanos() % 1_000_000 != 0 {
+        format!("{duration:?}")
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{}s", duration.as_secs_f64())
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cores::liveness::IdleRaised;
+
+    /// Issue 22: the idle rule's warning wrote `3600s … using 7200s` beside a `Listening`
+    /// line that said `60m`: every duration a person reads is now written by one function.
+    #[test]
+    fn the_idle_warning_writes_durations_as_the_listening_line_does() {
+        let hour = Duration::from_secs(3600);
+        let warning = IdleRaised {
+            requested: hour,
+            interval: hour,
+            count: 2,
+            used: 2 * hour,
+        };
+        assert_eq!(
+            warning.to_string(),
+            "idle timeout 60m is shorter than interval 60m × count 2; using 120m"
+        );
+        assert_eq!(format_duration(2 * hour), "120m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

@@ -126,6 +126,10 @@ fn positive_u32(text: &str) -> Result<u32, String> {
     positive(text).and_then(|n| u32::try_from(n).map_err(|_| format!("{n} is too large")))
 }
 
+fn count(text: &str) -> Result<u32, String> {
+    config::parse_count(text)
+}
+
 fn port(text: &str) -> Result<u16, String> {
     config::parse_port(text)
 }
@@ -162,7 +166,10 @@ pub fn check_timing(timing: &Timing, tick: Duration) -> Result<(), ConfigError> 
         return Err(invalid("idle", "must be more than 0".to_string()));
     }
     if timing.count == 0 {
-        return Ok(());
+        return Err(invalid(
+            "count",
+            "must be at least 1: a silent peer is asked at least once".into(),
+        ));
     }
     if timing.interval.is_zero() {
         return Err(invalid("interval", "must be more than 0".to_string()));

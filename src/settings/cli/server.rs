@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    check_timing, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick, LogLevel,
-    Origin, StartError,
+    check_timing, count, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick,
+    LogLevel, Origin, StartError,
 };
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
@@ -38,8 +38,8 @@ pub struct ServerArgs {
     /// Time between heartbeats to a quiet peer [default: 10s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub interval: Option<Duration>,
-    /// Heartbeats sent before a silent peer is closed [default: 3]
-    #[arg(long, value_name = "N")]
+    /// Heartbeats sent before a silent peer is closed, at least 1 [default: 3]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub count: Option<u32>,
     /// Silence before the first heartbeat; at least interval × count [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]

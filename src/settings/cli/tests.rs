@@ -75,8 +75,10 @@ fn zero_where_zero_cannot_work_is_refused() {
         let error = error.expect_err("refused").to_string();
         assert!(error.starts_with(setting), "{error}");
     }
-    let no_heartbeats = server(&["--interval", "0", "--count", "0"]);
-    assert!(no_heartbeats.resolve(&FileConfig::default(), None).is_ok());
+    // Issue 22: `--count 0` would close a silent peer without asking it: refused.
+    let args = ["server", "--interval", "0", "--count", "0"];
+    let error = ServerArgs::try_parse_from(args).expect_err("--count 0 is refused");
+    assert!(error.to_string().contains("must be at least 1"), "{error}");
     let coarse = server(&["--tick", "10s", "--interval", "200ms", "--idle", "1s"]);
     let error = coarse.resolve(&FileConfig::default(), None).unwrap_err();
     assert_eq!(error.exit_code(), 2);
