@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::ValueEnum;
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, ValueEnum};
 
 use crate::cores::liveness::Timing;
 use crate::edge::net::{self, SetupError};
@@ -94,6 +97,32 @@ impl LogLevel {
             LogLevel::Trace => log::LevelFilter::Trace,
         }
     }
+}
+
+/// The prompt rule, in one sentence both binaries keep: questions are asked only when stdin
+/// is a terminal and no flag at all but `--no-prompt` was given (`--json`, `--max-line`,
+/// `--allow`, `--log-level`, even with their default values, count as settings).
+pub const PROMPT_RULE: &str = "Questions are asked only when stdin is a terminal and no flag \
+                               at all was given; --no-prompt turns them off.";
+
+/// Parses a command line as clap's `Parser` does, and says whether any flag but
+/// `--no-prompt` was given on it (the prompt rule, [`PROMPT_RULE`]).
+fn parse_noting_flags<A, I, T>(args: I) -> Result<(A, bool), clap::Error>
+where
+    A: CommandFactory + FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = A::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let parsed = A::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+    // The command's own arguments, not `matches.ids()`, which also holds the derive's group
+    // of all of them.
+    let given = command.get_arguments().any(|arg| {
+        let id = arg.get_id().as_str();
+        id != "no_prompt" && matches.value_source(id) == Some(ValueSource::CommandLine)
+    });
+    Ok((parsed, given))
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    duration, for_tcp, from_file, port, positive, positive_u32, tick, LogLevel, Origin, StartError,
+    duration, for_tcp, from_file, parse_noting_flags, port, positive, positive_u32, tick, LogLevel,
+    Origin, StartError,
 };
 use crate::client::faults::FaultSpec;
 use crate::client::{self, ClientConfig};
@@ -88,6 +89,9 @@ pub struct ClientArgs {
     /// Never ask for settings, even on a terminal
     #[arg(long)]
     pub no_prompt: bool,
+    /// Set by parsing: some flag other than `--no-prompt` was given.
+    #[arg(skip)]
+    pub flags_given: bool,
     /// Processes to share the load, each one loop: connections, connect rate and source
     /// addresses are split among them, and one summary is merged from all
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
@@ -100,18 +104,45 @@ Example, faults:    client --connections 5000 --interval 0 --duration 30s \\
                       --faults silent=10% --server-interval 500ms
 Against a server on 127.0.0.1, more than 10000 connections are spread over source addresses
 127.0.0.1, 127.0.0.2, ... (at most 5000 each) unless --bind is given.
-On a terminal, with no setting given by flag and no --no-prompt, a single
-client asks for both as the original did; Enter keeps the value shown.
+Questions: only when stdin is a terminal and no flag at all was given (--no-prompt aside), a
+single client asks for both as the original did; Enter keeps the value shown.
 SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for the
 echoes owed, close, print the summary (load mode), exit 0.
 Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
 
 impl ClientArgs {
-    /// True when a setting came from a flag: then the client asks nothing.
+    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
+    /// shadows so that [`ClientArgs::settings_given`] knows every flag given).
+    pub fn parse() -> ClientArgs {
+        Self::try_parse().unwrap_or_else(|e| e.exit())
+    }
+
+    /// The same as clap's `Parser::try_parse`, noting the flags given.
+    pub fn try_parse() -> Result<ClientArgs, clap::Error> {
+        Self::try_parse_from(std::env::args_os())
+    }
+
+    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
+    pub fn try_parse_from<I, T>(args: I) -> Result<ClientArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (mut parsed, given) = parse_noting_flags::<ClientArgs, _, _>(args)?;
+        parsed.flags_given = given;
+        Ok(parsed)
+    }
+
+    /// True when any flag but `--no-prompt` was given: then the client asks nothing
+    /// ([`super::PROMPT_RULE`]).
     pub fn settings_given(&self) -> bool {
-        let timing = self.interval.is_some() || self.heartbeat_block.is_some();
-        let given = timing || self.host.is_some() || self.port.is_some();
-        given || self.config.is_some() || self.workers > 1
+        self.flags_given
+    }
+
+    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
+    /// `--no-prompt` was not.
+    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
+        stdin_is_terminal && !self.no_prompt && !self.settings_given()
     }
 
     pub fn resolve(

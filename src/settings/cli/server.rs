@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    check_timing, count, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick,
-    LogLevel, Origin, StartError,
+    check_timing, count, duration, for_tcp, from_file, metrics_addr, parse_noting_flags, port,
+    positive, size, tick, LogLevel, Origin, StartError,
 };
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
@@ -21,7 +21,8 @@ use crate::settings::config::FileConfig;
 /// that go quiet, and closes those that do not answer with `End Connection`.
 ///
 /// Settings come from the flags, then `configuration.json` (the `server` object), then the
-/// defaults. Durations are written 500ms, 5s, 2m, or a bare number of seconds.
+/// defaults. Durations are written 500us, 500ms, 1.5s, 5s, 2m, 1h, or a bare number of
+/// seconds.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-server", version, after_help = SERVER_AFTER_HELP)]
 pub struct ServerArgs {
@@ -80,10 +81,13 @@ pub struct ServerArgs {
     /// Never ask for settings, even on a terminal
     #[arg(long)]
     pub no_prompt: bool,
+    /// Set by parsing: some flag other than `--no-prompt` was given.
+    #[arg(skip)]
+    pub flags_given: bool,
     /// Print the exit summary as one JSON object on stdout instead of text
     #[arg(long)]
     pub json: bool,
-    /// On SIGTERM, spread the peers' `End Connection`s evenly over this long, so that their
+    /// On SIGTERM, SIGINT or SIGHUP, spread the peers' `End Connection`s evenly over this long, so that their
     /// reconnects do not reach the other servers in one burst; a second signal ends it
     #[arg(long, value_name = "DUR", value_parser = duration, default_value = "0")]
     pub drain: Duration,
@@ -114,19 +118,47 @@ pub struct ServerArgs {
 }
 
 const SERVER_AFTER_HELP: &str = "\
-On a terminal, with no setting given by flag and no --no-prompt, the server asks for the interval,
-count and idle time as the original did; Enter keeps the value shown.
+Questions: only when stdin is a terminal and no flag at all was given (--no-prompt aside), the
+server asks for the interval, count and idle time as the original did; Enter keeps the value.
 SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`, a
-summary is printed (one JSON line with --json), exit 0. Under systemd (NOTIFY_SOCKET set)
+summary is printed (one JSON line with --json), exit 0. SIGUSR1 reopens --log-file and
+--events (log rotation); SIGUSR2 and SIGALRM are ignored. Under systemd (NOTIFY_SOCKET set)
 it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
 impl ServerArgs {
-    /// True when a setting came from a flag: then the server asks nothing.
+    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
+    /// shadows so that [`ServerArgs::settings_given`] knows every flag given).
+    pub fn parse() -> ServerArgs {
+        Self::try_parse().unwrap_or_else(|e| e.exit())
+    }
+
+    /// The same as clap's `Parser::try_parse`, noting the flags given.
+    pub fn try_parse() -> Result<ServerArgs, clap::Error> {
+        Self::try_parse_from(std::env::args_os())
+    }
+
+    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
+    pub fn try_parse_from<I, T>(args: I) -> Result<ServerArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (mut parsed, given) = parse_noting_flags::<ServerArgs, _, _>(args)?;
+        parsed.flags_given = given;
+        Ok(parsed)
+    }
+
+    /// True when any flag but `--no-prompt` was given: then the server asks nothing
+    /// ([`super::PROMPT_RULE`]).
     pub fn settings_given(&self) -> bool {
-        let timing = self.interval.is_some() || self.count.is_some() || self.idle.is_some();
-        let given = timing || self.host.is_some() || self.port.is_some();
-        given || self.config.is_some() || self.workers > 1
+        self.flags_given
+    }
+
+    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
+    /// `--no-prompt` was not.
+    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
+        stdin_is_terminal && !self.no_prompt && !self.settings_given()
     }
 
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller

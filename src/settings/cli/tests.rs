@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-
 use super::*;
 use crate::settings::config::FileConfig;
 
@@ -245,4 +243,62 @@ fn client_fault_reconnect_and_server_interval_flags() {
         let args = std::iter::once("client").chain(bad.iter().copied());
         assert!(ClientArgs::try_parse_from(args).is_err(), "{bad:?}");
     }
+}
+
+/// Issue 22, the prompt rule: any flag at all but `--no-prompt` is a setting given, even one
+/// that is not about timing and even with its default value; then nothing is asked.
+#[test]
+fn any_flag_but_no_prompt_turns_the_questions_off() {
+    for flags in [
+        &["--json"][..],
+        &["--max-line", "1KiB"],
+        &["--allow", "127.0.0.0/8"],
+        &["--log-level", "debug"],
+        &["--log-level", "info"],
+        &["--interval", "5s"],
+    ] {
+        let args = server(flags);
+        assert!(args.settings_given(), "{flags:?}");
+        assert!(!args.asks(true), "{flags:?}");
+    }
+    for flags in [
+        &["--json"][..],
+        &["--log-level", "warn"],
+        &["--message", "hi"],
+    ] {
+        assert!(!client(flags).asks(true), "{flags:?}");
+    }
+    assert!(
+        server(&[]).asks(true),
+        "no flag, a terminal: the original's questions"
+    );
+    assert!(!server(&[]).asks(false), "never without a terminal");
+    assert!(!server(&["--no-prompt"]).asks(true));
+    assert!(!server(&["--no-prompt"]).settings_given());
+    assert!(client(&[]).asks(true));
+}
+
+/// The rule as the binaries keep it, driven through the prompt module's reader and writer:
+/// with no flag, the questions are asked and Enter keeps the defaults; with `--json`, a
+/// terminal gets no question at all.
+#[test]
+fn the_prompt_rule_decides_whether_the_questions_are_written() {
+    use crate::settings::prompt;
+    let run = |flags: &[&str]| -> String {
+        let args = server(flags);
+        let mut output = Vec::new();
+        if args.asks(true) {
+            let mut input: &[u8] = b"\n\n\n";
+            let timing = prompt::ask_server_timing(&mut input, &mut output, Timing::DEFAULT);
+            assert_eq!(
+                timing.ok(),
+                Some(Timing::DEFAULT),
+                "Enter keeps the defaults"
+            );
+        }
+        String::from_utf8(output).expect("text")
+    };
+    assert!(run(&[]).contains("Time interval between heartbeats"));
+    assert_eq!(run(&["--json"]), "", "a flag was given: nothing asked");
+    assert_eq!(run(&["--max-line", "64KiB"]), "");
 }
