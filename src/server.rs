@@ -236,7 +236,7 @@ impl Server {
     /// send time stays within a batch of the real one.
     fn fire_timers(&mut self, woke: Instant) {
         loop {
-            if !self.core.poll_timeout().is_some_and(|at| at <= woke) {
+            if self.core.poll_timeout().is_none_or(|at| at > woke) {
                 return;
             }
             let now = Instant::now();

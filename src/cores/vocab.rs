@@ -84,11 +84,11 @@ pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
     if duration.is_zero() {
         "0s".to_string()
-    } else if duration.subsec_nanos() % 1_000_000 != 0 {
+    } else if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{duration:?}")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{}s", duration.as_secs_f64())
