@@ -62,7 +62,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1; an empty list is
-    /// refused [default: all]
+    /// refused. IPv4 peers are matched as IPv4 also on a `::` listener, so ::/0 admits no
+    /// IPv4 peer: use 0.0.0.0/0,::/0 for all [default: all]
     #[arg(long, value_name = "CIDR,...")]
     pub allow: Option<AllowList>,
     /// Length of the queue of connections waiting to be accepted
