@@ -15,7 +15,7 @@ use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
 use crate::edge::net;
 use crate::server::{self, ServerConfig};
-use crate::settings::config::FileConfig;
+use crate::settings::config::{ConfigError, FileConfig};
 
 /// TCP heartbeat server: echoes each line as `Echoing...<line>`, sends `heartbeat` to peers
 /// that go quiet, and closes those that do not answer with `End Connection`.
@@ -192,6 +192,7 @@ impl ServerArgs {
                 .unwrap_or(Timing::DEFAULT.count),
         };
         check_timing(&timing, self.tick)?;
+        check_metrics_port(self.metrics, addr)?;
         Ok(ServerConfig {
             addr,
             timing,
@@ -219,4 +220,26 @@ fn seed_from_clock() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
     nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// `--metrics` on the port the server listens on (the same address, or either of them on
+/// every interface) could never work: one of the two listeners would fail with "address in
+/// use", and that error would only suggest changing `--port`.
+fn check_metrics_port(metrics: Option<SocketAddr>, listen: SocketAddr) -> Result<(), ConfigError> {
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
+    let same_ip = metrics.ip() == listen.ip()
+        || metrics.ip().is_unspecified()
+        || listen.ip().is_unspecified();
+    if metrics.port() == 0 || metrics.port() != listen.port() || !same_ip {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        setting: "--metrics".into(),
+        message: format!(
+            "{metrics} is the port the server listens on ({listen}): give the metrics a \
+             port of their own (change --metrics or --port)"
+        ),
+    })
 }

@@ -302,3 +302,36 @@ fn the_prompt_rule_decides_whether_the_questions_are_written() {
     assert_eq!(run(&["--json"]), "", "a flag was given: nothing asked");
     assert_eq!(run(&["--max-line", "64KiB"]), "");
 }
+
+/// Issue 21: a `--metrics` port equal to `--port` is a bad setting (exit 2) whose message
+/// suggests changing either one, not an "address in use" that blames `--port` alone.
+#[test]
+fn a_metrics_port_equal_to_the_port_is_refused_suggesting_either() {
+    let args = server(&["--port", "9000", "--metrics", "127.0.0.1:9000"]);
+    let error = args.resolve(&FileConfig::default(), None).unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+    assert_eq!(
+        error.to_string(),
+        "--metrics: 127.0.0.1:9000 is the port the server listens on (127.0.0.1:9000): give \
+         the metrics a port of their own (change --metrics or --port)"
+    );
+    let everywhere = server(&[
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--metrics",
+        "127.0.0.1:9000",
+    ]);
+    assert!(everywhere.resolve(&FileConfig::default(), None).is_err());
+    for fine in [
+        &["--port", "9000", "--metrics", "127.0.0.1:9100"][..],
+        &["--port", "9000", "--metrics", "127.0.0.2:9000"],
+        &["--port", "0", "--metrics", "127.0.0.1:0"],
+    ] {
+        assert!(
+            server(fine).resolve(&FileConfig::default(), None).is_ok(),
+            "{fine:?}"
+        );
+    }
+}
