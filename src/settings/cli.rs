@@ -27,24 +27,25 @@ mod server;
 pub use self::client::ClientArgs;
 pub use self::server::ServerArgs;
 
-/// Why the command line could not be turned into a configuration.
-#[derive(Debug)]
+/// Why the command line could not be turned into a configuration. Each variant shows its
+/// cause's message as it is, and `source()` reaches the cause's own source.
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A bad configuration file or value: exit status 2.
-    Config(ConfigError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// An address that cannot be used: exit status 1.
-    Setup(SetupError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// `--workers`: a worker could not be started, or failed at start (its own status).
+    /// (`WorkersError` is not a `std::error::Error`, so it has no source to give.)
+    #[error("{0}")]
     Workers(WorkersError),
 }
 
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Config(e) => e.fmt(f),
-            StartError::Setup(e) => e.fmt(f),
-            StartError::Workers(e) => e.fmt(f),
-        }
+impl From<WorkersError> for StartError {
+    fn from(e: WorkersError) -> Self {
+        StartError::Workers(e)
     }
 }
 
@@ -55,24 +56,6 @@ impl StartError {
             StartError::Setup(_) => 1,
             StartError::Workers(e) => e.exit_code(),
         }
-    }
-}
-
-impl From<ConfigError> for StartError {
-    fn from(e: ConfigError) -> Self {
-        StartError::Config(e)
-    }
-}
-
-impl From<WorkersError> for StartError {
-    fn from(e: WorkersError) -> Self {
-        StartError::Workers(e)
-    }
-}
-
-impl From<SetupError> for StartError {
-    fn from(e: SetupError) -> Self {
-        StartError::Setup(e)
     }
 }
 
