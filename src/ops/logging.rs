@@ -161,11 +161,7 @@ pub fn flush() -> bool {
 /// waits: each writer reopens before its next batch, and is woken to do it now.
 pub fn reopen() {
     REOPEN.fetch_add(1, Ordering::SeqCst);
-    let mut queues: Vec<Arc<Queue>> = SINKS.get().cloned().unwrap_or_default();
-    queues.extend(lock_others().iter().cloned());
-    for queue in queues {
-        queue.wake();
-    }
+    queue::wake_all();
 }
 
 /// How many times [`reopen`] was called; a writer that saw fewer reopens its file.

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use log::Level;
@@ -208,10 +208,27 @@ pub(super) fn spawn_writer(
     report: Option<FailureReport>,
     notes: Notes,
 ) -> io::Result<()> {
+    let writers = WRITERS.lock();
+    let mut writers = writers.unwrap_or_else(|e| e.into_inner());
+    writers.retain(|queue| queue.strong_count() > 0);
+    writers.push(Arc::downgrade(&queue));
+    drop(writers);
     std::thread::Builder::new()
         .name(format!("log {name}"))
         .spawn(move || write_forever(&queue, out, report, notes))
         .map(drop)
+}
+
+/// Every writer thread's queue, so that [`wake_all`] reaches each one (a queue whose writer
+/// is gone is skipped and forgotten).
+static WRITERS: Mutex<Vec<Weak<Queue>>> = Mutex::new(Vec::new());
+
+/// Wakes every writer thread (to reopen its file), without waiting for any of them.
+pub(super) fn wake_all() {
+    let writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    for queue in writers.iter().filter_map(Weak::upgrade) {
+        queue.wake();
+    }
 }
 
 /// One warning on stderr about this destination: `log file PATH: BEFORE: ERROR AFTER`.

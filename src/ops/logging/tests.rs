@@ -497,3 +497,19 @@ fn reopen_writes_new_lines_to_a_new_file_at_the_old_path() {
     assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
 }
+
+/// Issue 21: an event log that cannot be opened is named as such, not as "log file", and the
+/// I/O error stays reachable as the source.
+#[test]
+fn an_event_log_that_cannot_be_opened_says_event_log() {
+    use std::error::Error;
+    let Err(error) = LineSink::open(Path::new("/nonexistent/heartbeat/events.jsonl")) else {
+        panic!("opened a file in a directory that does not exist");
+    };
+    let text = error.to_string();
+    assert!(
+        text.starts_with("cannot open event log /nonexistent/heartbeat/events.jsonl: "),
+        "{text}"
+    );
+    assert!(error.source().is_some());
+}
