@@ -101,11 +101,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SetupError> {
 /// multicast and broadcast addresses are for UDP. (A listener there "succeeds", and nothing
 /// can ever connect.) An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
 pub fn not_for_tcp(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
         ip if ip.is_multicast() => Some("a multicast address"),
         _ => None,
