@@ -40,6 +40,8 @@ pub struct ServerStats {
     pub closed_at_shutdown: u64,
     /// Closed for holding the most while all buffers stayed over `--max-buffered`.
     pub closed_over_budget: u64,
+    /// Left without sending a byte (TCP health checks, scans): not errors.
+    pub closed_probe: u64,
     /// Log lines lost because the log's destination was not keeping up (`logging`).
     pub log_lines_dropped: u64,
     pub lines_too_long: u64,
@@ -51,6 +53,10 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
     pub rejected_proxy_header: u64,
+    /// Of those, closed to make room while the most peers allowed were waiting for one.
+    pub proxy_header_evicted: u64,
+    /// Metrics scrapers answered `503` because every slot was taken.
+    pub metrics_busy: u64,
     /// How long after its due time each `End Connection` was sent.
     #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
@@ -251,6 +257,7 @@ impl ServerStats {
             Reason::Failed => &mut self.closed_on_error,
             Reason::Shutdown => &mut self.closed_at_shutdown,
             Reason::OverBudget => &mut self.closed_over_budget,
+            Reason::Probe => &mut self.closed_probe,
         };
         *counter += 1;
     }
@@ -266,6 +273,16 @@ impl ServerStats {
     /// A peer sent no valid PROXY protocol header (`--proxy-protocol`).
     pub fn on_refused_proxy_header(&mut self) {
         self.rejected_proxy_header += 1;
+    }
+
+    /// A peer waiting for its PROXY header was closed to make room for a newcomer.
+    pub fn on_proxy_header_evicted(&mut self) {
+        self.proxy_header_evicted += 1;
+    }
+
+    /// A metrics scraper found every slot taken and was answered `503`.
+    pub fn on_metrics_busy(&mut self) {
+        self.metrics_busy += 1;
     }
 
     /// `accept` itself failed.
@@ -360,12 +377,15 @@ impl ServerStats {
             closed_on_error,
             closed_at_shutdown,
             closed_over_budget,
+            closed_probe,
             log_lines_dropped,
             lines_too_long,
             rejected_full,
             rejected_not_allowed,
             accept_errors,
             rejected_proxy_header,
+            proxy_header_evicted,
+            metrics_busy,
             close_lateness,
             close_lateness_loop,
             wake_delay,
@@ -385,12 +405,15 @@ impl ServerStats {
             (&mut self.closed_on_error, closed_on_error),
             (&mut self.closed_at_shutdown, closed_at_shutdown),
             (&mut self.closed_over_budget, closed_over_budget),
+            (&mut self.closed_probe, closed_probe),
             (&mut self.log_lines_dropped, log_lines_dropped),
             (&mut self.lines_too_long, lines_too_long),
             (&mut self.rejected_full, rejected_full),
             (&mut self.rejected_not_allowed, rejected_not_allowed),
             (&mut self.accept_errors, accept_errors),
             (&mut self.rejected_proxy_header, rejected_proxy_header),
+            (&mut self.proxy_header_evicted, proxy_header_evicted),
+            (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
             (&mut self.bytes_out, bytes_out),
         ] {
@@ -404,7 +427,7 @@ impl ServerStats {
 
     /// Multi-line human summary printed at exit: one fact per line.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 16] = [
+        let rows: [(&str, u64); 19] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -416,6 +439,7 @@ impl ServerStats {
             ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),
             ("closed over --max-buffered", self.closed_over_budget),
+            ("probes (left without a byte)", self.closed_probe),
             ("log lines dropped", self.log_lines_dropped),
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
@@ -424,6 +448,11 @@ impl ServerStats {
             ("refused, not in --allow", self.rejected_not_allowed),
             ("accept errors", self.accept_errors),
             ("refused, no valid PROXY header", self.rejected_proxy_header),
+            (
+                "  of which closed to make room for newer ones",
+                self.proxy_header_evicted,
+            ),
+            ("metrics scrapes answered 503 (all slots taken)", self.metrics_busy),
         ];
         let mut out = format!(
             "Summary: {} connections accepted, peak {} open",
