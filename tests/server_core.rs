@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use heartbeat::cores::allow::AllowList;
 use heartbeat::cores::liveness::Timing;
+use heartbeat::ops::metrics::SCRAPE_DEADLINE;
 use heartbeat::server::core::waiting::{
     BUSY_LINGER, HEADER_DEADLINE, SCRAPE_FIRST_REQUEST, SCRAPE_SLOTS,
 };
@@ -16,7 +17,6 @@ use heartbeat::server::core::{
     Action, Admission, Arrival, Event, Reason, Refusal, ServerCore, Settings, Stage, Timer,
     WaitEnd, WaitKey, ACCEPT_BACKOFF, DEAD_LINGER, STOP_LINGER, TIMERS_PER_BATCH,
 };
-use heartbeat::ops::metrics::SCRAPE_DEADLINE;
 
 const US: Duration = Duration::from_micros(1);
 const MS: Duration = Duration::from_millis(1);
@@ -928,7 +928,12 @@ fn a_proxy_header_wait_ends_at_its_deadline_exactly() {
     h.run_until(h.at(HEADER_DEADLINE));
     assert_eq!(
         h.ended,
-        [(HEADER_DEADLINE, Stage::ProxyHeader, silent, WaitEnd::TimedOut)]
+        [(
+            HEADER_DEADLINE,
+            Stage::ProxyHeader,
+            silent,
+            WaitEnd::TimedOut
+        )]
     );
     assert_eq!(h.core.waiting(Stage::ProxyHeader), 0);
     assert_eq!(h.core.stats().rejected_proxy_header, 1);
@@ -964,7 +969,10 @@ fn at_the_proxy_header_cap_the_oldest_waiter_makes_room() {
     arrive(&mut h, Stage::ProxyHeader);
     assert_eq!(h.ended[1].2, waiters[1]);
     let stats = h.core.stats();
-    assert_eq!((stats.proxy_header_evicted, stats.rejected_proxy_header), (2, 2));
+    assert_eq!(
+        (stats.proxy_header_evicted, stats.rejected_proxy_header),
+        (2, 2)
+    );
 }
 
 /// A scraper that sends no complete request within a second gives its slot up; one that did
@@ -990,7 +998,11 @@ fn scraper_slots_free_a_silent_one_after_a_second_and_answer_busy_past_them() {
     arrive(&mut h, Stage::Scrape);
     h.ended.clear();
     h.run_until(h.at(SCRAPE_DEADLINE - US));
-    assert_eq!(h.ended.len(), 1, "the newcomer's second ran out, not the answered one's");
+    assert_eq!(
+        h.ended.len(),
+        1,
+        "the newcomer's second ran out, not the answered one's"
+    );
     h.run_until(h.at(SCRAPE_DEADLINE));
     assert_eq!(h.ended.last().map(|e| e.2), Some(answered));
 }
@@ -1039,7 +1051,10 @@ fn a_peer_that_leaves_without_a_byte_is_a_probe() {
             .collect();
         assert_eq!(
             reports,
-            [&Event::Connected { open: 1 + key }, &Event::Closed(Reason::Probe)]
+            [
+                &Event::Connected { open: 1 + key },
+                &Event::Closed(Reason::Probe)
+            ]
         );
     }
 }
@@ -1069,5 +1084,7 @@ fn a_batch_of_timers_fires_at_its_own_stamp_and_says_when_more_are_due() {
     }
     // Each peer's next heartbeat is a full interval after its own batch's stamp.
     h.run_until(h.at(503 * MS - US));
-    assert!(keys[TIMERS_PER_BATCH..].iter().all(|k| h.lines(*k).len() == 1));
+    assert!(keys[TIMERS_PER_BATCH..]
+        .iter()
+        .all(|k| h.lines(*k).len() == 1));
 }

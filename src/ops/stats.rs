@@ -452,7 +452,10 @@ impl ServerStats {
                 "  of which closed to make room for newer ones",
                 self.proxy_header_evicted,
             ),
-            ("metrics scrapes answered 503 (all slots taken)", self.metrics_busy),
+            (
+                "metrics scrapes answered 503 (all slots taken)",
+                self.metrics_busy,
+            ),
         ];
         let mut out = format!(
             "Summary: {} connections accepted, peak {} open",
@@ -592,13 +595,16 @@ mod tests {
             detection_time: Latencies::default(),
             bytes_in: 1017,
             bytes_out: 1018,
+            closed_probe: 1019,
+            proxy_header_evicted: 1020,
+            metrics_busy: 1021,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1018 {
+        for v in 1001..=1021 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

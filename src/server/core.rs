@@ -85,8 +85,8 @@ use self::ending::Drain;
 pub use self::sessions::Session;
 use self::sessions::Sessions;
 pub use self::types::{Action, Admission, Event, Reason, Refusal, Settings, Timer};
-pub use self::waiting::{Arrival, Stage, WaitEnd, WaitKey};
 use self::waiting::Waiting;
+pub use self::waiting::{Arrival, Stage, WaitEnd, WaitKey};
 
 /// After accept fails for lack of file descriptors, wait this long before trying again:
 /// long enough not to spin, short enough that peers barely notice.

@@ -110,7 +110,9 @@ impl ServerCore {
 
     /// Bytes decided for `key` and not yet taken by the kernel.
     pub(super) fn pending_output(&self, key: usize) -> usize {
-        let shared = self.segment_of(key).map_or(0, |i| self.segment_range(i).len());
+        let shared = self
+            .segment_of(key)
+            .map_or(0, |i| self.segment_range(i).len());
         shared + self.conns.get(key).map_or(0, |r| r.buffers.unsent())
     }
 
