@@ -23,6 +23,8 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -99,7 +99,7 @@ pub const DEAD_LINGER: Duration = Duration::from_secs(2);
 pub const READ_BUFFER: usize = 64 * 1024;
 /// An echo is at most this many times the bytes read: an empty line, 1 byte, comes back as
 /// `Echoing...` and a newline. Reads are sized by it so output stays within its limit.
-const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
+pub(crate) const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
 /// Timers fired per [`ServerCore::handle_timeout`]: the loop reads its clock again between
 /// batches, so a heartbeat's send time is never more than a batch's work behind the truth.
 pub const TIMERS_PER_BATCH: usize = 64;
