@@ -189,7 +189,7 @@ pub struct ServerCore {
     /// (a batch of timers writes to many), so a peer's echoes and heartbeats cost no
     /// allocation unless the kernel refuses them. Empty again once the loop wrote them all.
     output: Vec<u8>,
-    segments: Vec<Segment>,
+    segments: output::Segments,
     accept_paused_until: Option<Instant>,
     /// `Some` once stopping.
     drain: Option<Drain>,
@@ -218,7 +218,7 @@ impl ServerCore {
             stats: ServerStats::default(),
             actions: VecDeque::new(),
             output: Vec::with_capacity(2 * READ_BUFFER),
-            segments: Vec::with_capacity(TIMERS_PER_BATCH),
+            segments: output::Segments::with_capacity(TIMERS_PER_BATCH),
             accept_paused_until: None,
             drain: None,
             peers_gone: 0,
@@ -382,8 +382,8 @@ impl ServerCore {
         match self.conns.get(key) {
             Some(record) if !record.buffers.outbox().is_empty() => record.buffers.outbox(),
             Some(_) => self
-                .segment_of(key)
-                .map_or(&[][..], |i| &self.output[self.segment_range(i)]),
+                .segment(key)
+                .map_or(&[][..], |(_, range)| &self.output[range]),
             None => &[],
         }
     }
@@ -391,7 +391,7 @@ impl ServerCore {
     /// How writing [`output`](Self::output) for `key` at `now` went: `Ok(n)`, the kernel took
     /// the first `n` bytes (the rest is kept); `Err`, the connection is broken.
     pub fn handle_written(&mut self, now: Instant, key: usize, result: io::Result<usize>) {
-        let segment = self.segment_of(key).map(|i| (i, self.segment_range(i)));
+        let segment = self.segment(key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -414,9 +414,11 @@ impl ServerCore {
             record.buffers.sent(written);
         } else if let Some((i, range)) = segment {
             // Only what the kernel refused is copied, and only then is memory allocated.
-            let rest = self.output.get(range.start + written..range.end);
-            record.buffers.hold(rest.unwrap_or_default());
-            output::segment_done(&mut self.segments, &mut self.output, i);
+            if written < range.len() {
+                let rest = self.output.get(range.start + written..range.end);
+                record.buffers.hold(rest.unwrap_or_default());
+            }
+            self.segments.done(i, &mut self.output);
         }
         let unsent = record.buffers.unsent();
         let limit = self.settings.max_write_buffer;

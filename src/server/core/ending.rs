@@ -155,8 +155,8 @@ impl ServerCore {
         {
             self.peers_gone -= 1;
         }
-        if let Some(i) = self.segment_of(key) {
-            self.segment_done(i);
+        if let Some(i) = self.segments.find(key) {
+            self.segments.done(i, &mut self.output);
         }
         let held = record.accounted as usize;
         self.budget_changed(now, key, held, 0);

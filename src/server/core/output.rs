@@ -71,38 +71,39 @@ impl ServerCore {
     /// an earlier segment of it is still there (not written yet), that output moves to its
     /// outbox first, in order.
     pub(super) fn claim_output(&mut self, now: Instant, key: usize) {
-        if let Some(last) = self.segments.last() {
+        let output_len = self.output.len();
+        if let Some(last) = self.segments.list.last() {
             if last.key == key {
                 return;
             }
-            if last.start == self.output.len() {
+            if last.start == output_len {
                 // An empty segment holds nothing: give its place to this one.
-                self.segments.pop();
+                self.segments.list.pop();
             }
         }
-        if let Some(i) = self.segment_of(key) {
-            let range = self.segment_range(i);
+        if let Some(i) = self.segments.find(key) {
+            let range = self.segments.range(i, output_len);
             if let Some(record) = self.conns.get_mut(key) {
                 record.buffers.hold(&self.output[range]);
             }
-            self.segment_done(i);
+            self.segments.done(i, &mut self.output);
             self.account(now, key);
         }
-        self.segments.push(Segment {
-            key,
-            start: self.output.len(),
-        });
+        self.segments.push(key, self.output.len());
     }
 
     /// New output for `key` is at the end of the shared buffer: behind unsent output it
     /// joins the outbox (order is kept); either way the loop is asked to write.
     pub(super) fn output_ready(&mut self, now: Instant, key: usize) {
-        let segment = self.segment_of(key).map(|i| (i, self.segment_range(i)));
-        if let (Some(record), Some((i, range))) = (self.conns.get_mut(key), segment) {
-            if !record.buffers.outbox().is_empty() {
+        let behind = self
+            .conns
+            .get(key)
+            .is_some_and(|record| !record.buffers.outbox().is_empty());
+        if let Some((i, range)) = behind.then(|| self.segment(key)).flatten() {
+            if let Some(record) = self.conns.get_mut(key) {
                 record.buffers.hold(&self.output[range]);
-                self.segment_done(i);
             }
+            self.segments.done(i, &mut self.output);
         }
         self.actions.push_back(Action::Write(key));
         self.account(now, key);
@@ -110,41 +111,93 @@ impl ServerCore {
 
     /// Bytes decided for `key` and not yet taken by the kernel.
     pub(super) fn pending_output(&self, key: usize) -> usize {
-        let shared = self
-            .segment_of(key)
-            .map_or(0, |i| self.segment_range(i).len());
+        let shared = self.segment(key).map_or(0, |(_, range)| range.len());
         shared + self.conns.get(key).map_or(0, |r| r.buffers.unsent())
     }
 
-    /// The index of `key`'s segment, if it has output in the shared buffer. The newest
-    /// first: the peer just served is almost always the last.
-    pub(super) fn segment_of(&self, key: usize) -> Option<usize> {
-        self.segments.iter().rposition(|s| s.key == key)
-    }
-
-    pub(super) fn segment_range(&self, i: usize) -> Range<usize> {
-        let end = self
-            .segments
-            .get(i + 1)
-            .map_or(self.output.len(), |next| next.start);
-        self.segments[i].start..end
-    }
-
-    /// Segment `i` was written or moved. Done segments at the end give their bytes back; once
-    /// none is left the buffer is empty (its capacity kept: no allocation next time).
-    pub(super) fn segment_done(&mut self, i: usize) {
-        segment_done(&mut self.segments, &mut self.output, i);
+    /// `key`'s segment, if it has output in the shared buffer: its index and its bytes.
+    pub(super) fn segment(&self, key: usize) -> Option<(usize, Range<usize>)> {
+        let i = self.segments.find(key)?;
+        Some((i, self.segments.range(i, self.output.len())))
     }
 }
 
-/// [`ServerCore::segment_done`], for a caller that holds a peer's record meanwhile.
-pub(super) fn segment_done(segments: &mut Vec<Segment>, output: &mut Vec<u8>, i: usize) {
-    segments[i].key = DONE;
-    while let Some(last) = segments.last() {
-        if last.key != DONE {
+/// The segments of the shared output buffer, in the order their output was decided.
+#[derive(Debug, Default)]
+pub(super) struct Segments {
+    list: Vec<Segment>,
+    /// Every segment before this one is done: the loop writes in the order the core asked,
+    /// so the one written next is found at once.
+    first_live: usize,
+    /// Bit `key % 64` is set for every key given a segment since the buffer was last empty:
+    /// a key whose bit is clear has none, found without a search (a batch of timers claims
+    /// the buffer for up to 64 peers, often with consecutive keys).
+    keys: u64,
+}
+
+impl Segments {
+    pub(super) fn with_capacity(n: usize) -> Segments {
+        Segments {
+            list: Vec::with_capacity(n),
+            ..Segments::default()
+        }
+    }
+
+    fn bit(key: usize) -> u64 {
+        1 << (key % 64)
+    }
+
+    pub(super) fn find(&self, key: usize) -> Option<usize> {
+        if self.keys & Self::bit(key) == 0 {
+            return None;
+        }
+        // The echo path: the peer just served has the last (usually the only) segment.
+        let last = self.list.len().checked_sub(1)?;
+        if self.list[last].key == key {
+            return Some(last);
+        }
+        let live = self.list.get(self.first_live..)?;
+        let i = live.iter().position(|s| s.key == key)?;
+        Some(i + self.first_live)
+    }
+
+    fn range(&self, i: usize, output_len: usize) -> Range<usize> {
+        let end = self.list.get(i + 1).map_or(output_len, |next| next.start);
+        self.list[i].start..end
+    }
+
+    fn push(&mut self, key: usize, start: usize) {
+        self.keys |= Self::bit(key);
+        self.list.push(Segment { key, start });
+    }
+
+    /// Segment `i` was written or moved. Done segments at the end give their bytes back;
+    /// once none is left the buffer is empty (its capacity kept: no allocation next time).
+    pub(super) fn done(&mut self, i: usize, output: &mut Vec<u8>) {
+        if i == 0 && self.list.len() == 1 {
+            // The echo path: the only segment.
+            output.truncate(self.list[0].start);
+            self.list.clear();
+            self.first_live = 0;
+            self.keys = 0;
             return;
         }
-        output.truncate(last.start);
-        segments.pop();
+        self.list[i].key = DONE;
+        while self
+            .list
+            .get(self.first_live)
+            .is_some_and(|s| s.key == DONE)
+        {
+            self.first_live += 1;
+        }
+        while let Some(last) = self.list.last() {
+            if last.key != DONE {
+                return;
+            }
+            output.truncate(last.start);
+            self.list.pop();
+        }
+        self.first_live = 0;
+        self.keys = 0;
     }
 }
