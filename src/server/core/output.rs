@@ -201,3 +201,47 @@ impl Segments {
         self.keys = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three peers' output in one buffer, written out of order: each finds its own bytes,
+    /// done segments in the middle keep the others' bounds, and the buffer empties (keeping
+    /// its capacity) once all are done.
+    #[test]
+    fn segments_keep_each_peers_bytes_whatever_the_order_they_are_written_in() {
+        let mut output = Vec::with_capacity(64);
+        let mut segments = Segments::with_capacity(4);
+        for (key, bytes) in [
+            (7, &b"seven\n"[..]),
+            (3, b"three\n"),
+            (71, b"seventy-one\n"),
+        ] {
+            segments.push(key, output.len());
+            output.extend_from_slice(bytes);
+        }
+        let bytes = |s: &Segments, output: &Vec<u8>, key| {
+            let i = s.find(key).expect("a segment");
+            output[s.range(i, output.len())].to_vec()
+        };
+        assert_eq!(bytes(&segments, &output, 3), b"three\n");
+        assert_eq!(segments.find(8), None, "bit clear: no search");
+        assert_eq!(segments.find(135), None, "bit shared with 71, no segment");
+        let three = segments.find(3).expect("a segment");
+        segments.done(three, &mut output);
+        assert_eq!(bytes(&segments, &output, 7), b"seven\n");
+        assert_eq!(bytes(&segments, &output, 71), b"seventy-one\n");
+        let last = segments.find(71).expect("a segment");
+        segments.done(last, &mut output);
+        assert_eq!(
+            output, b"seven\n",
+            "done segments at the end give their bytes back"
+        );
+        let seven = segments.find(7).expect("a segment");
+        segments.done(seven, &mut output);
+        assert!(output.is_empty() && segments.list.is_empty());
+        assert_eq!((segments.first_live, segments.keys), (0, 0));
+        assert!(output.capacity() >= 64);
+    }
+}
