@@ -700,6 +700,7 @@ mod tests {
         let byte = any::<u8>().prop_filter("no newline", |b| *b != b'\n');
         let content = prop_oneof![
             4 => prop::collection::vec(byte.clone(), 0..max_len),
+            1 => (60usize..300).prop_map(|n| vec![b'x'; n]),
             1 => Just(HEARTBEAT_REPLY.to_vec()),
             1 => Just(Vec::new()),
         ];
