@@ -312,20 +312,20 @@ impl LineDecoder {
     /// [`feed`]: LineDecoder::feed
     pub fn feed_echo(&mut self, max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
         let mut tally = Echoed::default();
-        let mut rest = input;
-        if !self.is_at_rest() {
-            // The held (or dropped) line ends at the first newline; after it, a line starts.
-            let head = memchr(b'\n', input).map_or(input.len(), |end| end + 1);
-            self.feed(max_line, &input[..head], |f| {
-                answer(max_line, f, out, &mut tally)
-            });
-            rest = &input[head..];
-        }
+        // The held (or dropped) line ends at the first newline; after it, a line starts.
+        let mut on_frame = |f: Frame<'_>| answer(max_line, f, out, &mut tally);
+        let Some(rest) = self.finish_pending(max_line, input, &mut on_frame) else {
+            return tally;
+        };
         let whole = echo_lines(max_line, rest, out);
         tally.add(whole);
+        // No newline in the tail: it is held, or dropped if already over the limit.
         let tail = &rest[whole.consumed..];
-        if !tail.is_empty() {
-            self.feed(max_line, tail, |f| answer(max_line, f, out, &mut tally));
+        if tail.len() > max_line {
+            answer(max_line, Frame::TooLong, out, &mut tally);
+            self.discarding = true;
+        } else if !tail.is_empty() {
+            self.hold(max_line, tail);
         }
         tally
     }
