@@ -1,7 +1,8 @@
 //! A fixed pipelined-echo workload through the server core, for counting instructions (the
 //! machine is shared, so timings are noise; `valgrind --tool=callgrind` counts are not).
 //!
-//! One peer sends `READS` reads of `READ_BYTES` bytes of `Hello, there\n` lines, cut at read
+//! One peer sends `READS` reads of `READ_BYTES` bytes of `Hello, there\n` lines (or lines of
+//! `LINE_BYTES`, `\n` included, if given), cut at read
 //! boundaries as a socket would cut them (so most reads begin and end inside a line, as in
 //! the scale bench's pipelining phase); the fake kernel takes every write whole. Only
 //! [`drive`] is measured:
@@ -9,7 +10,7 @@
 //! ```text
 //! cargo build --release --example echo_pipeline
 //! valgrind --tool=callgrind --toggle-collect='*echo_pipeline::drive*' \
-//!     target/release/examples/echo_pipeline [READS] [READ_BYTES]
+//!     target/release/examples/echo_pipeline [READS] [READ_BYTES] [LINE_BYTES]
 //! ```
 //! Instructions per echoed line = the `Collected` count / the lines the program prints.
 
@@ -64,8 +65,12 @@ fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let reads = args.next().and_then(Result::ok).unwrap_or(200);
     let read_bytes = args.next().and_then(Result::ok).unwrap_or(64 * 1024);
-    let total = reads * read_bytes / LINE.len() * LINE.len();
-    let stream = LINE.repeat(total / LINE.len());
+    let line = match args.next().and_then(Result::ok) {
+        Some(len) if len > 0 => [&vec![b'x'; len - 1][..], b"\n"].concat(),
+        _ => LINE.to_vec(),
+    };
+    let total = reads * read_bytes / line.len() * line.len();
+    let stream = line.repeat(total / line.len());
     let cuts: Vec<&[u8]> = stream.chunks(read_bytes).collect();
 
     let now = Instant::now();
@@ -77,11 +82,11 @@ fn main() {
     };
     while core.poll_action().is_some() {}
     let written = drive(&mut core, key, now, &cuts);
-    let lines = stream.len() / LINE.len();
+    let lines = stream.len() / line.len();
     println!(
         "{} reads of {read_bytes} B, {lines} lines echoed, {written} bytes written",
         cuts.len()
     );
-    let echo_len = LINE.len() + heartbeat::cores::protocol::ECHO_PREFIX.len();
+    let echo_len = line.len() + heartbeat::cores::protocol::ECHO_PREFIX.len();
     assert_eq!(written, lines * echo_len, "every line echoed once");
 }
