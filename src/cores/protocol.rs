@@ -331,6 +331,16 @@ impl LineDecoder {
     }
 }
 
+/// Whether `read` is exactly one heartbeat answer, [`HEARTBEAT_REPLY`] and its `\n` or
+/// `\r\n`, within `max_line`: the usual read from an idle peer, which the server can pass
+/// over without framing (when no line is pending), as there is nothing to answer.
+pub fn is_lone_reply(max_line: usize, read: &[u8]) -> bool {
+    let Some(raw) = read.strip_suffix(b"\n") else {
+        return false;
+    };
+    raw.len() <= max_line && raw.strip_suffix(b"\r").unwrap_or(raw) == HEARTBEAT_REPLY
+}
+
 /// What a received line is, for the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -742,6 +752,32 @@ mod tests {
         let mut tally = Echoed::default();
         decoder.feed(max_line, read, |f| answer(max_line, f, out, &mut tally));
         tally
+    }
+
+    #[test]
+    fn a_lone_reply_is_exactly_one_heartbeat_answer_line() {
+        assert!(is_lone_reply(100, b"Echoing...heartbeat\n"));
+        assert!(is_lone_reply(100, b"Echoing...heartbeat\r\n"));
+        // Over the limit it is a line too long, answered with an error line.
+        assert!(is_lone_reply(19, b"Echoing...heartbeat\n"));
+        assert!(!is_lone_reply(18, b"Echoing...heartbeat\n"));
+        assert!(!is_lone_reply(19, b"Echoing...heartbeat\r\n"));
+        for not in [
+            &b"Echoing...heartbeat"[..],
+            b"Echoing...heartbeat\r",
+            b"Echoing...heartbeat\r\r\n",
+            b"Echoing...heartbeat\nx",
+            b"Echoing...heartbeat\n\n",
+            b"xEchoing...heartbeat\n",
+            b"\n",
+            b"",
+        ] {
+            assert!(
+                !is_lone_reply(100, not),
+                "{:?}",
+                String::from_utf8_lossy(not)
+            );
+        }
     }
 
     #[test]

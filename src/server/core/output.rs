@@ -19,6 +19,18 @@ impl ServerCore {
     /// the unterminated rest is held. The counters and the budget are told once per read.
     /// With debug logging on, every line goes through the line-by-line path (it logs each).
     pub(super) fn echo(&mut self, key: usize, input: Option<&[u8]>) {
+        let max_line = self.settings.max_line;
+        if input.is_some_and(|read| protocol::is_lone_reply(max_line, read))
+            && per_read_path()
+            && self
+                .conns
+                .get(key)
+                .is_some_and(|record| record.buffers.is_unallocated())
+        {
+            // An idle peer's answer to a heartbeat, with nothing pending: nothing to answer,
+            // nothing held, no counter but the one `handle_read` keeps.
+            return;
+        }
         self.claim_output(key);
         let ServerCore {
             conns,
@@ -290,6 +302,22 @@ pub(super) mod tests {
             !trace.after_each_read[2].1,
             "nothing held once all is written"
         );
+    }
+
+    #[test]
+    fn a_lone_heartbeat_answer_is_not_echoed_on_either_path() {
+        let reads: [&[u8]; 4] = [
+            b"Echoing...heartbeat\n",
+            b"Echoing...heartbeat\r\n",
+            b"Echo",
+            b"ing...heartbeat\nEchoing...heartbeat\n",
+        ];
+        for per_read in [true, false] {
+            let trace = run(per_read, DEFAULT_MAX_LINE, 1 << 20, &reads, &[usize::MAX]);
+            assert_eq!(trace.wire, b"", "per_read {per_read}");
+            assert!(!trace.actions.iter().any(|a| matches!(a, Action::Write(_))));
+            assert_eq!(trace.stats.lines_echoed, 0);
+        }
     }
 
     proptest! {
