@@ -1,6 +1,10 @@
 //! Output: framing what a peer sent and queueing the echoes, protocol lines, and the one
 //! shared output buffer that lets a peer's output cost no allocation unless the kernel
 //! refuses it (then it moves to the peer's own outbox, in order). Part of [`ServerCore`].
+//!
+//! A read is echoed per read, not per line ([`protocol::echo_lines`]); the line-by-line path
+//! ([`protocol::answer`] per frame) remains for debug logging (it logs each line), for the
+//! end of the input, and as the reference a property test holds the per-read path to.
 
 use log::debug;
 use memchr::memchr;
