@@ -1,6 +1,7 @@
 //! The load client's counters and report, from events to text and JSON.
 
 use super::*;
+use crate::ops::stats::Percentiles;
 
 fn facts() -> RunFacts {
     RunFacts {
