@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::server::core::{Reason, Refusal};
 
 pub mod client;
+pub mod hdr;
 pub use client::{ClientStats, ClientSummary, ConnectFailure};
 
 /// What the server counts over its lifetime; printed by [`ServerStats::summary`] at exit.

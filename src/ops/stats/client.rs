@@ -6,6 +6,8 @@
 //! |              | (`RunFacts`), and merging both (`--workers`)                       |
 //! | `summary`    | the report's shape (`ClientSummary`) and its one line of JSON      |
 //! | `text`       | the report as text for a person                                    |
+//! | `series`     | the counts per wall-clock second                                   |
+//! | `merge`      | `client merge`: summaries read back into counters, then combined   |
 //!
 //! Counters change only through the `on_*` methods, which the client's loop calls as it
 //! handles events, passing the durations it measured. Nothing reads a counter to decide
@@ -14,19 +16,22 @@
 //! closed healthy connections (false deaths).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::{ms, Latencies};
 use crate::client::faults::FaultKind;
 
+pub mod merge;
+pub mod series;
 mod summary;
 #[cfg(test)]
 mod tests;
 mod text;
 
-pub use summary::{ClientSummary, FaultSummary};
+use series::{Column, Series, SeriesError};
+pub use summary::{ClientSummary, FaultSummary, Histograms, RunSettings, FORMAT};
 
 /// Why a connection attempt failed, counted per reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +121,8 @@ pub struct ClientStats {
     #[serde(with = "super::exact")]
     lag: Latencies,
     faults: [FaultCounts; 4],
+    /// The counts per wall-clock second.
+    series: Series,
 }
 
 /// What the loop knows only at the end, passed to [`ClientStats::summary`].
@@ -130,6 +137,10 @@ pub struct RunFacts {
     /// Warnings not logged because one like it was logged less than a second before.
     pub warnings_suppressed: u64,
     pub memory: Memory,
+    /// The settings the run was made with (merged runs: see [`RunSettings::merge`]).
+    pub settings: RunSettings,
+    /// Client processes whose counts these are: 1 for a run, more when merged.
+    pub runs: u64,
 }
 
 /// The client's resident memory: before its first connection, and at the end with its
@@ -178,7 +189,24 @@ impl ClientStats {
             connect_time: Latencies::default(),
             lag: Latencies::default(),
             faults: Default::default(),
+            series: Series::default(),
         }
+    }
+
+    /// Starts the per-second rows: `now` on the loop's clock is `wall` on the wall clock.
+    pub fn start_series(&mut self, now: Instant, wall: SystemTime) {
+        self.series.start(now, wall);
+    }
+
+    /// The loop's clock at this turn: counts from here on go to its second. Once per turn.
+    pub fn at(&mut self, now: Instant) {
+        self.series.at(now);
+    }
+
+    /// Whether [`merge`](Self::merge) can take all of `other`: its rows must fall within a
+    /// day of these.
+    pub fn can_merge(&self, other: &ClientStats) -> Result<(), SeriesError> {
+        self.series.clone().merge(&other.series)
     }
 
     /// Adds `other`'s counts to these: counters summed, histograms merged (see
@@ -204,6 +232,7 @@ impl ClientStats {
             connect_time,
             lag,
             faults,
+            series,
         } = other;
         for (sum, add) in [
             (&mut self.target, target),
@@ -233,10 +262,14 @@ impl ClientStats {
             sum.detected += add.detected;
             sum.detection.merge(&add.detection);
         }
+        // Rows more than a day from these are left out (checked first by `can_merge` where
+        // runs come from elsewhere; workers of one run always fit).
+        let _ = self.series.merge(series);
     }
 
     pub fn on_connect_failed(&mut self, why: ConnectFailure) {
         self.failed[why as usize] += 1;
+        self.series.add(Column::Failed, 1);
     }
 
     /// A connection was established `connect_time` after its own `connect()` call.
@@ -244,12 +277,15 @@ impl ClientStats {
         self.opened += 1;
         self.open += 1;
         self.connect_time.record(connect_time);
+        self.series.add(Column::Opened, 1);
+        self.series.set(Column::Open, self.open);
     }
 
     /// An established connection was closed, for whatever reason (counted separately).
     pub fn on_closed(&mut self, unanswered: u64) {
         self.open = self.open.saturating_sub(1);
         self.unanswered += unanswered;
+        self.series.set(Column::Open, self.open);
     }
 
     /// The server ended a connection (`End Connection` or end of stream); `healthy` when no
@@ -257,6 +293,8 @@ impl ClientStats {
     pub fn on_closed_by_server(&mut self, healthy: bool) {
         self.closed_by_server += 1;
         self.false_deaths += u64::from(healthy);
+        self.series.add(Column::ClosedByServer, 1);
+        self.series.add(Column::FalseDeaths, u64::from(healthy));
     }
 
     /// An established connection ended in an I/O error.
@@ -277,18 +315,26 @@ impl ClientStats {
     pub fn on_line_sent(&mut self, lag: Duration) {
         self.lines_sent += 1;
         self.lag.record(lag);
+        self.series.add(Column::Lines, 1);
+        self.series.max(Column::LagMaxUs, super::micros(lag));
     }
 
     /// An echo came back `rtt` after its line's *scheduled* instant.
     pub fn on_echo(&mut self, rtt: Duration) {
         self.echoes_received += 1;
         self.rtt.record(rtt);
+        let us = super::micros(rtt);
+        self.series.add(Column::Echoes, 1);
+        self.series.add(Column::RttSumUs, us);
+        self.series.max(Column::RttMaxUs, us);
     }
 
     /// A heartbeat was answered `lag` after it was due (or could have been read).
     pub fn on_heartbeat_answered(&mut self, lag: Duration) {
         self.heartbeats_answered += 1;
         self.lag.record(lag);
+        self.series.add(Column::HeartbeatsAnswered, 1);
+        self.series.max(Column::LagMaxUs, super::micros(lag));
     }
 
     pub fn on_line_too_long(&mut self) {
@@ -384,6 +430,34 @@ impl ClientStats {
             server_interval_ms: server_interval_us / 1000,
             faults,
             memory: facts.memory.clone(),
+            format: FORMAT.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            runs: facts.runs.max(1),
+            open: self.open,
+            settings: facts.settings.clone(),
+            histograms: self.histograms(),
+            series: self.series.clone(),
+        }
+    }
+
+    /// Every histogram, encoded so that it merges exactly (see [`super::hdr`]).
+    fn histograms(&self) -> Histograms {
+        let detection = FaultKind::ALL
+            .iter()
+            .filter(|kind| self.faults[**kind as usize].injected > 0)
+            .map(|kind| {
+                let counts = &self.faults[*kind as usize];
+                (
+                    kind.as_str().to_string(),
+                    super::hdr::encode(&counts.detection),
+                )
+            })
+            .collect();
+        Histograms {
+            rtt: super::hdr::encode(&self.rtt),
+            connect_time: super::hdr::encode(&self.connect_time),
+            lag: super::hdr::encode(&self.lag),
+            detection,
         }
     }
 }
@@ -400,6 +474,8 @@ impl RunFacts {
             *sum += add;
         }
         self.warnings_suppressed += other.warnings_suppressed;
+        self.settings.merge(&other.settings);
+        self.runs += other.runs.max(1);
         let (a, b) = (&self.memory, &other.memory);
         self.memory = Memory::new(
             a.baseline_bytes + b.baseline_bytes,

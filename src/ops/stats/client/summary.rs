@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::series::Series;
 use super::Memory;
 use crate::ops::stats::Percentiles;
+
+/// What the JSON is, so that `client merge` refuses anything else by name.
+pub const FORMAT: &str = "heartbeat-client summary 1";
 
 /// One fault kind in the report.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -57,6 +61,115 @@ pub struct ClientSummary {
     /// Per fault kind injected (`--faults`).
     pub faults: BTreeMap<String, FaultSummary>,
     pub memory: Memory,
+    /// [`FORMAT`]: what this JSON is.
+    pub format: String,
+    /// The client's version: `client merge` combines only files of one version.
+    pub version: String,
+    /// Client processes whose counts these are: 1, or more once merged.
+    pub runs: u64,
+    /// Connections still open at the end.
+    pub open: u64,
+    pub settings: RunSettings,
+    /// Every latency histogram whole, to merge exactly and to plot.
+    pub histograms: Histograms,
+    /// The counts per wall-clock second.
+    pub series: Series,
+}
+
+/// Every latency histogram of a run in HdrHistogram's V2 compressed encoding, base64 (see
+/// `stats::hdr`): other HDR tools read them, and merged they give the percentiles of all the
+/// durations together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Histograms {
+    pub rtt: String,
+    pub connect_time: String,
+    pub lag: String,
+    /// Per fault kind injected: from the fault to the server's close.
+    pub detection: BTreeMap<String, String>,
+}
+
+/// The settings a run was made with, in the report and checked by `client merge`: runs with
+/// a different line interval, message, heartbeat delay or server interval measured different
+/// things and are refused; the rest combine (see [`RunSettings::merge`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunSettings {
+    /// The server's address; merged runs against several: each once, comma-separated.
+    pub server: String,
+    /// Connections asked for (merged: summed).
+    pub connections: u64,
+    /// New connections per second at most (merged: summed).
+    pub connect_rate: u64,
+    /// Between data lines on each connection; 0: none.
+    pub interval_ms: u64,
+    pub message_bytes: u64,
+    pub heartbeat_block_ms: u64,
+    /// `--duration`, if given (merged: the longest).
+    pub duration_ms: Option<u64>,
+    /// `--faults` as `kind=P%` pairs; merged runs: each distinct one, `; `-separated.
+    pub faults: String,
+    pub fault_window_ms: u64,
+    pub seed: u64,
+    pub reconnect: bool,
+    /// The server's heartbeat interval the client judged its own lag against.
+    pub server_interval_ms: u64,
+}
+
+impl RunSettings {
+    /// Why runs made with `self` and `other` cannot be one result, if they cannot.
+    pub fn incompatible(&self, other: &RunSettings) -> Option<String> {
+        let checks = [
+            ("--interval", self.interval_ms, other.interval_ms, "ms"),
+            (
+                "--message length",
+                self.message_bytes,
+                other.message_bytes,
+                "bytes",
+            ),
+            (
+                "--heartbeat-block",
+                self.heartbeat_block_ms,
+                other.heartbeat_block_ms,
+                "ms",
+            ),
+            (
+                "--server-interval",
+                self.server_interval_ms,
+                other.server_interval_ms,
+                "ms",
+            ),
+        ];
+        checks.into_iter().find(|(_, a, b, _)| a != b).map(|(flag, a, b, unit)| {
+            format!("{flag} {b} {unit}, not {a} {unit} as in the others: they measured different things")
+        })
+    }
+
+    /// Adds another run's settings: counts summed, the longest duration and window, each
+    /// distinct server and fault mix once; the rest are `self`'s (checked equal first by
+    /// [`incompatible`](Self::incompatible) where it matters).
+    pub fn merge(&mut self, other: &RunSettings) {
+        if self == &RunSettings::default() {
+            *self = other.clone();
+            return;
+        }
+        self.connections += other.connections;
+        self.connect_rate += other.connect_rate;
+        self.duration_ms = self.duration_ms.max(other.duration_ms);
+        self.fault_window_ms = self.fault_window_ms.max(other.fault_window_ms);
+        self.reconnect |= other.reconnect;
+        join_distinct(&mut self.server, &other.server, ",");
+        join_distinct(&mut self.faults, &other.faults, "; ");
+    }
+}
+
+/// Appends `add` to the `sep`-separated `list` unless it is there (or empty).
+fn join_distinct(list: &mut String, add: &str, sep: &str) {
+    if add.is_empty() || list.split(sep).any(|item| item == add) {
+        return;
+    }
+    if !list.is_empty() {
+        list.push_str(sep);
+    }
+    list.push_str(add);
 }
 
 impl ClientSummary {
