@@ -74,6 +74,20 @@ pub fn decode(text: &str) -> Result<Latencies, DecodeError> {
     Ok(latencies)
 }
 
+impl Latencies {
+    /// HdrHistogram's percentile-distribution curve: `(quantile, value in µs)` points, dense
+    /// towards the tail (five per halving of the distance to 100 %), ending at the maximum.
+    pub fn percentile_curve(&self) -> Vec<(f64, u64)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        self.0
+            .iter_quantiles(5)
+            .map(|v| (v.quantile_iterated_to(), v.value_iterated_to()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +118,24 @@ mod tests {
             merged.percentiles().p999_us >= 100_000,
             "the slow tail is kept"
         );
+    }
+
+    #[test]
+    fn the_percentile_curve_rises_to_the_maximum_and_thickens_in_the_tail() {
+        let mut l = Latencies::default();
+        for us in 1..=10_000 {
+            l.record(Duration::from_micros(us));
+        }
+        let curve = l.percentile_curve();
+        assert!(curve
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let last = curve.last().expect("points");
+        assert_eq!(last.0, 1.0);
+        assert!((9_990..=10_010).contains(&last.1), "{last:?}");
+        let tail = curve.iter().filter(|(q, _)| *q > 0.99).count();
+        assert!(tail >= 10, "{curve:?}");
+        assert!(Latencies::default().percentile_curve().is_empty());
     }
 
     #[test]
