@@ -162,7 +162,7 @@ fn line(name: &str, colour: usize, points: Vec<(f64, f64)>) -> Line {
 fn connections(s: &ClientSummary) -> String {
     let per = |c: Column| move |r: &Row| Some(r.get(c) as f64);
     let chart = Chart {
-        title: "Open connections, and per second opened, failed, closed by the server".into(),
+        title: "Open connections; opened, failed, closed each second".into(),
         x_label: format!("seconds from {}", utc(s.series.start_unix_secs)),
         y_label: "connections".into(),
         lines: vec![
@@ -186,14 +186,12 @@ fn decoded(text: &str) -> Latencies {
 
 fn percentiles(s: &ClientSummary) -> String {
     let h = &s.histograms;
-    let mut curves = vec![
+    // Detection times (seconds, not milliseconds) have their own chart below.
+    let curves = [
         ("round trip", decoded(&h.rtt)),
         ("connect time", decoded(&h.connect_time)),
         ("client lag", decoded(&h.lag)),
     ];
-    for (kind, text) in &h.detection {
-        curves.push((kind.as_str(), decoded(text)));
-    }
     // x = log10(1 / (1 − q)): 90 % at 1, 99 % at 2, 99.9 % at 3; 100 % drawn one step on.
     let mut deepest: f64 = 3.0;
     let lines: Vec<Line> = curves
@@ -235,7 +233,7 @@ fn percentiles(s: &ClientSummary) -> String {
         .collect();
     let empty = lines.is_empty();
     let chart = Chart {
-        title: "Percentile distribution (HdrHistogram)".into(),
+        title: "Percentile distribution (HdrHistogram plot)".into(),
         x_label: "percentile".into(),
         y_label: "milliseconds".into(),
         lines,

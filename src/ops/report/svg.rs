@@ -14,6 +14,7 @@ const LEFT: f64 = 62.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 42.0;
+const LEGEND_ROW: f64 = 18.0;
 
 /// Colours that stay apart for the common colour-vision deficiencies (Okabe–Ito).
 pub const COLOURS: [&str; 6] = [
@@ -87,11 +88,31 @@ impl Chart {
             x_span: (x_max - x_min).max(1e-9),
             y_span: y_max.max(1e-9),
         };
+        // The legend goes under the axes, in as many rows as the names need on a phone.
+        let mut legend = String::new();
+        let (mut x, mut y) = (LEFT, HEIGHT + 6.0);
+        for line in self.lines.iter().filter(|l| !l.name.is_empty()) {
+            let wide = 24.0 + 7.5 * line.name.chars().count() as f64;
+            if x > LEFT && x + wide > WIDTH - RIGHT {
+                (x, y) = (LEFT, y + LEGEND_ROW);
+            }
+            let _ = write!(
+                legend,
+                r#"<rect x="{x:.1}" y="{:.1}" width="14" height="5" fill="{}"/><text x="{:.1}" y="{:.1}" class="legend">{}</text>"#,
+                y - 5.0,
+                line.colour,
+                x + 18.0,
+                y,
+                escape(&line.name)
+            );
+            x += wide;
+        }
+        let height = if legend.is_empty() { HEIGHT } else { y + 8.0 };
         let mut svg = String::new();
         let title = escape(&self.title);
         let _ = write!(
             svg,
-            r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" preserveAspectRatio="xMidYMid meet" role="img" aria-label="{title}" xmlns="http://www.w3.org/2000/svg"><title>{title}</title>"#
+            r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" preserveAspectRatio="xMidYMid meet" role="img" aria-label="{title}" xmlns="http://www.w3.org/2000/svg"><title>{title}</title>"#
         );
         let _ = write!(
             svg,
@@ -112,9 +133,15 @@ impl Chart {
         }
         for (x, label) in &x_ticks {
             let px = plot.x(*x);
+            // The last label ends at the plot's edge rather than past the drawing's.
+            let anchor = if px > WIDTH - RIGHT - 24.0 {
+                "end"
+            } else {
+                "middle"
+            };
             let _ = write!(
                 svg,
-                r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{}" stroke="#e4e4e4"/><text x="{px:.1}" y="{}" text-anchor="middle" class="tick">{}</text>"##,
+                r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{}" stroke="#e4e4e4"/><text x="{px:.1}" y="{}" text-anchor="{anchor}" class="tick">{}</text>"##,
                 HEIGHT - BOTTOM,
                 HEIGHT - BOTTOM + 14.0,
                 escape(label)
@@ -192,17 +219,7 @@ impl Chart {
             TOP + (HEIGHT - TOP - BOTTOM) / 2.0,
             escape(&self.y_label)
         );
-        let mut x = LEFT;
-        for line in self.lines.iter().filter(|l| !l.name.is_empty()) {
-            let _ = write!(
-                svg,
-                r#"<rect x="{x:.1}" y="20" width="12" height="4" fill="{}"/><text x="{:.1}" y="26" class="legend">{}</text>"#,
-                line.colour,
-                x + 15.0,
-                escape(&line.name)
-            );
-            x += 24.0 + 7.5 * line.name.chars().count() as f64;
-        }
+        svg.push_str(&legend);
         svg.push_str("</svg>");
         svg
     }
@@ -328,10 +345,30 @@ mod tests {
         assert_eq!(svg.matches(r#"class="bar""#).count(), 1);
         assert!(svg.contains("deadline"));
         assert!(
-            svg.contains(r#"viewBox="0 0 560 300""#),
+            svg.contains(r#"viewBox="0 0 560 314""#),
             "scales to the page"
         );
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn a_long_legend_wraps_into_rows_under_the_axes() {
+        let lines = (0..8)
+            .map(|i| Line {
+                name: format!("a rather long series name {i}"),
+                colour: COLOURS[0],
+                points: vec![(0.0, 1.0)],
+            })
+            .collect();
+        let svg = Chart {
+            lines,
+            ..Chart::default()
+        }
+        .to_svg();
+        assert!(
+            svg.contains(r#"viewBox="0 0 560 368""#),
+            "four rows of two: {svg}"
+        );
     }
 
     #[test]
