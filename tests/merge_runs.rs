@@ -225,3 +225,35 @@ fn one_run(dir: &Path) -> (Value, PathBuf) {
     std::fs::write(&path, &out.stdout).expect("writes");
     (a, path)
 }
+
+/// `--workers 2` merges its processes through the same code as `merge`: its JSON says two
+/// runs, its per-second rows add up to its counts, its report is written once by the parent,
+/// and the JSON merges again with a plain run's.
+#[test]
+fn workers_merge_through_the_same_path_and_their_summary_merges_again() {
+    let dir = tempfile::tempdir().expect("tmp dir");
+    let server = ServerProcess::start(&["--interval", "200ms", "--count", "2", "--idle", "400ms"]);
+    let report = dir.path().join("workers.html");
+    let out = Command::new(CLIENT)
+        .args(client_args(server.port))
+        .args(["--duration", "1s", "--workers", "2", "--report"])
+        .arg(&report)
+        .output()
+        .expect("client runs");
+    let w = json_of(&out);
+    assert_eq!(u(&w, &["runs"]), 2, "two worker processes");
+    assert_eq!(u(&w, &["settings", "connections"]), 40, "shares add up");
+    assert_eq!(column_sum(&w, "opened"), u(&w, &["opened"]));
+    assert_eq!(column_sum(&w, "echoes"), u(&w, &["echoes_received"]));
+    let page = std::fs::read_to_string(&report).expect("the parent wrote the report");
+    assert!(page.contains("<svg"));
+    let path = dir.path().join("workers.json");
+    std::fs::write(&path, &out.stdout).expect("writes");
+    let (plain, plain_path) = one_run(dir.path());
+    let m = json_of(&merge(&[&path, &plain_path], &[]));
+    assert_eq!(u(&m, &["runs"]), 3);
+    assert_eq!(
+        u(&m, &["opened"]),
+        u(&w, &["opened"]) + u(&plain, &["opened"])
+    );
+}
