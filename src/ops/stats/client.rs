@@ -6,6 +6,7 @@
 //! |              | (`RunFacts`), and merging both (`--workers`)                       |
 //! | `summary`    | the report's shape (`ClientSummary`) and its one line of JSON      |
 //! | `text`       | the report as text for a person                                    |
+//! | `failure`    | why a connection attempt failed (`ConnectFailure`)                 |
 //! | `series`     | the counts per wall-clock second                                   |
 //! | `merge`      | `client merge`: summaries read back into counters, then combined   |
 //!
@@ -15,7 +16,6 @@
 //! the client itself was too slow for its figures to be the server's, and whether the server
 //! closed healthy connections (false deaths).
 
-use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{ms, Latencies};
 use crate::client::faults::FaultKind;
 
+mod failure;
 pub mod merge;
 pub mod series;
 mod summary;
@@ -30,61 +31,9 @@ mod summary;
 mod tests;
 mod text;
 
+pub use failure::ConnectFailure;
 use series::{Column, Series, SeriesError};
 pub use summary::{ClientSummary, FaultSummary, Histograms, RunSettings, FORMAT};
-
-/// Why a connection attempt failed, counted per reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectFailure {
-    /// Nothing listening (`ECONNREFUSED`).
-    Refused,
-    /// The handshake did not finish in time.
-    TimedOut,
-    /// No local address or port left (`EADDRNOTAVAIL`): ephemeral ports exhausted, or a
-    /// `--bind` address this host does not have.
-    AddrNotAvailable,
-    /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
-    TooManyOpenFiles,
-    /// Anything else.
-    Other,
-}
-
-impl ConnectFailure {
-    /// Every reason, in the order of the counters.
-    pub const ALL: [ConnectFailure; 5] = [
-        ConnectFailure::Refused,
-        ConnectFailure::TimedOut,
-        ConnectFailure::AddrNotAvailable,
-        ConnectFailure::TooManyOpenFiles,
-        ConnectFailure::Other,
-    ];
-
-    /// Classifies the error a connect (or its completion check) returned.
-    pub fn from_io(e: &io::Error) -> ConnectFailure {
-        const ENFILE: i32 = 23;
-        const EMFILE: i32 = 24;
-        if cfg!(unix) && matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-            return ConnectFailure::TooManyOpenFiles;
-        }
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-            io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
-            io::ErrorKind::AddrNotAvailable => ConnectFailure::AddrNotAvailable,
-            _ => ConnectFailure::Other,
-        }
-    }
-
-    /// Words for a person, also the key in [`ClientSummary::failed_by_reason`].
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ConnectFailure::Refused => "refused",
-            ConnectFailure::TimedOut => "timed out",
-            ConnectFailure::AddrNotAvailable => "address not available",
-            ConnectFailure::TooManyOpenFiles => "too many open files",
-            ConnectFailure::Other => "other",
-        }
-    }
-}
 
 /// One fault kind's counts: turned bad, then noticed by the server (it closed), and how long
 /// that took.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ops::stats::Percentiles;
+use std::io;
 
 fn facts() -> RunFacts {
     RunFacts {
