@@ -218,7 +218,7 @@ impl ClientStats {
 
     pub fn on_connect_failed(&mut self, why: ConnectFailure) {
         self.failed[why as usize] += 1;
-        self.series.add(Column::Failed, 1);
+        self.series.row().add(Column::Failed, 1);
     }
 
     /// A connection was established `connect_time` after its own `connect()` call.
@@ -226,15 +226,16 @@ impl ClientStats {
         self.opened += 1;
         self.open += 1;
         self.connect_time.record(connect_time);
-        self.series.add(Column::Opened, 1);
-        self.series.set(Column::Open, self.open);
+        let row = self.series.row();
+        row.add(Column::Opened, 1);
+        row.set(Column::Open, self.open);
     }
 
     /// An established connection was closed, for whatever reason (counted separately).
     pub fn on_closed(&mut self, unanswered: u64) {
         self.open = self.open.saturating_sub(1);
         self.unanswered += unanswered;
-        self.series.set(Column::Open, self.open);
+        self.series.row().set(Column::Open, self.open);
     }
 
     /// The server ended a connection (`End Connection` or end of stream); `healthy` when no
@@ -242,8 +243,9 @@ impl ClientStats {
     pub fn on_closed_by_server(&mut self, healthy: bool) {
         self.closed_by_server += 1;
         self.false_deaths += u64::from(healthy);
-        self.series.add(Column::ClosedByServer, 1);
-        self.series.add(Column::FalseDeaths, u64::from(healthy));
+        let row = self.series.row();
+        row.add(Column::ClosedByServer, 1);
+        row.add(Column::FalseDeaths, u64::from(healthy));
     }
 
     /// An established connection ended in an I/O error.
@@ -264,26 +266,29 @@ impl ClientStats {
     pub fn on_line_sent(&mut self, lag: Duration) {
         self.lines_sent += 1;
         self.lag.record(lag);
-        self.series.add(Column::Lines, 1);
-        self.series.max(Column::LagMaxUs, super::micros(lag));
+        let row = self.series.row();
+        row.add(Column::Lines, 1);
+        row.max(Column::LagMaxUs, series::micros(lag));
     }
 
     /// An echo came back `rtt` after its line's *scheduled* instant.
     pub fn on_echo(&mut self, rtt: Duration) {
         self.echoes_received += 1;
         self.rtt.record(rtt);
-        let us = super::micros(rtt);
-        self.series.add(Column::Echoes, 1);
-        self.series.add(Column::RttSumUs, us);
-        self.series.max(Column::RttMaxUs, us);
+        let us = series::micros(rtt);
+        let row = self.series.row();
+        row.add(Column::Echoes, 1);
+        row.add(Column::RttSumUs, us);
+        row.max(Column::RttMaxUs, us);
     }
 
     /// A heartbeat was answered `lag` after it was due (or could have been read).
     pub fn on_heartbeat_answered(&mut self, lag: Duration) {
         self.heartbeats_answered += 1;
         self.lag.record(lag);
-        self.series.add(Column::HeartbeatsAnswered, 1);
-        self.series.max(Column::LagMaxUs, super::micros(lag));
+        let row = self.series.row();
+        row.add(Column::HeartbeatsAnswered, 1);
+        row.max(Column::LagMaxUs, series::micros(lag));
     }
 
     pub fn on_line_too_long(&mut self) {

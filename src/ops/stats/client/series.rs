@@ -66,10 +66,43 @@ impl Row {
     pub fn get(&self, column: Column) -> u64 {
         self.0[column as usize]
     }
+
+    pub fn add(&mut self, column: Column, n: u64) {
+        self.0[column as usize] += n;
+    }
+
+    /// Keeps the larger of the cell and `value`.
+    pub fn max(&mut self, column: Column, value: u64) {
+        let cell = &mut self.0[column as usize];
+        *cell = (*cell).max(value);
+    }
+
+    pub fn set(&mut self, column: Column, value: u64) {
+        self.0[column as usize] = value;
+    }
+}
+
+/// Equal when what is written is: the loop's own bookkeeping (its clock, the spare row) is not
+/// part of a series.
+impl PartialEq for Series {
+    fn eq(&self, other: &Series) -> bool {
+        (self.start_unix_secs, &self.columns, &self.rows)
+            == (other.start_unix_secs, &other.columns, &other.rows)
+    }
+}
+
+impl Eq for Series {}
+
+/// `d` in whole microseconds, saturating: in 64-bit arithmetic (`Duration::as_micros` is
+/// 128-bit), as it runs for every line and heartbeat.
+pub fn micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 /// Rows from the wall-clock second `start_unix_secs` on, one per second.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Series {
     /// The Unix time (seconds) of the first row.
     pub start_unix_secs: u64,
@@ -82,6 +115,9 @@ pub struct Series {
     clock: Option<Instant>,
     #[serde(skip)]
     current: usize,
+    /// Takes the counts made before [`start`](Series::start) (tests, a loop not started).
+    #[serde(skip)]
+    spare: Row,
 }
 
 impl Series {
@@ -118,25 +154,12 @@ impl Series {
         self.current = index;
     }
 
-    /// Adds `n` to the current second's `column`.
-    pub fn add(&mut self, column: Column, n: u64) {
-        if let Some(row) = self.rows.get_mut(self.current) {
-            row.0[column as usize] += n;
-        }
-    }
-
-    /// Keeps the larger of the current second's `column` and `value`.
-    pub fn max(&mut self, column: Column, value: u64) {
-        if let Some(row) = self.rows.get_mut(self.current) {
-            let cell = &mut row.0[column as usize];
-            *cell = (*cell).max(value);
-        }
-    }
-
-    /// Sets the current second's `column` (the open-connections gauge).
-    pub fn set(&mut self, column: Column, value: u64) {
-        if let Some(row) = self.rows.get_mut(self.current) {
-            row.0[column as usize] = value;
+    /// The current second's row, which each count adds to: an index, no allocation.
+    pub fn row(&mut self) -> &mut Row {
+        if self.current < self.rows.len() {
+            &mut self.rows[self.current]
+        } else {
+            &mut self.spare
         }
     }
 
@@ -151,6 +174,7 @@ impl Series {
             *self = Series {
                 clock: None,
                 current: 0,
+                spare: Row::default(),
                 ..other.clone()
             };
             return Ok(());
@@ -234,11 +258,11 @@ mod tests {
         // Started 700 ms into second 1000: the first row ends 300 ms later.
         let (mut s, t0) = started(1_000_700);
         assert_eq!(s.start_unix_secs, 1000);
-        s.add(Column::Lines, 1);
+        s.row().add(Column::Lines, 1);
         s.at(t0 + Duration::from_millis(299));
-        s.add(Column::Lines, 1);
+        s.row().add(Column::Lines, 1);
         s.at(t0 + Duration::from_millis(300));
-        s.add(Column::Lines, 5);
+        s.row().add(Column::Lines, 5);
         assert_eq!(s.rows.len(), 2);
         assert_eq!(
             (s.rows[0].get(Column::Lines), s.rows[1].get(Column::Lines)),
@@ -249,9 +273,9 @@ mod tests {
     #[test]
     fn quiet_seconds_get_rows_that_carry_the_open_gauge() {
         let (mut s, t0) = started(0);
-        s.set(Column::Open, 7);
-        s.max(Column::RttMaxUs, 40);
-        s.max(Column::RttMaxUs, 30);
+        s.row().set(Column::Open, 7);
+        s.row().max(Column::RttMaxUs, 40);
+        s.row().max(Column::RttMaxUs, 30);
         s.at(t0 + 3 * SEC);
         assert_eq!(s.rows.len(), 4);
         assert!(s.rows.iter().all(|r| r.get(Column::Open) == 7), "{s:?}");
@@ -259,7 +283,7 @@ mod tests {
         assert_eq!(s.rows[3].get(Column::RttMaxUs), 0);
         // A clock that went back a little (another turn's `now`) stays in the current row.
         s.at(t0 + SEC);
-        s.add(Column::Opened, 1);
+        s.row().add(Column::Opened, 1);
         assert_eq!(s.rows[3].get(Column::Opened), 1);
     }
 
@@ -267,9 +291,9 @@ mod tests {
     fn rows_are_bounded_and_later_counts_add_to_the_last() {
         let (mut s, t0) = started(0);
         s.at(t0 + Duration::from_secs(10 * MAX_ROWS as u64));
-        s.add(Column::Failed, 1);
+        s.row().add(Column::Failed, 1);
         s.at(t0 + Duration::from_secs(20 * MAX_ROWS as u64));
-        s.add(Column::Failed, 1);
+        s.row().add(Column::Failed, 1);
         assert_eq!(s.rows.len(), MAX_ROWS);
         assert_eq!(s.rows[MAX_ROWS - 1].get(Column::Failed), 2);
     }
@@ -277,17 +301,17 @@ mod tests {
     #[test]
     fn merging_aligns_by_wall_clock_second_sums_counts_and_keeps_maxima() {
         let (mut a, ta) = started(100_000);
-        a.set(Column::Open, 2);
-        a.max(Column::LagMaxUs, 9);
+        a.row().set(Column::Open, 2);
+        a.row().max(Column::LagMaxUs, 9);
         a.at(ta + SEC);
-        a.add(Column::Lines, 3);
+        a.row().add(Column::Lines, 3);
         // b started a second later.
         let (mut b, tb) = started(101_500);
-        b.set(Column::Open, 5);
-        b.add(Column::Lines, 4);
-        b.max(Column::LagMaxUs, 2);
+        b.row().set(Column::Open, 5);
+        b.row().add(Column::Lines, 4);
+        b.row().max(Column::LagMaxUs, 2);
         b.at(tb + SEC);
-        b.add(Column::Lines, 1);
+        b.row().add(Column::Lines, 1);
         a.merge(&b).expect("close enough");
         assert_eq!(a.start_unix_secs, 100);
         assert_eq!(a.rows.len(), 3);
@@ -305,7 +329,7 @@ mod tests {
     #[test]
     fn json_is_columns_and_rows_of_numbers() {
         let (mut s, _) = started(5_000);
-        s.add(Column::Opened, 1);
+        s.row().add(Column::Opened, 1);
         let json = serde_json::to_string(&s).expect("serialises");
         assert!(
             json.starts_with(r#"{"start_unix_secs":5,"columns":["open","opened","#),
