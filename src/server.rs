@@ -35,19 +35,18 @@ pub use self::settings::{
 use self::core::{Action, ServerCore};
 use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
-use crate::cores::timer::timeout_until;
 use crate::edge::alarm::{Alarm, ALARM};
-use crate::edge::conn::{read_once, split, write_until_blocked, ReadResult};
-use crate::edge::net::{self, interrupted, SetupError};
-use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
+use crate::edge::net::{self, SetupError};
+use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
+use crate::edge::turn::{
+    earliest, split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER,
+};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
 /// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
-
-/// Reads served to one peer per turn (64 KiB each) before others get theirs.
-pub const READS_PER_TURN: usize = 16;
 
 /// A peer's socket, kept under the core's key for it.
 struct Socket {
@@ -55,8 +54,6 @@ struct Socket {
     /// Part of the peer's token, so an event for an earlier socket in the same slot is
     /// recognised and ignored.
     generation: u32,
-    /// Waiting in the cut-off list to be read next turn.
-    queued: bool,
 }
 
 pub struct Server {
@@ -66,11 +63,10 @@ pub struct Server {
     core: ServerCore,
     /// Indexed by the core's keys.
     sockets: Vec<Option<Socket>>,
-    next_generation: u32,
+    generations: Generations,
     read_buf: Vec<u8>,
-    /// Peers whose reads were cut short for fairness, with their generation: read first
-    /// next turn.
-    cut_off: Vec<(usize, u32)>,
+    /// Peers whose reads were cut short for fairness: read first next turn.
+    cut_off: CutOff,
     /// Accepting stopped for a back-off while peers may still wait in the backlog.
     accept_deferred: bool,
     /// At `--max-connections` with peers accepted since the last reads: read them (their end
@@ -118,9 +114,9 @@ impl Server {
             local_addr,
             core: ServerCore::new(Instant::now(), config.settings()),
             sockets: Vec::new(),
-            next_generation: 0,
-            read_buf: vec![0; core::READ_BUFFER],
-            cut_off: Vec::new(),
+            generations: Generations::default(),
+            read_buf: vec![0; READ_BUFFER],
+            cut_off: CutOff::default(),
             accept_deferred: false,
             waiting_for_room: false,
             stop,
@@ -146,15 +142,6 @@ impl Server {
         self.scrapers.as_ref().map(Scrapers::local_addr)
     }
 
-    pub fn stopper(&self) -> Stopper {
-        self.stop.stopper()
-    }
-
-    /// Stops the server on SIGINT or SIGTERM (for the binary, not for tests).
-    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
-        self.stop.listen_for_signals(self.poll.registry())
-    }
-
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
     /// [`core::STOP_LINGER`] for them to take it, and returns the counts.
     pub fn run(mut self) -> Result<ServerStats, SetupError> {
@@ -169,27 +156,14 @@ impl Server {
             let now = Instant::now();
             let waiting = self.handshakes.next_deadline();
             let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = [self.core.poll_timeout(), waiting, scraping]
-                .into_iter()
-                .flatten()
-                .min();
-            self.alarm.arm(wakeup, now);
-            let sleeping = self.cut_off.is_empty() && !self.waiting_for_room;
+            let wakeup = earliest([self.core.poll_timeout(), waiting, scraping]);
+            let busy = !self.cut_off.is_empty() || self.waiting_for_room;
+            let alarm = Some(&mut self.alarm);
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
-            let alarm_ahead = wakeup.filter(|at| sleeping && *at > now);
-            let timeout = match sleeping {
-                true => timeout_until(wakeup, now),
-                false => Some(Duration::ZERO),
+            let alarm_ahead = match wait(&mut self.poll, &mut events, alarm, wakeup, busy, now)? {
+                Waited::Woke { alarm_ahead } => alarm_ahead,
+                Waited::Interrupted => continue,
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if interrupted(&e) {
-                    continue;
-                }
-                return Err(SetupError::EventLoop {
-                    what: "poll wait",
-                    source: e,
-                });
-            }
             let now = Instant::now();
             let overslept = alarm_ahead.filter(|due| now > *due);
             self.core.handle_wakeup(now, overslept);
@@ -251,10 +225,10 @@ impl Server {
 
     fn on_socket_event(&mut self, event: &PollEvent, now: Instant) {
         let (key, generation) = split(event.token());
-        let Some(socket) = self.socket(key).filter(|s| s.generation == generation) else {
+        if !self.socket(key).is_some_and(|s| s.generation == generation) {
             return;
-        };
-        let queued = socket.queued;
+        }
+        let queued = self.cut_off.is_queued(key);
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             self.core.handle_writable(now, key);
             self.carry_out(now);
@@ -290,29 +264,15 @@ impl Server {
 
     /// Reads `key` again next turn (once, however often this is asked).
     fn defer_read(&mut self, key: usize) {
-        if let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) {
-            if !socket.queued {
-                socket.queued = true;
-                self.cut_off.push((key, socket.generation));
-            }
+        if self.socket(key).is_some() {
+            self.cut_off.defer(key);
         }
     }
 
     fn read_cut_off(&mut self, now: Instant) {
-        let mut cut_off = std::mem::take(&mut self.cut_off);
-        for (key, generation) in cut_off.drain(..) {
-            let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
-                continue;
-            };
-            if socket.generation != generation {
-                continue;
-            }
-            socket.queued = false;
+        self.cut_off.start_turn();
+        while let Some(key) = self.cut_off.pop() {
             self.read_peer(key, now);
-        }
-        if self.cut_off.is_empty() {
-            // Keep the capacity: no allocation per turn while peers are cut off.
-            self.cut_off = cut_off;
         }
     }
 
@@ -345,6 +305,12 @@ impl Server {
                 Action::ReleaseMemory => crate::edge::memory::release_free_memory(),
             }
         }
+    }
+}
+
+impl Stoppable for Server {
+    fn stop_parts(&self) -> (&StopSignal, &Registry) {
+        (&self.stop, self.poll.registry())
     }
 }
 

@@ -318,7 +318,7 @@ fn sighup_stops_the_server_gracefully() {
     assert!(status.success(), "exit {status:?}");
     let summary = server.rest_of_stdout();
     assert!(
-        summary.starts_with("Summary: 1 connections accepted"),
+        summary.starts_with("Summary: 1 connection accepted"),
         "{summary}"
     );
 }

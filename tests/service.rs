@@ -86,7 +86,7 @@ fn a_dead_notify_socket_is_one_warning_and_no_harm() {
     assert!(server.wait(WAIT).success());
     let summary = server.rest_of_stdout();
     assert!(
-        summary.starts_with("Summary: 1 connections accepted"),
+        summary.starts_with("Summary: 1 connection accepted"),
         "{summary}"
     );
     let mut log = String::new();

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use heartbeat::client::{sources, Client, Finish};
 use heartbeat::edge::net::{self, SetupError};
+use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::report;
 use heartbeat::ops::stats::client::{merge, ClientReport, RunFacts};
 use heartbeat::ops::stats::{ClientStats, ClientSummary};

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::stats::ServerStats;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::config::{self, format_duration};
@@ -89,6 +90,9 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     // does nothing if it was said already.
     notify::stopping();
     let mut stats = stats?;
+    // What the loop logged as it stopped (`received SIGINT: stopping`) comes before the
+    // summary, as it happened; and the count of dropped lines is then final.
+    logging::flush();
     stats.on_log_lines_dropped(logging::dropped_lines());
     match (worker, args.json) {
         // For the parent to merge: histograms whole, not as percentiles.
@@ -144,6 +148,8 @@ fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError
     let finished = supervisor.run();
     notify::stopping();
     drop(reserved);
+    // `received SIGINT: stopping the workers` before the summary, as it happened.
+    logging::flush();
     let mut stats = ServerStats::default();
     let mut unreadable = 0;
     for report in &finished.reports {

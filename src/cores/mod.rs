@@ -2,6 +2,7 @@
 //! Each takes the time as an argument where time matters, and each is tested alone.
 
 pub mod allow;
+pub mod buffers;
 pub mod escape;
 pub mod liveness;
 pub mod protocol;

@@ -3,8 +3,11 @@
 //!
 //! Owns the stop flag, the loop's `mio::Waker` and the signal registration. Both loops use
 //! it the same way: check [`StopSignal::is_requested`] each turn, and pass events for
-//! [`SIGNALS`] to [`StopSignal::on_signal_event`].
+//! [`SIGNALS`] to [`StopSignal::on_signal_event`]; and both offer the same two methods to
+//! whoever runs them, `stopper()` and `stop_on_signals()`, through [`Stoppable`]. What a
+//! stop does to the peers is each loop's own.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::edge::net::SetupError;
 
-/// Tokens the stop machinery uses; connection tokens never reach them (see `conn::token`).
+/// Tokens the stop machinery uses; connection tokens never reach them (see `turn::token`).
 pub const WAKER: Token = Token(usize::MAX);
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 
@@ -50,7 +53,9 @@ impl Stopper {
 
 pub struct StopSignal {
     stopper: Stopper,
-    signals: Option<Signals>,
+    /// Set once, by [`listen_for_signals`](Self::listen_for_signals), which needs only a
+    /// shared borrow so that [`Stoppable`] asks each loop for one accessor.
+    signals: OnceCell<Signals>,
 }
 
 impl StopSignal {
@@ -64,13 +69,16 @@ impl StopSignal {
                 requested: Arc::new(AtomicBool::new(false)),
                 waker: Arc::new(waker),
             },
-            signals: None,
+            signals: OnceCell::new(),
         })
     }
 
     /// Also stop on [`STOP_SIGNALS`]. Only for a process that owns its signals (a binary),
-    /// never for a loop started inside a test.
-    pub fn listen_for_signals(&mut self, registry: &Registry) -> Result<(), SetupError> {
+    /// never for a loop started inside a test. Asking twice changes nothing.
+    pub fn listen_for_signals(&self, registry: &Registry) -> Result<(), SetupError> {
+        if self.signals.get().is_some() {
+            return Ok(());
+        }
         let error = |source| SetupError::EventLoop {
             what: "signal handler",
             source,
@@ -79,7 +87,7 @@ impl StopSignal {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(error)?;
-        self.signals = Some(signals);
+        let _ = self.signals.set(signals);
         Ok(())
     }
 
@@ -93,15 +101,66 @@ impl StopSignal {
 
     /// Call for an event on [`SIGNALS`]; returns the signal that asked for the stop.
     pub fn on_signal_event(&mut self) -> Option<i32> {
-        let signal = self.signals.as_mut()?.pending().next()?;
+        let signal = self.signals.get_mut()?.pending().next()?;
         self.stopper.requested.store(true, Ordering::SeqCst);
         Some(signal)
+    }
+}
+
+/// What every poll loop offers whoever runs it to stop it; a loop only says where its
+/// [`StopSignal`] and its poll's registry are.
+pub trait Stoppable {
+    /// The loop's stop machinery and the registry of the poll it wakes.
+    fn stop_parts(&self) -> (&StopSignal, &Registry);
+
+    /// A handle that stops the loop from any thread, as SIGTERM would.
+    fn stopper(&self) -> Stopper {
+        self.stop_parts().0.stopper()
+    }
+
+    /// Also stops the loop on [`STOP_SIGNALS`] (for a binary, not for tests).
+    fn stop_on_signals(&mut self) -> Result<(), SetupError> {
+        let (stop, registry) = self.stop_parts();
+        stop.listen_for_signals(registry)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The least a loop needs to be [`Stoppable`].
+    struct Loop {
+        poll: mio::Poll,
+        stop: StopSignal,
+    }
+
+    impl Stoppable for Loop {
+        fn stop_parts(&self) -> (&StopSignal, &Registry) {
+            (&self.stop, self.poll.registry())
+        }
+    }
+
+    #[test]
+    fn a_stopper_from_another_thread_sets_the_flag_and_wakes_the_poll() {
+        let poll = mio::Poll::new().unwrap();
+        let stop = StopSignal::new(poll.registry()).unwrap();
+        let mut looped = Loop { poll, stop };
+        assert!(!looped.stop.is_requested());
+        let stopper = looped.stopper();
+        std::thread::spawn(move || stopper.stop()).join().unwrap();
+        assert!(looped.stop.is_requested());
+        let mut events = mio::Events::with_capacity(4);
+        // Bounded: the wake is already pending, so this returns at once.
+        let timeout = Some(std::time::Duration::from_secs(10));
+        looped.poll.poll(&mut events, timeout).unwrap();
+        assert!(events.iter().any(|event| event.token() == WAKER));
+        assert_eq!(
+            looped.stop.on_signal_event(),
+            None,
+            "no signal was listened for"
+        );
+    }
 
     #[test]
     fn signals_are_named_as_log_lines_give_them() {

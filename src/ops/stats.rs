@@ -403,9 +403,12 @@ impl ServerStats {
         self.detection_time.merge(detection_time);
     }
 
-    /// Multi-line human summary printed at exit: one fact per line.
+    /// Multi-line human summary printed at exit: one fact per line. The rows every run has
+    /// (echoes, heartbeats, how peers ended, bytes) are always there; those that count what
+    /// only some settings or troubles make (refusals, `--max-buffered`, errors, dropped log
+    /// lines) only when they are not zero. The JSON keeps every field.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 16] = [
+        let always: [(&str, u64); 8] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -414,23 +417,27 @@ impl ServerStats {
                 self.closed_dead,
             ),
             ("closed by the peer", self.closed_by_peer),
-            ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),
-            ("closed over --max-buffered", self.closed_over_budget),
-            ("log lines dropped", self.log_lines_dropped),
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
+        ];
+        let when_any: [(&str, u64); 8] = [
+            ("closed on error", self.closed_on_error),
+            ("closed over --max-buffered", self.closed_over_budget),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
-            ("accept errors", self.accept_errors),
             ("refused, no valid PROXY header", self.rejected_proxy_header),
+            ("accept errors", self.accept_errors),
+            ("log lines dropped", self.log_lines_dropped),
         ];
         let mut out = format!(
-            "Summary: {} connections accepted, peak {} open",
-            self.accepted, self.peak_open
+            "Summary: {} accepted, peak {} open",
+            client::plural(self.accepted, "connection"),
+            self.peak_open
         );
-        for (label, value) in rows {
+        let shown = when_any.into_iter().filter(|(_, value)| *value > 0);
+        for (label, value) in always.into_iter().chain(shown) {
             out.push_str(&format!("\n  {label}: {value}"));
         }
         if self.closed_dead > 0 {
@@ -574,6 +581,45 @@ mod tests {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");
+    }
+
+    /// "1 connections accepted" and sixteen rows, most of them zero, before: the rows that
+    /// only some settings make are left out when zero, and one is one.
+    #[test]
+    fn server_summary_leaves_out_zero_rows_that_say_nothing_and_agrees_in_number() {
+        let s = ServerStats {
+            accepted: 1,
+            peak_open: 1,
+            closed_by_peer: 1,
+            ..ServerStats::default()
+        };
+        let text = s.summary();
+        assert!(
+            text.starts_with("Summary: 1 connection accepted, peak 1 open\n"),
+            "{text}"
+        );
+        for kept in ["lines echoed: 0", "closed as dead", "closed at shutdown: 0"] {
+            assert!(text.contains(kept), "{kept}:\n{text}");
+        }
+        for absent in [
+            "refused",
+            "accept errors",
+            "PROXY",
+            "--max-buffered",
+            "log lines",
+        ] {
+            assert!(!text.contains(absent), "{absent}:\n{text}");
+        }
+        let none = ServerStats::default().summary();
+        assert!(
+            none.starts_with("Summary: 0 connections accepted"),
+            "{none}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).expect("JSON");
+        assert_eq!(
+            json["rejected_proxy_header"], 0,
+            "the JSON keeps every field"
+        );
     }
 
     #[test]

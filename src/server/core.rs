@@ -54,11 +54,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::budget::Budget;
+use crate::cores::buffers::Buffers;
 use crate::cores::liveness::{self, Peer, Timing};
 use crate::cores::protocol;
 use crate::cores::rng::SplitMix64;
 use crate::cores::timer::{later, Timers};
-use crate::edge::conn::Buffers;
+use crate::edge::turn::READ_BUFFER;
 use crate::ops::stats::ServerStats;
 
 use self::ending::Drain;
@@ -73,8 +74,6 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub const STOP_LINGER: Duration = Duration::from_secs(1);
 /// How long a peer declared dead has to take its `End Connection` and close its side.
 pub const DEAD_LINGER: Duration = Duration::from_secs(2);
-/// The most bytes read for a peer at once.
-pub const READ_BUFFER: usize = 64 * 1024;
 /// An echo is at most this many times the bytes read: an empty line, 1 byte, comes back as
 /// `Echoing...` and a newline. Reads are sized by it so output stays within its limit.
 const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;

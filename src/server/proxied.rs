@@ -19,7 +19,8 @@ use slab::Slab;
 
 use super::Server;
 use crate::cores::proxy::{self, Parsed};
-use crate::edge::conn::{read_once, split, token, ReadResult};
+use crate::edge::conn::{read_once, ReadResult};
+use crate::edge::turn::{split, token};
 
 /// How long an accepted peer has to send its whole header.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
@@ -183,7 +184,7 @@ impl Server {
         if self.core.is_stopping() {
             return;
         }
-        self.handshakes.admitting = Some((self.next_generation, real));
+        self.handshakes.admitting = Some((self.generations.peek(), real));
         let admitted = self.admit(waiting.stream, real, now);
         self.handshakes.admitting = None;
         let Some(key) = admitted else {

@@ -26,7 +26,7 @@ use crate::ops::stats::ServerStats;
 pub const SLOTS: usize = 12;
 /// Below the loop's fixed tokens (`stop`, `alarm`, the peers' listener), which end at
 /// `usize::MAX - 3`; scraper slot i is `usize::MAX - 5 - i`. Peer tokens never reach these
-/// (see `conn::token`).
+/// (see `turn::token`).
 pub const LISTENER: Token = Token(usize::MAX - 4);
 
 fn slot_token(slot: usize) -> Token {
@@ -233,6 +233,6 @@ mod tests {
         assert_eq!(token_slot(LISTENER), None);
         assert_eq!(token_slot(Token(usize::MAX - 3)), None, "the alarm's");
         assert_eq!(token_slot(slot_token(SLOTS)), None);
-        assert!(!Scrapers::owns(crate::edge::conn::token(7, 3)));
+        assert!(!Scrapers::owns(crate::edge::turn::token(7, 3)));
     }
 }

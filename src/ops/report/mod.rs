@@ -468,7 +468,8 @@ mod tests {
         if faults {
             c.on_fault_injected(FaultKind::Silent);
             c.on_fault_detected(FaultKind::Silent, Duration::from_millis(900));
-            c.on_closed_by_server(true);
+            c.on_closed_by_server();
+            c.on_server_end(crate::ops::stats::client::ServerEnd::FalseDeath);
         }
         let facts = RunFacts {
             elapsed: Duration::from_secs(4),

@@ -14,7 +14,13 @@
 //! handles events, passing the durations it measured. Nothing reads a counter to decide
 //! anything: the loop keeps its own state for that. The report also says, in words, whether
 //! the client itself was too slow for its figures to be the server's, and whether the server
-//! closed healthy connections (false deaths).
+//! closed healthy connections (false deaths). How an end is named ([`ServerEnd`]) is decided
+//! by the client's `peer`, which knows what the connection heard; this only counts it.
+//!
+//! Attempts and connections are counted apart: `connect_attempts` is every `connect()`,
+//! `opened` every connection established (a slot reconnected counts again), and
+//! `connections_opened` the slots (of `target`) that opened and were not refused, which the
+//! summary line reports with the time by which they had opened (not the run's length).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +40,24 @@ mod text;
 pub use failure::ConnectFailure;
 use series::{Column, Series, SeriesError};
 pub use summary::{ClientSummary, FaultSummary, Histograms, RunSettings, FORMAT};
+pub(crate) use text::plural;
+
+/// How the server ended a healthy connection (one with no fault injected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEnd {
+    /// `End Connection` that cannot be a dead-peer close (no heartbeat outstanding): the
+    /// server stopping or draining.
+    Goodbye,
+    /// `End Connection` after a heartbeat: a healthy connection closed as dead, as far as the
+    /// client can tell. Must be 0.
+    FalseDeath,
+    /// `Error: server full`, or closed before any exchange: turned away, never served.
+    Refused,
+    /// The stream ended without `End Connection` (a server killed, or one that does not say).
+    Lost,
+    /// Reset by the server, without `End Connection`.
+    LostReset,
+}
 
 /// One fault kind's counts: turned bad, then noticed by the server (it closed), and how long
 /// that took.
@@ -50,11 +74,20 @@ struct FaultCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientStats {
     target: u64,
+    connect_attempts: u64,
+    /// Slots that opened (and were not refused) at least once.
+    connections_opened: u64,
+    /// From the start of the run to the first opening of the last slot to open.
+    opened_in: Duration,
     opened: u64,
     open: u64,
     failed: [u64; 5],
     closed_by_server: u64,
     false_deaths: u64,
+    goodbyes: u64,
+    refused_by_server: u64,
+    lost_closed: u64,
+    lost_reset: u64,
     errors: u64,
     closed_output_cap: u64,
     reconnects: u64,
@@ -121,11 +154,18 @@ impl ClientStats {
     pub fn new(target: u64) -> Self {
         ClientStats {
             target,
+            connect_attempts: 0,
+            connections_opened: 0,
+            opened_in: Duration::ZERO,
             opened: 0,
             open: 0,
             failed: [0; 5],
             closed_by_server: 0,
             false_deaths: 0,
+            goodbyes: 0,
+            refused_by_server: 0,
+            lost_closed: 0,
+            lost_reset: 0,
             errors: 0,
             closed_output_cap: 0,
             reconnects: 0,
@@ -164,11 +204,18 @@ impl ClientStats {
         // Every field by name, so that a counter added later cannot be forgotten here.
         let ClientStats {
             target,
+            connect_attempts,
+            connections_opened,
+            opened_in,
             opened,
             open,
             failed,
             closed_by_server,
             false_deaths,
+            goodbyes,
+            refused_by_server,
+            lost_closed,
+            lost_reset,
             errors,
             closed_output_cap,
             reconnects,
@@ -185,10 +232,16 @@ impl ClientStats {
         } = other;
         for (sum, add) in [
             (&mut self.target, target),
+            (&mut self.connect_attempts, connect_attempts),
+            (&mut self.connections_opened, connections_opened),
             (&mut self.opened, opened),
             (&mut self.open, open),
             (&mut self.closed_by_server, closed_by_server),
             (&mut self.false_deaths, false_deaths),
+            (&mut self.goodbyes, goodbyes),
+            (&mut self.refused_by_server, refused_by_server),
+            (&mut self.lost_closed, lost_closed),
+            (&mut self.lost_reset, lost_reset),
             (&mut self.errors, errors),
             (&mut self.closed_output_cap, closed_output_cap),
             (&mut self.reconnects, reconnects),
@@ -200,6 +253,8 @@ impl ClientStats {
         ] {
             *sum += *add;
         }
+        // The processes ran side by side: theirs opened by the time the slowest had.
+        self.opened_in = self.opened_in.max(*opened_in);
         for (sum, add) in self.failed.iter_mut().zip(failed) {
             *sum += *add;
         }
@@ -214,6 +269,18 @@ impl ClientStats {
         // Rows more than a day from these are left out (checked first by `can_merge` where
         // runs come from elsewhere; workers of one run always fit).
         let _ = self.series.merge(series);
+    }
+
+    /// A `connect()` was called (a first one or a reconnect).
+    pub fn on_attempt(&mut self) {
+        self.connect_attempts += 1;
+    }
+
+    /// A slot's first connection that was served (opened, not refused) had opened `after`
+    /// the start of the run. Counted when it closes (or at the end), once that is known.
+    pub fn on_slot_opened(&mut self, after: Duration) {
+        self.connections_opened += 1;
+        self.opened_in = self.opened_in.max(after);
     }
 
     pub fn on_connect_failed(&mut self, why: ConnectFailure) {
@@ -238,14 +305,26 @@ impl ClientStats {
         self.series.row().set(Column::Open, self.open);
     }
 
-    /// The server ended a connection (`End Connection` or end of stream); `healthy` when no
-    /// fault had been injected into it: then it is a false death.
-    pub fn on_closed_by_server(&mut self, healthy: bool) {
+    /// The server closed a connection (`End Connection`, `Error: server full` or end of
+    /// stream; a reset only when it found a fault): what it was is counted apart.
+    pub fn on_closed_by_server(&mut self) {
         self.closed_by_server += 1;
-        self.false_deaths += u64::from(healthy);
-        let row = self.series.row();
-        row.add(Column::ClosedByServer, 1);
-        row.add(Column::FalseDeaths, u64::from(healthy));
+        self.series.row().add(Column::ClosedByServer, 1);
+    }
+
+    /// The server ended a healthy connection, in the way `end` names.
+    pub fn on_server_end(&mut self, end: ServerEnd) {
+        let counter = match end {
+            ServerEnd::Goodbye => &mut self.goodbyes,
+            ServerEnd::FalseDeath => {
+                self.series.row().add(Column::FalseDeaths, 1);
+                &mut self.false_deaths
+            }
+            ServerEnd::Refused => &mut self.refused_by_server,
+            ServerEnd::Lost => &mut self.lost_closed,
+            ServerEnd::LostReset => &mut self.lost_reset,
+        };
+        *counter += 1;
     }
 
     /// An established connection ended in an I/O error.
@@ -363,11 +442,18 @@ impl ClientStats {
         ClientSummary {
             elapsed_secs: facts.elapsed.as_secs_f64(),
             target: self.target,
+            connect_attempts: self.connect_attempts,
+            connections_opened: self.connections_opened,
+            opened_in_secs: self.opened_in.as_secs_f64(),
             opened: self.opened,
             failed: self.failed_total(),
             failed_by_reason,
             closed_by_server: self.closed_by_server,
             false_deaths: self.false_deaths,
+            goodbyes: self.goodbyes,
+            refused_by_server: self.refused_by_server,
+            lost_closed: self.lost_closed,
+            lost_reset: self.lost_reset,
             errors: self.errors,
             closed_output_cap: self.closed_output_cap,
             reconnects: self.reconnects,

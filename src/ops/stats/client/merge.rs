@@ -110,13 +110,22 @@ fn counters(s: &ClientSummary) -> Result<(ClientStats, RunFacts), String> {
         undetected[*kind as usize] = f.undetected;
     }
     // Every field by name (no `..`): a counter added later must be read back here too.
+    let opened_in = Duration::try_from_secs_f64(s.opened_in_secs)
+        .map_err(|_| format!("opened_in_secs {} is not a duration", s.opened_in_secs))?;
     let stats = ClientStats {
         target: s.target,
+        connect_attempts: s.connect_attempts,
+        connections_opened: s.connections_opened,
+        opened_in,
         opened: s.opened,
         open: s.open,
         failed,
         closed_by_server: s.closed_by_server,
         false_deaths: s.false_deaths,
+        goodbyes: s.goodbyes,
+        refused_by_server: s.refused_by_server,
+        lost_closed: s.lost_closed,
+        lost_reset: s.lost_reset,
         errors: s.errors,
         closed_output_cap: s.closed_output_cap,
         reconnects: s.reconnects,
@@ -163,7 +172,7 @@ mod tests {
         if faults {
             c.on_fault_injected(FaultKind::Silent);
             c.on_fault_detected(FaultKind::Silent, Duration::from_millis(700));
-            c.on_closed_by_server(false);
+            c.on_closed_by_server();
         }
         let facts = RunFacts {
             elapsed: Duration::from_secs(2),

@@ -28,15 +28,33 @@ pub struct FaultSummary {
 /// The load client's end-of-run report, printed as text or as one line of JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClientSummary {
+    /// The run's length, from the first connection started to the summary.
     pub elapsed_secs: f64,
+    /// Connections asked for (`--connections`).
     pub target: u64,
+    /// Every `connect()` called: first attempts and reconnects.
+    pub connect_attempts: u64,
+    /// Of `target`, how many opened at least once and were not refused by the server.
+    pub connections_opened: u64,
+    /// By when those had opened, from the start of the run.
+    pub opened_in_secs: f64,
+    /// Connections established, counting each reconnect again (and those then refused).
     pub opened: u64,
     pub failed: u64,
     /// Failed attempts per [`ConnectFailure::as_str`]; only reasons that occurred.
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Closed by the server: every kind below, and faults it found (not resets).
     pub closed_by_server: u64,
-    /// Connections with no fault injected that the server closed. Must be 0.
+    /// Healthy connections the server told `End Connection` after a heartbeat. Must be 0.
     pub false_deaths: u64,
+    /// Told `End Connection` with no heartbeat outstanding: the server stopping.
+    pub goodbyes: u64,
+    /// Told `Error: server full`, or closed by the server before any exchange.
+    pub refused_by_server: u64,
+    /// Closed by the server without `End Connection`.
+    pub lost_closed: u64,
+    /// Reset by the server, without `End Connection`.
+    pub lost_reset: u64,
     pub errors: u64,
     /// Closed by the client: the server took none of the output held for it past the cap.
     pub closed_output_cap: u64,

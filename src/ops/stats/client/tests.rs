@@ -74,17 +74,144 @@ fn open_connections_follow_connects_and_closes() {
 #[test]
 fn a_healthy_connection_closed_by_the_server_is_a_false_death_shown_first() {
     let mut c = ClientStats::new(2);
-    c.on_closed_by_server(false);
+    c.on_closed_by_server();
+    c.on_fault_detected(FaultKind::Silent, Duration::from_secs(1));
     assert_eq!(c.summary(&facts()).false_deaths, 0);
     assert!(!c.summary(&facts()).to_text().contains("WARNING"));
-    c.on_closed_by_server(true);
+    c.on_closed_by_server();
+    c.on_server_end(ServerEnd::FalseDeath);
     let s = c.summary(&facts());
     assert_eq!((s.closed_by_server, s.false_deaths), (2, 1));
     let text = s.to_text();
     assert!(
-        text.starts_with("WARNING: the server closed 1 healthy connections"),
+        text.starts_with("WARNING: the server closed 1 healthy connection as dead"),
         "{text}"
     );
+    c.on_server_end(ServerEnd::FalseDeath);
+    let text = c.summary(&facts()).to_text();
+    assert!(text.starts_with("WARNING: the server closed 2 healthy connections"));
+}
+
+/// Goodbyes, refusals and lost connections are counted apart, and none of them is a
+/// false death or sets off the warning.
+#[test]
+fn goodbyes_refusals_and_losses_are_named_not_false_deaths() {
+    let mut c = ClientStats::new(10);
+    for end in [
+        ServerEnd::Goodbye,
+        ServerEnd::Goodbye,
+        ServerEnd::Refused,
+        ServerEnd::Lost,
+        ServerEnd::LostReset,
+    ] {
+        c.on_server_end(end);
+    }
+    let s = c.summary(&facts());
+    let named = (s.goodbyes, s.refused_by_server, s.lost_closed, s.lost_reset);
+    assert_eq!((named, s.false_deaths), ((2, 1, 1, 1), 0), "{s:?}");
+    let text = s.to_text();
+    assert!(!text.contains("WARNING"), "{text}");
+    for row in [
+        "goodbyes (End Connection at the server's stop, no heartbeat outstanding): 2",
+        "refused by the server (server full, or closed before any exchange): 1",
+        "lost (closed by server without End Connection): 1",
+        "lost (reset by server): 1",
+        "healthy connections closed by the server (false deaths): 0",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}
+
+/// The summary line counts connections (slots), never attempts, and gives the time they
+/// took to open apart from the run's; attempts and reconnects get rows of their own.
+/// Before: "14893 of 200 connections opened in 6.0 s", "1 connections".
+#[test]
+fn the_summary_line_counts_connections_not_attempts_with_their_own_time() {
+    let mut c = ClientStats::new(200);
+    for i in 0..14_893u64 {
+        c.on_attempt();
+        c.on_connected(Duration::from_micros(100));
+        // Ten slots' connections were told the server was full every time.
+        if i < 190 {
+            c.on_slot_opened(Duration::from_millis(2 * i));
+        }
+        if i >= 200 {
+            c.on_reconnect();
+        }
+    }
+    let run = RunFacts {
+        elapsed: Duration::from_secs(6),
+        ..facts()
+    };
+    let s = c.summary(&run);
+    assert_eq!(
+        (s.connections_opened, s.connect_attempts, s.opened),
+        (190, 14_893, 14_893)
+    );
+    let text = s.to_text();
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "Summary: 190 of 200 connections opened in 0.4 s (run 6.0 s)"
+    );
+    assert!(text.contains("\n  connect attempts: 14893\n"), "{text}");
+    assert!(text.contains("\n  reconnects: 14693\n"), "{text}");
+
+    let mut one = ClientStats::new(1);
+    one.on_attempt();
+    one.on_connected(Duration::from_millis(1));
+    one.on_slot_opened(Duration::from_millis(3));
+    let text = one.summary(&facts()).to_text();
+    assert!(
+        text.starts_with("Summary: 1 of 1 connection opened in 0.0 s (run 1.0 s)\n"),
+        "{text}"
+    );
+    // Nothing happened that these rows would count: they are left out of the text, and
+    // still in the JSON.
+    for absent in [
+        "connect attempts",
+        "reconnects",
+        "connections failed",
+        "refused",
+        "goodbyes",
+        "lost",
+        "ended in error",
+        "output cap",
+        "lines sent",
+        "lines too long",
+        "warnings not logged",
+        "round trip",
+    ] {
+        assert!(!text.contains(absent), "{absent}:\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&one.summary(&facts()).to_json()).expect("JSON");
+    for key in [
+        "reconnects",
+        "lost_reset",
+        "goodbyes",
+        "lines_too_long",
+        "connect_attempts",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+}
+
+#[test]
+fn merged_workers_sum_connections_and_keep_the_slowest_opening() {
+    let mut a = ClientStats::new(2);
+    a.on_slot_opened(Duration::from_millis(300));
+    a.on_server_end(ServerEnd::Goodbye);
+    let mut b = ClientStats::new(2);
+    b.on_slot_opened(Duration::from_millis(900));
+    b.on_attempt();
+    a.merge(&b);
+    let s = a.summary(&facts());
+    assert_eq!(
+        (s.connections_opened, s.connect_attempts, s.goodbyes),
+        (2, 1, 1)
+    );
+    assert!((s.opened_in_secs - 0.9).abs() < 1e-9, "{s:?}");
 }
 
 #[test]
@@ -154,7 +281,7 @@ fn json_round_trips_and_is_one_line() {
     let mut c = ClientStats::new(100);
     c.on_connected(Duration::from_millis(3));
     c.on_connect_failed(ConnectFailure::TimedOut);
-    c.on_closed_by_server(false);
+    c.on_closed_by_server();
     c.on_line_sent(Duration::from_micros(40));
     c.on_echo(Duration::from_micros(250));
     c.on_fault_injected(FaultKind::Reset);
