@@ -2,13 +2,18 @@
 //! clock and the order of work in a loop turn; every decision (what to echo, when to send a
 //! heartbeat, when a peer is dead, how a connection ends) is the core's.
 //!
-//! One turn: sleep in `poll` until an event or the core's next timeout; read the clock;
-//! read the peers cut off for fairness last turn, then this turn's events (each peer at most
-//! [`READS_PER_TURN`] reads a turn); then fire the timers that were due when the turn woke
-//! (each batch stamped with the clock read again); last, accept waiting peers. Bytes that
+//! One turn: sleep in `poll` until an event or the core's one timeout
+//! ([`ServerCore::poll_timeout`]: the loop keeps no deadline of its own and merges none);
+//! read the clock once, and hand that time to every input of the turn; read the peers cut
+//! off for fairness last turn, then this turn's events (each peer at most
+//! [`READS_PER_TURN`] reads a turn); then fire the timers that were due when the turn woke,
+//! a batch per `handle_timeout`, each batch stamped with the clock read anew (the core's
+//! send-time rule: a heartbeat is never recorded as sent earlier than it left by more than a
+//! batch); last, accept waiting peers (stamped with the latest of those reads). Bytes that
 //! arrived while the loop was away, even stopped in the middle of its timers, are therefore
-//! always counted before any peer is judged silent. After every input to the core,
-//! the loop carries out all the actions it returns.
+//! always counted before any peer is judged silent. After every input to the core, the loop
+//! carries out all the actions it returns. The only other clock read measures the sleep
+//! before `poll`, so that a long turn does not make the loop oversleep; no input sees it.
 
 mod accept;
 pub mod budget;
@@ -19,6 +24,8 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,22 +41,19 @@ pub use self::settings::{
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
 };
 
-use self::core::{Action, ServerCore};
+use self::core::{Action, ServerCore, Stage};
 use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
-use crate::cores::timer::timeout_until;
 use crate::edge::alarm::{Alarm, ALARM};
-use crate::edge::conn::{read_once, split, write_until_blocked, ReadResult};
-use crate::edge::net::{self, interrupted, SetupError};
-use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
+use crate::edge::net::{self, SetupError};
+use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
+use crate::edge::turn::{split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
 /// Below the stop tokens (`stop::WAKER`, `stop::SIGNALS`) and above `alarm::ALARM`.
 const LISTENER: Token = Token(usize::MAX - 2);
-
-/// Reads served to one peer per turn (64 KiB each) before others get theirs.
-pub const READS_PER_TURN: usize = 16;
 
 /// A peer's socket, kept under the core's key for it.
 struct Socket {
@@ -57,8 +61,6 @@ struct Socket {
     /// Part of the peer's token, so an event for an earlier socket in the same slot is
     /// recognised and ignored.
     generation: u32,
-    /// Waiting in the cut-off list to be read next turn.
-    queued: bool,
 }
 
 pub struct Server {
@@ -68,11 +70,10 @@ pub struct Server {
     core: ServerCore,
     /// Indexed by the core's keys.
     sockets: Vec<Option<Socket>>,
-    next_generation: u32,
+    generations: Generations,
     read_buf: Vec<u8>,
-    /// Peers whose reads were cut short for fairness, with their generation: read first
-    /// next turn.
-    cut_off: Vec<(usize, u32)>,
+    /// Peers whose reads were cut short for fairness: read first next turn.
+    cut_off: CutOff,
     /// Accepting stopped for a back-off while peers may still wait in the backlog.
     accept_deferred: bool,
     /// At `--max-connections` with peers accepted since the last reads: read them (their end
@@ -116,15 +117,20 @@ impl Server {
         };
         let stop = StopSignal::new(poll.registry())?;
         let alarm = Alarm::new(poll.registry())?;
+        let open_files = net::open_file_limit();
+        report::say_max_connections(config.max_connections, open_files);
+        let mut settings = config.settings();
+        settings.max_header_waits =
+            core::waiting::default_header_waits(config.max_connections, open_files);
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            core: ServerCore::new(Instant::now(), config.settings()),
+            core: ServerCore::new(Instant::now(), settings),
             sockets: Vec::new(),
-            next_generation: 0,
-            read_buf: vec![0; core::READ_BUFFER],
-            cut_off: Vec::new(),
+            generations: Generations::default(),
+            read_buf: vec![0; READ_BUFFER],
+            cut_off: CutOff::default(),
             accept_deferred: false,
             waiting_for_room: false,
             stop,
@@ -151,77 +157,33 @@ impl Server {
         self.scrapers.as_ref().map(Scrapers::local_addr)
     }
 
-    pub fn stopper(&self) -> Stopper {
-        self.stop.stopper()
-    }
-
-    /// Stops the server on SIGINT or SIGTERM (for the binary, not for tests).
-    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
-        self.stop.listen_for_signals(self.poll.registry())
-    }
-
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
     /// [`core::STOP_LINGER`] for them to take it, and returns the counts.
     pub fn run(mut self) -> Result<ServerStats, SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.stop.is_requested() && !self.core.is_stopping() {
-                self.begin_stop();
-            }
             if self.core.is_done() {
                 break;
             }
-            let now = Instant::now();
-            let waiting = self.handshakes.next_deadline();
-            let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = [self.core.poll_timeout(), waiting, scraping]
-                .into_iter()
-                .flatten()
-                .min();
-            self.alarm.arm(wakeup, now);
-            let sleeping = self.cut_off.is_empty() && !self.waiting_for_room;
+            let wakeup = self.core.poll_timeout();
+            // Measures the sleep only (see the module notes).
+            let before_sleep = Instant::now();
+            let busy = !self.cut_off.is_empty() || self.waiting_for_room;
+            let alarm = Some(&mut self.alarm);
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
-            let alarm_ahead = wakeup.filter(|at| sleeping && *at > now);
-            let timeout = match sleeping {
-                true => timeout_until(wakeup, now),
-                false => Some(Duration::ZERO),
+            let alarm_ahead = match wait(
+                &mut self.poll,
+                &mut events,
+                alarm,
+                wakeup,
+                busy,
+                before_sleep,
+            )? {
+                Waited::Woke { alarm_ahead } => alarm_ahead,
+                Waited::Interrupted => continue,
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if interrupted(&e) {
-                    continue;
-                }
-                return Err(SetupError::EventLoop {
-                    what: "poll wait",
-                    source: e,
-                });
-            }
             let now = Instant::now();
-            let overslept = alarm_ahead.filter(|due| now > *due);
-            self.core.handle_wakeup(now, overslept);
-            self.read_cut_off(now);
-            let mut listener_ready = false;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => listener_ready = true,
-                    WAKER => {}
-                    ALARM => self.alarm.on_event(),
-                    SIGNALS => self.take_signals(),
-                    parent::PARENT => self.on_parent_event(),
-                    token if Scrapers::owns(token) => self.on_scrape_event(token, now),
-                    token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
-                    _ => self.on_socket_event(event, now),
-                }
-            }
-            if let Some(scrapers) = &mut self.scrapers {
-                scrapers.expire(self.poll.registry(), now);
-            }
-            self.fire_timers(now);
-            self.expire_headers(Instant::now());
-            // After the reads, so that peers that hung up free their places first, and after
-            // the timers, one of which may have ended an accept back-off.
-            if listener_ready || self.accept_deferred {
-                self.accept_all(Instant::now());
-            }
+            self.turn(now, alarm_ahead, &events);
             debug_assert_eq!(
                 self.core.timers_armed(),
                 self.core.open(),
@@ -237,17 +199,50 @@ impl Server {
         Ok(self.core.into_stats())
     }
 
-    /// Fires what was due when the turn woke at `woke` (everything that had arrived by then
-    /// has been read), reading the clock again for each batch, so that a heartbeat's recorded
-    /// send time stays within a batch of the real one.
-    fn fire_timers(&mut self, woke: Instant) {
-        loop {
-            if !self.core.poll_timeout().is_some_and(|at| at <= woke) {
-                return;
+    /// One turn of the loop, woken at `now` (`alarm_ahead`: the alarm it slept until).
+    fn turn(&mut self, now: Instant, alarm_ahead: Option<Instant>, events: &Events) {
+        let overslept = alarm_ahead.filter(|due| now > *due);
+        self.core.handle_wakeup(now, overslept);
+        self.read_cut_off(now);
+        let mut listener_ready = false;
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => listener_ready = true,
+                WAKER => {}
+                ALARM => self.alarm.on_event(),
+                SIGNALS => self.take_signals(now),
+                parent::PARENT => self.on_parent_event(),
+                token if Scrapers::owns(token) => self.on_scrape_event(token, now),
+                token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
+                _ => self.on_socket_event(event, now),
             }
-            let now = Instant::now();
-            self.core.handle_timeout(now);
+        }
+        if self.stop.is_requested() && !self.core.is_stopping() {
+            self.begin_stop(now);
+        }
+        let stamp = self.fire_timers(now);
+        // After the reads, so that peers that hung up free their places first, and after
+        // the timers, one of which may have ended an accept back-off.
+        if listener_ready || self.accept_deferred {
+            self.accept_all(stamp.unwrap_or(now));
+        }
+    }
+
+    /// Fires what was due when the turn woke (everything that had arrived by then has been
+    /// read), a batch at a time, each stamped with the clock read anew, so that a
+    /// heartbeat's recorded send time stays within a batch of the real one. Returns the last
+    /// stamp, if any timer was due.
+    fn fire_timers(&mut self, woke: Instant) -> Option<Instant> {
+        if self.core.poll_timeout().is_none_or(|at| at > woke) {
+            return None;
+        }
+        loop {
+            let now = Instant::now().max(woke);
+            let more = self.core.handle_timeout(now);
             self.carry_out(now);
+            if !more {
+                return Some(now);
+            }
         }
     }
 
@@ -257,10 +252,10 @@ impl Server {
 
     fn on_socket_event(&mut self, event: &PollEvent, now: Instant) {
         let (key, generation) = split(event.token());
-        let Some(socket) = self.socket(key).filter(|s| s.generation == generation) else {
+        if self.socket(key).is_none_or(|s| s.generation != generation) {
             return;
-        };
-        let queued = socket.queued;
+        }
+        let queued = self.cut_off.is_queued(key);
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             self.core.handle_writable(now, key);
             self.carry_out(now);
@@ -296,29 +291,15 @@ impl Server {
 
     /// Reads `key` again next turn (once, however often this is asked).
     fn defer_read(&mut self, key: usize) {
-        if let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) {
-            if !socket.queued {
-                socket.queued = true;
-                self.cut_off.push((key, socket.generation));
-            }
+        if self.socket(key).is_some() {
+            self.cut_off.defer(key);
         }
     }
 
     fn read_cut_off(&mut self, now: Instant) {
-        let mut cut_off = std::mem::take(&mut self.cut_off);
-        for (key, generation) in cut_off.drain(..) {
-            let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
-                continue;
-            };
-            if socket.generation != generation {
-                continue;
-            }
-            socket.queued = false;
+        self.cut_off.start_turn();
+        while let Some(key) = self.cut_off.pop() {
             self.read_peer(key, now);
-        }
-        if self.cut_off.is_empty() {
-            // Keep the capacity: no allocation per turn while peers are cut off.
-            self.cut_off = cut_off;
         }
     }
 
@@ -333,7 +314,7 @@ impl Server {
                         }
                         None => Ok(0),
                     };
-                    self.core.handle_written(key, result);
+                    self.core.handle_written(now, key, result);
                 }
                 Action::Read(key) => self.defer_read(key),
                 Action::ShutdownWrite(key) => {
@@ -349,8 +330,20 @@ impl Server {
                 }
                 Action::Report(key, event) => self.report(key, event, now),
                 Action::ReleaseMemory => crate::edge::memory::release_free_memory(),
+                Action::EndWait(Stage::ProxyHeader, wk, end) => self.end_header_wait(wk, end, now),
+                Action::EndWait(stage, wk, _) => {
+                    if let Some(scrapers) = &mut self.scrapers {
+                        scrapers.end_wait(stage, wk, self.poll.registry());
+                    }
+                }
             }
         }
+    }
+}
+
+impl Stoppable for Server {
+    fn stop_parts(&self) -> (&StopSignal, &Registry) {
+        (&self.stop, self.poll.registry())
     }
 }
 

@@ -8,7 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use heartbeat::client::{Client, ClientConfig, Outcome};
-use heartbeat::edge::stop::Stopper;
+use heartbeat::edge::stop::{Stoppable, Stopper};
 
 use crate::proc::fd_count;
 use crate::{Kind, CONNECT_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT};

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use heartbeat::edge::stop::Stoppable;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::{config, prompt};
 use heartbeat::workers::{self, server::listening_line, WorkersError};

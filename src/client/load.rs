@@ -18,18 +18,20 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
 use super::peer::Peer;
 use super::schedule::{within_budget, Backoff, Pacer};
 use super::warnings::Warnings;
 use super::{memory, ClientConfig, Finish, Outcome};
+use crate::cores::buffers::Buffers;
 use crate::cores::rng::SplitMix64;
-use crate::cores::timer::{later, timeout_until, Timers};
-use crate::edge::conn::{split, token, Buffers};
-use crate::edge::net::{self, interrupted, ConnectError, SetupError};
-use crate::edge::stop::{StopSignal, Stopper, SIGNALS, WAKER};
+use crate::cores::timer::{later, Timers};
+use crate::edge::conn;
+use crate::edge::net::{self, ConnectError, SetupError};
+use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
+use crate::edge::turn::{earliest, split, token, wait, CutOff, Generations, Waited, READ_BUFFER};
 use crate::ops::stats::client::{Memory, RunFacts};
 use crate::ops::stats::{ClientStats, ConnectFailure};
 
@@ -47,9 +49,6 @@ mod traffic;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the end, how long to wait for echoes of lines already sent.
 const DRAIN: Duration = Duration::from_secs(1);
-const READ_BUFFER: usize = 64 * 1024;
-/// Reads of one connection per event before the loop serves the others (and comes back).
-const READS_PER_TURN: usize = 16;
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
 /// A poll that returned sooner than this did not sleep: what it reported may have been
 /// waiting since the previous turn began.
@@ -62,8 +61,9 @@ struct Conn {
     peer: Peer,
 }
 
-/// A reconnect waiting out its back-off: when, which slot, failed attempts so far.
-type Retry = Reverse<(Instant, u32, u32)>;
+/// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
+/// whether the slot has been served before (so that it is counted as opened only once).
+type Retry = Reverse<(Instant, u32, u32, bool)>;
 
 pub struct Client {
     poll: Poll,
@@ -74,7 +74,7 @@ pub struct Client {
     pacer: Pacer,
     retries: BinaryHeap<Retry>,
     jitter: SplitMix64,
-    next_generation: u32,
+    generations: Generations,
     start: Instant,
     read_buf: Vec<u8>,
     line_buf: Vec<u8>,
@@ -86,9 +86,9 @@ pub struct Client {
     ever_connected: bool,
     /// The earliest instant an event handled in this turn may have been waiting since.
     ready_since: Instant,
-    /// Connections that had more to read when their turn's reads ran out, and a spare list.
-    unfinished: Vec<Token>,
-    resume: Vec<Token>,
+    /// Connections that had more to read when their turn's reads ran out: read first next
+    /// turn.
+    cut_off: CutOff,
     warnings: Warnings,
     baseline_rss: u64,
     stop: StopSignal,
@@ -103,15 +103,18 @@ impl Client {
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
         let now = Instant::now();
+        let mut stats = ClientStats::new(config.connections as u64);
+        // The one wall-clock read: rows per second line up across hosts (`stats::client::series`).
+        stats.start_series(now, std::time::SystemTime::now());
         Ok(Client {
             poll,
             conns: Slab::with_capacity(config.connections.min(1 << 16)),
             timers: Timers::new(now, config.tick, config.connections),
-            stats: ClientStats::new(config.connections as u64),
+            stats,
             pacer: Pacer::new(now, config.connect_rate, config.connections),
             retries: BinaryHeap::new(),
             jitter: SplitMix64::new(config.seed ^ 0x6a09_e667_f3bc_c908),
-            next_generation: 0,
+            generations: Generations::default(),
             start: now,
             read_buf: vec![0; READ_BUFFER],
             line_buf: Vec::with_capacity(256),
@@ -119,23 +122,13 @@ impl Client {
             echoes_owed: 0,
             ever_connected: false,
             ready_since: now,
-            unfinished: Vec::new(),
-            resume: Vec::new(),
+            cut_off: CutOff::default(),
             warnings: Warnings::default(),
             baseline_rss,
             stop,
             first_error: None,
             config,
         })
-    }
-
-    pub fn stopper(&self) -> Stopper {
-        self.stop.stopper()
-    }
-
-    /// Stops on SIGINT or SIGTERM (for the binary, not for tests).
-    pub fn stop_on_signals(&mut self) -> Result<(), SetupError> {
-        self.stop.listen_for_signals(self.poll.registry())
     }
 
     /// Runs until the duration passes, the server closes every connection, or a stop.
@@ -174,35 +167,27 @@ impl Client {
                 }
             }
             let status = self.config.status_line.then_some(next_status);
-            let busy = (!self.unfinished.is_empty()).then_some(now);
-            let wakeup = [
+            let wakeup = earliest([
                 self.timers.next_wakeup(),
                 end,
                 self.drain_until,
                 self.next_connect_at(),
                 status,
-                busy,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            ]);
             let entered = Instant::now();
-            if let Err(e) = self.poll.poll(&mut events, timeout_until(wakeup, entered)) {
-                if interrupted(&e) {
-                    continue;
-                }
-                return Err(SetupError::EventLoop {
-                    what: "poll wait",
-                    source: e,
-                });
+            let busy = !self.cut_off.is_empty();
+            let waited = wait(&mut self.poll, &mut events, None, wakeup, busy, entered)?;
+            if waited == Waited::Interrupted {
+                continue;
             }
             let now = Instant::now();
+            self.stats.at(now);
             let slept = now.saturating_duration_since(entered) >= DID_NOT_SLEEP;
             self.ready_since = if slept { now } else { turn_began };
             turn_began = now;
-            std::mem::swap(&mut self.unfinished, &mut self.resume);
-            while let Some(token) = self.resume.pop() {
-                self.on_readable(token, false);
+            self.cut_off.start_turn();
+            while let Some(key) = self.cut_off.pop() {
+                self.on_readable(key, false);
             }
             for event in events.iter() {
                 match event.token() {
@@ -241,6 +226,7 @@ impl Client {
             }
         }
         let now = Instant::now();
+        self.stats.at(now);
         self.drain_until.get_or_insert(now);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -252,6 +238,8 @@ impl Client {
             undetected,
             warnings_suppressed: self.warnings.held_back(),
             memory: Memory::new(self.baseline_rss, end_rss, open),
+            settings: self.config.settings(),
+            runs: 1,
         };
         Outcome {
             finish,
@@ -281,8 +269,8 @@ impl Client {
         if self.draining() {
             return None;
         }
-        let retry = self.retries.peek().map(|Reverse((at, _, _))| *at);
-        [self.pacer.next_at(), retry].into_iter().flatten().min()
+        let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
+        earliest([self.pacer.next_at(), retry])
     }
 
     /// Starts the connections due now, for about a millisecond at most: the rest wait for
@@ -292,14 +280,14 @@ impl Client {
         let mut now = began;
         while within_budget(began, now) {
             if let Some(slot) = self.pacer.take(now) {
-                self.start_one(slot as u32, 0, false);
-            } else if let Some(&Reverse((at, slot, attempt))) = self.retries.peek() {
+                self.start_one(slot as u32, 0, false, false);
+            } else if let Some(&Reverse((at, slot, attempt, served))) = self.retries.peek() {
                 if at > now {
                     return;
                 }
                 self.retries.pop();
                 self.stats.on_reconnect();
-                self.start_one(slot, attempt, true);
+                self.start_one(slot, attempt, true, served);
             } else {
                 return;
             }
@@ -307,33 +295,34 @@ impl Client {
         }
     }
 
-    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool) {
+    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool, served: bool) {
         let source = match self.config.bind.len() {
             0 => None,
             n => Some(self.config.bind[slot as usize % n]),
         };
         let called = Instant::now();
+        self.stats.on_attempt();
+        let peer = Peer::connecting(slot, attempt, revived, served, called);
         let stream = match net::connect_from(source, self.config.server) {
             Ok(stream) => stream,
             Err(e) => {
                 self.connect_failed(&e);
-                self.retry(slot, attempt + 1, called);
+                self.retry(&peer, called);
                 return;
             }
         };
-        self.track(stream, Peer::connecting(slot, attempt, revived, called));
+        self.track(stream, peer);
     }
 
     fn track(&mut self, mut stream: TcpStream, peer: Peer) {
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.generations.issue();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         if let Err(e) = registry.register(&mut stream, token(key, generation), interest) {
             self.connect_failed(&e.into());
-            self.retry(peer.slot, peer.attempt + 1, Instant::now());
+            self.retry(&peer, Instant::now());
             return;
         }
         entry.insert(Conn {
@@ -353,12 +342,15 @@ impl Client {
         self.first_error.get_or_insert(text);
     }
 
-    /// With `--reconnect`, slot `slot` tries again after a back-off.
-    fn retry(&mut self, slot: u32, attempt: u32, now: Instant) {
+    /// With `--reconnect`, `peer`'s slot tries again after a back-off, which grows unless
+    /// the connection lived ([`Peer::next_attempt`]).
+    fn retry(&mut self, peer: &Peer, now: Instant) {
         if self.config.reconnect && !self.draining() {
+            let attempt = peer.next_attempt(now);
             let delay = Backoff::DEFAULT.delay(attempt, &mut self.jitter);
+            let served = peer.served();
             self.retries
-                .push(Reverse((later(now, delay), slot, attempt)));
+                .push(Reverse((later(now, delay), peer.slot, attempt, served)));
         }
     }
 
@@ -370,21 +362,26 @@ impl Client {
 
     fn on_event(&mut self, token: Token, event: &Event) {
         if event.is_writable() || event.is_error() {
-            self.on_writable(token);
+            if let Some(key) = self.conn_key(token) {
+                self.on_writable(key);
+            }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.on_readable(token, event.is_read_closed() || event.is_error());
+            // A connection waiting to be read first next turn has had its reads for this one.
+            let key = self
+                .conn_key(token)
+                .filter(|key| !self.cut_off.is_queued(*key));
+            if let Some(key) = key {
+                self.on_readable(key, event.is_read_closed() || event.is_error());
+            }
         }
     }
 
-    fn on_writable(&mut self, token: Token) {
-        let Some(key) = self.conn_key(token) else {
-            return;
-        };
+    fn on_writable(&mut self, key: usize) {
         let now = Instant::now();
         let conn = &mut self.conns[key];
         let Some(since) = conn.peer.connecting_since() else {
-            if let Err(e) = conn.buffers.flush(&mut conn.stream) {
+            if let Err(e) = conn::flush(&mut conn.stream, &mut conn.buffers) {
                 self.failed(key, &e, now);
             }
             return;
@@ -393,10 +390,10 @@ impl Client {
             Ok(false) => {}
             Ok(true) => self.opened(key, since, now),
             Err(e) => {
-                let (slot, attempt) = (conn.peer.slot, conn.peer.attempt);
+                let peer = conn.peer.clone();
                 self.connect_failed(&e.into());
                 self.forget(key);
-                self.retry(slot, attempt + 1, now);
+                self.retry(&peer, now);
             }
         }
     }
@@ -439,9 +436,13 @@ impl Client {
         if conn.peer.connecting_since().is_none() {
             self.stats.on_closed(u64::from(owed));
         }
-        let slot = conn.peer.slot;
+        if let Some(at) = conn.peer.first_served_at() {
+            self.stats
+                .on_slot_opened(at.saturating_duration_since(self.start));
+        }
+        let peer = conn.peer.clone();
         self.forget(key);
-        self.retry(slot, 0, now);
+        self.retry(&peer, now);
     }
 
     fn rearm(&mut self, key: usize) {
@@ -459,5 +460,11 @@ impl Client {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
+    }
+}
+
+impl Stoppable for Client {
+    fn stop_parts(&self) -> (&StopSignal, &Registry) {
+        (&self.stop, self.poll.registry())
     }
 }

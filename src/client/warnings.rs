@@ -2,8 +2,9 @@
 //! lines, peers not reading): at most one line per reason per second, and the next line
 //! that is let through says how many like it were held back.
 //!
-//! Owns the counts; deciding when is `ratelimit`'s. It reads no clock and writes no log: the
-//! caller passes `now` and logs the line it gets back.
+//! Owns only the wording and the period; the counting and when a line may go are
+//! `ratelimit`'s ([`LogLimiter`]). It reads no clock and writes no log: the caller passes
+//! `now` and logs the line it gets back.
 
 use std::time::{Duration, Instant};
 
@@ -12,17 +13,12 @@ use crate::cores::ratelimit::LogLimiter;
 #[derive(Debug)]
 pub struct Warnings {
     limiter: LogLimiter,
-    /// Held back since the last line let through, per reason (a handful of fixed reasons).
-    held: Vec<(&'static str, u64)>,
-    total_held: u64,
 }
 
 impl Default for Warnings {
     fn default() -> Self {
         Warnings {
             limiter: LogLimiter::new(Duration::from_secs(1)),
-            held: Vec::new(),
-            total_held: 0,
         }
     }
 }
@@ -36,29 +32,13 @@ impl Warnings {
         now: Instant,
         message: impl FnOnce() -> String,
     ) -> Option<String> {
-        let slot = match self.held.iter().position(|(r, _)| *r == reason) {
-            Some(i) => i,
-            None => {
-                self.held.push((reason, 0));
-                self.held.len() - 1
-            }
-        };
-        if !self.limiter.allow(reason, now) {
-            self.held[slot].1 += 1;
-            self.total_held += 1;
-            return None;
-        }
-        let held = std::mem::take(&mut self.held[slot].1);
-        let text = message();
-        Some(match held {
-            0 => text,
-            n => format!("{text} ({n} more like this not logged)"),
-        })
+        let held = self.limiter.admit(reason, now)?;
+        Some(format!("{}{held}", message()))
     }
 
     /// Warnings held back over the whole run.
     pub fn held_back(&self) -> u64 {
-        self.total_held
+        self.limiter.held_back()
     }
 }
 
@@ -83,9 +63,24 @@ mod tests {
         );
         assert_eq!(
             say(&mut w, "long", t0 + ms(1000)).as_deref(),
-            Some("long! (1000 more like this not logged)")
+            Some("long! (1000 similar lines suppressed)")
         );
         assert_eq!(w.held_back(), 1000);
         assert_eq!(say(&mut w, "long", t0 + ms(2000)).as_deref(), Some("long!"));
+        assert_eq!(w.held_back(), 1000, "a run's total, not reset by a report");
+    }
+
+    #[test]
+    fn a_message_is_only_made_for_a_line_let_through() {
+        let t0 = Instant::now();
+        let mut w = Warnings::default();
+        let mut made = 0;
+        for _ in 0..5 {
+            let _ = w.line("cap", t0, || {
+                made += 1;
+                String::new()
+            });
+        }
+        assert_eq!(made, 1);
     }
 }

@@ -2,6 +2,7 @@
 //! Each takes the time as an argument where time matters, and each is tested alone.
 
 pub mod allow;
+pub mod buffers;
 pub mod escape;
 pub mod liveness;
 pub mod protocol;
@@ -9,4 +10,5 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod rng;
 pub mod timer;
+pub mod vocab;
 pub mod wheel;

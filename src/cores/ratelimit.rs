@@ -24,6 +24,8 @@ pub struct LogLimiter {
     burst: u32,
     /// A handful of fixed reasons, so a short list beats a map.
     reasons: Vec<Reason>,
+    /// Lines held back over the limiter's life, every reason, reported or not.
+    held_back: u64,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,7 @@ impl LogLimiter {
             period,
             burst: burst.max(1),
             reasons: Vec::new(),
+            held_back: 0,
         }
     }
 
@@ -90,6 +93,7 @@ impl LogLimiter {
         }
         if entry.used >= self.burst {
             entry.suppressed += 1;
+            self.held_back += 1;
             return None;
         }
         entry.used += 1;
@@ -100,6 +104,12 @@ impl LogLimiter {
     /// as held back if not (the count goes with the next [`admit`](Self::admit)).
     pub fn allow(&mut self, reason: &'static str, now: Instant) -> bool {
         self.admit(reason, now).is_some()
+    }
+
+    /// Lines held back over the limiter's whole life, every reason, whether or not a later
+    /// line has reported them: for a run's summary.
+    pub fn held_back(&self) -> u64 {
+        self.held_back
     }
 
     /// Lines held back and not yet reported, per reason, clearing them: for a last line when
@@ -181,6 +191,7 @@ mod tests {
         assert!(limiter.allow("b", t0));
         assert_eq!(limiter.take_suppressed(), vec![("a", 2)]);
         assert!(limiter.take_suppressed().is_empty(), "taken once");
+        assert_eq!(limiter.held_back(), 2, "the run's total stays");
         assert_eq!(limiter.admit("a", t0 + SECOND), Some(Suppressed(0)));
     }
 

@@ -14,7 +14,7 @@ use mio::{Registry, Token};
 
 use crate::edge::net::SetupError;
 
-/// The alarm's token; connection tokens never reach it (see `conn::token`).
+/// The alarm's token; connection tokens never reach it (see `turn::token`).
 pub const ALARM: Token = Token(usize::MAX - 3);
 
 pub struct Alarm {

@@ -120,13 +120,14 @@ impl Collector for Moment {
         labelled(
             e,
             "heartbeat_connections_closed",
-            "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.",
+            "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.",
             &[
                 ("peer_closed", s.closed_by_peer),
                 ("dead", s.closed_dead),
                 ("error", s.closed_on_error),
                 ("shutdown", s.closed_at_shutdown),
                 ("over_budget", s.closed_over_budget),
+                ("probe", s.closed_probe),
             ],
         )?;
         labelled(
@@ -138,6 +139,18 @@ impl Collector for Moment {
                 ("not_allowed", s.rejected_not_allowed),
                 ("no_proxy_header", s.rejected_proxy_header),
             ],
+        )?;
+        counter(
+            e,
+            "heartbeat_proxy_header_waits_evicted",
+            "Peers waiting for their PROXY header closed to make room for a newer one (at the cap).",
+            s.proxy_header_evicted,
+        )?;
+        counter(
+            e,
+            "heartbeat_metrics_busy",
+            "Scrapes answered 503 Service Unavailable because every slot was taken.",
+            s.metrics_busy,
         )?;
         counter(
             e,
@@ -292,8 +305,6 @@ pub enum Status {
     MethodNotAllowed,
     /// 431: more than [`MAX_REQUEST`] bytes, or too many headers.
     HeadersTooLarge,
-    /// 503: every slot is taken; try again in a second (`Retry-After: 1`).
-    Busy,
 }
 
 impl Status {
@@ -304,7 +315,6 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::HeadersTooLarge => 431,
-            Status::Busy => 503,
         }
     }
 
@@ -315,7 +325,6 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
-            Status::Busy => "Service Unavailable",
         }
     }
 }
@@ -381,11 +390,12 @@ pub fn respond(
     Some(status)
 }
 
-/// Appends to `out` the answer to a scraper that found every slot taken: `503` with
-/// `Retry-After: 1`, never a silent close.
-pub fn busy(out: &mut Vec<u8>) {
-    let status = Status::Busy;
-    write_response(out, status, format!("{}\n", status.reason()).as_bytes());
+/// The answer to a scraper that found every slot taken: `503 Service Unavailable`, asking it
+/// to try again in a second (by then a silent connection has given its slot up).
+pub fn busy() -> &'static [u8] {
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+      Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+      Service Unavailable\n"
 }
 
 /// The whole response: status line, headers, `body`.
@@ -405,7 +415,6 @@ pub fn write_response(out: &mut Vec<u8>, status: Status, body: &[u8]) {
     };
     let allow = match status {
         Status::MethodNotAllowed => "Allow: GET\r\n",
-        Status::Busy => "Retry-After: 1\r\n",
         _ => "",
     };
     let head = format!(

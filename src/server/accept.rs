@@ -13,8 +13,8 @@ use mio::Interest;
 use super::core::{Admission, Refusal, ACCEPT_BACKOFF};
 use super::{Server, Socket};
 use crate::cores::protocol;
-use crate::edge::conn::token;
 use crate::edge::net::{describe, interrupted, out_of_files, would_block};
+use crate::edge::turn::token;
 
 impl Server {
     /// Accepts until the kernel has no more waiting peers or the core says stop.
@@ -83,8 +83,7 @@ impl Server {
                 return None;
             }
         };
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.generations.issue();
         let registered = self.poll.registry().register(
             &mut stream,
             token(key, generation),
@@ -100,11 +99,7 @@ impl Server {
             if self.sockets.len() <= key {
                 self.sockets.resize_with(key + 1, || None);
             }
-            self.sockets[key] = Some(Socket {
-                stream,
-                generation,
-                queued: false,
-            });
+            self.sockets[key] = Some(Socket { stream, generation });
         }
         self.carry_out(now);
         watched.then_some(key)

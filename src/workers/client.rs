@@ -13,6 +13,7 @@ use std::process::ExitStatus;
 use super::{say, shares, sources_from, Supervisor, Watch, WorkersError, BIND_ENV, SHARE_ENV};
 use crate::client::{Client, ClientConfig, Outcome};
 use crate::edge::net::{self, SetupError};
+use crate::edge::stop::Stoppable;
 use crate::ops::stats::client::{ClientReport, RunFacts};
 use crate::ops::stats::{ClientStats, ClientSummary};
 

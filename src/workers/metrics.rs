@@ -117,9 +117,7 @@ fn turn_away(mut stream: TcpStream) {
     {
         return;
     }
-    let mut out = Vec::new();
-    metrics::busy(&mut out);
-    if stream.write_all(&out).is_ok() {
+    if stream.write_all(metrics::busy()).is_ok() {
         finish(&mut stream, &mut buf);
     }
 }

@@ -22,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::tally::{Report, Tally};
 use super::{say, shares, Supervisor, Watch, WorkersError, PORT_ENV};
 use crate::edge::net::{self, SetupError};
+use crate::edge::stop::Stoppable;
 use crate::ops::metrics::Gauges;
 use crate::ops::stats::ServerStats;
 use crate::ops::{logging, notify};

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use heartbeat::cores::liveness::Timing;
-use heartbeat::edge::stop::Stopper;
+use heartbeat::edge::stop::{Stoppable, Stopper};
 use heartbeat::ops::stats::ServerStats;
 use heartbeat::server::{Server, ServerConfig};
 

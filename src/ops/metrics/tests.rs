@@ -68,18 +68,25 @@ heartbeat_connections_peak 2
 # HELP heartbeat_connections_accepted Connections accepted and served (refused ones are counted apart).
 # TYPE heartbeat_connections_accepted counter
 heartbeat_connections_accepted_total 3
-# HELP heartbeat_connections_closed Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.
+# HELP heartbeat_connections_closed Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.
 # TYPE heartbeat_connections_closed counter
 heartbeat_connections_closed_total{{reason=\"peer_closed\"}} 1
 heartbeat_connections_closed_total{{reason=\"dead\"}} 1
 heartbeat_connections_closed_total{{reason=\"error\"}} 0
 heartbeat_connections_closed_total{{reason=\"shutdown\"}} 0
 heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
+heartbeat_connections_closed_total{{reason=\"probe\"}} 0
 # HELP heartbeat_connections_refused Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).
 # TYPE heartbeat_connections_refused counter
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
 heartbeat_connections_refused_total{{reason=\"not_allowed\"}} 0
 heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
+# HELP heartbeat_proxy_header_waits_evicted Peers waiting for their PROXY header closed to make room for a newer one (at the cap).
+# TYPE heartbeat_proxy_header_waits_evicted counter
+heartbeat_proxy_header_waits_evicted_total 0
+# HELP heartbeat_metrics_busy Scrapes answered 503 Service Unavailable because every slot was taken.
+# TYPE heartbeat_metrics_busy counter
+heartbeat_metrics_busy_total 0
 # HELP heartbeat_accept_errors Times accept itself failed (e.g. out of file descriptors).
 # TYPE heartbeat_accept_errors counter
 heartbeat_accept_errors_total 0
@@ -222,7 +229,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 19, "{kinds:?}");
+    assert_eq!(kinds.len(), 21, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 
@@ -283,7 +290,7 @@ fn pipelined_bytes_after_a_request_are_ignored() {
     let mut bytes = SCRAPE.to_vec();
     bytes.extend_from_slice(b"GET /other HTTP/1.1\r\n\r\n\x00\xff junk");
     assert_eq!(parse_request(&bytes), Request::Get("/metrics"));
-    bytes.extend(std::iter::repeat(b'x').take(2 * MAX_REQUEST));
+    bytes.extend(std::iter::repeat_n(b'x', 2 * MAX_REQUEST));
     assert_eq!(parse_request(&bytes), Request::Get("/metrics"));
 }
 
@@ -307,7 +314,7 @@ fn junk_and_other_protocols_are_bad_requests() {
 #[test]
 fn oversized_requests_are_431() {
     let mut endless = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
-    endless.extend(std::iter::repeat(b'a').take(MAX_REQUEST - endless.len() - 1));
+    endless.extend(std::iter::repeat_n(b'a', MAX_REQUEST - endless.len() - 1));
     assert_eq!(parse_request(&endless), Request::NeedMore, "just under");
     endless.push(b'a');
     assert_eq!(
@@ -404,9 +411,7 @@ fn errors_are_answered_with_their_status() {
 /// A scraper past capacity is told to come back, not dropped.
 #[test]
 fn busy_is_503_with_retry_after() {
-    let mut out = Vec::new();
-    busy(&mut out);
-    let (code, headers, body) = read_response(&out);
+    let (code, headers, body) = read_response(busy());
     assert_eq!(code, 503);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(body, b"Service Unavailable\n");
