@@ -1,17 +1,13 @@
 //! `heartbeat-client`: command line → configuration → the client's poll loop → what
 //! happened, or with `--workers N` the parent of N such loops (`workers::client`).
 
-use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use heartbeat::client::{sources, Client, Finish};
+use heartbeat::client::outputs::{self, run_merge, ReportFile};
+use heartbeat::client::{sources, Client};
 use heartbeat::edge::stop::Stoppable;
-use heartbeat::ops::report;
-use heartbeat::ops::stats::client::merge;
-use heartbeat::ops::stats::ClientSummary;
-use heartbeat::settings::cli::{print_line, ClientArgs, ClientCommand, MergeArgs, StartError};
+use heartbeat::settings::cli::{ClientArgs, ClientCommand, StartError};
 use heartbeat::settings::config;
 use heartbeat::workers::{self, client as parent};
 use heartbeat::{ops::logging, settings::prompt};
@@ -70,32 +66,24 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
     // A worker's addresses were chosen by its parent.
     let by_hand = !args.bind.is_empty() || worker.is_some();
     let ports = sources::local_port_count();
-    let plan = sources::plan(
-        config.server,
-        config.connections,
-        &config.bind,
-        by_hand,
-        ports,
-    );
+    let (server, connections) = (config.server, config.connections);
+    let plan = sources::plan(server, connections, &config.bind, by_hand, ports);
     if let (false, Some(notice)) = (single, &plan.notice) {
         eprintln!("{notice}");
     }
     config.bind = plan.bind;
     // Opened now, so that a path that cannot be written is said before the run, not after.
     let report_file = match (&args.report, worker) {
-        (Some(path), None) => match File::create(path) {
-            Ok(file) => Some((path.as_path(), file)),
-            Err(e) => {
-                eprintln!("client: --report {}: {e}", path.display());
-                return Ok(ExitCode::from(2));
-            }
+        (Some(path), None) => match ReportFile::create(path) {
+            Some(file) => Some(file),
+            None => return Ok(ExitCode::from(2)),
         },
         _ => None,
     };
     if worker.is_none() && args.workers > 1 {
         let outcome = parent::run_client_parent(args.workers, args.json, &config)?;
         let written = match (report_file, &outcome.summary) {
-            (Some((path, file)), Some(summary)) => write_report(path, file, summary),
+            (Some(file), Some(summary)) => file.write(summary),
             _ => true,
         };
         return Ok(ExitCode::from(u8::from(!(outcome.succeeded && written))));
@@ -107,82 +95,5 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
     let mut client = Client::new(config)?;
     client.stop_on_signals()?;
     let outcome = client.run()?;
-    if args.json {
-        print_line(&outcome.summary.to_json());
-    } else if !single {
-        print_line(&outcome.summary.to_text());
-    }
-    if let Some((path, file)) = report_file {
-        if !write_report(path, file, &outcome.summary) {
-            return Ok(ExitCode::from(1));
-        }
-    }
-    if outcome.finish == Finish::NothingConnected {
-        if let Some(error) = &outcome.first_error {
-            eprintln!("client: {error}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Summaries larger than this are not ours (a day of rows is a few MB): refused unread.
-const MAX_SUMMARY_BYTES: u64 = 64 << 20;
-
-/// `merge FILE...`: one JSON summary of them all on stdout, and the report if asked; a file
-/// that cannot be read or combined is named on one line, exit status 2.
-fn run_merge(args: &MergeArgs) -> ExitCode {
-    let mut files = Vec::with_capacity(args.files.len());
-    for path in &args.files {
-        let name = path.display().to_string();
-        let mut text = String::new();
-        let read =
-            File::open(path).and_then(|f| f.take(MAX_SUMMARY_BYTES + 1).read_to_string(&mut text));
-        match read {
-            Ok(n) if n as u64 > MAX_SUMMARY_BYTES => {
-                eprintln!("client: {name}: over {MAX_SUMMARY_BYTES} bytes: not a summary");
-                return ExitCode::from(2);
-            }
-            Ok(_) => files.push((name, text)),
-            Err(e) => {
-                eprintln!("client: {name}: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let summary = match merge::merge(&files) {
-        Ok(summary) => summary,
-        Err(e) => {
-            eprintln!("client: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let report_file = match &args.report {
-        Some(path) => match File::create(path) {
-            Ok(file) => Some((path.as_path(), file)),
-            Err(e) => {
-                eprintln!("client: --report {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    print_line(&summary.to_json());
-    if let Some((path, file)) = report_file {
-        if !write_report(path, file, &summary) {
-            return ExitCode::from(1);
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// Writes the HTML report; false (said on stderr) when the file could not be written.
-fn write_report(path: &Path, mut file: File, summary: &ClientSummary) -> bool {
-    match file.write_all(report::html(summary).as_bytes()) {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("client: --report {}: {e}", path.display());
-            false
-        }
-    }
+    Ok(outputs::finish(&outcome, args.json, single, report_file))
 }
