@@ -11,7 +11,7 @@
 //! | `ops`       | `stats` (counters, histograms, summaries; `stats::client` the load client's, with its per-second series and `merge`; `stats::hdr` histograms as HdrHistogram V2 base64), `report` (the load run's HTML page, pure), `metrics` (OpenMetrics text via `prometheus-client`, and its HTTP), `events` (the `--events` JSON lines), `logging` (queued lines, a writer thread per destination), `notify` (systemd readiness) | files, a datagram |
 //! | `settings`  | `config` (`configuration.json`, durations, sizes), `cli` (both command lines; flag over file over default), `prompt` (the original's questions) | reads the file, the terminal |
 //! | `server`    | `server::core`, every server decision as a sans-IO state machine; around it the server's poll loop | all of it |
-//! | `client`    | the client's poll loop (`load`) and its pure parts (peer, schedule, faults, sources) ; `outputs` (the summary and exit status, `--report`, `merge`) | all of it |
+//! | `client`    | the client's poll loop (`load`) and its pure parts (peer, schedule, faults, sources); `outputs` (the summary and exit status, `--report`, `merge`) | all of it |
 //! | `workers`   | `--workers N`: starting, signalling and restarting worker processes (`Supervisor`); the server and client parents (`server`, `client`), the workers' counts merged (`tally`), the parent's `--metrics` endpoint (`metrics`) | processes, sockets |
 //!
 //! The binaries in `src/bin/` parse the command line, set up and call `run`.
