@@ -1,6 +1,7 @@
 //! `--reconnect` end to end: a load survives a server restart. The first server takes a free
 //! port of 127.0.0.1 and is stopped (it tells every peer `End Connection`); a second server
-//! starts on the same port; every connection comes back after its back-off.
+//! starts on the same port; every connection comes back after its back-off. (A server that
+//! accepts and closes at once is `client_server_ends.rs`'s.)
 //!
 //! Progress is read from the kernel's table of TCP connections (`/proc/net/tcp`): the test
 //! waits, with a generous deadline as a hang guard, for the number of established
@@ -90,8 +91,19 @@ fn a_load_with_reconnect_survives_a_server_restart() {
     let s = &outcome.summary;
     assert_eq!(outcome.finish, Finish::Stopped, "{s:?}");
     assert!(second.accepted >= CONNECTIONS as u64, "{second:?}");
-    // Every connection was closed by the stopping server and came back at least once.
+    // Every connection was closed by the stopping server and came back at least once. The
+    // server's End Connection at its stop is a goodbye (no heartbeat was outstanding), not a
+    // false death.
     assert_eq!(s.closed_by_server, CONNECTIONS as u64, "{s:?}");
+    assert_eq!(
+        (s.goodbyes, s.false_deaths),
+        (CONNECTIONS as u64, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.connections_opened, CONNECTIONS as u64,
+        "slots, not reconnects: {s:?}"
+    );
     assert!(s.reconnects >= CONNECTIONS as u64, "{s:?}");
     assert_eq!(s.opened, 2 * CONNECTIONS as u64, "{s:?}");
     assert_eq!(s.lost(), 0, "{s:?}");

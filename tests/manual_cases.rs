@@ -143,7 +143,7 @@ fn case_3_quiet_client_that_does_not_answer_is_closed() {
     );
     let summary = stop(server);
     assert!(
-        summary.contains("Summary: 1 connections accepted, peak 1 open"),
+        summary.contains("Summary: 1 connection accepted, peak 1 open"),
         "{summary}"
     );
     assert_eq!(count(&summary, DEAD), 1, "{summary}");

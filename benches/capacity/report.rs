@@ -47,7 +47,7 @@ pub fn header(settings: &Settings, host: &Host) -> String {
         });
     let steps: Vec<String> = settings.steps.iter().map(usize::to_string).collect();
     [
-        "Idle capacity (issue 12): real server and load-client processes on one host, \
+        "Idle capacity: real server and load-client processes on one host, \
          connections over 127.0.0.0/8, every one answering heartbeats"
             .to_string(),
         format!(

@@ -16,7 +16,7 @@ const CLOSE_MARGIN: Duration = Duration::from_millis(2);
 
 pub fn header(sizes: &Sizes, machine: &Machine) -> String {
     let mut lines = vec![
-        "Scale bench (issues 4, 12): heartbeat (mio, one thread) vs tokio task-per-connection \
+        "Scale bench: heartbeat (mio, one thread) vs tokio task-per-connection \
          baselines: typical (2 worker threads, 8 KiB BufReader + BufWriter per connection) and \
          tuned (current-thread runtime, per-connection buffers only while they hold bytes)"
             .to_string(),
@@ -182,7 +182,7 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
     let one_tick_ms = 1000.0 / clk_tck as f64;
     let show = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("n/a".to_string(), f);
     [
-        "\ntargets for heartbeat (issue 4):".to_string(),
+        "\ntargets heartbeat was built to meet:".to_string(),
         format!(
             "  {} all {} connections held through a heartbeat round, none dropped: {}",
             verdict(hb.held_ok),

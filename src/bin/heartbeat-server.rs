@@ -1,17 +1,14 @@
-//! `server`: command line → configuration → the server's poll loop.
+//! `heartbeat-server`: command line → configuration → the server's poll loop, or with
+//! `--workers N` the parent of N such loops (`workers::server`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use heartbeat::edge::stop::Stoppable;
-use heartbeat::ops::stats::ServerStats;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
-use heartbeat::settings::config::{self, format_duration};
-use heartbeat::workers::{self, Supervisor, WorkersError};
-use heartbeat::{
-    edge::net, ops::logging, ops::notify, server::Server, server::ServerConfig, settings::prompt,
-};
+use heartbeat::settings::{config, prompt};
+use heartbeat::workers::{self, server::listening_line, WorkersError};
+use heartbeat::{edge::net, ops::logging, ops::notify, server::Server};
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
@@ -33,8 +30,9 @@ fn main() -> ExitCode {
 fn run(args: &ServerArgs) -> Result<(), StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
-    logging::init(args.log_level.filter(), args.log_file.as_deref())?;
     let worker = workers::worker_index();
+    workers::name_in_logs(worker);
+    logging::init(args.log_level.filter(), args.log_file.as_deref())?;
     let stdin = std::io::stdin();
     if worker.is_none() && !args.no_prompt && !args.settings_given() && stdin.is_terminal() {
         let mut stdout = std::io::stdout();
@@ -59,28 +57,19 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
             }
         }
     }
-    if worker.is_none() && args.workers > 1 {
-        return run_parent(args, &config);
-    }
-    if worker.is_some() {
-        config.reuse_port = true;
-        // The parent serves --metrics for all; each worker answers it on a port of its own,
-        // named in its first line.
-        if config.metrics.is_some() {
-            config.metrics = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    match worker {
+        Some(_) => return Ok(workers::server::run_server_worker(config)?),
+        None if args.workers > 1 => {
+            return Ok(workers::server::run_server_parent(
+                args.workers,
+                args.json,
+                &config,
+            )?)
         }
-        if let Some(port) = std::env::var(workers::PORT_ENV)
-            .ok()
-            .and_then(|p| p.parse().ok())
-        {
-            config.addr.set_port(port);
-        }
+        None => {}
     }
     let mut server = Server::bind(config.clone())?;
     server.stop_on_signals()?;
-    if worker.is_some() {
-        workers::stop_when_parent_goes(server.stopper());
-    }
     let listening = listening_line(server.local_addr(), &config, None, server.metrics_addr());
     print_line(&listening);
     // After the line a script waits for, so that both say the same thing at the same time.
@@ -90,88 +79,12 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     // does nothing if it was said already.
     notify::stopping();
     let mut stats = stats?;
+    // What the loop logged as it stopped comes before the summary, as it happened.
+    logging::flush();
     stats.on_log_lines_dropped(logging::dropped_lines());
-    match (worker, args.json) {
-        // For the parent to merge: histograms whole, not as percentiles.
-        (Some(_), _) => print_line(&stats.to_exact_json()),
-        (None, true) => print_line(&stats.to_json()),
-        (None, false) => print_line(&stats.summary()),
-    }
-    Ok(())
-}
-
-/// `Listening on ADDR (heartbeat every …)`, with the number of workers when there are several
-/// and where metrics are served when they are.
-fn listening_line(
-    addr: std::net::SocketAddr,
-    config: &ServerConfig,
-    workers: Option<usize>,
-    metrics: Option<std::net::SocketAddr>,
-) -> String {
-    let timing = config.timing;
-    let workers = workers.map_or(String::new(), |n| format!("{n} workers, "));
-    let metrics = metrics.map_or(String::new(), |at| {
-        format!("; metrics at http://{at}/metrics")
-    });
-    format!(
-        "Listening on {addr} ({workers}heartbeat every {}, {} times, after {} idle{metrics})",
-        format_duration(timing.interval),
-        timing.count,
-        format_duration(timing.idle)
-    )
-}
-
-/// `--workers N`: reserves the port (choosing it for `--port 0`), starts the workers, and
-/// once they have all stopped prints one summary merged from their reports.
-fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError> {
-    // Held, not listening, for as long as the parent runs: the port stays ours while a
-    // worker is started again, and the workers know it before they bind.
-    let reserved = net::reserve_shared(config.addr)?;
-    let addr = reserved
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or(config.addr);
-    let env = vec![(workers::PORT_ENV.to_string(), addr.port().to_string())];
-    let mut supervisor = Supervisor::start(vec![env; args.workers], true)?;
-    supervisor.wait_ready()?;
-    let metrics = match config.metrics {
-        Some(at) => Some(workers::metrics::serve(at, supervisor.first_lines())?),
-        None => None,
-    };
-    let listening = listening_line(addr, config, Some(args.workers), metrics);
-    print_line(&listening);
-    notify::ready(&listening);
-    let finished = supervisor.run();
-    notify::stopping();
-    drop(reserved);
-    let mut stats = ServerStats::default();
-    let mut unreadable = 0;
-    for report in &finished.reports {
-        match ServerStats::from_exact_json(report) {
-            Ok(worker) => stats.merge(&worker),
-            Err(_) => unreadable += 1,
-        }
-    }
-    stats.on_log_lines_dropped(stats.log_lines_dropped + logging::dropped_lines());
-    let lost = finished.lost + unreadable;
-    if args.json {
-        let mut json: serde_json::Value =
-            serde_json::from_str(&stats.to_json()).unwrap_or_default();
-        if let Some(object) = json.as_object_mut() {
-            object.insert("workers".into(), args.workers.into());
-            object.insert("worker_restarts".into(), finished.restarts.into());
-            object.insert("workers_lost".into(), lost.into());
-        }
-        print_line(&json.to_string());
-    } else {
-        print_line(&format!(
-            "{}\n  workers: {} (started again: {}; ended without a report, their counts \
-             lost: {lost})",
-            stats.summary(),
-            args.workers,
-            finished.restarts
-        ));
+    match args.json {
+        true => print_line(&stats.to_json()),
+        false => print_line(&stats.summary()),
     }
     Ok(())
 }
@@ -181,9 +94,7 @@ fn set_open_file_limit(limit: u64) {
         .get()
         .and_then(|(_, hard)| rlimit::Resource::NOFILE.set(limit.min(hard), hard));
     if let Err(e) = result {
-        log::warn!(
-            "could not set the open-file limit to {limit}: {}",
-            net::describe(&e)
-        );
+        let e = net::describe(&e);
+        log::warn!("could not set the open-file limit to {limit}: {e}");
     }
 }

@@ -66,8 +66,9 @@ struct Conn {
     handshake_since: Option<Instant>,
 }
 
-/// A reconnect waiting out its back-off: when, which slot, failed attempts so far.
-type Retry = Reverse<(Instant, u32, u32)>;
+/// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
+/// whether the slot has been served before (so that it is counted as opened only once).
+type Retry = Reverse<(Instant, u32, u32, bool)>;
 
 pub struct Client {
     poll: Poll,
@@ -107,11 +108,14 @@ impl Client {
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
         let now = Instant::now();
+        let mut stats = ClientStats::new(config.connections as u64);
+        // The one wall-clock read: rows per second line up across hosts (`stats::client::series`).
+        stats.start_series(now, std::time::SystemTime::now());
         Ok(Client {
             poll,
             conns: Slab::with_capacity(config.connections.min(1 << 16)),
             timers: Timers::new(now, config.tick, config.connections),
-            stats: ClientStats::new(config.connections as u64),
+            stats,
             pacer: Pacer::new(now, config.connect_rate, config.connections),
             retries: BinaryHeap::new(),
             jitter: SplitMix64::new(config.seed ^ 0x6a09_e667_f3bc_c908),
@@ -182,6 +186,7 @@ impl Client {
                 continue;
             }
             let now = Instant::now();
+            self.stats.at(now);
             let slept = now.saturating_duration_since(entered) >= DID_NOT_SLEEP;
             self.ready_since = if slept { now } else { turn_began };
             turn_began = now;
@@ -226,6 +231,7 @@ impl Client {
             }
         }
         let now = Instant::now();
+        self.stats.at(now);
         self.drain_until.get_or_insert(now);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -237,6 +243,8 @@ impl Client {
             undetected,
             warnings_suppressed: self.warnings.held_back(),
             memory: Memory::new(self.baseline_rss, end_rss, open),
+            settings: self.config.settings(),
+            runs: 1,
         };
         Outcome {
             finish,
@@ -266,7 +274,7 @@ impl Client {
         if self.draining() {
             return None;
         }
-        let retry = self.retries.peek().map(|Reverse((at, _, _))| *at);
+        let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
         earliest([self.pacer.next_at(), retry])
     }
 
@@ -277,14 +285,14 @@ impl Client {
         let mut now = began;
         while within_budget(began, now) {
             if let Some(slot) = self.pacer.take(now) {
-                self.start_one(slot as u32, 0, false);
-            } else if let Some(&Reverse((at, slot, attempt))) = self.retries.peek() {
+                self.start_one(slot as u32, 0, false, false);
+            } else if let Some(&Reverse((at, slot, attempt, served))) = self.retries.peek() {
                 if at > now {
                     return;
                 }
                 self.retries.pop();
                 self.stats.on_reconnect();
-                self.start_one(slot, attempt, true);
+                self.start_one(slot, attempt, true, served);
             } else {
                 return;
             }
@@ -292,21 +300,23 @@ impl Client {
         }
     }
 
-    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool) {
+    fn start_one(&mut self, slot: u32, attempt: u32, revived: bool, served: bool) {
         let source = match self.config.bind.len() {
             0 => None,
             n => Some(self.config.bind[slot as usize % n]),
         };
         let called = Instant::now();
+        self.stats.on_attempt();
+        let peer = Peer::connecting(slot, attempt, revived, served, called);
         let stream = match net::connect_from(source, self.config.server) {
             Ok(stream) => stream,
             Err(e) => {
                 self.connect_failed(&e);
-                self.retry(slot, attempt + 1, called);
+                self.retry(&peer, called);
                 return;
             }
         };
-        self.track(stream, Peer::connecting(slot, attempt, revived, called));
+        self.track(stream, peer);
     }
 
     fn track(&mut self, mut stream: TcpStream, peer: Peer) {
@@ -317,7 +327,7 @@ impl Client {
         let registry = self.poll.registry();
         if let Err(e) = registry.register(&mut stream, token(key, generation), interest) {
             self.connect_failed(&e.into());
-            self.retry(peer.slot, peer.attempt + 1, Instant::now());
+            self.retry(&peer, Instant::now());
             return;
         }
         entry.insert(Conn {
@@ -339,12 +349,15 @@ impl Client {
         self.first_error.get_or_insert(text);
     }
 
-    /// With `--reconnect`, slot `slot` tries again after a back-off.
-    fn retry(&mut self, slot: u32, attempt: u32, now: Instant) {
+    /// With `--reconnect`, `peer`'s slot tries again after a back-off, which grows unless
+    /// the connection lived ([`Peer::next_attempt`]).
+    fn retry(&mut self, peer: &Peer, now: Instant) {
         if self.config.reconnect && !self.draining() {
+            let attempt = peer.next_attempt(now);
             let delay = Backoff::DEFAULT.delay(attempt, &mut self.jitter);
+            let served = peer.served();
             self.retries
-                .push(Reverse((later(now, delay), slot, attempt)));
+                .push(Reverse((later(now, delay), peer.slot, attempt, served)));
         }
     }
 
@@ -389,10 +402,10 @@ impl Client {
             Ok(false) => {}
             Ok(true) => self.opened(key, since, now),
             Err(e) => {
-                let (slot, attempt) = (conn.peer.slot, conn.peer.attempt);
+                let peer = conn.peer.clone();
                 self.connect_failed(&e.into());
                 self.forget(key);
-                self.retry(slot, attempt + 1, now);
+                self.retry(&peer, now);
             }
         }
     }
@@ -439,9 +452,13 @@ impl Client {
         if conn.peer.connecting_since().is_none() {
             self.stats.on_closed(u64::from(owed));
         }
-        let slot = conn.peer.slot;
+        if let Some(at) = conn.peer.first_served_at() {
+            self.stats
+                .on_slot_opened(at.saturating_duration_since(self.start));
+        }
+        let peer = conn.peer.clone();
         self.forget(key);
-        self.retry(slot, 0, now);
+        self.retry(&peer, now);
     }
 
     fn rearm(&mut self, key: usize) {

@@ -1,16 +1,74 @@
 //! One load connection's state without its socket: connecting or open, its data-line
-//! schedule, the one heartbeat answer it may owe, and the fault it is due to suffer.
+//! schedule, the one heartbeat answer it may owe, the fault it is due to suffer, and what it
+//! has heard from the server, so that its end can be named truthfully ([`Peer::ending`]).
 //!
-//! Sans-IO in the style of `liveness`: it takes `now` and events (opened, heartbeat read,
-//! timer due) and says what to do ([`Work`]); the loop does it. Its one timer is
+//! Sans-IO in the style of `liveness`: it takes `now` and events (opened, line read, timer
+//! due) and says what to do ([`Work`]); the loop does it. Its one timer is
 //! [`Peer::next_deadline`]. It owns no heap memory: an idle connection is this struct, a
-//! socket and an empty `Buffers`.
+//! socket and an empty `Buffers`. Counting is `stats::client`'s.
+//!
+//! ## How the server's end of a connection is named
+//!
+//! The server says `End Connection` both when it closes a peer as dead and when it stops
+//! (SIGTERM, `--drain`), so the words alone do not tell them apart; what came before does.
+//! The server closes a peer as dead only after it has sent `heartbeat` and heard nothing
+//! since, and it echoes a line only when it has read it. So an `End Connection` with no
+//! `heartbeat` read since the connection opened or since the last echo cannot be a dead-peer
+//! close: it is a **goodbye**. One that follows a heartbeat (and no echo since) is counted a
+//! **false death**, even when a stop happened to come then: the client cannot tell, and it
+//! never hides a real one. (This holds for servers that ask before they close, `--count` 1
+//! or more.)
+//!
+//! Without `End Connection`: `Error: server full`, or a close (or reset) before the server
+//! sent a byte and within [`REFUSED_WITHIN`] of opening, is a **refusal**; any other end of
+//! the stream or reset by the server is a connection **lost** (a server killed, or one that
+//! closes without saying): never a false death, since the server's liveness always says
+//! `End Connection` first. A connection with a fault injected that the server closes in any
+//! of these ways is counted as that fault found.
 
 use std::time::{Duration, Instant};
 
 use super::faults::FaultKind;
-use super::schedule::Sends;
+use super::schedule::{next_attempt, Sends};
 use crate::cores::timer::later;
+use crate::ops::stats::client::ServerEnd;
+
+/// A connection the server closes (or resets) sooner than this after it opened, without
+/// having sent a byte, was refused rather than lost: a full server, an `--allow` list, a
+/// proxy with no backend. The server's own refusals take well under a millisecond; a second
+/// leaves room for a loaded client to notice, and is far below any heartbeat timing.
+pub const REFUSED_WITHIN: Duration = Duration::from_secs(1);
+
+/// How the server ended a connection, as the loop saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerClose {
+    /// It sent `End Connection`.
+    EndConnection,
+    /// It sent `Error: server full`.
+    Full,
+    /// The stream ended with no `End Connection`.
+    EndOfStream,
+    /// It reset the connection (or a write found it gone).
+    Reset,
+}
+
+/// What that end was ([`Peer::ending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A healthy connection's end, named.
+    Healthy(ServerEnd),
+    /// The fault injected into this connection at that instant was found.
+    FaultFound(FaultKind, Instant),
+}
+
+/// A line the server sent, as far as naming the end goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    Heartbeat,
+    /// An echo of a line: the server has read everything sent before that line.
+    Echo,
+    Other,
+}
 
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -20,7 +78,17 @@ pub struct Peer {
     pub attempt: u32,
     /// Came back with `--reconnect`: it is given no fault of its own.
     pub revived: bool,
-    connecting_since: Option<Instant>,
+    /// An earlier connection of this slot was served (opened and not refused).
+    served_before: bool,
+    /// This one was refused by the server.
+    refused: bool,
+    /// The server has sent at least one line.
+    heard: bool,
+    /// A `heartbeat` was read since the connection opened or since the last echo.
+    asked: bool,
+    connecting: bool,
+    /// When `connect()` was called, then when the connection opened.
+    since: Instant,
     sends: Option<Sends>,
     sending: bool,
     /// When the owed heartbeat answer is due (`--heartbeat-block`); at most one is owed.
@@ -59,13 +127,25 @@ pub enum Answer {
 }
 
 impl Peer {
-    /// A connection whose `connect()` was called at `since`.
-    pub fn connecting(slot: u32, attempt: u32, revived: bool, since: Instant) -> Peer {
+    /// A connection whose `connect()` was called at `since`; `served_before` if an earlier
+    /// connection of this slot was served.
+    pub fn connecting(
+        slot: u32,
+        attempt: u32,
+        revived: bool,
+        served_before: bool,
+        since: Instant,
+    ) -> Peer {
         Peer {
             slot,
             attempt,
             revived,
-            connecting_since: Some(since),
+            served_before,
+            refused: false,
+            heard: false,
+            asked: false,
+            connecting: true,
+            since,
             sends: None,
             sending: true,
             answer_due: None,
@@ -74,25 +154,78 @@ impl Peer {
     }
 
     pub fn connecting_since(&self) -> Option<Instant> {
-        self.connecting_since
+        self.connecting.then_some(self.since)
+    }
+
+    /// When this connection opened, if it is the first of its slot to be served (opened and
+    /// not refused): asked as it closes, when that is known.
+    pub fn first_served_at(&self) -> Option<Instant> {
+        (!self.served_before && self.served()).then_some(self.since)
+    }
+
+    /// This slot has been served, by this connection or an earlier one: carried to the next.
+    pub fn served(&self) -> bool {
+        self.served_before || (!self.connecting && !self.refused)
+    }
+
+    /// The failed-attempt count for this slot's next reconnect, if it closes at `now`: the
+    /// count goes on unless this connection lived (see [`crate::client::schedule::LIVED`]).
+    pub fn next_attempt(&self, now: Instant) -> u32 {
+        match self.connecting {
+            true => self.attempt.saturating_add(1),
+            false => next_attempt(self.attempt, self.since, now),
+        }
     }
 
     /// The connection is established: data lines from `first_send` (none if `None`), and
-    /// `fault` strikes that long after `now`.
+    /// `fault` strikes that long after `now`. The failed-attempt count is kept: a connection
+    /// the server closes at once was no success (see [`Peer::next_attempt`]).
     pub fn on_open(
         &mut self,
         now: Instant,
         first_send: Option<Instant>,
         fault: Option<(FaultKind, Duration)>,
     ) {
-        self.connecting_since = None;
-        self.attempt = 0;
+        self.connecting = false;
+        self.since = now;
         self.sends = first_send.map(Sends::new);
         self.fault = fault.map(|(kind, after)| Fault {
             kind,
             at: later(now, after),
             struck: false,
         });
+    }
+
+    /// A line from the server was read (in the order they came).
+    pub fn on_line(&mut self, line: Heard) {
+        self.heard = true;
+        match line {
+            Heard::Heartbeat => self.asked = true,
+            Heard::Echo => self.asked = false,
+            Heard::Other => {}
+        }
+    }
+
+    /// The server ended this connection at `now`, `how`: what to count it as (see the module
+    /// documentation for the rules).
+    pub fn ending(&mut self, how: ServerClose, now: Instant) -> Ending {
+        if let Some((kind, at)) = self.struck().filter(|_| how != ServerClose::Full) {
+            return Ending::FaultFound(kind, at);
+        }
+        let healthy = match how {
+            ServerClose::Full => ServerEnd::Refused,
+            ServerClose::EndConnection if self.asked => ServerEnd::FalseDeath,
+            ServerClose::EndConnection => ServerEnd::Goodbye,
+            ServerClose::EndOfStream | ServerClose::Reset
+                if !self.heard && now.saturating_duration_since(self.since) < REFUSED_WITHIN =>
+            {
+                ServerEnd::Refused
+            }
+            ServerClose::EndOfStream => ServerEnd::Lost,
+            ServerClose::Reset => ServerEnd::LostReset,
+        };
+        self.refused = healthy == ServerEnd::Refused;
+        Ending::Healthy(healthy)
     }
 
     /// The run is ending: no more data lines (echoes of those sent are still awaited).
@@ -138,7 +271,7 @@ impl Peer {
 
     /// When this connection's timer must fire.
     pub fn next_deadline(&self, interval: Duration, connect_timeout: Duration) -> Option<Instant> {
-        if let Some(since) = self.connecting_since {
+        if let Some(since) = self.connecting_since() {
             return Some(later(since, connect_timeout));
         }
         let send = self
@@ -157,7 +290,7 @@ impl Peer {
         connect_timeout: Duration,
     ) -> Work {
         let mut work = Work::default();
-        if let Some(since) = self.connecting_since {
+        if let Some(since) = self.connecting_since() {
             work.connect_timed_out = now >= later(since, connect_timeout);
             return work;
         }
@@ -205,7 +338,7 @@ mod tests {
         first_send: Option<Instant>,
         fault: Option<(FaultKind, Duration)>,
     ) -> Peer {
-        let mut peer = Peer::connecting(0, 0, false, t0);
+        let mut peer = Peer::connecting(0, 0, false, false, t0);
         peer.on_open(t0, first_send, fault);
         peer
     }
@@ -213,7 +346,7 @@ mod tests {
     #[test]
     fn connecting_times_out_at_the_timeout_and_not_before() {
         let t0 = Instant::now();
-        let mut peer = Peer::connecting(3, 2, false, t0);
+        let mut peer = Peer::connecting(3, 2, false, false, t0);
         assert_eq!(peer.next_deadline(MS, TIMEOUT), Some(t0 + TIMEOUT));
         assert!(
             !peer
@@ -222,11 +355,7 @@ mod tests {
         );
         assert!(peer.on_timer(t0 + TIMEOUT, MS, TIMEOUT).connect_timed_out);
         peer.on_open(t0 + MS, None, None);
-        assert_eq!(
-            (peer.attempt, peer.next_deadline(MS, TIMEOUT)),
-            (0, None),
-            "idle: no timer"
-        );
+        assert_eq!(peer.next_deadline(MS, TIMEOUT), None, "idle: no timer");
     }
 
     #[test]
@@ -327,6 +456,91 @@ mod tests {
         assert_eq!(peer.on_timer(t0 + 10 * every, every, TIMEOUT).lines, 0);
         assert_eq!(peer.on_echo(every), Some(t0));
         assert_eq!(peer.outstanding(), 0);
+    }
+
+    /// The naming rules, as traces of what the connection heard before the server ended it.
+    #[test]
+    fn end_connection_with_no_heartbeat_outstanding_is_a_goodbye() {
+        let t0 = Instant::now();
+        let end = |heard: &[Heard]| {
+            let mut peer = open(t0, None, None);
+            for line in heard {
+                peer.on_line(*line);
+            }
+            peer.ending(ServerClose::EndConnection, t0 + 60 * TIMEOUT)
+        };
+        let goodbye = Ending::Healthy(ServerEnd::Goodbye);
+        let false_death = Ending::Healthy(ServerEnd::FalseDeath);
+        // Nothing heard, or only echoes: the server was reading; it did not close a peer it
+        // was waiting for.
+        assert_eq!(end(&[]), goodbye);
+        assert_eq!(end(&[Heard::Echo, Heard::Other, Heard::Echo]), goodbye);
+        // A heartbeat answered, then an echo: the server read past the heartbeat.
+        assert_eq!(end(&[Heard::Heartbeat, Heard::Echo]), goodbye);
+        // The dead-peer close always comes right after heartbeats, with no echo between:
+        // never called a goodbye, even when it was a stop that came then.
+        assert_eq!(end(&[Heard::Heartbeat]), false_death);
+        assert_eq!(
+            end(&[Heard::Echo, Heard::Heartbeat, Heard::Heartbeat]),
+            false_death
+        );
+        assert_eq!(end(&[Heard::Heartbeat, Heard::Other]), false_death);
+    }
+
+    #[test]
+    fn a_refusal_a_loss_and_a_found_fault_are_told_apart() {
+        let t0 = Instant::now();
+        let ending = |how, after: Duration, heard: bool| {
+            let mut peer = open(t0, None, None);
+            if heard {
+                peer.on_line(Heard::Echo);
+            }
+            peer.ending(how, t0 + after)
+        };
+        let named = Ending::Healthy;
+        let soon = REFUSED_WITHIN - MS;
+        assert_eq!(
+            ending(ServerClose::Full, 5 * TIMEOUT, true),
+            named(ServerEnd::Refused),
+            "the server's own words, whenever they come"
+        );
+        // Closed before a byte and at once: refused; at T (or after a byte): lost.
+        for (how, lost) in [
+            (ServerClose::EndOfStream, ServerEnd::Lost),
+            (ServerClose::Reset, ServerEnd::LostReset),
+        ] {
+            assert_eq!(ending(how, soon, false), named(ServerEnd::Refused));
+            assert_eq!(ending(how, REFUSED_WITHIN, false), named(lost));
+            assert_eq!(ending(how, MS, true), named(lost));
+        }
+        let mut peer = open(t0, None, None);
+        peer.ending(ServerClose::Full, t0);
+        assert!(!peer.served(), "refused: its slot has not been served");
+        assert_eq!(peer.first_served_at(), None);
+        let mut peer = open(t0, None, Some((FaultKind::Silent, MS)));
+        peer.on_timer(t0 + MS, MS, TIMEOUT);
+        assert_eq!(
+            peer.ending(ServerClose::EndConnection, t0 + TIMEOUT),
+            Ending::FaultFound(FaultKind::Silent, t0 + MS)
+        );
+        assert!(peer.served());
+        assert_eq!(peer.first_served_at(), Some(t0));
+        let again = Peer::connecting(0, 0, true, true, t0);
+        assert!(again.served() && again.first_served_at().is_none());
+    }
+
+    /// The back-off count goes on through connections the server ends before they lived, and
+    /// starts again after one that lived; a failed connect adds one.
+    #[test]
+    fn the_attempt_count_survives_a_short_life() {
+        use crate::client::schedule::LIVED;
+        let t0 = Instant::now();
+        let mut peer = Peer::connecting(0, 4, true, true, t0);
+        assert_eq!(peer.next_attempt(t0 + TIMEOUT), 5, "the connect failed");
+        peer.on_open(t0 + MS, None, None);
+        assert_eq!(peer.attempt, 4, "opening is no success yet");
+        assert_eq!(peer.next_attempt(t0 + MS + LIVED - MS), 5, "closed at T−1");
+        assert_eq!(peer.next_attempt(t0 + MS + LIVED), 0, "lived at T");
     }
 
     #[test]

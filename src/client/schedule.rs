@@ -134,6 +134,10 @@ impl Sends {
 /// Exponential back-off with jitter before a reconnect: attempt `n` (from 0) waits between
 /// half and all of `min(max, base·2ⁿ)` ("equal jitter"), so a crowd of connections closed at
 /// once comes back spread out, never in one burst, and never sooner than half the base.
+///
+/// `n` counts the attempts in a row that did not give a connection that lived (see
+/// [`lived`]): a failed connect, and equally a connect the server accepted and then closed at
+/// once (full, or broken), both add one. Only a connection that lived starts the count again.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
@@ -146,6 +150,7 @@ impl Backoff {
         max: Duration::from_secs(10),
     };
 
+    /// How long attempt `attempt` (from 0) waits.
     pub fn delay(&self, attempt: u32, rng: &mut SplitMix64) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
         let ceiling = self
@@ -154,6 +159,32 @@ impl Backoff {
             .unwrap_or(self.max)
             .min(self.max);
         ceiling / 2 + (ceiling / 2).mul_f64(rng.next_f64())
+    }
+}
+
+/// How long a connection must have stayed open to count as having lived, so that the next
+/// reconnect of its slot starts the back-off again: the back-off's cap.
+///
+/// Why a time and not "answered its first heartbeat": a quiet load is first asked after the
+/// server's idle time (30 s by default), so healthy connections closed before that (a server
+/// restart) would back off ever longer; and an answer or an echo proves little, since a
+/// broken server can echo and then close. Why the cap: a slot whose connections live shorter
+/// than this keeps backing off, so it never tries more often than the cap allows; one whose
+/// connections live longer makes at most one attempt per life. A server that accepts and
+/// closes (full, broken) costs each slot a handful of attempts, then one per cap.
+pub const LIVED: Duration = Backoff::DEFAULT.max;
+
+/// Whether a connection open from `opened` to `closed` lived (see [`LIVED`]).
+pub fn lived(opened: Instant, closed: Instant) -> bool {
+    closed.saturating_duration_since(opened) >= LIVED
+}
+
+/// The failed-attempt count for a slot's next reconnect: back to 0 after a connection that
+/// lived, one more after one that did not.
+pub fn next_attempt(attempt: u32, opened: Instant, closed: Instant) -> u32 {
+    match lived(opened, closed) {
+        true => 0,
+        false => attempt.saturating_add(1),
     }
 }
 
@@ -248,5 +279,61 @@ mod tests {
                 "jitter spreads"
             );
         }
+    }
+
+    #[test]
+    fn only_a_connection_that_lived_starts_the_back_off_again() {
+        let t0 = Instant::now();
+        let nano = Duration::from_nanos(1);
+        assert!(!lived(t0, t0 + LIVED - nano), "nothing at T−1");
+        assert!(lived(t0, t0 + LIVED), "lived at T");
+        assert_eq!(next_attempt(3, t0, t0 + LIVED - nano), 4);
+        assert_eq!(next_attempt(3, t0, t0 + LIVED), 0);
+        assert_eq!(next_attempt(u32::MAX, t0, t0), u32::MAX, "saturates");
+    }
+
+    /// A fake server that accepts every connection and closes it at once, driven with a fake
+    /// clock: the slot backs off exponentially, its attempts stay few, and the waits reach
+    /// the cap and stay there. (Before, each accepted connection reset the back-off: a
+    /// 50–100 ms wait, 13 attempts a second.)
+    #[test]
+    fn a_server_that_accepts_and_closes_at_once_gets_few_attempts() {
+        let t0 = Instant::now();
+        let mut rng = SplitMix64::new(7);
+        let (mut now, mut attempt, mut attempts) = (t0, 0u32, 0u32);
+        let mut waits = Vec::new();
+        while now < t0 + Duration::from_secs(60) {
+            attempts += 1;
+            // Connected, then closed by the server 1 ms later.
+            let opened = now + MS;
+            let closed = opened + MS;
+            attempt = next_attempt(attempt, opened, closed);
+            let wait = Backoff::DEFAULT.delay(attempt, &mut rng);
+            waits.push(wait);
+            now = closed + wait;
+        }
+        // Waits from 100 ms doubling to the 10 s cap: 7 attempts reach it, then one per
+        // 5–10 s; at most 20 in a minute (the old rule made ~800).
+        let first = &waits[..waits.len().min(12)];
+        assert!(
+            (8..=20).contains(&attempts),
+            "{attempts} attempts: {first:?}"
+        );
+        let capped = &waits[7..];
+        assert!(
+            capped.iter().all(|w| *w >= Backoff::DEFAULT.max / 2),
+            "{waits:?}"
+        );
+        // The first six seconds, as the issue measured them: under 2 attempts a second.
+        let mut at = t0;
+        let early = waits
+            .iter()
+            .take_while(|w| {
+                at += **w;
+                at < t0 + Duration::from_secs(6)
+            })
+            .count()
+            + 1;
+        assert!(early <= 8, "{early} attempts in 6 s");
     }
 }

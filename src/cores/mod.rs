@@ -12,5 +12,5 @@ pub mod rng;
 pub mod subject;
 pub mod timer;
 pub mod tls;
-pub mod waiting;
+pub mod vocab;
 pub mod wheel;

@@ -82,22 +82,6 @@ impl Refusal {
         }
     }
 
-    /// Its Prometheus label, `reason="..."`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::NotTls => "reason=\"not_tls\"",
-            Refusal::NoClientCertificate => "reason=\"no_client_certificate\"",
-            Refusal::UnknownCa => "reason=\"unknown_ca\"",
-            Refusal::Expired => "reason=\"expired\"",
-            Refusal::BadCertificate => "reason=\"bad_certificate\"",
-            Refusal::PeerAlert => "reason=\"peer_alert\"",
-            Refusal::Protocol => "reason=\"protocol\"",
-            Refusal::Deadline => "reason=\"deadline\"",
-            Refusal::Evicted => "reason=\"evicted\"",
-            Refusal::Closed => "reason=\"closed\"",
-        }
-    }
-
     /// What a person reading the log should understand.
     pub fn describe(self) -> &'static str {
         match self {

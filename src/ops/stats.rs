@@ -8,14 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::cores::tls::Refusal as TlsRefusal;
-use crate::server::core::{Reason, Refusal};
+use crate::cores::vocab::{Reason, Refusal};
 
 pub mod client;
+pub mod hdr;
+mod latency;
 pub use client::{ClientStats, ClientSummary, ConnectFailure};
+pub use latency::{exact, Buckets, Latencies, Percentiles, Recorded};
 
 /// What the server counts over its lifetime; printed by [`ServerStats::summary`] at exit.
 ///
@@ -41,6 +43,8 @@ pub struct ServerStats {
     pub closed_at_shutdown: u64,
     /// Closed for holding the most while all buffers stayed over `--max-buffered`.
     pub closed_over_budget: u64,
+    /// Left without sending a byte (TCP health checks, scans): not errors.
+    pub closed_probe: u64,
     /// Log lines lost because the log's destination was not keeping up (`logging`).
     pub log_lines_dropped: u64,
     pub lines_too_long: u64,
@@ -54,6 +58,10 @@ pub struct ServerStats {
     pub rejected_proxy_header: u64,
     /// TLS handshakes refused, by reason (`--tls-cert`; `cores::tls::Refusal`).
     pub rejected_tls: TlsRefusals,
+    /// Of those, closed to make room while the most peers allowed were waiting for one.
+    pub proxy_header_evicted: u64,
+    /// Metrics scrapers answered `503` because every slot was taken.
+    pub metrics_busy: u64,
     /// How long after its due time each `End Connection` was sent.
     #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
@@ -111,136 +119,6 @@ impl<'de> Deserialize<'de> for TlsRefusals {
     }
 }
 
-/// A histogram of durations in microseconds (1 µs to an hour, 3 significant figures; longer
-/// ones count as an hour): how late timers fired, round trips, connect times.
-#[derive(Clone)]
-pub struct Latencies(Histogram<u64>);
-
-impl Latencies {
-    pub fn record(&mut self, late: Duration) {
-        self.0.saturating_record(micros(late));
-    }
-
-    pub fn percentiles(&self) -> Percentiles {
-        Percentiles::of(&self.0)
-    }
-
-    /// The values recorded and how often each was: the histogram itself, exactly.
-    pub fn recorded(&self) -> Recorded {
-        let values = self.0.iter_recorded();
-        Recorded(
-            values
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
-        )
-    }
-
-    /// The histogram [`recorded`](Self::recorded) gave (values beyond the range saturate).
-    pub fn from_recorded(recorded: &Recorded) -> Latencies {
-        let mut latencies = Latencies::default();
-        for &(value, count) in &recorded.0 {
-            latencies.0.saturating_record_n(value, count);
-        }
-        latencies
-    }
-
-    /// Adds every duration `other` recorded, as if they had been recorded here: merged
-    /// percentiles are those of all the durations together, not an average of percentiles.
-    pub fn merge(&mut self, other: &Latencies) {
-        for v in other.0.iter_recorded() {
-            self.0
-                .saturating_record_n(v.value_iterated_to(), v.count_at_value());
-        }
-    }
-
-    /// The counts of a Prometheus-style histogram: for each of `bounds` (ascending), how many
-    /// durations were at most it, plus the count and the sum of all of them. Exact below
-    /// 2 ms; above that a bound is as exact as the histogram (3 significant figures): a value
-    /// counts under the lowest duration its histogram bucket shares. Durations that
-    /// saturated at an hour count under no bound below an hour.
-    pub fn buckets(&self, bounds: &[Duration]) -> Buckets {
-        let bounds_us: Vec<u64> = bounds.iter().map(|b| micros(*b)).collect();
-        let mut cumulative = vec![0; bounds.len()];
-        for value in self.0.iter_recorded() {
-            let at = self.0.lowest_equivalent(value.value_iterated_to());
-            if let Some(first) = bounds_us.iter().position(|bound| at <= *bound) {
-                cumulative[first] += value.count_at_value();
-            }
-        }
-        let mut running = 0;
-        for count in &mut cumulative {
-            running += *count;
-            *count = running;
-        }
-        let count = self.0.len();
-        // The histogram keeps no exact sum; its mean is over each bucket's middle value.
-        let sum_us = self.0.mean() * count as f64;
-        Buckets {
-            cumulative,
-            count,
-            sum_secs: sum_us / 1e6,
-        }
-    }
-}
-
-/// A histogram as `[value, count]` pairs (each value the top of its bucket): exact and
-/// small, for carrying a histogram between processes (`--workers`) and merging it there.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Recorded(pub Vec<(u64, u64)>);
-
-/// `#[serde(with = "exact")]`: a [`Latencies`] as its [`Recorded`] values, for the JSON that
-/// worker processes hand their parent (never for what a person or script reads).
-pub mod exact {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Latencies, Recorded};
-
-    pub fn serialize<S: Serializer>(latencies: &Latencies, s: S) -> Result<S::Ok, S::Error> {
-        latencies.recorded().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Latencies, D::Error> {
-        Recorded::deserialize(d).map(|recorded| Latencies::from_recorded(&recorded))
-    }
-}
-
-/// What [`Latencies::buckets`] counted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Buckets {
-    /// For each bound, how many durations were at most it (so never decreasing).
-    pub cumulative: Vec<u64>,
-    /// How many durations were recorded (the `+Inf` bucket).
-    pub count: u64,
-    /// Their sum in seconds, to the histogram's precision.
-    pub sum_secs: f64,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Latencies(new_histogram())
-    }
-}
-
-impl std::fmt::Debug for Latencies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.percentiles().fmt(f)
-    }
-}
-
-impl PartialEq for Latencies {
-    fn eq(&self, other: &Self) -> bool {
-        self.percentiles() == other.percentiles()
-    }
-}
-
-impl Eq for Latencies {}
-
-impl Serialize for Latencies {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.percentiles().serialize(serializer)
-    }
-}
-
 impl ServerStats {
     /// `n` bytes were read from a peer.
     pub fn on_bytes_in(&mut self, n: usize) {
@@ -291,6 +169,7 @@ impl ServerStats {
             Reason::Failed => &mut self.closed_on_error,
             Reason::Shutdown => &mut self.closed_at_shutdown,
             Reason::OverBudget => &mut self.closed_over_budget,
+            Reason::Probe => &mut self.closed_probe,
         };
         *counter += 1;
     }
@@ -310,6 +189,16 @@ impl ServerStats {
 
     pub fn on_refused_proxy_header(&mut self) {
         self.rejected_proxy_header += 1;
+    }
+
+    /// A peer waiting for its PROXY header was closed to make room for a newcomer.
+    pub fn on_proxy_header_evicted(&mut self) {
+        self.proxy_header_evicted += 1;
+    }
+
+    /// A metrics scraper found every slot taken and was answered `503`.
+    pub fn on_metrics_busy(&mut self) {
+        self.metrics_busy += 1;
     }
 
     /// `accept` itself failed.
@@ -404,6 +293,7 @@ impl ServerStats {
             closed_on_error,
             closed_at_shutdown,
             closed_over_budget,
+            closed_probe,
             log_lines_dropped,
             lines_too_long,
             rejected_full,
@@ -411,6 +301,8 @@ impl ServerStats {
             accept_errors,
             rejected_proxy_header,
             rejected_tls,
+            proxy_header_evicted,
+            metrics_busy,
             close_lateness,
             close_lateness_loop,
             wake_delay,
@@ -430,12 +322,15 @@ impl ServerStats {
             (&mut self.closed_on_error, closed_on_error),
             (&mut self.closed_at_shutdown, closed_at_shutdown),
             (&mut self.closed_over_budget, closed_over_budget),
+            (&mut self.closed_probe, closed_probe),
             (&mut self.log_lines_dropped, log_lines_dropped),
             (&mut self.lines_too_long, lines_too_long),
             (&mut self.rejected_full, rejected_full),
             (&mut self.rejected_not_allowed, rejected_not_allowed),
             (&mut self.accept_errors, accept_errors),
             (&mut self.rejected_proxy_header, rejected_proxy_header),
+            (&mut self.proxy_header_evicted, proxy_header_evicted),
+            (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
             (&mut self.bytes_out, bytes_out),
         ] {
@@ -450,9 +345,12 @@ impl ServerStats {
         self.detection_time.merge(detection_time);
     }
 
-    /// Multi-line human summary printed at exit: one fact per line.
+    /// Multi-line human summary printed at exit: one fact per line. The rows every run has
+    /// (echoes, heartbeats, how peers ended, bytes) are always there; those that count what
+    /// only some settings or troubles make (refusals, `--max-buffered`, errors, dropped log
+    /// lines) only when they are not zero. The JSON keeps every field.
     pub fn summary(&self) -> String {
-        let rows: [(&str, u64); 16] = [
+        let always: [(&str, u64); 8] = [
             ("lines echoed", self.lines_echoed),
             ("heartbeats sent", self.heartbeats_sent),
             ("heartbeat rounds answered", self.heartbeats_answered),
@@ -461,23 +359,36 @@ impl ServerStats {
                 self.closed_dead,
             ),
             ("closed by the peer", self.closed_by_peer),
-            ("closed on error", self.closed_on_error),
             ("closed at shutdown", self.closed_at_shutdown),
-            ("closed over --max-buffered", self.closed_over_budget),
-            ("log lines dropped", self.log_lines_dropped),
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
+        ];
+        let when_any: [(&str, u64); 11] = [
+            ("closed on error", self.closed_on_error),
+            ("closed over --max-buffered", self.closed_over_budget),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
-            ("accept errors", self.accept_errors),
             ("refused, no valid PROXY header", self.rejected_proxy_header),
+            (
+                "  of which closed to make room for newer ones",
+                self.proxy_header_evicted,
+            ),
+            ("probes (left without a byte)", self.closed_probe),
+            (
+                "metrics scrapes answered 503 (all slots taken)",
+                self.metrics_busy,
+            ),
+            ("accept errors", self.accept_errors),
+            ("log lines dropped", self.log_lines_dropped),
         ];
         let mut out = format!(
-            "Summary: {} connections accepted, peak {} open",
-            self.accepted, self.peak_open
+            "Summary: {} accepted, peak {} open",
+            client::plural(self.accepted, "connection"),
+            self.peak_open
         );
-        for (label, value) in rows {
+        let shown = when_any.into_iter().filter(|(_, value)| *value > 0);
+        for (label, value) in always.into_iter().chain(shown) {
             out.push_str(&format!("\n  {label}: {value}"));
         }
         if self.rejected_tls.total() > 0 {
@@ -507,19 +418,6 @@ impl ServerStats {
     }
 }
 
-/// Histogram range in microseconds: 1 µs up to one hour, 3 significant figures.
-const HIST_LOW_US: u64 = 1;
-const HIST_HIGH_US: u64 = 3_600_000_000;
-const HIST_SIGFIG: u8 = 3;
-
-fn new_histogram() -> Histogram<u64> {
-    // Constant, valid bounds: creation cannot fail.
-    let mut h = Histogram::new_with_bounds(HIST_LOW_US, HIST_HIGH_US, HIST_SIGFIG)
-        .expect("constant histogram bounds are valid");
-    h.auto(false);
-    h
-}
-
 pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -534,42 +432,6 @@ pub(crate) fn one_line_json(summary: &impl Serialize) -> String {
 /// Microseconds as milliseconds with `decimals` places, e.g. `0.120ms`.
 pub(crate) fn ms(us: u64, decimals: usize) -> String {
     format!("{:.*}ms", decimals, us as f64 / 1000.0)
-}
-
-/// Latency percentiles in microseconds; all zero when nothing was recorded.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50_us: u64,
-    pub p90_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Percentiles {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: h.len(),
-            p50_us: h.value_at_quantile(0.5),
-            p90_us: h.value_at_quantile(0.9),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-        }
-    }
-
-    /// One summary row: `label`, then p50 … max in milliseconds and the sample count.
-    pub(crate) fn row(&self, label: &str) -> String {
-        let (p50, p90, p99) = (ms(self.p50_us, 3), ms(self.p90_us, 3), ms(self.p99_us, 3));
-        let (p999, max, n) = (ms(self.p999_us, 3), ms(self.max_us, 3), self.count);
-        format!(
-            "  {label:<12} p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}  ({n} samples)"
-        )
-    }
 }
 
 #[cfg(test)]
@@ -615,23 +477,65 @@ mod tests {
             closed_over_budget: 1014,
             log_lines_dropped: 1015,
             rejected_proxy_header: 1016,
-            rejected_tls: TlsRefusals(std::array::from_fn(|i| 1019 + i as u64)),
+            rejected_tls: TlsRefusals(std::array::from_fn(|i| 1022 + i as u64)),
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
             detection_time: Latencies::default(),
             bytes_in: 1017,
             bytes_out: 1018,
+            closed_probe: 1019,
+            proxy_header_evicted: 1020,
+            metrics_busy: 1021,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1018 + TlsRefusal::ALL.len() as u64 {
+        for v in 1001..=1021 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");
+    }
+
+    /// "1 connections accepted" and sixteen rows, most of them zero, before: the rows that
+    /// only some settings make are left out when zero, and one is one.
+    #[test]
+    fn server_summary_leaves_out_zero_rows_that_say_nothing_and_agrees_in_number() {
+        let s = ServerStats {
+            accepted: 1,
+            peak_open: 1,
+            closed_by_peer: 1,
+            ..ServerStats::default()
+        };
+        let text = s.summary();
+        assert!(
+            text.starts_with("Summary: 1 connection accepted, peak 1 open\n"),
+            "{text}"
+        );
+        for kept in ["lines echoed: 0", "closed as dead", "closed at shutdown: 0"] {
+            assert!(text.contains(kept), "{kept}:\n{text}");
+        }
+        for absent in [
+            "refused",
+            "accept errors",
+            "PROXY",
+            "--max-buffered",
+            "log lines",
+        ] {
+            assert!(!text.contains(absent), "{absent}:\n{text}");
+        }
+        let none = ServerStats::default().summary();
+        assert!(
+            none.starts_with("Summary: 0 connections accepted"),
+            "{none}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).expect("JSON");
+        assert_eq!(
+            json["rejected_proxy_header"], 0,
+            "the JSON keeps every field"
+        );
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! → the core's `handle_read`; the core's output → [`TlsSession`] → socket; close_notify
 //! before our side is shut (`End Connection`, stop).
 //!
-//! Owns the handshaking sockets (in a [`Waiters`], with [`HANDSHAKE_DEADLINE`] and
-//! [`HANDSHAKE_CAP`], the oldest evicted), each admitted peer's session (boxed, by core key),
-//! and two scratch buffers for the whole loop (plaintext, ciphertext), so that an idle TLS
-//! peer owns no buffer. Refusals are the core's to count and logged here, rate-limited.
+//! Owns the handshaking sockets and their sessions (by the core's key for their wait), each
+//! admitted peer's session (boxed, by core key), and two scratch buffers for the whole loop
+//! (plaintext, ciphertext), so that an idle TLS peer owns no buffer. A handshake's deadline
+//! ([`HANDSHAKE_DEADLINE`]), the cap on handshakes in flight ([`HANDSHAKE_CAP`]) and which
+//! one is closed at it (the oldest) are the core's (`core::waiting`, stage `TlsHandshake`:
+//! a row of its one timer table); so is counting refusals. They are logged here,
+//! rate-limited.
 //! The session's logic is `cores::tls`'s, the configuration `edge::tls`'s; the loop calls
 //! in at a few marked hooks (`accept_all`, `admit_proxied`, `read_peer`, `carry_out`,
 //! `on_socket_event`, the turn's deadlines and events).
@@ -14,35 +17,32 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::core::{Arrival, Stage, WaitEnd, WaitKey};
 use super::Server;
 use crate::cores::escape::Escaped;
 use crate::cores::protocol;
 use crate::cores::subject;
 use crate::cores::tls::{sealed_len, Refusal, TlsSession, MAX_FRAGMENT};
-use crate::cores::waiting::Waiters;
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::describe;
 use crate::edge::turn::{split, token, READ_BUFFER};
 
-/// How long an accepted peer has to finish its handshake (as the PROXY header's).
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
-/// Handshakes in flight at most; one more evicts the oldest. A handshake holds a few KB
-/// (rustls' state, the flight of certificates) for up to the deadline: 1,024 of them are a
-/// few MB, and at our ~400 µs of CPU a handshake, far more than one core finishes in 5 s
-/// of a flood anyway.
-pub const HANDSHAKE_CAP: usize = 1024;
+pub use super::core::waiting::{HANDSHAKE_CAP, HANDSHAKE_DEADLINE};
+
 /// Marks a handshaking peer's key in its token: below `proxied`'s mark (bit 31), above any
 /// core key; the loop's fixed tokens (at the very top) are matched before this is asked.
 const HANDSHAKING: usize = 1 << 30;
 
 /// A peer in its handshake.
 struct Shaking {
+    /// Its wait in the core (`Stage::TlsHandshake`).
+    wk: WaitKey,
     stream: TcpStream,
     /// Its real address (the PROXY header's, if any).
     addr: SocketAddr,
@@ -60,7 +60,8 @@ struct Peer {
 
 pub(super) struct Tls {
     config: Arc<rustls::ServerConfig>,
-    handshakes: Waiters<Shaking>,
+    /// By the key of their wait in the core.
+    shaking: Vec<Option<Shaking>>,
     /// By core key.
     peers: Vec<Option<Peer>>,
     /// The plaintext of one read, gathered for one `handle_read`.
@@ -73,16 +74,23 @@ impl Tls {
     pub(super) fn new(config: Arc<rustls::ServerConfig>) -> Tls {
         Tls {
             config,
-            handshakes: Waiters::new(HANDSHAKE_DEADLINE, HANDSHAKE_CAP),
+            shaking: Vec::new(),
             peers: Vec::new(),
             plain: Vec::with_capacity(READ_BUFFER),
             sealed: vec![0; sealed_len(MAX_FRAGMENT)],
         }
     }
 
-    /// When the oldest handshake runs out of time.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.handshakes.next_deadline()
+    fn shaking(&mut self, wk: WaitKey) -> Option<&mut Shaking> {
+        self.shaking
+            .get_mut(wk.key)
+            .and_then(Option::as_mut)
+            .filter(|s| s.wk == wk)
+    }
+
+    fn take_shaking(&mut self, wk: WaitKey) -> Option<Shaking> {
+        self.shaking(wk)?;
+        self.shaking.get_mut(wk.key).and_then(Option::take)
     }
 
     fn peer(&mut self, key: usize) -> Option<&mut Peer> {
@@ -108,9 +116,15 @@ fn flush(stream: &mut TcpStream, session: &mut TlsSession) -> io::Result<bool> {
 }
 
 impl Server {
-    /// Hook (accept, or a PROXY header read): `stream` from `addr` begins its handshake.
-    pub(super) fn begin_handshake(&mut self, stream: TcpStream, addr: SocketAddr, now: Instant) {
-        let Some(tls) = &mut self.tls else {
+    /// Hook (accept, or a PROXY header read): `stream` from `addr` begins its handshake. At
+    /// the cap of handshakes in flight, the core closes the oldest to make room.
+    pub(super) fn begin_handshake(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(tls) = &self.tls else {
             return;
         };
         let session = match TlsSession::new(tls.config.clone()) {
@@ -120,63 +134,80 @@ impl Server {
                 return;
             }
         };
-        let shaking = Shaking {
+        let wk = match self.core.handle_arrival(now, Stage::TlsHandshake) {
+            Arrival::Waiting(wk) => wk,
+            Arrival::Full => return,
+        };
+        // The oldest handshake, if closed to make room, goes before its key is reused.
+        self.carry_out(now);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(HANDSHAKING | wk.key, wk.generation),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("{addr}: cannot watch the connection: {}", describe(&e));
+            self.core.handle_wait_over(Stage::TlsHandshake, wk, false);
+            return;
+        }
+        let Some(tls) = &mut self.tls else {
+            return;
+        };
+        if tls.shaking.len() <= wk.key {
+            tls.shaking.resize_with(wk.key + 1, || None);
+        }
+        tls.shaking[wk.key] = Some(Shaking {
+            wk,
             stream,
             addr,
             session,
             early: Vec::new(),
-        };
-        let ((key, generation), evicted) = tls.handshakes.insert(now, shaking);
-        let registered = match tls.handshakes.get_mut(key, generation) {
-            Some(shaking) => self.poll.registry().register(
-                &mut shaking.stream,
-                token(HANDSHAKING | key, generation),
-                Interest::READABLE | Interest::WRITABLE,
-            ),
-            None => Ok(()),
-        };
-        if let Err(e) = registered {
-            warn!("{addr}: cannot watch the connection: {}", describe(&e));
-            tls.handshakes.remove(key, generation);
-        }
-        if let Some(evicted) = evicted {
-            self.refuse_handshake(evicted, Refusal::Evicted, now);
-        }
-        self.advance_handshake(key, generation, now);
+        });
+        self.advance_handshake(wk, now);
     }
 
     /// Hook (the turn's events): an event for a handshaking peer.
     pub(super) fn on_handshake_event(&mut self, token: Token, now: Instant) {
         let (key, generation) = split(token);
-        self.advance_handshake(key & !HANDSHAKING, generation, now);
+        let wk = WaitKey {
+            key: key & !HANDSHAKING,
+            generation,
+        };
+        self.advance_handshake(wk, now);
     }
 
-    /// Hook (after the turn's timers): closes the handshakes whose time is up.
-    pub(super) fn expire_handshakes(&mut self, now: Instant) {
-        while let Some(shaking) = self.tls.as_mut().and_then(|t| t.handshakes.expire(now)) {
-            self.refuse_handshake(shaking, Refusal::Deadline, now);
-        }
+    /// Hook (`carry_out`, `Action::EndWait`): the core ended `wk`'s handshake (its time ran
+    /// out, or it was the oldest at the cap) and counted it; it is closed.
+    pub(super) fn end_handshake(&mut self, wk: WaitKey, end: WaitEnd, now: Instant) {
+        let Some(mut shaking) = self.tls.as_mut().and_then(|t| t.take_shaking(wk)) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut shaking.stream);
+        let refusal = match end {
+            WaitEnd::TimedOut => Refusal::Deadline,
+            WaitEnd::Evicted { .. } => Refusal::Evicted,
+        };
+        self.log_handshake_refusal(shaking.addr, refusal, now);
     }
 
     /// Reads what the peer sent, answers it, and admits the peer once its handshake is
     /// over (or refuses it).
-    fn advance_handshake(&mut self, key: usize, generation: u32, now: Instant) {
+    fn advance_handshake(&mut self, wk: WaitKey, now: Instant) {
         loop {
             let Some(tls) = &mut self.tls else {
                 return;
             };
-            let Some(shaking) = tls.handshakes.get_mut(key, generation) else {
+            let Some(shaking) = tls.shaking(wk) else {
                 return;
             };
             if flush(&mut shaking.stream, &mut shaking.session).is_err() {
-                if let Some(shaking) = tls.handshakes.remove(key, generation) {
+                if let Some(shaking) = tls.take_shaking(wk) {
                     self.refuse_handshake(shaking, Refusal::Closed, now);
                 }
                 return;
             }
             if shaking.session.is_established() {
-                let shaking = tls.handshakes.remove(key, generation);
-                if let Some(shaking) = shaking {
+                if let Some(shaking) = tls.take_shaking(wk) {
+                    self.core.handle_wait_over(Stage::TlsHandshake, wk, false);
                     self.admit_tls(shaking, now);
                 }
                 return;
@@ -196,7 +227,7 @@ impl Server {
                 ReadResult::WouldBlock => return,
                 ReadResult::Eof | ReadResult::Failed(_) => Refusal::Closed,
             };
-            if let Some(mut shaking) = tls.handshakes.remove(key, generation) {
+            if let Some(mut shaking) = tls.take_shaking(wk) {
                 // Best effort: the alert that tells the peer why.
                 let _ = flush(&mut shaking.stream, &mut shaking.session);
                 self.refuse_handshake(shaking, refusal, now);
@@ -205,12 +236,20 @@ impl Server {
         }
     }
 
+    /// The loop closes `shaking` for `refusal`; the core counts it.
     fn refuse_handshake(&mut self, shaking: Shaking, refusal: Refusal, now: Instant) {
         let Shaking {
-            mut stream, addr, ..
+            wk,
+            mut stream,
+            addr,
+            ..
         } = shaking;
         let _ = self.poll.registry().deregister(&mut stream);
-        self.core.handle_tls_refused(refusal);
+        self.core.handle_tls_refused(wk, refusal);
+        self.log_handshake_refusal(addr, refusal, now);
+    }
+
+    fn log_handshake_refusal(&mut self, addr: SocketAddr, refusal: Refusal, now: Instant) {
         if self.log_limiter.allow(refusal.name(), now) {
             warn!(
                 "{addr}: TLS handshake refused: {} (at most one such line a second)",
@@ -227,6 +266,7 @@ impl Server {
             addr,
             mut session,
             early,
+            ..
         } = shaking;
         let _ = self.poll.registry().deregister(&mut stream);
         if self.core.is_stopping() {

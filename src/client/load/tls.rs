@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 use rustls::ClientConnection;
 
 use super::Client;
+use crate::client::peer::ServerClose;
 use crate::edge::net::{interrupted, would_block};
 use crate::edge::turn::READS_PER_TURN;
 use crate::ops::stats::client::TlsFailure;
@@ -95,7 +96,7 @@ impl Client {
             };
             if !conn.peer.reads() {
                 if closed {
-                    self.closed_by_server(key, now);
+                    self.closed_by_server(key, now, ServerClose::EndOfStream);
                 }
                 return;
             }
@@ -114,7 +115,7 @@ impl Client {
                     // without an alert (not TLS to it, its deadline, too many in flight).
                     return self.tls_failed_as(key, TlsFailure::Closed, now);
                 }
-                Ok(0) => return self.closed_by_server(key, now),
+                Ok(0) => return self.closed_by_server(key, now, ServerClose::EndOfStream),
                 Ok(_) => {}
                 Err(e) if would_block(&e) => return,
                 Err(e) => return self.failed(key, &e, now),
@@ -146,7 +147,7 @@ impl Client {
             };
             match tls.reader().read(&mut self.read_buf) {
                 Ok(0) => {
-                    self.closed_by_server(key, now);
+                    self.closed_by_server(key, now, ServerClose::EndOfStream);
                     return false;
                 }
                 Ok(n) => {
@@ -157,7 +158,7 @@ impl Client {
                 Err(e) if would_block(&e) => return true,
                 // The server's FIN came without close_notify: an end of stream all the same.
                 Err(_) => {
-                    self.closed_by_server(key, now);
+                    self.closed_by_server(key, now, ServerClose::EndOfStream);
                     return false;
                 }
             }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::{Client, CONNECT_TIMEOUT};
 use crate::client::faults::FaultKind;
-use crate::client::peer::Answer;
+use crate::client::peer::{Answer, Ending, Heard, ServerClose};
 use crate::cores::escape::Escaped;
 use crate::cores::protocol::{self, Frame};
 use crate::edge::conn::{self, read_once, ReadResult};
 use crate::edge::net::describe;
 use crate::edge::turn::READS_PER_TURN;
+use crate::ops::stats::client::ServerEnd;
 use log::{debug, warn};
 
 impl Client {
@@ -34,7 +35,7 @@ impl Client {
             }
             if !conn.peer.reads() {
                 if closed {
-                    self.closed_by_server(key, now);
+                    self.closed_by_server(key, now, ServerClose::EndOfStream);
                 }
                 return;
             }
@@ -44,7 +45,9 @@ impl Client {
                         return;
                     }
                 }
-                ReadResult::Eof => return self.closed_by_server(key, now),
+                ReadResult::Eof => {
+                    return self.closed_by_server(key, now, ServerClose::EndOfStream)
+                }
                 ReadResult::WouldBlock => return,
                 ReadResult::Failed(e) => return self.failed(key, &e, now),
             }
@@ -64,7 +67,7 @@ impl Client {
             ..
         } = self;
         let conn = &mut conns[key];
-        let (mut end_connection, mut heartbeat) = (false, false);
+        let (mut ended, mut heartbeat) = (None, false);
         conn.buffers.feed(config.max_line, &read_buf[..n], |frame| {
             let Frame::Line(line) = frame else {
                 stats.on_line_too_long();
@@ -78,19 +81,29 @@ impl Client {
             if config.verbose {
                 say!("Received: {}", Escaped(line));
             }
+            if ended.is_some() {
+                // Nothing the server says after it has ended the connection counts.
+                return;
+            }
             if line == protocol::END_CONNECTION {
-                end_connection = true;
+                ended = Some(ServerClose::EndConnection);
+            } else if line == protocol::SERVER_FULL {
+                ended = Some(ServerClose::Full);
             } else if line == protocol::HEARTBEAT {
                 heartbeat = true;
+                conn.peer.on_line(Heard::Heartbeat);
             } else if line.starts_with(protocol::ECHO_PREFIX) {
+                conn.peer.on_line(Heard::Echo);
                 if let Some(scheduled) = conn.peer.on_echo(config.interval) {
                     *echoes_owed = echoes_owed.saturating_sub(1);
                     stats.on_echo(now.saturating_duration_since(scheduled));
                 }
+            } else {
+                conn.peer.on_line(Heard::Other);
             }
         });
-        if end_connection {
-            self.closed_by_server(key, now);
+        if let Some(how) = ended {
+            self.closed_by_server(key, now, how);
             return false;
         }
         if heartbeat {
@@ -160,10 +173,10 @@ impl Client {
             let at = Instant::now();
             let work = conn.peer.on_timer(at, interval, CONNECT_TIMEOUT);
             if work.connect_timed_out {
-                let (slot, attempt) = (conn.peer.slot, conn.peer.attempt);
+                let peer = conn.peer.clone();
                 self.connect_failed(&io::Error::from(io::ErrorKind::TimedOut).into());
                 self.forget(key);
-                self.retry(slot, attempt + 1, at);
+                self.retry(&peer, at);
                 continue;
             }
             if let Some(kind) = work.fault {
@@ -227,19 +240,30 @@ impl Client {
         }
     }
 
-    /// The server closed the connection: a fault found, or a false death.
-    pub(super) fn closed_by_server(&mut self, key: usize, now: Instant) {
-        let healthy = match self.conns[key].peer.struck() {
-            Some((kind, at)) => {
+    /// The server ended the connection, `how`: a fault found, or a healthy connection's end
+    /// named by `peer` (a goodbye, a refusal, a connection lost, a false death).
+    pub(super) fn closed_by_server(&mut self, key: usize, now: Instant, how: ServerClose) {
+        let ending = self.conns[key].peer.ending(how, now);
+        match ending {
+            Ending::FaultFound(kind, at) => {
                 let after = now.saturating_duration_since(at);
                 self.stats.on_fault_detected(kind, after);
-                false
+                self.stats.on_closed_by_server();
             }
-            None => true,
-        };
-        self.stats.on_closed_by_server(healthy);
+            Ending::Healthy(end) => {
+                if how != ServerClose::Reset {
+                    self.stats.on_closed_by_server();
+                }
+                self.stats.on_server_end(end);
+            }
+        }
         if self.config.verbose {
-            say!("Connection closed by server");
+            let words = match ending {
+                Ending::Healthy(ServerEnd::Refused) => "Connection refused by server",
+                Ending::Healthy(ServerEnd::LostReset) => "Connection reset by server",
+                _ => "Connection closed by server",
+            };
+            say!("{words}");
         }
         self.close(key, now);
     }
@@ -247,7 +271,10 @@ impl Client {
     pub(super) fn failed(&mut self, key: usize, error: &io::Error, now: Instant) {
         if self.conns[key].peer.struck().is_some() {
             // A reset after a fault is how a server closes on input it did not read.
-            return self.closed_by_server(key, now);
+            return self.closed_by_server(key, now, ServerClose::Reset);
+        }
+        if gone(error) {
+            return self.closed_by_server(key, now, ServerClose::Reset);
         }
         self.stats.on_error();
         if self.config.verbose {
@@ -257,4 +284,13 @@ impl Client {
         }
         self.close(key, now);
     }
+}
+
+/// The server reset the connection, or closed it before a write reached it.
+fn gone(error: &io::Error) -> bool {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }

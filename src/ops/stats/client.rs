@@ -1,71 +1,62 @@
-//! The load client's counters and its end-of-run report (text, and one line of JSON).
+//! The load client's counters, and the end-of-run report made from them.
+//!
+//! | file         | owns                                                               |
+//! |--------------|--------------------------------------------------------------------|
+//! | this one     | the counters (`ClientStats`), what the loop knows at the end        |
+//! |              | (`RunFacts`), and merging both (`--workers`)                       |
+//! | `summary`    | the report's shape (`ClientSummary`) and its one line of JSON      |
+//! | `text`       | the report as text for a person                                    |
+//! | `failure`    | why a connection attempt failed (`ConnectFailure`)                 |
+//! | `series`     | the counts per wall-clock second                                   |
+//! | `merge`      | `client merge`: summaries read back into counters, then combined   |
 //!
 //! Counters change only through the `on_*` methods, which the client's loop calls as it
 //! handles events, passing the durations it measured. Nothing reads a counter to decide
 //! anything: the loop keeps its own state for that. The report also says, in words, whether
 //! the client itself was too slow for its figures to be the server's, and whether the server
-//! closed healthy connections (false deaths).
+//! closed healthy connections (false deaths). How an end is named ([`ServerEnd`]) is decided
+//! by the client's `peer`, which knows what the connection heard; this only counts it.
+//!
+//! Attempts and connections are counted apart: `connect_attempts` is every `connect()`,
+//! `opened` every connection established (a slot reconnected counts again), and
+//! `connections_opened` the slots (of `target`) that opened and were not refused, which the
+//! summary line reports with the time by which they had opened (not the run's length).
 
-use std::collections::BTreeMap;
-use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ms, Latencies, Percentiles};
+use super::{ms, Latencies};
 use crate::client::faults::FaultKind;
 
-/// Why a connection attempt failed, counted per reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectFailure {
-    /// Nothing listening (`ECONNREFUSED`).
+mod failure;
+pub mod merge;
+pub mod series;
+mod summary;
+#[cfg(test)]
+mod tests;
+mod text;
+
+pub use failure::{ConnectFailure, TlsFailure};
+use series::{Column, Series, SeriesError};
+pub use summary::{ClientSummary, FaultSummary, Histograms, RunSettings, FORMAT};
+pub(crate) use text::plural;
+
+/// How the server ended a healthy connection (one with no fault injected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEnd {
+    /// `End Connection` that cannot be a dead-peer close (no heartbeat outstanding): the
+    /// server stopping or draining.
+    Goodbye,
+    /// `End Connection` after a heartbeat: a healthy connection closed as dead, as far as the
+    /// client can tell. Must be 0.
+    FalseDeath,
+    /// `Error: server full`, or closed before any exchange: turned away, never served.
     Refused,
-    /// The handshake did not finish in time.
-    TimedOut,
-    /// No local address or port left (`EADDRNOTAVAIL`): ephemeral ports exhausted, or a
-    /// `--bind` address this host does not have.
-    AddrNotAvailable,
-    /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
-    TooManyOpenFiles,
-    /// Anything else.
-    Other,
-}
-
-impl ConnectFailure {
-    /// Every reason, in the order of the counters.
-    pub const ALL: [ConnectFailure; 5] = [
-        ConnectFailure::Refused,
-        ConnectFailure::TimedOut,
-        ConnectFailure::AddrNotAvailable,
-        ConnectFailure::TooManyOpenFiles,
-        ConnectFailure::Other,
-    ];
-
-    /// Classifies the error a connect (or its completion check) returned.
-    pub fn from_io(e: &io::Error) -> ConnectFailure {
-        const ENFILE: i32 = 23;
-        const EMFILE: i32 = 24;
-        if cfg!(unix) && matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-            return ConnectFailure::TooManyOpenFiles;
-        }
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-            io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
-            io::ErrorKind::AddrNotAvailable => ConnectFailure::AddrNotAvailable,
-            _ => ConnectFailure::Other,
-        }
-    }
-
-    /// Words for a person, also the key in [`ClientSummary::failed_by_reason`].
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ConnectFailure::Refused => "refused",
-            ConnectFailure::TimedOut => "timed out",
-            ConnectFailure::AddrNotAvailable => "address not available",
-            ConnectFailure::TooManyOpenFiles => "too many open files",
-            ConnectFailure::Other => "other",
-        }
-    }
+    /// The stream ended without `End Connection` (a server killed, or one that does not say).
+    Lost,
+    /// Reset by the server, without `End Connection`.
+    LostReset,
 }
 
 /// One fault kind's counts: turned bad, then noticed by the server (it closed), and how long
@@ -83,11 +74,20 @@ struct FaultCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientStats {
     target: u64,
+    connect_attempts: u64,
+    /// Slots that opened (and were not refused) at least once.
+    connections_opened: u64,
+    /// From the start of the run to the first opening of the last slot to open.
+    opened_in: Duration,
     opened: u64,
     open: u64,
     failed: [u64; 5],
     closed_by_server: u64,
     false_deaths: u64,
+    goodbyes: u64,
+    refused_by_server: u64,
+    lost_closed: u64,
+    lost_reset: u64,
     errors: u64,
     closed_output_cap: u64,
     reconnects: u64,
@@ -109,62 +109,8 @@ pub struct ClientStats {
     /// `--tls`: connections that failed in TLS, per [`TlsFailure`].
     #[serde(default)]
     tls_failed: [u64; 6],
-}
-
-/// Why a TLS connection of the client failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsFailure {
-    /// The server's certificate does not chain to `--tls-ca`.
-    UnknownCa,
-    /// It is not for `--tls-server-name`.
-    NameMismatch,
-    /// It has expired or is not valid yet.
-    Expired,
-    /// The server sent an alert: it refused us (our certificate, or none, with mutual TLS).
-    RefusedByServer,
-    /// Anything else rustls refused.
-    Protocol,
-    /// The server closed the connection before the handshake was done.
-    Closed,
-}
-
-impl TlsFailure {
-    pub const ALL: [TlsFailure; 6] = [
-        TlsFailure::UnknownCa,
-        TlsFailure::NameMismatch,
-        TlsFailure::Expired,
-        TlsFailure::RefusedByServer,
-        TlsFailure::Protocol,
-        TlsFailure::Closed,
-    ];
-
-    pub fn of(error: &rustls::Error) -> TlsFailure {
-        use rustls::CertificateError as C;
-        match error {
-            rustls::Error::InvalidCertificate(e) => match e {
-                C::UnknownIssuer | C::BadSignature => TlsFailure::UnknownCa,
-                C::NotValidForName | C::NotValidForNameContext { .. } => TlsFailure::NameMismatch,
-                C::Expired
-                | C::ExpiredContext { .. }
-                | C::NotValidYet
-                | C::NotValidYetContext { .. } => TlsFailure::Expired,
-                _ => TlsFailure::Protocol,
-            },
-            rustls::Error::AlertReceived(_) => TlsFailure::RefusedByServer,
-            _ => TlsFailure::Protocol,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsFailure::UnknownCa => "tls: server certificate not from --tls-ca",
-            TlsFailure::NameMismatch => "tls: server certificate not for the server name",
-            TlsFailure::Expired => "tls: server certificate expired",
-            TlsFailure::RefusedByServer => "tls: refused by the server (alert)",
-            TlsFailure::Protocol => "tls: protocol error",
-            TlsFailure::Closed => "tls: closed during the handshake",
-        }
-    }
+    /// The counts per wall-clock second.
+    series: Series,
 }
 
 /// What the loop knows only at the end, passed to [`ClientStats::summary`].
@@ -179,6 +125,10 @@ pub struct RunFacts {
     /// Warnings not logged because one like it was logged less than a second before.
     pub warnings_suppressed: u64,
     pub memory: Memory,
+    /// The settings the run was made with (merged runs: see [`RunSettings::merge`]).
+    pub settings: RunSettings,
+    /// Client processes whose counts these are: 1 for a run, more when merged.
+    pub runs: u64,
 }
 
 /// The client's resident memory: before its first connection, and at the end with its
@@ -210,11 +160,18 @@ impl ClientStats {
     pub fn new(target: u64) -> Self {
         ClientStats {
             target,
+            connect_attempts: 0,
+            connections_opened: 0,
+            opened_in: Duration::ZERO,
             opened: 0,
             open: 0,
             failed: [0; 5],
             closed_by_server: 0,
             false_deaths: 0,
+            goodbyes: 0,
+            refused_by_server: 0,
+            lost_closed: 0,
+            lost_reset: 0,
             errors: 0,
             closed_output_cap: 0,
             reconnects: 0,
@@ -229,7 +186,24 @@ impl ClientStats {
             faults: Default::default(),
             handshake_time: Latencies::default(),
             tls_failed: [0; 6],
+            series: Series::default(),
         }
+    }
+
+    /// Starts the per-second rows: `now` on the loop's clock is `wall` on the wall clock.
+    pub fn start_series(&mut self, now: Instant, wall: SystemTime) {
+        self.series.start(now, wall);
+    }
+
+    /// The loop's clock at this turn: counts from here on go to its second. Once per turn.
+    pub fn at(&mut self, now: Instant) {
+        self.series.at(now);
+    }
+
+    /// Whether [`merge`](Self::merge) can take all of `other`: its rows must fall within a
+    /// day of these.
+    pub fn can_merge(&self, other: &ClientStats) -> Result<(), SeriesError> {
+        self.series.clone().merge(&other.series)
     }
 
     /// Adds `other`'s counts to these: counters summed, histograms merged (see
@@ -238,11 +212,18 @@ impl ClientStats {
         // Every field by name, so that a counter added later cannot be forgotten here.
         let ClientStats {
             target,
+            connect_attempts,
+            connections_opened,
+            opened_in,
             opened,
             open,
             failed,
             closed_by_server,
             false_deaths,
+            goodbyes,
+            refused_by_server,
+            lost_closed,
+            lost_reset,
             errors,
             closed_output_cap,
             reconnects,
@@ -257,13 +238,20 @@ impl ClientStats {
             faults,
             handshake_time,
             tls_failed,
+            series,
         } = other;
         for (sum, add) in [
             (&mut self.target, target),
+            (&mut self.connect_attempts, connect_attempts),
+            (&mut self.connections_opened, connections_opened),
             (&mut self.opened, opened),
             (&mut self.open, open),
             (&mut self.closed_by_server, closed_by_server),
             (&mut self.false_deaths, false_deaths),
+            (&mut self.goodbyes, goodbyes),
+            (&mut self.refused_by_server, refused_by_server),
+            (&mut self.lost_closed, lost_closed),
+            (&mut self.lost_reset, lost_reset),
             (&mut self.errors, errors),
             (&mut self.closed_output_cap, closed_output_cap),
             (&mut self.reconnects, reconnects),
@@ -275,6 +263,8 @@ impl ClientStats {
         ] {
             *sum += *add;
         }
+        // The processes ran side by side: theirs opened by the time the slowest had.
+        self.opened_in = self.opened_in.max(*opened_in);
         for (sum, add) in self.failed.iter_mut().zip(failed) {
             *sum += *add;
         }
@@ -290,10 +280,26 @@ impl ClientStats {
             sum.detected += add.detected;
             sum.detection.merge(&add.detection);
         }
+        // Rows more than a day from these are left out (checked first by `can_merge` where
+        // runs come from elsewhere; workers of one run always fit).
+        let _ = self.series.merge(series);
+    }
+
+    /// A `connect()` was called (a first one or a reconnect).
+    pub fn on_attempt(&mut self) {
+        self.connect_attempts += 1;
+    }
+
+    /// A slot's first connection that was served (opened, not refused) had opened `after`
+    /// the start of the run. Counted when it closes (or at the end), once that is known.
+    pub fn on_slot_opened(&mut self, after: Duration) {
+        self.connections_opened += 1;
+        self.opened_in = self.opened_in.max(after);
     }
 
     pub fn on_connect_failed(&mut self, why: ConnectFailure) {
         self.failed[why as usize] += 1;
+        self.series.row().add(Column::Failed, 1);
     }
 
     /// A connection was established `connect_time` after its own `connect()` call.
@@ -301,6 +307,9 @@ impl ClientStats {
         self.opened += 1;
         self.open += 1;
         self.connect_time.record(connect_time);
+        let row = self.series.row();
+        row.add(Column::Opened, 1);
+        row.set(Column::Open, self.open);
     }
 
     /// A TLS handshake was done `time` after its TCP connection was established.
@@ -317,13 +326,29 @@ impl ClientStats {
     pub fn on_closed(&mut self, unanswered: u64) {
         self.open = self.open.saturating_sub(1);
         self.unanswered += unanswered;
+        self.series.row().set(Column::Open, self.open);
     }
 
-    /// The server ended a connection (`End Connection` or end of stream); `healthy` when no
-    /// fault had been injected into it: then it is a false death.
-    pub fn on_closed_by_server(&mut self, healthy: bool) {
+    /// The server closed a connection (`End Connection`, `Error: server full` or end of
+    /// stream; a reset only when it found a fault): what it was is counted apart.
+    pub fn on_closed_by_server(&mut self) {
         self.closed_by_server += 1;
-        self.false_deaths += u64::from(healthy);
+        self.series.row().add(Column::ClosedByServer, 1);
+    }
+
+    /// The server ended a healthy connection, in the way `end` names.
+    pub fn on_server_end(&mut self, end: ServerEnd) {
+        let counter = match end {
+            ServerEnd::Goodbye => &mut self.goodbyes,
+            ServerEnd::FalseDeath => {
+                self.series.row().add(Column::FalseDeaths, 1);
+                &mut self.false_deaths
+            }
+            ServerEnd::Refused => &mut self.refused_by_server,
+            ServerEnd::Lost => &mut self.lost_closed,
+            ServerEnd::LostReset => &mut self.lost_reset,
+        };
+        *counter += 1;
     }
 
     /// An established connection ended in an I/O error.
@@ -344,18 +369,29 @@ impl ClientStats {
     pub fn on_line_sent(&mut self, lag: Duration) {
         self.lines_sent += 1;
         self.lag.record(lag);
+        let row = self.series.row();
+        row.add(Column::Lines, 1);
+        row.max(Column::LagMaxUs, series::micros(lag));
     }
 
     /// An echo came back `rtt` after its line's *scheduled* instant.
     pub fn on_echo(&mut self, rtt: Duration) {
         self.echoes_received += 1;
         self.rtt.record(rtt);
+        let us = series::micros(rtt);
+        let row = self.series.row();
+        row.add(Column::Echoes, 1);
+        row.add(Column::RttSumUs, us);
+        row.max(Column::RttMaxUs, us);
     }
 
     /// A heartbeat was answered `lag` after it was due (or could have been read).
     pub fn on_heartbeat_answered(&mut self, lag: Duration) {
         self.heartbeats_answered += 1;
         self.lag.record(lag);
+        let row = self.series.row();
+        row.add(Column::HeartbeatsAnswered, 1);
+        row.max(Column::LagMaxUs, series::micros(lag));
     }
 
     pub fn on_line_too_long(&mut self) {
@@ -430,11 +466,18 @@ impl ClientStats {
         ClientSummary {
             elapsed_secs: facts.elapsed.as_secs_f64(),
             target: self.target,
+            connect_attempts: self.connect_attempts,
+            connections_opened: self.connections_opened,
+            opened_in_secs: self.opened_in.as_secs_f64(),
             opened: self.opened,
             failed: self.failed_total(),
             failed_by_reason,
             closed_by_server: self.closed_by_server,
             false_deaths: self.false_deaths,
+            goodbyes: self.goodbyes,
+            refused_by_server: self.refused_by_server,
+            lost_closed: self.lost_closed,
+            lost_reset: self.lost_reset,
             errors: self.errors,
             closed_output_cap: self.closed_output_cap,
             reconnects: self.reconnects,
@@ -457,6 +500,35 @@ impl ClientStats {
             server_interval_ms: server_interval_us / 1000,
             faults,
             memory: facts.memory.clone(),
+            format: FORMAT.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            runs: facts.runs.max(1),
+            open: self.open,
+            settings: facts.settings.clone(),
+            histograms: self.histograms(),
+            series: self.series.clone(),
+        }
+    }
+
+    /// Every histogram, encoded so that it merges exactly (see [`super::hdr`]).
+    fn histograms(&self) -> Histograms {
+        let detection = FaultKind::ALL
+            .iter()
+            .filter(|kind| self.faults[**kind as usize].injected > 0)
+            .map(|kind| {
+                let counts = &self.faults[*kind as usize];
+                (
+                    kind.as_str().to_string(),
+                    super::hdr::encode(&counts.detection),
+                )
+            })
+            .collect();
+        Histograms {
+            rtt: super::hdr::encode(&self.rtt),
+            connect_time: super::hdr::encode(&self.connect_time),
+            lag: super::hdr::encode(&self.lag),
+            handshake_time: super::hdr::encode(&self.handshake_time),
+            detection,
         }
     }
 }
@@ -473,6 +545,8 @@ impl RunFacts {
             *sum += add;
         }
         self.warnings_suppressed += other.warnings_suppressed;
+        self.settings.merge(&other.settings);
+        self.runs += other.runs.max(1);
         let (a, b) = (&self.memory, &other.memory);
         self.memory = Memory::new(
             a.baseline_bytes + b.baseline_bytes,
@@ -497,357 +571,4 @@ pub struct ClientReport {
 /// tenth of the time the server gives a peer, and round trips are then the client's.
 pub fn client_was_the_bottleneck(lag_p99_us: u64, server_interval_us: u64) -> bool {
     server_interval_us > 0 && lag_p99_us > server_interval_us / 10
-}
-
-/// One fault kind in the report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct FaultSummary {
-    /// Connections that turned bad this way.
-    pub injected: u64,
-    /// Of those, closed by the server before the end of the run.
-    pub detected: u64,
-    /// Still open at the end: the server had not noticed (yet).
-    pub undetected: u64,
-    /// From the fault to the server's `End Connection` or close, as seen by the client.
-    pub detection: Percentiles,
-}
-
-/// The load client's end-of-run report, printed as text or as one line of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClientSummary {
-    pub elapsed_secs: f64,
-    pub target: u64,
-    pub opened: u64,
-    pub failed: u64,
-    /// Failed attempts per [`ConnectFailure::as_str`]; only reasons that occurred.
-    pub failed_by_reason: BTreeMap<String, u64>,
-    pub closed_by_server: u64,
-    /// Connections with no fault injected that the server closed. Must be 0.
-    pub false_deaths: u64,
-    pub errors: u64,
-    /// Closed by the client: the server took none of the output held for it past the cap.
-    pub closed_output_cap: u64,
-    pub reconnects: u64,
-    pub lines_sent: u64,
-    pub echoes_received: u64,
-    pub unanswered: u64,
-    pub heartbeats_answered: u64,
-    pub lines_too_long: u64,
-    pub warnings_suppressed: u64,
-    /// From each line's scheduled instant to its echo (so the client's own lateness counts).
-    pub rtt: Percentiles,
-    /// From each connection's own `connect()` call until it was established.
-    pub connect_time: Percentiles,
-    /// `--tls`: from the TCP connection established to the TLS handshake done.
-    #[serde(default)]
-    pub handshake_time: Percentiles,
-    /// `--tls`: connections that failed in TLS, per [`TlsFailure::as_str`]; only reasons
-    /// that occurred.
-    #[serde(default)]
-    pub tls_failed_by_reason: BTreeMap<String, u64>,
-    /// The client's own lateness: how long after it was due it sent a line or answered a
-    /// heartbeat.
-    pub lag: Percentiles,
-    /// The server's heartbeat interval the client compared its lag with.
-    pub server_interval_ms: u64,
-    /// True when the client's lag p99 exceeded a tenth of the server's interval.
-    pub client_bottleneck: bool,
-    /// Per fault kind injected (`--faults`).
-    pub faults: BTreeMap<String, FaultSummary>,
-    pub memory: Memory,
-}
-
-impl ClientSummary {
-    /// Lines neither echoed nor counted as unanswered: 0 when the client kept its books.
-    pub fn lost(&self) -> u64 {
-        self.lines_sent
-            .saturating_sub(self.echoes_received)
-            .saturating_sub(self.unanswered)
-    }
-
-    /// One line of JSON.
-    pub fn to_json(&self) -> String {
-        super::one_line_json(self)
-    }
-
-    /// Multi-line human text. Warnings that make the run's figures suspect come first; then
-    /// one fact per line, then the latency rows in milliseconds.
-    pub fn to_text(&self) -> String {
-        let mut lines = Vec::new();
-        if self.false_deaths > 0 {
-            lines.push(format!(
-                "WARNING: the server closed {} healthy connections (false deaths)",
-                self.false_deaths
-            ));
-        }
-        if self.client_bottleneck {
-            lines.push(format!(
-                "WARNING: the client was the bottleneck: its lag p99 {} exceeded a tenth of the \
-                 server's interval ({} ms); these figures are partly the client's",
-                ms(self.lag.p99_us, 3),
-                self.server_interval_ms
-            ));
-        }
-        let mut failed = self.failed.to_string();
-        for (i, (why, n)) in self.failed_by_reason.iter().enumerate() {
-            failed.push_str(&format!("{}{why} {n}", if i == 0 { " (" } else { ", " }));
-        }
-        if !self.failed_by_reason.is_empty() {
-            failed.push(')');
-        }
-        let m = &self.memory;
-        lines.extend([
-            format!(
-                "Summary: {} of {} connections opened in {:.1} s",
-                self.opened, self.target, self.elapsed_secs
-            ),
-            format!("  connections failed: {failed}"),
-            format!("  closed by server: {}", self.closed_by_server),
-            format!(
-                "  healthy connections closed by the server (false deaths): {}",
-                self.false_deaths
-            ),
-            format!("  ended in error: {}", self.errors),
-            format!(
-                "  closed, server not reading (output cap): {}",
-                self.closed_output_cap
-            ),
-            format!("  reconnects: {}", self.reconnects),
-            format!("  lines sent: {}", self.lines_sent),
-            format!("  echoes received: {}", self.echoes_received),
-            format!("  unanswered: {}", self.unanswered),
-            format!("  heartbeats answered: {}", self.heartbeats_answered),
-            format!("  lines too long: {}", self.lines_too_long),
-            format!("  warnings not logged (one per reason per second): {}", self.warnings_suppressed),
-            format!(
-                "  client memory: {} B per open connection ({} open; {:.1} MiB at start, {:.1} MiB at end)",
-                m.per_connection_bytes,
-                m.open_connections,
-                m.baseline_bytes as f64 / 1048576.0,
-                m.end_bytes as f64 / 1048576.0
-            ),
-            self.rtt.row("round trip"),
-            self.connect_time.row("connect time"),
-            self.lag.row("client lag"),
-        ]);
-        if self.handshake_time.count > 0 {
-            lines.push(self.handshake_time.row("TLS handshake"));
-        }
-        for (why, n) in &self.tls_failed_by_reason {
-            lines.push(format!("  failed in TLS, {why}: {n}"));
-        }
-        lines.push(format!(
-            "  client lag p99 against the server's interval ({} ms): {}",
-            self.server_interval_ms,
-            if self.client_bottleneck {
-                "the client was the bottleneck"
-            } else {
-                "under a tenth, the figures are the server's"
-            }
-        ));
-        for (kind, f) in &self.faults {
-            lines.push(format!(
-                "  fault {kind}: {} injected, {} detected by the server, {} not by the end",
-                f.injected, f.detected, f.undetected
-            ));
-            lines.push(f.detection.row(&format!("  {kind} found in")));
-        }
-        lines.join("\n")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn facts() -> RunFacts {
-        RunFacts {
-            elapsed: Duration::from_secs(1),
-            server_interval: Duration::from_secs(10),
-            ..RunFacts::default()
-        }
-    }
-
-    #[test]
-    fn from_io_maps_reasons() {
-        use io::ErrorKind::*;
-        let of = |k| ConnectFailure::from_io(&io::Error::from(k));
-        assert_eq!(of(ConnectionRefused), ConnectFailure::Refused);
-        assert_eq!(of(TimedOut), ConnectFailure::TimedOut);
-        assert_eq!(of(AddrNotAvailable), ConnectFailure::AddrNotAvailable);
-        assert_eq!(of(PermissionDenied), ConnectFailure::Other);
-        #[cfg(unix)]
-        assert_eq!(
-            ConnectFailure::from_io(&io::Error::from_raw_os_error(24)),
-            ConnectFailure::TooManyOpenFiles
-        );
-    }
-
-    #[test]
-    fn failures_counted_by_reason() {
-        let mut c = ClientStats::new(10);
-        c.on_connect_failed(ConnectFailure::Refused);
-        c.on_connect_failed(ConnectFailure::Refused);
-        c.on_connect_failed(ConnectFailure::TooManyOpenFiles);
-        let s = c.summary(&facts());
-        assert_eq!(s.failed, 3);
-        assert_eq!(s.failed_by_reason.len(), 2, "zero reasons are left out");
-        assert_eq!(s.failed_by_reason["refused"], 2);
-        assert_eq!(s.failed_by_reason["too many open files"], 1);
-        let text = s.to_text();
-        assert!(
-            text.contains("refused 2") && text.contains("too many open files 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rtt_percentiles_from_known_samples() {
-        let mut c = ClientStats::new(1);
-        for us in 1..=1000 {
-            c.on_echo(Duration::from_micros(us));
-        }
-        let p = c.summary(&facts()).rtt;
-        assert_eq!(p.count, 1000);
-        assert!((499..=501).contains(&p.p50_us), "{p:?}");
-        assert!((989..=991).contains(&p.p99_us), "{p:?}");
-        assert_eq!(p.max_us, 1000);
-    }
-
-    #[test]
-    fn open_connections_follow_connects_and_closes() {
-        let mut c = ClientStats::new(3);
-        c.on_connected(Duration::from_millis(1));
-        c.on_connected(Duration::from_millis(2));
-        c.on_closed(4);
-        c.on_closed(0);
-        c.on_closed(0); // one too many: saturates
-        let s = c.summary(&facts());
-        assert_eq!((s.opened, s.unanswered, s.connect_time.count), (2, 4, 2));
-        assert!(c.status_line(0.0).starts_with("connected 0/3"));
-    }
-
-    #[test]
-    fn a_healthy_connection_closed_by_the_server_is_a_false_death_shown_first() {
-        let mut c = ClientStats::new(2);
-        c.on_closed_by_server(false);
-        assert_eq!(c.summary(&facts()).false_deaths, 0);
-        assert!(!c.summary(&facts()).to_text().contains("WARNING"));
-        c.on_closed_by_server(true);
-        let s = c.summary(&facts());
-        assert_eq!((s.closed_by_server, s.false_deaths), (2, 1));
-        let text = s.to_text();
-        assert!(
-            text.starts_with("WARNING: the server closed 1 healthy connections"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn the_client_is_the_bottleneck_past_a_tenth_of_the_server_interval() {
-        assert!(
-            !client_was_the_bottleneck(50_000, 500_000),
-            "exactly a tenth"
-        );
-        assert!(client_was_the_bottleneck(50_001, 500_000));
-        assert!(!client_was_the_bottleneck(10, 0), "interval unknown");
-        let mut c = ClientStats::new(1);
-        for _ in 0..100 {
-            c.on_heartbeat_answered(Duration::from_millis(60));
-        }
-        let quick = RunFacts {
-            server_interval: Duration::from_millis(500),
-            ..facts()
-        };
-        let s = c.summary(&quick);
-        assert!(s.client_bottleneck && s.server_interval_ms == 500, "{s:?}");
-        assert!(
-            s.to_text()
-                .starts_with("WARNING: the client was the bottleneck"),
-            "{}",
-            s.to_text()
-        );
-        assert!(!c.summary(&facts()).client_bottleneck, "60 ms < 1 s");
-    }
-
-    #[test]
-    fn faults_are_reported_per_kind_with_detection_times() {
-        let mut c = ClientStats::new(10);
-        c.on_fault_injected(FaultKind::Silent);
-        c.on_fault_injected(FaultKind::Silent);
-        c.on_fault_detected(FaultKind::Silent, Duration::from_millis(2500));
-        let mut f = facts();
-        f.undetected[FaultKind::Silent as usize] = 1;
-        let s = c.summary(&f);
-        assert_eq!(s.faults.len(), 1, "kinds never injected are left out");
-        let silent = &s.faults["silent"];
-        assert_eq!(
-            (silent.injected, silent.detected, silent.undetected),
-            (2, 1, 1)
-        );
-        assert!((2_497_000..=2_503_000).contains(&silent.detection.max_us));
-        let text = s.to_text();
-        assert!(
-            text.contains("fault silent: 2 injected, 1 detected"),
-            "{text}"
-        );
-        assert!(text.contains("silent found in"), "{text}");
-    }
-
-    #[test]
-    fn memory_per_connection_is_growth_over_open_connections() {
-        let m = Memory::new(4_000_000, 5_000_000, 10_000);
-        assert_eq!(m.per_connection_bytes, 100);
-        assert_eq!(Memory::new(4_000_000, 5_000_000, 0).per_connection_bytes, 0);
-        assert_eq!(
-            Memory::new(5_000_000, 4_000_000, 10).per_connection_bytes,
-            0
-        );
-    }
-
-    #[test]
-    fn json_round_trips_and_is_one_line() {
-        let mut c = ClientStats::new(100);
-        c.on_connected(Duration::from_millis(3));
-        c.on_connect_failed(ConnectFailure::TimedOut);
-        c.on_closed_by_server(false);
-        c.on_line_sent(Duration::from_micros(40));
-        c.on_echo(Duration::from_micros(250));
-        c.on_fault_injected(FaultKind::Reset);
-        c.on_reconnect();
-        let s = c.summary(&facts());
-        let json = s.to_json();
-        assert!(!json.contains('\n'), "{json}");
-        let back: ClientSummary = serde_json::from_str(&json).expect("valid JSON");
-        assert_eq!(back, s);
-        assert_eq!(back.lost(), 0);
-        assert_eq!(back.reconnects, 1);
-    }
-
-    #[test]
-    fn status_line_is_one_clean_line() {
-        let mut c = ClientStats::new(1000);
-        for _ in 0..950 {
-            c.on_connected(Duration::ZERO);
-        }
-        c.on_echo(Duration::from_micros(120));
-        let line = c.status_line(1000.0);
-        assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(
-            line.starts_with("connected 950/1000  rate 1000/s"),
-            "{line}"
-        );
-        assert!(line.contains("p50 0.12ms"), "{line}");
-    }
-
-    #[test]
-    fn huge_durations_saturate_and_empty_histograms_are_zero() {
-        let mut c = ClientStats::new(1);
-        c.on_echo(Duration::MAX);
-        let s = c.summary(&facts());
-        assert_eq!(s.rtt.count, 1);
-        assert!(s.rtt.max_us > 3_590_000_000, "{s:?}");
-        assert_eq!(s.connect_time, Percentiles::default());
-        assert!(s.to_text().contains("connect time p50 0.000ms"));
-    }
 }

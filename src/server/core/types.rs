@@ -2,11 +2,14 @@
 //! ([`Action`]), what it reports ([`Event`]), and why peers are refused or closed. Plain data:
 //! every decision about them is in `core.rs` and its other children.
 
-use std::io;
 use std::time::Duration;
 
+use super::waiting::{Stage, WaitEnd, WaitKey};
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
+
+// The words the server shares with statistics, the event log and the client.
+pub use crate::cores::vocab::{Event, Reason, Refusal};
 
 /// What the core needs to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +32,9 @@ pub struct Settings {
     pub jitter_seed: u64,
     /// Keep each connection's [`super::Session`] (for `--events`).
     pub sessions: bool,
+    /// Peers waiting for their PROXY header at once (`--proxy-protocol`); at the cap the
+    /// oldest is closed to make room (see [`super::waiting`]).
+    pub max_header_waits: usize,
 }
 
 /// What the loop must do. Carry each out before the next input (see the module notes).
@@ -49,53 +55,9 @@ pub enum Action {
     Report(usize, Event),
     /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
     ReleaseMemory,
-}
-
-/// Something worth a log line about one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Accepted; `open` peers are open now, this one included.
-    Connected { open: usize },
-    /// Heartbeat `number` of `count` sent.
-    HeartbeatSent { number: u32, count: u32 },
-    /// Bytes arrived while heartbeats were outstanding, `rtt` after the last one left.
-    HeartbeatAnswered { rtt: Duration },
-    /// All `count` heartbeats went unanswered: `End Connection` sent, closing, `late` after
-    /// it was due.
-    Dead { count: u32, late: Duration },
-    /// The peer closed its sending side.
-    PeerClosed,
-    /// A read or write failed; the connection is closed.
-    Failed(io::ErrorKind),
-    /// All peers' buffers stayed over `--max-buffered`, and this peer held `held` bytes of
-    /// them, among the most: it is closed.
-    OverBudget { held: usize },
-    /// Gone, for this reason.
-    Closed(Reason),
-}
-
-/// Why a connection ended; each is counted once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The peer closed its side (after its output was flushed).
-    PeerClosed,
-    /// Every heartbeat went unanswered; the peer was told `End Connection`.
-    Dead,
-    /// A reset, broken pipe or other I/O error.
-    Failed,
-    /// The server is stopping.
-    Shutdown,
-    /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
-    OverBudget,
-}
-
-/// Why a peer was turned away at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address is not in `--allow`: closed without a word.
-    NotAllowed,
-    /// `--max-connections` peers are open; it is told [`crate::cores::protocol::SERVER_FULL`].
-    Full { open: usize },
+    /// Close this socket waiting for its first bytes in this stage (its key is free from now
+    /// on), and say why if the stage's log line calls for it.
+    EndWait(Stage, WaitKey, WaitEnd),
 }
 
 /// What [`super::ServerCore::handle_accept`] decided.
@@ -106,11 +68,21 @@ pub enum Admission {
     Refused(Refusal),
 }
 
-/// What a connection's one timer means.
+/// The kinds of timer the core keeps: the rows of its timer table (`timers`), each with one
+/// meaning when it fires. The first two are a connection's one timer, by its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
     /// Ask [`crate::cores::liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
     Liveness,
     /// The ending peer's time to take its last output and close is up: close regardless.
     Linger,
+    /// An accept back-off (out of descriptors) is over: accept again.
+    AcceptBackoff,
+    /// All buffers stayed over `--max-buffered` past the grace (or the ceiling): close the
+    /// largest holders.
+    MemoryGrace,
+    /// A socket of this stage had its time to send its first bytes: close it.
+    FirstBytes(Stage),
+    /// Stopping: the next peer's turn in the drain has come: tell it `End Connection`.
+    Drain,
 }
