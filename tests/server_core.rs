@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use heartbeat::cores::allow::AllowList;
 use heartbeat::cores::liveness::Timing;
+use heartbeat::cores::tls::Refusal as TlsRefusal;
 use heartbeat::ops::metrics::SCRAPE_DEADLINE;
 use heartbeat::server::core::waiting::{
-    BUSY_LINGER, HEADER_DEADLINE, SCRAPE_FIRST_REQUEST, SCRAPE_SLOTS,
+    BUSY_LINGER, HANDSHAKE_CAP, HANDSHAKE_DEADLINE, HEADER_DEADLINE, SCRAPE_FIRST_REQUEST,
+    SCRAPE_SLOTS,
 };
 use heartbeat::server::core::{
     Action, Admission, Arrival, Event, Reason, Refusal, ServerCore, Settings, Stage, Timer,
@@ -972,6 +974,87 @@ fn at_the_proxy_header_cap_the_oldest_waiter_makes_room() {
     assert_eq!(
         (stats.proxy_header_evicted, stats.rejected_proxy_header),
         (2, 2)
+    );
+}
+
+/// A TLS handshake still unfinished is closed at its deadline, not a microsecond before, and
+/// counted as `deadline`; one done in time leaves the stage uncounted, and one the loop
+/// refused (plain bytes) is counted under its own reason, once. The deadline is a row of
+/// the core's one timer table: `poll_timeout` wakes the loop for it.
+#[test]
+fn a_tls_handshake_ends_at_its_deadline_exactly() {
+    let mut h = Harness::new(settings(FAST));
+    let silent = arrive(&mut h, Stage::TlsHandshake);
+    let done = arrive(&mut h, Stage::TlsHandshake);
+    let plain = arrive(&mut h, Stage::TlsHandshake);
+    assert!(h
+        .core
+        .poll_timeout()
+        .is_some_and(|at| at <= h.at(HANDSHAKE_DEADLINE)));
+    h.run_until(h.at(10 * MS));
+    h.core.handle_wait_over(Stage::TlsHandshake, done, false);
+    h.core.handle_tls_refused(plain, TlsRefusal::NotTls);
+    h.core.handle_tls_refused(plain, TlsRefusal::NotTls);
+    assert_eq!(h.core.waiting(Stage::TlsHandshake), 1);
+    h.run_until(h.at(HANDSHAKE_DEADLINE - US));
+    assert!(h.ended.is_empty(), "{:?}", h.ended);
+    h.run_until(h.at(HANDSHAKE_DEADLINE));
+    assert_eq!(
+        h.ended,
+        [(
+            HANDSHAKE_DEADLINE,
+            Stage::TlsHandshake,
+            silent,
+            WaitEnd::TimedOut
+        )]
+    );
+    assert_eq!(h.core.waiting(Stage::TlsHandshake), 0);
+    let refused = h.core.stats().rejected_tls;
+    let counted: Vec<(TlsRefusal, u64)> = refused.by_reason().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(
+        counted,
+        [(TlsRefusal::NotTls, 1), (TlsRefusal::Deadline, 1)],
+        "the refused once, the silent one at its deadline, the finished one not at all"
+    );
+    assert_eq!(h.core.stats().rejected_proxy_header, 0);
+    assert_eq!(h.core.poll_timeout(), None, "an idle server sleeps");
+}
+
+/// At the cap of handshakes in flight a newcomer is never refused: the oldest still
+/// shaking is closed to make room and counted `evicted`; a finished handshake is not among
+/// those closed, and a slot freed by one lets the next in without closing anyone.
+#[test]
+fn at_the_handshake_cap_the_oldest_makes_room() {
+    let mut h = Harness::new(settings(FAST));
+    let first = arrive(&mut h, Stage::TlsHandshake);
+    h.run_for(MS);
+    let second = arrive(&mut h, Stage::TlsHandshake);
+    let rest: Vec<WaitKey> = (2..HANDSHAKE_CAP)
+        .map(|_| arrive(&mut h, Stage::TlsHandshake))
+        .collect();
+    assert_eq!(h.core.waiting(Stage::TlsHandshake), HANDSHAKE_CAP);
+    assert!(h.ended.is_empty());
+    h.run_for(MS);
+    let newcomer = arrive(&mut h, Stage::TlsHandshake);
+    let evicted = WaitEnd::Evicted {
+        waiting: HANDSHAKE_CAP,
+    };
+    assert_eq!(h.ended, [(2 * MS, Stage::TlsHandshake, first, evicted)]);
+    assert!(!h.core.is_waiting(Stage::TlsHandshake, first));
+    assert!(h.core.is_waiting(Stage::TlsHandshake, newcomer));
+    // The next oldest finishes: the next newcomer fits, and then the one after it goes.
+    h.core.handle_wait_over(Stage::TlsHandshake, second, false);
+    arrive(&mut h, Stage::TlsHandshake);
+    assert_eq!(h.ended.len(), 1, "under the cap again: nobody closed");
+    arrive(&mut h, Stage::TlsHandshake);
+    assert_eq!(h.ended[1].2, rest[0]);
+    let refused = h.core.stats().rejected_tls;
+    let counted: Vec<(TlsRefusal, u64)> = refused.by_reason().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(counted, [(TlsRefusal::Evicted, 2)]);
+    assert_eq!(
+        h.core.stats().proxy_header_evicted,
+        0,
+        "the PROXY stage's own"
     );
 }
 
