@@ -9,8 +9,9 @@
 //! idle peer against 2.1 KB measured for this project, keys included).
 //!
 //! Owns the rustls state machine, those two buffers, and naming why a handshake failed
-//! ([`Refusal`]). Does not own deadlines, caps, counting or logging (the loop's), nor what
-//! the plaintext means (the server core's).
+//! ([`Refusal`]). Does not own the handshake's deadline, the cap on handshakes or counting
+//! (the server core's waiting stage), logging (the loop's), nor what the plaintext means
+//! (the server core's).
 
 use std::sync::Arc;
 

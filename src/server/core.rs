@@ -21,7 +21,8 @@
 //! | [`handle_timeout`]            | [`poll_timeout`] has passed (after the turn's reads)    |
 //! | [`handle_stop`]               | SIGTERM or a `Stopper`                                  |
 //! | [`handle_arrival`] and kin    | a socket that must send its first bytes (PROXY header,  |
-//! |                               | metrics request) before it is served (`waiting`)        |
+//! |                               | metrics request) or finish its TLS handshake before it  |
+//! |                               | is served (`waiting`)                                   |
 //!
 //! Every input does its work when it is called: [`handle_timeout`] fires what is due, and
 //! queues what the loop must do. Outputs only drain: [`poll_action`] until `None` after
