@@ -117,7 +117,13 @@ fn facts(s: &ClientSummary) -> String {
             format!("{} B per open connection", s.memory.per_connection_bytes),
         ),
     ];
-    table(rows.iter().map(|(k, v)| (k.to_string(), v.clone())))
+    // `--tls` runs only: a plain run has no handshake to show.
+    let tls = (s.handshake_time.count > 0).then(|| ("TLS handshake", brief(&s.handshake_time)));
+    table(
+        rows.iter()
+            .chain(&tls)
+            .map(|(k, v)| (k.to_string(), v.clone())),
+    )
 }
 
 fn brief(p: &Percentiles) -> String {
@@ -191,6 +197,7 @@ fn percentiles(s: &ClientSummary) -> String {
         ("round trip", decoded(&h.rtt)),
         ("connect time", decoded(&h.connect_time)),
         ("client lag", decoded(&h.lag)),
+        ("TLS handshake", decoded(&h.handshake_time)),
     ];
     // x = log10(1 / (1 − q)): 90 % at 1, 99 % at 2, 99.9 % at 3; 100 % drawn one step on.
     let mut deepest: f64 = 3.0;

@@ -234,6 +234,41 @@ mod tests {
         assert_eq!(again.opened, 30);
     }
 
+    /// `--tls` runs merge their handshake times and TLS failures by reason too; a summary
+    /// without them (a run without `--tls`, or written before TLS) merges as none.
+    #[test]
+    fn tls_handshakes_and_failures_merge() {
+        let tls_run = |handshake_ms: u64| {
+            let mut c = ClientStats::new(2);
+            c.start_series(Instant::now(), SystemTime::now());
+            c.on_handshake(Duration::from_millis(handshake_ms));
+            c.on_tls_failed(TlsFailure::UnknownCa);
+            c.summary(&RunFacts {
+                runs: 1,
+                ..RunFacts::default()
+            })
+        };
+        let (a, b) = (tls_run(1), tls_run(9));
+        let mut plain = a.clone();
+        plain.handshake_time = Default::default();
+        plain.tls_failed_by_reason.clear();
+        plain.histograms.handshake_time = String::new();
+        let merged = merge(&files(&[&a, &b, &plain])).expect("merges");
+        assert_eq!(merged.handshake_time.count, 2);
+        assert!(
+            merged.handshake_time.max_us >= 9000,
+            "{:?}",
+            merged.handshake_time
+        );
+        let failed = TlsFailure::UnknownCa.as_str().to_string();
+        assert_eq!(merged.tls_failed_by_reason, [(failed, 2)].into());
+        let mut odd = a.clone();
+        odd.tls_failed_by_reason
+            .insert("tls: solar flare".into(), 1);
+        let e = merge(&files(&[&odd])).expect_err("refused").to_string();
+        assert!(e.contains("an unknown TLS failure"), "{e}");
+    }
+
     #[test]
     fn bad_files_are_refused_by_name_and_reason() {
         let ok = run(1, false);
