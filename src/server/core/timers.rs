@@ -8,6 +8,7 @@
 //! | [`Timer::AcceptBackoff`]     | the end of an accept back-off                         |
 //! | [`Timer::MemoryGrace`]       | all buffers over `--max-buffered` for their grace     |
 //! | [`Timer::FirstBytes`]        | a socket's time to send its first bytes, per stage    |
+//! |                              | (PROXY header, scrape, busy, TLS handshake done)      |
 //! | [`Timer::Drain`]             | the next peer told `End Connection` while stopping    |
 //! | the wheel                    | each connection's one timer: [`Timer::Liveness`] or   |
 //! |                              | [`Timer::Linger`], by its lifecycle                   |
