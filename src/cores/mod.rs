@@ -10,4 +10,5 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod rng;
 pub mod timer;
+pub mod upgrade;
 pub mod wheel;
