@@ -1,5 +1,5 @@
-//! The live upgrade's protocol, as two sans-IO state machines: [`Old`], the running server
-//! that hands over, and [`New`], the binary that takes over. Each takes `now` and what
+//! The live upgrade's protocol, as two sans-IO state machines: [`Outgoing`], the running server
+//! that hands over, and [`Incoming`], the binary that takes over. Each takes `now` and what
 //! happened, and says what to do; neither touches a socket, a process or a clock. The frames
 //! themselves are [`wire`]'s; the socket pair and the descriptors are `edge::handover`'s.
 //!
@@ -33,14 +33,14 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// What the old process must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OldAction {
+pub enum OutAction {
     /// Start the binary at the path the server was started from, with its arguments and
-    /// the channel; then [`Old::spawned`] or [`Old::spawn_failed`].
+    /// the channel; then [`Outgoing::spawned`] or [`Outgoing::spawn_failed`].
     Spawn,
     /// Send this message over the channel.
     Send(Message),
     /// Stop serving (the loop turns no more), send the listeners, every peer and `Done`;
-    /// then [`Old::sent_all`].
+    /// then [`Outgoing::sent_all`].
     HandOver,
     /// The new process has every peer: exit with the summary (peers handed over).
     Exit { peers: u64 },
@@ -50,7 +50,7 @@ pub enum OldAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OldPhase {
+enum OutPhase {
     Serving,
     /// Spawn asked for; waiting for the loop to say how it went.
     Spawning,
@@ -73,19 +73,19 @@ enum OldPhase {
 /// [`handle_timeout`](Self::handle_timeout). After each, [`poll_action`](Self::poll_action)
 /// until `None`; wake at [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
-pub struct Old {
-    phase: OldPhase,
+pub struct Outgoing {
+    phase: OutPhase,
     fixed: Vec<(String, String)>,
-    actions: Vec<OldAction>,
+    actions: Vec<OutAction>,
     pub done: u64,
     pub failed: u64,
 }
 
-impl Old {
+impl Outgoing {
     /// `fixed`: the settings that cannot change under live peers, as the offer names them.
-    pub fn new(fixed: Vec<(String, String)>) -> Old {
-        Old {
-            phase: OldPhase::Serving,
+    pub fn new(fixed: Vec<(String, String)>) -> Outgoing {
+        Outgoing {
+            phase: OutPhase::Serving,
             fixed,
             actions: Vec::new(),
             done: 0,
@@ -95,23 +95,23 @@ impl Old {
 
     /// SIGUSR2. False (and nothing to do) while an upgrade is already under way.
     pub fn begin(&mut self) -> bool {
-        if self.phase != OldPhase::Serving {
+        if self.phase != OutPhase::Serving {
             return false;
         }
-        self.phase = OldPhase::Spawning;
-        self.actions.push(OldAction::Spawn);
+        self.phase = OutPhase::Spawning;
+        self.actions.push(OutAction::Spawn);
         true
     }
 
     /// The binary started at `now`: offer it the state.
     pub fn spawned(&mut self, now: Instant) {
-        if self.phase != OldPhase::Spawning {
+        if self.phase != OutPhase::Spawning {
             return;
         }
-        self.phase = OldPhase::Offered {
+        self.phase = OutPhase::Offered {
             deadline: later(now, ANSWER_WAIT),
         };
-        self.actions.push(OldAction::Send(Message::Offer {
+        self.actions.push(OutAction::Send(Message::Offer {
             version: VERSION,
             fixed: self.fixed.clone(),
         }));
@@ -119,15 +119,15 @@ impl Old {
 
     /// The binary could not be started (missing, not executable…): `why`.
     pub fn spawn_failed(&mut self, why: &str) {
-        if self.phase == OldPhase::Spawning {
+        if self.phase == OutPhase::Spawning {
             self.roll_back(format!("cannot start the new binary: {why}"));
         }
     }
 
     /// Everything is sent, at `now`: wait for `TakenOver`.
     pub fn sent_all(&mut self, now: Instant) {
-        if self.phase == OldPhase::Sending {
-            self.phase = OldPhase::Sent {
+        if self.phase == OutPhase::Sending {
+            self.phase = OutPhase::Sent {
                 deadline: later(now, ANSWER_WAIT),
             };
         }
@@ -136,26 +136,26 @@ impl Old {
     /// A message from the new process.
     pub fn received(&mut self, message: Message) {
         match (self.phase, message) {
-            (OldPhase::Offered { .. }, Message::Ready) => {
-                self.phase = OldPhase::Sending;
-                self.actions.push(OldAction::HandOver);
+            (OutPhase::Offered { .. }, Message::Ready) => {
+                self.phase = OutPhase::Sending;
+                self.actions.push(OutAction::HandOver);
             }
-            (OldPhase::Offered { .. } | OldPhase::Sent { .. }, Message::Refuse(why)) => {
+            (OutPhase::Offered { .. } | OutPhase::Sent { .. }, Message::Refuse(why)) => {
                 self.roll_back(format!("the new binary refused: {why}"));
             }
-            (OldPhase::Sent { .. }, Message::TakenOver { peers }) => {
-                self.phase = OldPhase::Released;
+            (OutPhase::Sent { .. }, Message::TakenOver { peers }) => {
+                self.phase = OutPhase::Released;
                 self.done += 1;
-                self.actions.push(OldAction::Send(Message::Release));
-                self.actions.push(OldAction::Exit { peers });
+                self.actions.push(OutAction::Send(Message::Release));
+                self.actions.push(OutAction::Exit { peers });
             }
-            (OldPhase::Offered { .. } | OldPhase::Sending | OldPhase::Sent { .. }, other) => {
+            (OutPhase::Offered { .. } | OutPhase::Sending | OutPhase::Sent { .. }, other) => {
                 let what = format!("{other:?}");
                 let name = what.split([' ', '(', '{']).next().unwrap_or("?");
                 self.roll_back(format!("the new binary said {name} out of turn"));
             }
             // Nothing is under way: a late word from a process already given up on.
-            (OldPhase::Serving | OldPhase::Spawning | OldPhase::Released, _) => {}
+            (OutPhase::Serving | OutPhase::Spawning | OutPhase::Released, _) => {}
         }
     }
 
@@ -186,7 +186,7 @@ impl Old {
     /// When [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            OldPhase::Offered { deadline } | OldPhase::Sent { deadline } => Some(deadline),
+            OutPhase::Offered { deadline } | OutPhase::Sent { deadline } => Some(deadline),
             _ => None,
         }
     }
@@ -195,31 +195,31 @@ impl Old {
     pub fn is_paused(&self) -> bool {
         matches!(
             self.phase,
-            OldPhase::Sending | OldPhase::Sent { .. } | OldPhase::Released
+            OutPhase::Sending | OutPhase::Sent { .. } | OutPhase::Released
         )
     }
 
     /// Whether an upgrade is under way (SIGUSR2 would be ignored).
     pub fn is_under_way(&self) -> bool {
-        !matches!(self.phase, OldPhase::Serving | OldPhase::Released)
+        !matches!(self.phase, OutPhase::Serving | OutPhase::Released)
     }
 
-    pub fn poll_action(&mut self) -> Option<OldAction> {
+    pub fn poll_action(&mut self) -> Option<OutAction> {
         (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
     fn roll_back(&mut self, reason: String) {
-        self.phase = OldPhase::Serving;
+        self.phase = OutPhase::Serving;
         self.failed += 1;
         let abort = Message::Abort(reason.clone());
-        self.actions.push(OldAction::Send(abort));
-        self.actions.push(OldAction::RollBack { reason });
+        self.actions.push(OutAction::Send(abort));
+        self.actions.push(OutAction::RollBack { reason });
     }
 }
 
 /// What the new process must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NewAction {
+pub enum InAction {
     Send(Message),
     /// Register these listeners (their sockets came with the message).
     TakeListeners(usize),
@@ -237,7 +237,7 @@ pub enum NewAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NewPhase {
+enum InPhase {
     AwaitOffer,
     Receiving,
     TakenOver,
@@ -248,18 +248,18 @@ enum NewPhase {
 /// [`closed`](Self::closed), [`taken_in`](Self::taken_in), then
 /// [`poll_action`](Self::poll_action) until `None`.
 #[derive(Debug)]
-pub struct New {
-    phase: NewPhase,
+pub struct Incoming {
+    phase: InPhase,
     fixed: Vec<(String, String)>,
-    actions: Vec<NewAction>,
+    actions: Vec<InAction>,
     peers: u64,
 }
 
-impl New {
+impl Incoming {
     /// `fixed`: this process's own settings that cannot change, as the old one names them.
-    pub fn new(fixed: Vec<(String, String)>) -> New {
-        New {
-            phase: NewPhase::AwaitOffer,
+    pub fn new(fixed: Vec<(String, String)>) -> Incoming {
+        Incoming {
+            phase: InPhase::AwaitOffer,
             fixed,
             actions: Vec::new(),
             peers: 0,
@@ -268,38 +268,38 @@ impl New {
 
     pub fn received(&mut self, message: Message) {
         match (self.phase, message) {
-            (NewPhase::AwaitOffer, Message::Offer { fixed, .. }) => {
+            (InPhase::AwaitOffer, Message::Offer { fixed, .. }) => {
                 match changed(&fixed, &self.fixed) {
                     Some(why) => self.give_up(why, 2),
                     None => {
-                        self.phase = NewPhase::Receiving;
-                        self.actions.push(NewAction::Send(Message::Ready));
+                        self.phase = InPhase::Receiving;
+                        self.actions.push(InAction::Send(Message::Ready));
                     }
                 }
             }
-            (NewPhase::Receiving, Message::Listeners(addrs)) => {
-                self.actions.push(NewAction::TakeListeners(addrs.len()))
+            (InPhase::Receiving, Message::Listeners(addrs)) => {
+                self.actions.push(InAction::TakeListeners(addrs.len()))
             }
-            (NewPhase::Receiving, Message::Peers(peers)) => {
-                self.actions.push(NewAction::TakePeers(peers))
+            (InPhase::Receiving, Message::Peers(peers)) => {
+                self.actions.push(InAction::TakePeers(peers))
             }
-            (NewPhase::Receiving, Message::Done { peers, stats }) => {
+            (InPhase::Receiving, Message::Done { peers, stats }) => {
                 self.peers = peers;
-                self.actions.push(NewAction::TakeStats(stats));
-                self.phase = NewPhase::TakenOver;
+                self.actions.push(InAction::TakeStats(stats));
+                self.phase = InPhase::TakenOver;
                 self.actions
-                    .push(NewAction::Send(Message::TakenOver { peers }));
+                    .push(InAction::Send(Message::TakenOver { peers }));
             }
-            (NewPhase::TakenOver, Message::Release) => {
-                self.phase = NewPhase::Finished;
-                self.actions.push(NewAction::Serve);
+            (InPhase::TakenOver, Message::Release) => {
+                self.phase = InPhase::Finished;
+                self.actions.push(InAction::Serve);
             }
             (_, Message::Abort(why)) => {
-                self.phase = NewPhase::Finished;
+                self.phase = InPhase::Finished;
                 let why = format!("the running server gave the upgrade up: {why}");
-                self.actions.push(NewAction::GiveUp { why, status: 1 });
+                self.actions.push(InAction::GiveUp { why, status: 1 });
             }
-            (NewPhase::Finished, _) => {}
+            (InPhase::Finished, _) => {}
             (_, other) => {
                 let what = format!("{other:?}");
                 let name = what
@@ -314,7 +314,7 @@ impl New {
 
     /// Bytes that are not a message: an unknown format version is refused with its line.
     pub fn undecodable(&mut self, error: &WireError) {
-        if self.phase != NewPhase::Finished {
+        if self.phase != InPhase::Finished {
             self.give_up(error.to_string(), 2);
         }
     }
@@ -323,15 +323,15 @@ impl New {
     /// the peers: serve them. Before, nothing was handed over: exit.
     pub fn closed(&mut self) {
         match self.phase {
-            NewPhase::TakenOver => {
-                self.phase = NewPhase::Finished;
-                self.actions.push(NewAction::Serve);
+            InPhase::TakenOver => {
+                self.phase = InPhase::Finished;
+                self.actions.push(InAction::Serve);
             }
-            NewPhase::Finished => {}
-            NewPhase::AwaitOffer | NewPhase::Receiving => {
-                self.phase = NewPhase::Finished;
+            InPhase::Finished => {}
+            InPhase::AwaitOffer | InPhase::Receiving => {
+                self.phase = InPhase::Finished;
                 let why = "the running server went away before handing over".to_string();
-                self.actions.push(NewAction::GiveUp { why, status: 1 });
+                self.actions.push(InAction::GiveUp { why, status: 1 });
             }
         }
     }
@@ -341,19 +341,19 @@ impl New {
         self.peers
     }
 
-    pub fn poll_action(&mut self) -> Option<NewAction> {
+    pub fn poll_action(&mut self) -> Option<InAction> {
         (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
     fn give_up(&mut self, why: String, status: u8) {
         let refusal = match self.phase {
             // The old process waits for an answer to its offer: say why, it rolls back.
-            NewPhase::AwaitOffer | NewPhase::Receiving => Some(Message::Refuse(why.clone())),
-            NewPhase::TakenOver | NewPhase::Finished => None,
+            InPhase::AwaitOffer | InPhase::Receiving => Some(Message::Refuse(why.clone())),
+            InPhase::TakenOver | InPhase::Finished => None,
         };
-        self.phase = NewPhase::Finished;
-        self.actions.extend(refusal.map(NewAction::Send));
-        self.actions.push(NewAction::GiveUp { why, status });
+        self.phase = InPhase::Finished;
+        self.actions.extend(refusal.map(InAction::Send));
+        self.actions.push(InAction::GiveUp { why, status });
     }
 }
 

@@ -10,31 +10,31 @@ fn fixed(port: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn drain_old(old: &mut Old) -> Vec<OldAction> {
+fn drain_old(old: &mut Outgoing) -> Vec<OutAction> {
     std::iter::from_fn(|| old.poll_action()).collect()
 }
 
-fn drain_new(new: &mut New) -> Vec<NewAction> {
+fn drain_new(new: &mut Incoming) -> Vec<InAction> {
     std::iter::from_fn(|| new.poll_action()).collect()
 }
 
-fn rolled_back(actions: &[OldAction]) -> Option<&str> {
+fn rolled_back(actions: &[OutAction]) -> Option<&str> {
     actions.iter().find_map(|action| match action {
-        OldAction::RollBack { reason } => Some(reason.as_str()),
+        OutAction::RollBack { reason } => Some(reason.as_str()),
         _ => None,
     })
 }
 
 /// An old process whose offer went out at `t0`.
-fn offered(t0: Instant) -> Old {
-    let mut old = Old::new(fixed("8000"));
+fn offered(t0: Instant) -> Outgoing {
+    let mut old = Outgoing::new(fixed("8000"));
     assert!(old.begin());
-    assert_eq!(drain_old(&mut old), vec![OldAction::Spawn]);
+    assert_eq!(drain_old(&mut old), vec![OutAction::Spawn]);
     old.spawned(t0);
     let actions = drain_old(&mut old);
     assert_eq!(
         actions,
-        vec![OldAction::Send(Message::Offer {
+        vec![OutAction::Send(Message::Offer {
             version: VERSION,
             fixed: fixed("8000")
         })]
@@ -46,18 +46,18 @@ fn offered(t0: Instant) -> Old {
 fn a_whole_upgrade_hands_over_then_releases_and_exits() {
     let t0 = Instant::now();
     let mut old = offered(t0);
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     new.received(Message::Offer {
         version: VERSION,
         fixed: fixed("8000"),
     });
-    assert_eq!(drain_new(&mut new), vec![NewAction::Send(Message::Ready)]);
+    assert_eq!(drain_new(&mut new), vec![InAction::Send(Message::Ready)]);
     assert!(
         !old.is_paused(),
         "the old process serves while the new one starts"
     );
     old.received(Message::Ready);
-    assert_eq!(drain_old(&mut old), vec![OldAction::HandOver]);
+    assert_eq!(drain_old(&mut old), vec![OutAction::HandOver]);
     assert!(old.is_paused(), "no serving while the state is on its way");
     let peer = PeerState::default();
     new.received(Message::Listeners(vec!["127.0.0.1:8000".parse().unwrap()]));
@@ -69,10 +69,10 @@ fn a_whole_upgrade_hands_over_then_releases_and_exits() {
     assert_eq!(
         drain_new(&mut new),
         vec![
-            NewAction::TakeListeners(1),
-            NewAction::TakePeers(vec![peer]),
-            NewAction::TakeStats("{}".into()),
-            NewAction::Send(Message::TakenOver { peers: 1 }),
+            InAction::TakeListeners(1),
+            InAction::TakePeers(vec![peer]),
+            InAction::TakeStats("{}".into()),
+            InAction::Send(Message::TakenOver { peers: 1 }),
         ]
     );
     old.sent_all(t0 + Duration::from_millis(3));
@@ -80,19 +80,19 @@ fn a_whole_upgrade_hands_over_then_releases_and_exits() {
     assert_eq!(
         drain_old(&mut old),
         vec![
-            OldAction::Send(Message::Release),
-            OldAction::Exit { peers: 1 }
+            OutAction::Send(Message::Release),
+            OutAction::Exit { peers: 1 }
         ]
     );
     assert_eq!((old.done, old.failed), (1, 0));
     assert!(new.poll_action().is_none(), "the new one waits for Release");
     new.received(Message::Release);
-    assert_eq!(drain_new(&mut new), vec![NewAction::Serve]);
+    assert_eq!(drain_new(&mut new), vec![InAction::Serve]);
 }
 
 #[test]
 fn a_missing_binary_rolls_back_and_a_later_sigusr2_may_try_again() {
-    let mut old = Old::new(fixed("8000"));
+    let mut old = Outgoing::new(fixed("8000"));
     old.begin();
     drain_old(&mut old);
     assert!(!old.begin(), "one upgrade at a time");
@@ -120,16 +120,16 @@ fn a_binary_that_refuses_the_version_rolls_back_with_its_line() {
     let t0 = Instant::now();
     let mut old = offered(t0);
     // The new side of a binary that knows another format: decoding the offer fails.
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     let error = WireError::Version { got: VERSION + 7 };
     new.undecodable(&error);
     let actions = drain_new(&mut new);
-    let Some(NewAction::Send(refusal)) = actions.first().cloned() else {
+    let Some(InAction::Send(refusal)) = actions.first().cloned() else {
         panic!("{actions:?}");
     };
     assert!(matches!(
         actions.last(),
-        Some(NewAction::GiveUp { status: 2, .. })
+        Some(InAction::GiveUp { status: 2, .. })
     ));
     old.received(refusal);
     let actions = drain_old(&mut old);
@@ -142,20 +142,20 @@ fn a_binary_that_refuses_the_version_rolls_back_with_its_line() {
 
 #[test]
 fn a_changed_listening_address_is_refused_by_the_new_binary() {
-    let mut new = New::new(fixed("8001"));
+    let mut new = Incoming::new(fixed("8001"));
     new.received(Message::Offer {
         version: VERSION,
         fixed: fixed("8000"),
     });
     let actions = drain_new(&mut new);
-    let Some(NewAction::Send(Message::Refuse(why))) = actions.first() else {
+    let Some(InAction::Send(Message::Refuse(why))) = actions.first() else {
         panic!("{actions:?}");
     };
     assert!(
         why.contains("127.0.0.1:8000") && why.contains("127.0.0.1:8001"),
         "{why}"
     );
-    assert!(matches!(actions[1], NewAction::GiveUp { status: 2, .. }));
+    assert!(matches!(actions[1], InAction::GiveUp { status: 2, .. }));
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn a_silent_binary_is_given_up_on_at_five_seconds_not_before() {
     let actions = drain_old(&mut old);
     assert_eq!(
         actions.first(),
-        Some(&OldAction::Send(Message::Abort(
+        Some(&OutAction::Send(Message::Abort(
             "no answer from the new binary within 5 s".into()
         ))),
         "a late answer finds Abort first"
@@ -210,31 +210,28 @@ fn the_new_side_gives_up_on_abort_and_serves_if_the_old_vanished_after_taking_ov
         peers: 0,
         stats: String::new(),
     };
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     new.received(offer.clone());
     new.received(done.clone());
     drain_new(&mut new);
     new.received(Message::Abort("too late".into()));
     let actions = drain_new(&mut new);
-    assert!(matches!(
-        &actions[..],
-        [NewAction::GiveUp { status: 1, .. }]
-    ));
+    assert!(matches!(&actions[..], [InAction::GiveUp { status: 1, .. }]));
 
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     new.received(offer.clone());
     new.received(done);
     drain_new(&mut new);
     new.closed();
-    assert_eq!(drain_new(&mut new), vec![NewAction::Serve]);
+    assert_eq!(drain_new(&mut new), vec![InAction::Serve]);
 
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     new.received(offer);
     drain_new(&mut new);
     new.closed();
     assert!(matches!(
         &drain_new(&mut new)[..],
-        [NewAction::GiveUp { status: 1, .. }]
+        [InAction::GiveUp { status: 1, .. }]
     ));
 }
 
@@ -247,8 +244,8 @@ fn messages_out_of_turn_roll_back_or_give_up() {
         .unwrap()
         .contains("TakenOver out of turn"));
 
-    let mut new = New::new(fixed("8000"));
+    let mut new = Incoming::new(fixed("8000"));
     new.received(Message::Release);
     let actions = drain_new(&mut new);
-    assert!(matches!(actions.last(), Some(NewAction::GiveUp { .. })));
+    assert!(matches!(actions.last(), Some(InAction::GiveUp { .. })));
 }

@@ -58,8 +58,9 @@ pub enum Message {
 }
 
 /// Where a peer was in its life when it was handed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stage {
+    #[default]
     Open,
     /// Its input stays in the kernel until its output drains (`--max-write-buffer`).
     ReadPaused,
@@ -92,12 +93,6 @@ pub struct PeerState {
     pub partial: Vec<u8>,
     /// Output the kernel had not taken yet.
     pub unsent: Vec<u8>,
-}
-
-impl Default for Stage {
-    fn default() -> Self {
-        Stage::Open
-    }
 }
 
 /// Why bytes from the other process are not a message.
