@@ -4,6 +4,8 @@
 
 pub mod alarm;
 pub mod conn;
+#[cfg(target_os = "linux")]
+pub mod handover;
 pub mod memory;
 pub mod net;
 pub mod stop;

@@ -221,7 +221,8 @@ impl Message {
                 Message::Listeners((0..n).map(|_| r.addr()).collect::<Result<_, _>>()?)
             }
             PEERS => {
-                let n = r.count(40)?;
+                // The smallest record: no stage data, no address, empty buffers.
+                let n = r.count(34)?;
                 Message::Peers((0..n).map(|_| r.peer()).collect::<Result<_, _>>()?)
             }
             DONE => Message::Done {
@@ -446,6 +447,9 @@ mod tests {
             "[::1]:8000".parse().unwrap(),
         ]));
         round_trip(Message::Peers(vec![a_peer(), PeerState::default()]));
+        // The smallest record is what `decode` counts a batch by: 34 bytes.
+        let one = Message::Peers(vec![PeerState::default()]).encode();
+        assert_eq!(one.len(), HEADER + 4 + 34);
         round_trip(Message::Done {
             peers: 2,
             stats: "{}".into(),
