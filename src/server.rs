@@ -210,7 +210,7 @@ impl Server {
     /// send time stays within a batch of the real one.
     fn fire_timers(&mut self, woke: Instant) {
         loop {
-            if !self.core.poll_timeout().is_some_and(|at| at <= woke) {
+            if self.core.poll_timeout().is_none_or(|at| at > woke) {
                 return;
             }
             let now = Instant::now();
@@ -225,7 +225,7 @@ impl Server {
 
     fn on_socket_event(&mut self, event: &PollEvent, now: Instant) {
         let (key, generation) = split(event.token());
-        if !self.socket(key).is_some_and(|s| s.generation == generation) {
+        if self.socket(key).is_none_or(|s| s.generation != generation) {
             return;
         }
         let queued = self.cut_off.is_queued(key);

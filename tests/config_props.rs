@@ -182,7 +182,7 @@ fn raw_bytes(max_len: usize) -> impl Strategy<Value = Vec<u8>> {
 fn byte_runs(max_run: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec((framing_byte(), 1..=max_run), 0..24).prop_map(|runs| {
         runs.into_iter()
-            .flat_map(|(byte, n)| std::iter::repeat(byte).take(n))
+            .flat_map(|(byte, n)| std::iter::repeat_n(byte, n))
             .collect()
     })
 }

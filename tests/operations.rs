@@ -382,7 +382,7 @@ fn an_endless_configuration_file_is_refused() {
     let (err, out) = exits_with(SERVER, &["--config", "/dev/zero", "--no-prompt"], 2);
     assert_eq!(
         err,
-        "server: /dev/zero: larger than 1024 KiB: not a configuration file\n"
+        "server: /dev/zero: a character device, not a configuration file\n"
     );
     assert!(out.is_empty(), "nothing listened: {out}");
 }
@@ -450,5 +450,116 @@ fn an_empty_allow_list_fails_closed() {
         let (err, out) = exits_with(SERVER, &args, 2);
         assert!(err.contains("empty"), "{list:?}: {err}");
         assert!(out.is_empty(), "{list:?}: nothing listened: {out}");
+    }
+}
+
+/// Lines of a file, empty if it does not exist (yet).
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+/// logrotate's way (issue 21): the files are renamed, SIGUSR1 makes the server reopen
+/// `--log-file` and `--events` by their paths; new lines land in new files there, the old
+/// lines stay in the renamed ones, and the server goes on serving.
+#[test]
+fn sigusr1_reopens_the_log_file_and_the_event_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, events) = (
+        dir.path().join("server.log"),
+        dir.path().join("events.jsonl"),
+    );
+    let (log_str, events_str) = (
+        log.to_str().expect("utf-8"),
+        events.to_str().expect("utf-8"),
+    );
+    let args = [
+        "--log-level",
+        "info",
+        "--log-file",
+        log_str,
+        "--events",
+        events_str,
+    ];
+    let mut server = Server::start(&args);
+    let mut first = Peer::connect(server.addr());
+    echo_time(&mut first, "before");
+    assert!(eventually(DEADLINE, || {
+        lines_of(&events).iter().any(|l| l.contains("\"connect\"")) && !lines_of(&log).is_empty()
+    }));
+    let (old_log, old_events) = (dir.path().join("server.log.1"), dir.path().join("events.1"));
+    std::fs::rename(&log, &old_log).expect("rename");
+    std::fs::rename(&events, &old_events).expect("rename");
+    server.signal("-USR1");
+    assert!(eventually(DEADLINE, || log.exists() && events.exists()));
+    let mut second = Peer::connect(server.addr());
+    echo_time(&mut second, "after");
+    let second_port = second.writer.local_addr().expect("local address").port();
+    assert!(eventually(DEADLINE, || lines_of(&events).iter().any(|l| l
+        .contains("\"connect\"")
+        && l.contains(&format!(":{second_port}\"")))));
+    echo_time(&mut first, "still served");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    let old = lines_of(&old_events);
+    assert_eq!(
+        old.iter().filter(|l| l.contains("\"connect\"")).count(),
+        1,
+        "{old:?}"
+    );
+    assert!(
+        !old.iter().any(|l| l.contains(&format!(":{second_port}\""))),
+        "{old:?}"
+    );
+    assert!(
+        lines_of(&log)
+            .iter()
+            .any(|l| l.contains("received SIGTERM")),
+        "the new log file gets the new lines: {:?}",
+        lines_of(&log)
+    );
+    assert!(!lines_of(&old_log).iter().any(|l| l.contains("SIGTERM")));
+}
+
+/// SIGUSR2 (live upgrade, not built yet) and SIGALRM used to kill the server without a word
+/// to its peers: now it logs SIGUSR2 and ignores both, and serves on.
+#[test]
+fn sigusr2_and_sigalrm_do_not_kill_the_server() {
+    let mut server = Server::start(&["--log-level", "info"]);
+    let mut peer = Peer::connect(server.addr());
+    echo_time(&mut peer, "hello");
+    server.signal("-USR2");
+    server.signal("-ALRM");
+    echo_time(&mut peer, "still here");
+    server.signal("-TERM");
+    assert_eq!(
+        peer.line_within(DEADLINE).as_deref(),
+        Some("End Connection")
+    );
+    assert!(server.wait().success());
+    let logged = read_all(server.stderr.take().expect("stderr"));
+    assert!(
+        logged.contains("[WARN] received SIGUSR2: live upgrade is not built yet; ignored"),
+        "{logged}"
+    );
+}
+
+/// Issue 21: `--config` naming a FIFO blocked both binaries forever with no output; now each
+/// says so in one line and exits 2, at once (no writer ever opens the FIFO).
+#[test]
+fn a_fifo_as_configuration_is_refused_by_both_binaries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("configuration.json");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let fifo = fifo.to_str().expect("utf-8");
+    for binary in [SERVER, CLIENT] {
+        let (err, out) = exits_with(binary, &["--config", fifo, "--no-prompt"], 2);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.ends_with("configuration.json: a FIFO, not a configuration file\n"),
+            "{err}"
+        );
+        assert!(out.is_empty(), "{out}");
     }
 }

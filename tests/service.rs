@@ -62,7 +62,9 @@ fn readiness_and_stopping_reach_a_notify_socket_file() {
     ready_then_stopping(&socket, server);
 }
 
-/// `NOTIFY_SOCKET=@name` (an abstract socket, as systemd may use) works the same.
+/// `NOTIFY_SOCKET=@name` (an abstract socket, as systemd may use) works the same. Abstract
+/// sockets exist only on Linux.
+#[cfg(target_os = "linux")]
 #[test]
 fn readiness_reaches_an_abstract_notify_socket() {
     use std::os::linux::net::SocketAddrExt;

@@ -322,9 +322,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// A duration as the server's command line and `SCALE_TICK` read it: `500us`, `1ms`, `2500ms`.
 fn duration_arg(d: Duration) -> String {
     let nanos = d.as_nanos();
-    if nanos % 1_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000) {
         format!("{}ms", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!("{}us", nanos / 1_000)
     } else {
         format!("{}us", nanos as f64 / 1000.0)

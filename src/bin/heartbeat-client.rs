@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use heartbeat::client::{sources, Client, Finish};
 use heartbeat::edge::net::{self, SetupError};
 use heartbeat::edge::stop::Stoppable;

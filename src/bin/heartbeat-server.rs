@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::stats::ServerStats;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};

@@ -99,6 +99,7 @@ impl FromStr for FaultSpec {
     fn from_str(text: &str) -> Result<FaultSpec, FaultSpecError> {
         let error = |message: String| FaultSpecError(message);
         let mut spec = FaultSpec::default();
+        let mut seen = Vec::with_capacity(FaultKind::ALL.len());
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, share) = part
                 .split_once('=')
@@ -111,7 +112,25 @@ impl FromStr for FaultSpec {
                         "unknown fault {name:?} (known: silent, halfclose, noread, reset)"
                     ))
                 })?;
-            let number = share.trim().strip_suffix('%').unwrap_or(share.trim());
+            // A bare number is refused: `silent=5` could mean 5% or 5 connections.
+            let number = match share.trim().strip_suffix('%') {
+                Some(number) => number,
+                None if share.trim().parse::<f64>().is_ok() => {
+                    return Err(error(format!(
+                        "{share:?} has no %: write {}={}% for a share of connections",
+                        kind.as_str(),
+                        share.trim()
+                    )))
+                }
+                None => share.trim(),
+            };
+            if seen.contains(&kind) {
+                return Err(error(format!(
+                    "{} is given twice; give each kind once",
+                    kind.as_str()
+                )));
+            }
+            seen.push(kind);
             let percent: f64 = number
                 .parse()
                 .ok()
@@ -132,7 +151,7 @@ mod tests {
 
     #[test]
     fn parses_shares_with_and_without_decimals() {
-        let spec: FaultSpec = "silent=5%,halfclose=1%, noread=0.5% ,reset=1"
+        let spec: FaultSpec = "silent=5%,halfclose=1%, noread=0.5% ,reset=1%"
             .parse()
             .unwrap();
         assert_eq!(spec.share(FaultKind::Silent), 0.05);
@@ -151,6 +170,15 @@ mod tests {
         assert!(error("silent=-1%").contains("not a percentage"));
         assert!(error("silent=101%").contains("not a percentage"));
         assert!(error("silent=60%,reset=50%").contains("more than 100%"));
+        // Issue 21: a share without `%`, and a kind given twice, were accepted silently.
+        assert_eq!(
+            error("silent=5"),
+            "\"5\" has no %: write silent=5% for a share of connections"
+        );
+        assert_eq!(
+            error("silent=5%,reset=1%,silent=1%"),
+            "silent is given twice; give each kind once"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub const DEFAULT_OUTPUT_CAP: usize = 64 * 1024;
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            server: SocketAddr::from(([127, 0, 0, 1], crate::server::DEFAULT_PORT)),
+            server: SocketAddr::from(([127, 0, 0, 1], crate::cores::vocab::DEFAULT_PORT)),
             bind: Vec::new(),
             connections: 1,
             connect_rate: DEFAULT_CONNECT_RATE,
@@ -91,7 +91,7 @@ impl Default for ClientConfig {
             message: DEFAULT_MESSAGE.as_bytes().to_vec(),
             duration: None,
             max_line: protocol::DEFAULT_MAX_LINE,
-            tick: crate::server::DEFAULT_TICK,
+            tick: crate::cores::vocab::DEFAULT_TICK,
             verbose: true,
             status_line: false,
             faults: FaultSpec::default(),

@@ -1,6 +1,11 @@
 //! `--allow`: which source addresses may connect, as a list of CIDR blocks.
 //!
 //! Owns parsing and matching; the server decides what to do with a peer that does not match.
+//!
+//! One rule for IPv4-mapped addresses: an IPv4 peer is matched as IPv4, also when a dual-stack
+//! (`::`) listener sees it as `::ffff:a.b.c.d` ([`IpAddr::to_canonical`]), and a mapped block
+//! (`::ffff:10.0.0.0/104`) is the IPv4 block it maps. So `::/0` admits every IPv6 peer but no
+//! IPv4 one; `0.0.0.0/0,::/0` (or no `--allow`) admits everyone.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,7 +20,8 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        // An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`: match it as IPv4.
+        let ip = ip.to_canonical();
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
@@ -25,14 +31,6 @@ impl Cidr {
             }
             _ => false,
         }
-    }
-}
-
-/// An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`; match it as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -63,7 +61,7 @@ impl FromStr for Cidr {
             None => max,
         };
         // An IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 block it maps, the way
-        // peers are matched (see `canonical`).
+        // peers are matched (see the module notes).
         if let IpAddr::V6(v6) = network {
             if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
                 return Ok(Cidr {
@@ -119,6 +117,24 @@ impl FromStr for AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 21, one rule for mapped addresses: an IPv4 peer seen on a `::` listener is
+    /// matched as IPv4, so `::/0` does not admit it while `0.0.0.0/0` and `::ffff:0:0/96` do.
+    #[test]
+    fn a_mapped_ipv4_peer_is_matched_as_ipv4_and_all_of_ipv6_is_not_all() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let list = |text: &str| text.parse::<AllowList>().unwrap();
+        let six = list("::/0");
+        assert!(six.allows(ip("::1")) && six.allows(ip("2001:db8::1")));
+        assert!(!six.allows(ip("::ffff:10.0.0.1")), "mapped IPv4 is IPv4");
+        assert!(!six.allows(ip("10.0.0.1")));
+        for all_v4 in ["0.0.0.0/0", "::ffff:0:0/96"] {
+            assert!(list(all_v4).allows(ip("::ffff:10.0.0.1")), "{all_v4}");
+            assert!(!list(all_v4).allows(ip("::1")), "{all_v4}");
+        }
+        let both = list("0.0.0.0/0,::/0");
+        assert!(both.allows(ip("::ffff:10.0.0.1")) && both.allows(ip("::1")));
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

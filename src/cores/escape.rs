@@ -3,7 +3,9 @@
 //! drive the operator's terminal nor forge or split log lines.
 //!
 //! Owns only the escaping, as a `Display` that writes straight into the formatter (no
-//! allocation). What is logged, and when, is the loops' business.
+//! allocation). Each byte that needs it is escaped by the standard library's
+//! `u8::escape_ascii`; runs of plain bytes are written whole, and quotes are left as they are
+//! (`<[u8]>::escape_ascii` would write `\"`), which is all that is ours here. What is logged, and when, is the loops' business.
 
 use std::fmt;
 
@@ -29,13 +31,9 @@ impl fmt::Display for Escaped<'_> {
             let Some((&byte, after)) = after.split_first() else {
                 break;
             };
-            match byte {
-                b'\n' => f.write_str("\\n")?,
-                b'\r' => f.write_str("\\r")?,
-                b'\t' => f.write_str("\\t")?,
-                b'\\' => f.write_str("\\\\")?,
-                other => write!(f, "\\x{other:02x}")?,
-            }
+            // The standard library's escape (`\n`, `\r`, `\t`, `\\`, `\xNN`); quotes never get
+            // here (they are plain), so a line keeps them as they are.
+            write!(f, "{}", byte.escape_ascii())?;
             rest = after;
         }
         if !hidden.is_empty() {

@@ -33,6 +33,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::cores::timer::later;
+use crate::cores::vocab::format_duration;
 
 /// The heartbeat schedule, shared by every peer of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,11 @@ impl fmt::Display for IdleRaised {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "idle timeout {:?} is shorter than interval {:?} × count {}; using {:?}",
-            self.requested, self.interval, self.count, self.used
+            "idle timeout {} is shorter than interval {} × count {}; using {}",
+            format_duration(self.requested),
+            format_duration(self.interval),
+            self.count,
+            format_duration(self.used)
         )
     }
 }

@@ -11,4 +11,5 @@ pub mod ratelimit;
 pub mod rng;
 pub mod timer;
 pub mod upgrade;
+pub mod vocab;
 pub mod wheel;

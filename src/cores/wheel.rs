@@ -219,7 +219,7 @@ impl Wheel {
                 // Only `far` entries are left, if any: re-place them once `now` leaves the window
                 // (which ends no later than their earliest deadline).
                 let window_end = (self.elapsed | (SPAN - 1)).checked_add(1);
-                if self.list_is_empty(FAR) || window_end.map_or(true, |end| now < end) {
+                if self.list_is_empty(FAR) || window_end.is_none_or(|end| now < end) {
                     break;
                 }
                 self.elapsed = now;

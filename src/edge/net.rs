@@ -4,7 +4,6 @@
 //! Owns [`SetupError`], the error type of everything that can fail before a loop runs. What
 //! happens on a connection once it is open belongs to `conn` and the loops.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,21 +11,45 @@ use std::path::PathBuf;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Something that stopped a server or client from starting. Each message names what failed
-/// and, where it helps, what to do about it.
-#[derive(Debug)]
+/// and, where it helps, what to do about it; `source()` gives the I/O error underneath.
+#[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// The host is neither an address nor a name that resolves.
+    #[error("{host:?} is not an address this host can use: {message}")]
     Resolve { host: String, message: String },
     /// The listening socket could not be set up.
-    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {}{}", describe(.source), listen_hint(.source))]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     /// The poll instance, signal handler or waker could not be created.
+    #[error("cannot create the {what}: {source}")]
     EventLoop {
         what: &'static str,
+        #[source]
         source: io::Error,
     },
     /// The log file could not be opened.
-    LogFile { path: PathBuf, source: io::Error },
+    #[error("cannot open log file {}: {source}", .path.display())]
+    LogFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The event log (`--events`) could not be opened.
+    #[error("cannot open event log {}: {source}", .path.display())]
+    EventLog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// More connections were asked for than the open-file limit allows.
+    #[error(
+        "{wanted} connections need more files than the open-file limit ({limit}) allows: \
+         at most {possible} can be opened; raise the limit (ulimit -n) or ask for fewer"
+    )]
     TooFewFiles {
         wanted: u64,
         possible: u64,
@@ -34,43 +57,15 @@ pub enum SetupError {
     },
 }
 
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SetupError::Resolve { host, message } => {
-                write!(f, "{host:?} is not an address this host can use: {message}")
-            }
-            SetupError::Listen { addr, source } => {
-                let hint = match source.kind() {
-                    io::ErrorKind::AddrInUse => " (is another server running? pick another --port)",
-                    io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-                    io::ErrorKind::AddrNotAvailable => {
-                        " (no interface of this host has that address)"
-                    }
-                    _ => "",
-                };
-                write!(f, "cannot listen on {addr}: {}{hint}", describe(source))
-            }
-            SetupError::EventLoop { what, source } => {
-                write!(f, "cannot create the {what}: {source}")
-            }
-            SetupError::LogFile { path, source } => {
-                write!(f, "cannot open log file {}: {source}", path.display())
-            }
-            SetupError::TooFewFiles {
-                wanted,
-                possible,
-                limit,
-            } => write!(
-                f,
-                "{wanted} connections need more files than the open-file limit ({limit}) allows: \
-                 at most {possible} can be opened; raise the limit (ulimit -n) or ask for fewer"
-            ),
-        }
+/// What to do about a listening error, where something can be done.
+fn listen_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => " (is another server running? pick another --port)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        io::ErrorKind::AddrNotAvailable => " (no interface of this host has that address)",
+        _ => "",
     }
 }
-
-impl std::error::Error for SetupError {}
 
 /// An I/O error as a person reads it: `address already in use`, not `Os { code: 98, .. }`.
 pub fn describe(error: &io::Error) -> String {
@@ -106,11 +101,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SetupError> {
 /// multicast and broadcast addresses are for UDP. (A listener there "succeeds", and nothing
 /// can ever connect.) An IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
 pub fn not_for_tcp(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
         ip if ip.is_multicast() => Some("a multicast address"),
         _ => None,
@@ -227,13 +218,12 @@ pub fn connect_from(
     }
     match socket.connect(&dest.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || would_block(&e) => {}
+        // A non-blocking connect reports EINPROGRESS (its value differs between systems).
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || would_block(&e) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
-
-const EINPROGRESS: i32 = 115;
 
 /// Lets the kernel pick the source port at `connect` rather than at `bind`
 /// (`IP_BIND_ADDRESS_NO_PORT`). At `bind` it must find a port free for *every* destination,

@@ -1,6 +1,11 @@
 //! Stopping a poll loop: from another thread through a [`Stopper`], or on SIGINT, SIGTERM or
 //! SIGHUP (a closing terminal or SSH session): all three mean the same graceful stop.
 //!
+//! The other signals whose default would kill the process without a word to its peers are
+//! caught too (nginx's conventions): `SIGUSR1` reopens the log files (through the hook the
+//! logging registers with [`on_reopen`]: this layer does not import `ops`), `SIGUSR2` (live
+//! upgrade, not built yet) is logged and ignored, `SIGALRM` is ignored.
+//!
 //! Owns the stop flag, the loop's `mio::Waker` and the signal registration. Both loops use
 //! it the same way: check [`StopSignal::is_requested`] each turn, and pass events for
 //! [`SIGNALS`] to [`StopSignal::on_signal_event`]; and both offer the same two methods to
@@ -9,10 +14,10 @@
 
 use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mio::{Interest, Registry, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::edge::net::SetupError;
@@ -25,6 +30,32 @@ pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// terminal would kill the process at once, peers getting a bare end of stream and no
 /// `End Connection`, and no summary printed.
 pub const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// Signals caught so that they do not kill the process, and that do not stop it:
+/// `SIGUSR1` reopens the log files, `SIGUSR2` and `SIGALRM` are ignored (see the module notes).
+pub const OTHER_SIGNALS: [i32; 3] = [SIGUSR1, SIGUSR2, SIGALRM];
+
+/// What `SIGUSR1` calls: the logging's reopen, registered when logging starts.
+static REOPEN: OnceLock<fn()> = OnceLock::new();
+
+/// Registers what `SIGUSR1` does (`ops::logging::reopen`); the first registration stays.
+pub fn on_reopen(hook: fn()) {
+    let _ = REOPEN.set(hook);
+}
+
+/// Reacts to a signal that does not stop the loop. Never waits.
+fn handle_other(signal: i32) {
+    match signal {
+        SIGUSR1 => {
+            log::info!("received SIGUSR1: reopening the log file and the event log");
+            if let Some(reopen) = REOPEN.get() {
+                reopen();
+            }
+        }
+        SIGUSR2 => log::warn!("received SIGUSR2: live upgrade is not built yet; ignored"),
+        _ => log::debug!("received signal {signal}: ignored"),
+    }
+}
 
 /// A signal's name as a log line gives it: `SIGTERM`, or `a signal` for any other.
 pub fn signal_name(signal: i32) -> &'static str {
@@ -83,7 +114,8 @@ impl StopSignal {
             what: "signal handler",
             source,
         };
-        let mut signals = Signals::new(STOP_SIGNALS).map_err(error)?;
+        let caught = STOP_SIGNALS.iter().chain(&OTHER_SIGNALS).copied();
+        let mut signals = Signals::new(caught).map_err(error)?;
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(error)?;
@@ -99,11 +131,17 @@ impl StopSignal {
         self.stopper.requested.load(Ordering::SeqCst)
     }
 
-    /// Call for an event on [`SIGNALS`]; returns the signal that asked for the stop.
+    /// Call for an event on [`SIGNALS`]; returns the signal that asked for the stop, if one
+    /// did. Signals of [`OTHER_SIGNALS`] that came with it are handled here.
     pub fn on_signal_event(&mut self) -> Option<i32> {
-        let signal = self.signals.get_mut()?.pending().next()?;
-        self.stopper.requested.store(true, Ordering::SeqCst);
-        Some(signal)
+        for signal in self.signals.get_mut()?.pending() {
+            if STOP_SIGNALS.contains(&signal) {
+                self.stopper.requested.store(true, Ordering::SeqCst);
+                return Some(signal);
+            }
+            handle_other(signal);
+        }
+        None
     }
 }
 

@@ -13,9 +13,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::cores::vocab::{Event, Reason, Session};
 use crate::edge::net::SetupError;
 use crate::ops::logging::LineSink;
-use crate::server::core::{Event, Reason, Session};
 
 /// The open event log: its file (through a queue) and its clock.
 pub struct EventLog {
@@ -113,10 +113,14 @@ pub fn encode(
     let Some(name) = name(event) else {
         return;
     };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let since = |at: Option<Instant>| at.map(|at| ms(now.saturating_duration_since(at)));
+    // Sensible precision (issue 22: `"silent_ms":4001.5062730000004`): round trips and
+    // lateness to the microsecond, silences and lifetimes to a tenth of a millisecond, the
+    // time stamp to the microsecond.
+    let ms = |d: Duration| rounded(d.as_secs_f64() * 1000.0, 1000.0);
+    let ms_tenths = |d: Duration| rounded(d.as_secs_f64() * 1000.0, 10.0);
+    let since = |at: Option<Instant>| at.map(|at| ms_tenths(now.saturating_duration_since(at)));
     let mut line = Line {
-        ts: clock.unix_secs(now),
+        ts: rounded(clock.unix_secs(now), 1e6),
         event: name,
         peer: session.map(|s| s.addr),
         open: None,
@@ -154,6 +158,11 @@ pub fn encode(
     if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');
     }
+}
+
+/// `value` rounded to `1 / per_unit` (10.0: one decimal), so that JSON shows no float noise.
+fn rounded(value: f64, per_unit: f64) -> f64 {
+    (value * per_unit).round() / per_unit
 }
 
 fn name(event: &Event) -> Option<&'static str> {
@@ -249,6 +258,25 @@ mod tests {
             (Some("connect"), Some(5))
         );
         assert!(v.get("reason").is_none(), "only the fields the event has");
+    }
+
+    /// Issue 22: no float noise in the fields (`4001.5062730000004`): silences and
+    /// lifetimes to 0.1 ms, round trips and lateness to 1 µs, as the JSON text shows them.
+    #[test]
+    fn fields_carry_sensible_precision() {
+        let t0 = Instant::now();
+        let clock = WallClock::new(t0, UNIX_EPOCH + Duration::from_secs(1_796_458_727));
+        let mut out = Vec::new();
+        let dead = Event::Dead {
+            count: 3,
+            late: Duration::from_nanos(706_273),
+        };
+        let after = Duration::from_nanos(4_251_506_273);
+        encode(&mut out, &clock, t0 + after, &dead, Some(&session(t0)));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"silent_ms\":4001.5,"), "{text}");
+        assert!(text.contains("\"late_ms\":0.706}"), "{text}");
+        assert!(text.contains("\"ts\":1796458731.251506,"), "{text}");
     }
 
     #[test]

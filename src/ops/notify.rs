@@ -9,6 +9,12 @@
 //! failure is logged once, as a warning, and never stops or slows the server: [`ready`] waits
 //! at most [`READY_WAIT`] (it is sent before the loop runs), every other message is sent
 //! without waiting at all (the loop must never block).
+//!
+//! The protocol's words come from the `sd-notify` crate ([`NotifyState`]); the sending is
+//! ours, because the crate's `notify` cannot keep the promises above: it sends on a blocking
+//! socket with no time limit (a service manager that does not read would stop the loop), it
+//! reads `NOTIFY_SOCKET` again at every call, and it cannot reach a Linux abstract socket
+//! (`@name`), which systemd and container managers use.
 
 use std::ffi::OsStr;
 use std::io;
@@ -18,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use sd_notify::NotifyState;
 
 /// The environment variable systemd sets for a `Type=notify` service.
 pub const ENV: &str = "NOTIFY_SOCKET";
@@ -74,36 +82,27 @@ fn send_abstract(_: &UnixDatagram, _: &[u8], _: &[u8]) -> io::Result<()> {
 }
 
 /// Why a notification could not be sent.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     /// `NOTIFY_SOCKET` is neither an absolute path nor `@name` (e.g. a `vsock:` address).
+    #[error("{ENV}={0:?} is neither an absolute path nor @name; not notifying")]
     Address(String),
     /// The socket would not take the datagram.
-    Send { target: Target, source: io::Error },
+    #[error("could not notify the service manager at {}: {source}", target_name(.target))]
+    Send {
+        target: Target,
+        #[source]
+        source: io::Error,
+    },
 }
 
-impl std::fmt::Display for NotifyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NotifyError::Address(value) => write!(
-                f,
-                "{ENV}={value:?} is neither an absolute path nor @name; not notifying"
-            ),
-            NotifyError::Send { target, source } => {
-                let name = match target {
-                    Target::Path(path) => path.display().to_string(),
-                    Target::Abstract(name) => format!("@{}", String::from_utf8_lossy(name)),
-                };
-                write!(
-                    f,
-                    "could not notify the service manager at {name}: {source}"
-                )
-            }
-        }
+/// A target as a person reads it: the path, or `@name`.
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Path(path) => path.display().to_string(),
+        Target::Abstract(name) => format!("@{}", String::from_utf8_lossy(name)),
     }
 }
-
-impl std::error::Error for NotifyError {}
 
 /// Where to notify, read once, and what has been said.
 #[derive(Debug)]
@@ -142,20 +141,25 @@ impl Notifier {
     /// `READY=1` with `status` as the text a person sees in `systemctl status`. Waits at most
     /// [`READY_WAIT`].
     pub fn ready(&self, status: &str) {
-        self.send(&message("READY=1", status), READY_WAIT);
+        let status = sanitize(status);
+        self.send(
+            &message(&[NotifyState::Ready, NotifyState::Status(&status)]),
+            READY_WAIT,
+        );
     }
 
     /// `STOPPING=1`, once however often it is called; never waits.
     pub fn stopping(&self) {
         if !self.stopping_sent.swap(true, Ordering::Relaxed) {
-            self.send(&message("STOPPING=1", "Stopping"), Duration::ZERO);
+            let states = [NotifyState::Stopping, NotifyState::Status("Stopping")];
+            self.send(&message(&states), Duration::ZERO);
         }
     }
 
     /// A new status text; never waits.
     pub fn status(&self, status: &str) {
-        let text = sanitize(status);
-        self.send(&format!("STATUS={text}\n"), Duration::ZERO);
+        let status = sanitize(status);
+        self.send(&message(&[NotifyState::Status(&status)]), Duration::ZERO);
     }
 
     /// True once a failure has been logged (later ones are not).
@@ -201,11 +205,12 @@ pub fn status(status: &str) {
     global().status(status);
 }
 
-/// One assignment per line; the status is kept to one line.
-fn message(state: &str, status: &str) -> String {
-    format!("{state}\nSTATUS={}\n", sanitize(status))
+/// One assignment per line, in the crate's words (`READY=1`, `STATUS=…`).
+fn message(states: &[NotifyState<'_>]) -> String {
+    states.iter().map(|state| format!("{state}\n")).collect()
 }
 
+/// A status is kept to one line: control characters become spaces.
 fn sanitize(status: &str) -> String {
     status.replace(|c: char| c.is_control(), " ")
 }
@@ -250,8 +255,12 @@ mod tests {
 
     #[test]
     fn messages_are_one_assignment_per_line() {
-        assert_eq!(message("READY=1", "ok"), "READY=1\nSTATUS=ok\n");
-        assert_eq!(message("READY=1", "a\nb\r"), "READY=1\nSTATUS=a b \n");
+        let ready = |status: &str| {
+            let status = sanitize(status);
+            message(&[NotifyState::Ready, NotifyState::Status(&status)])
+        };
+        assert_eq!(ready("ok"), "READY=1\nSTATUS=ok\n");
+        assert_eq!(ready("a\nb\r"), "READY=1\nSTATUS=a b \n");
     }
 
     #[test]

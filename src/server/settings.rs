@@ -43,12 +43,8 @@ pub struct ServerConfig {
     pub proxy_protocol: bool,
 }
 
-pub const DEFAULT_PORT: u16 = 8000;
-/// Chosen by measurement (10,000 silent peers closed as dead while 10,000 more connected,
-/// 2-core machine; README, Performance): End Connection lateness p99 0.7 ms, max 1.2 ms at
-/// 500 µs, against p99 1.2 ms, max 3.7–4.3 ms at 1 ms; 250 µs and 100 µs cost 5–35% more
-/// CPU in that run for tails no better than the machine's scheduling noise.
-pub const DEFAULT_TICK: Duration = Duration::from_micros(500);
+// Shared with the client, which connects where the server listens by default.
+pub use crate::cores::vocab::{DEFAULT_PORT, DEFAULT_TICK};
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
 /// 256 MiB: thousands of peers may each hold a long partial line or a burst of output, but a
 /// flood of them cannot take the host's memory.

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,20 +60,29 @@ pub struct ClientSection {
 
 /// A configuration file that could not be used. Each message names the file, and the key
 /// where there is one, so the person reading it knows what to fix.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named with `--config` could not be read.
+    #[error("{}: cannot read: {source}", .path.display())]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+    /// A FIFO, a device, a directory: reading it could wait forever or never end.
+    #[error("{}: {kind}, not a configuration file", .path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
     /// The file is not valid JSON, or not a JSON object.
+    #[error("{}: {message}", .path.display())]
     Syntax { path: PathBuf, message: String },
-    /// The file is larger than [`MAX_FILE_BYTES`] (or endless).
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("{}: larger than {} KiB: not a configuration file", .path.display(), MAX_FILE_BYTES / 1024)]
     TooLarge { path: PathBuf },
     /// A setting, from a flag or the file, has a value the program cannot run with.
+    #[error("{setting}: {message}")]
     Invalid { setting: String, message: String },
     /// A key is unknown or its value is unusable.
+    #[error("{}: key \"{}\": {message}", .path.display(), one_line(.key))]
     Key {
         path: PathBuf,
         key: String,
@@ -80,37 +90,17 @@ pub enum ConfigError {
     },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => {
-                write!(f, "{}: cannot read: {source}", path.display())
-            }
-            ConfigError::Syntax { path, message } => write!(f, "{}: {message}", path.display()),
-            ConfigError::TooLarge { path } => write!(
-                f,
-                "{}: larger than {} KiB: not a configuration file",
-                path.display(),
-                MAX_FILE_BYTES / 1024
-            ),
-            ConfigError::Invalid { setting, message } => write!(f, "{setting}: {message}"),
-            ConfigError::Key { path, key, message } => {
-                // Keys come from the file: escape control characters so that an error
-                // stays on one line.
-                let mut shown = String::with_capacity(key.len());
-                for c in key.chars() {
-                    match c.is_control() {
-                        true => shown.extend(c.escape_default()),
-                        false => shown.push(c),
-                    }
-                }
-                write!(f, "{}: key \"{shown}\": {message}", path.display())
-            }
+/// Keys come from the file: control characters escaped, so that an error stays on one line.
+fn one_line(key: &str) -> String {
+    let mut shown = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c.is_control() {
+            true => shown.extend(c.escape_default()),
+            false => shown.push(c),
         }
     }
+    shown
 }
-
-impl std::error::Error for ConfigError {}
 
 /// Finds and reads the configuration: the file named with `--config` (which must exist),
 /// else `configuration.json` in the current directory if there is one, else the built-in
@@ -138,7 +128,20 @@ fn read_capped(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_error)?;
+    // Opened without waiting (a FIFO's open waits for a writer), then refused unless it is a
+    // regular file: a FIFO or a terminal would make both binaries wait forever, silently.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let kind = file.metadata().map_err(read_error)?.file_type();
+    if !kind.is_file() {
+        return Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(kind),
+        });
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -155,6 +158,19 @@ fn read_capped(path: &Path) -> Result<String, ConfigError> {
             e.utf8_error().valid_up_to()
         ),
     })
+}
+
+/// What a file that is not a regular file is, for the error.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if kind.is_dir() => "a directory",
+        _ if kind.is_fifo() => "a FIFO",
+        _ if kind.is_socket() => "a socket",
+        _ if kind.is_char_device() => "a character device",
+        _ if kind.is_block_device() => "a block device",
+        _ => "not a regular file",
+    }
 }
 
 /// Parses the text of a configuration file; `path` is used only in error messages.
@@ -388,11 +404,14 @@ pub fn parse_port(text: &str) -> Result<u16, String> {
         .map_err(|_| format!("{text:?} is not a port number (0 to 65535)"))
 }
 
-/// A heartbeat count: a whole number, 0 or more.
+/// A heartbeat count: a whole number, at least 1 (with none, a silent peer would be closed
+/// without ever being asked).
 pub fn parse_count(text: &str) -> Result<u32, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a whole number"))
+    match text.trim().parse() {
+        Ok(0) => Err("must be at least 1: a silent peer is asked at least once".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 /// A duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`30`, `0.5`);
@@ -444,23 +463,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     value.checked_mul(scale).ok_or_else(bad)
 }
 
-/// Formats a duration the way a person writes it in a flag: `250ms`, `10s`, `1.5s`, `2m`.
-pub fn format_duration(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if duration.is_zero() {
-        "0s".to_string()
-    } else if duration.subsec_nanos() % 1_000_000 != 0 {
-        format!("{duration:?}")
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else if ms >= 1000 {
-        format!("{}s", duration.as_secs_f64())
-    } else {
-        format!("{ms}ms")
-    }
-}
+/// Durations a person reads are all written one way (see [`crate::cores::vocab`]).
+pub use crate::cores::vocab::format_duration;
 
 #[cfg(test)]
 mod tests {
@@ -571,10 +575,11 @@ mod tests {
 
     #[test]
     fn an_endless_or_huge_file_is_refused_after_the_cap() {
+        // An endless device is refused before a byte is read (issue 21: not a regular file).
         let err = load(Some(Path::new("/dev/zero"))).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "/dev/zero: larger than 1024 KiB: not a configuration file"
+            "/dev/zero: a character device, not a configuration file"
         );
         let dir = tempfile::tempdir().unwrap();
         let exact = dir.path().join("exact.json");
@@ -591,6 +596,46 @@ mod tests {
         std::fs::write(&exact, b"{\"server\": \"\xff\"}").unwrap();
         let err = load(Some(&exact)).unwrap_err();
         assert!(err.to_string().contains("not UTF-8 text"), "{err}");
+    }
+
+    /// Issue 21: a FIFO used to block the binaries forever with no output; it is refused at
+    /// once, without waiting for a writer, and so is a directory.
+    #[test]
+    fn a_fifo_or_a_directory_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = load(Some(&fifo)).unwrap_err().to_string();
+        assert!(
+            err.ends_with("config.fifo: a FIFO, not a configuration file"),
+            "{err}"
+        );
+        let err = load(Some(dir.path())).unwrap_err().to_string();
+        assert!(
+            err.ends_with(": a directory, not a configuration file"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn durations_take_hours_microseconds_and_fractions() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_count("0").unwrap_err(),
+            "must be at least 1: a silent peer is asked at least once"
+        );
+        assert_eq!(parse_count("3"), Ok(3));
+    }
+
+    #[test]
+    fn errors_keep_their_cause_as_source() {
+        use std::error::Error;
+        let err = load(Some(Path::new("/nonexistent/heartbeat.json"))).unwrap_err();
+        assert!(err.source().is_some(), "the I/O error underneath: {err:?}");
     }
 
     #[test]

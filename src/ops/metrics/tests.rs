@@ -278,7 +278,7 @@ fn pipelined_bytes_after_a_request_are_ignored() {
     let mut bytes = SCRAPE.to_vec();
     bytes.extend_from_slice(b"GET /other HTTP/1.1\r\n\r\n\x00\xff junk");
     assert_eq!(parse_request(&bytes), Request::Get("/metrics"));
-    bytes.extend(std::iter::repeat(b'x').take(2 * MAX_REQUEST));
+    bytes.extend(std::iter::repeat_n(b'x', 2 * MAX_REQUEST));
     assert_eq!(parse_request(&bytes), Request::Get("/metrics"));
 }
 
@@ -302,7 +302,7 @@ fn junk_and_other_protocols_are_bad_requests() {
 #[test]
 fn oversized_requests_are_431() {
     let mut endless = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
-    endless.extend(std::iter::repeat(b'a').take(MAX_REQUEST - endless.len() - 1));
+    endless.extend(std::iter::repeat_n(b'a', MAX_REQUEST - endless.len() - 1));
     assert_eq!(parse_request(&endless), Request::NeedMore, "just under");
     endless.push(b'a');
     assert_eq!(

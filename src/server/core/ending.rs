@@ -39,7 +39,7 @@ impl ServerCore {
         let Some(drain) = self.drain else {
             return false;
         };
-        if drain.next_due().map_or(true, |due| due > self.now) {
+        if drain.next_due().is_none_or(|due| due > self.now) {
             return false;
         }
         let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
@@ -69,7 +69,7 @@ impl ServerCore {
         let deadline = later(now, STOP_LINGER);
         match record.lifecycle {
             Lifecycle::Ending { .. } => {
-                if self.timers.deadline(key).map_or(true, |at| at > deadline) {
+                if self.timers.deadline(key).is_none_or(|at| at > deadline) {
                     self.timers.arm(key, deadline);
                 }
             }

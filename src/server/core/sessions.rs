@@ -5,16 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// One connection as an event log describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Session {
-    pub addr: SocketAddr,
-    pub connected: Instant,
-    /// When it last sent anything (or connected).
-    pub last_seen: Instant,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
+pub use crate::cores::vocab::Session;
 
 /// Sessions by key, or nothing at all when they are not kept.
 #[derive(Debug)]

@@ -2,11 +2,13 @@
 //! ([`Action`]), what it reports ([`Event`]), and why peers are refused or closed. Plain data:
 //! every decision about them is in `core.rs` and its other children.
 
-use std::io;
 use std::time::Duration;
 
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
+
+// The words the server shares with statistics, the event log and the client.
+pub use crate::cores::vocab::{Event, Reason, Refusal};
 
 /// What the core needs to know of the server's configuration.
 #[derive(Debug, Clone)]
@@ -49,53 +51,6 @@ pub enum Action {
     Report(usize, Event),
     /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
     ReleaseMemory,
-}
-
-/// Something worth a log line about one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Accepted; `open` peers are open now, this one included.
-    Connected { open: usize },
-    /// Heartbeat `number` of `count` sent.
-    HeartbeatSent { number: u32, count: u32 },
-    /// Bytes arrived while heartbeats were outstanding, `rtt` after the last one left.
-    HeartbeatAnswered { rtt: Duration },
-    /// All `count` heartbeats went unanswered: `End Connection` sent, closing, `late` after
-    /// it was due.
-    Dead { count: u32, late: Duration },
-    /// The peer closed its sending side.
-    PeerClosed,
-    /// A read or write failed; the connection is closed.
-    Failed(io::ErrorKind),
-    /// All peers' buffers stayed over `--max-buffered`, and this peer held `held` bytes of
-    /// them, among the most: it is closed.
-    OverBudget { held: usize },
-    /// Gone, for this reason.
-    Closed(Reason),
-}
-
-/// Why a connection ended; each is counted once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The peer closed its side (after its output was flushed).
-    PeerClosed,
-    /// Every heartbeat went unanswered; the peer was told `End Connection`.
-    Dead,
-    /// A reset, broken pipe or other I/O error.
-    Failed,
-    /// The server is stopping.
-    Shutdown,
-    /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
-    OverBudget,
-}
-
-/// Why a peer was turned away at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address is not in `--allow`: closed without a word.
-    NotAllowed,
-    /// `--max-connections` peers are open; it is told [`crate::cores::protocol::SERVER_FULL`].
-    Full { open: usize },
 }
 
 /// What [`super::ServerCore::handle_accept`] decided.

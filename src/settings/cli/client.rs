@@ -1,0 +1,246 @@
+//! The client's command line (`heartbeat-client`) and how it resolves into a
+//! [`ClientConfig`]: a flag over `configuration.json` over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::{
+    duration, for_tcp, from_file, parse_noting_flags, port, positive, positive_u32, tick, LogLevel,
+    Origin, StartError,
+};
+use crate::client::faults::FaultSpec;
+use crate::client::{self, ClientConfig};
+use crate::cores::liveness::Timing;
+use crate::cores::protocol;
+use crate::cores::vocab::DEFAULT_PORT;
+use crate::edge::net::{self, SetupError};
+use crate::settings::config::{ConfigError, FileConfig};
+
+/// TCP heartbeat client: connects to the server, sends a line every --interval, answers
+/// each `heartbeat`, and exits when the server says `End Connection`.
+///
+/// With --connections N (N > 1) it is a load generator: N connections on one event loop,
+/// a status line on a terminal, and a summary with round-trip percentiles at the end.
+#[derive(Debug, Parser)]
+#[command(name = "heartbeat-client", version, after_help = CLIENT_AFTER_HELP)]
+pub struct ClientArgs {
+    /// Configuration file, at most 1 MiB [default: ./configuration.json if present]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Server address [default: the file's server.host, else 127.0.0.1]
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Server port [default: the file's server.port, else 8000]
+    #[arg(long, value_name = "N", value_parser = port)]
+    pub port: Option<u16>,
+    /// Local address(es) to connect from, used in turn, e.g. 127.0.0.1,127.0.0.2
+    /// [default: the file's client object, else any; over 10000 connections to 127.0.0.1
+    /// are spread over 127.0.0.x]
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub bind: Vec<String>,
+    /// Time between data lines; 0 never sends data (only answers heartbeats). Lines go out on
+    /// a fixed schedule and round trips count from the scheduled instant [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub interval: Option<Duration>,
+    /// Wait this long before answering a heartbeat (a testing aid) [default: 0]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub heartbeat_block: Option<Duration>,
+    /// The data line to send
+    #[arg(long, value_name = "TEXT", default_value = client::DEFAULT_MESSAGE)]
+    pub message: String,
+    /// Stop after this long [default: until the server closes the connection]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Connections to open; more than 1 is load mode
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub connections: usize,
+    /// New connections per second at most
+    #[arg(long, value_name = "R", value_parser = positive_u32, default_value_t = client::DEFAULT_CONNECT_RATE)]
+    pub connect_rate: u32,
+    /// Print the final summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Shares of connections that turn bad at a random moment: silent (stops answering),
+    /// halfclose (shuts down its sending side), noread (stops reading), reset (closes with a
+    /// reset); e.g. silent=5%,halfclose=1%,noread=1%,reset=1%. The summary says how long the
+    /// server took to notice each kind, and how many healthy connections it closed
+    #[arg(long, value_name = "KIND=P%,...")]
+    pub faults: Option<FaultSpec>,
+    /// Faults strike at a moment uniform over this long after each connection opens
+    /// [default: half of --duration, else 60s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub fault_window: Option<Duration>,
+    /// Seed of the fault schedule and the reconnect jitter: the same seed, the same faults
+    #[arg(long, value_name = "N", default_value_t = client::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Reopen a connection that closed, after an exponential back-off with jitter (100 ms
+    /// doubling up to 10 s, back to 100 ms only after a connection stayed open 10 s);
+    /// reconnects are counted
+    #[arg(long)]
+    pub reconnect: bool,
+    /// The server's heartbeat interval: the client says it was the bottleneck when its own
+    /// lag p99 exceeds a tenth of it [default: the file's server.interval, else 10s]
+    #[arg(long, value_name = "DUR", value_parser = tick)]
+    pub server_interval: Option<Duration>,
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: LogLevel,
+    /// Never ask for settings, even on a terminal
+    #[arg(long)]
+    pub no_prompt: bool,
+    /// Set by parsing: some flag other than `--no-prompt` was given.
+    #[arg(skip)]
+    pub flags_given: bool,
+    /// Processes to share the load, each one loop: connections, connect rate and source
+    /// addresses are split among them, and one summary is merged from all
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
+    pub workers: usize,
+}
+
+const CLIENT_AFTER_HELP: &str = "\
+Example, load mode: client --connections 10000 --interval 0 --duration 60s
+Example, faults:    client --connections 5000 --interval 0 --duration 30s \\
+                      --faults silent=10% --server-interval 500ms
+Against a server on 127.0.0.1, more than 10000 connections are spread over source addresses
+127.0.0.1, 127.0.0.2, ... (at most 5000 each) unless --bind is given.
+Questions: only when stdin is a terminal and no flag at all was given (--no-prompt aside), a
+single client asks for both as the original did; Enter keeps the value shown.
+SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for the
+echoes owed, close, print the summary (load mode), exit 0.
+Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
+
+impl ClientArgs {
+    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
+    /// shadows so that [`ClientArgs::settings_given`] knows every flag given).
+    pub fn parse() -> ClientArgs {
+        Self::try_parse().unwrap_or_else(|e| e.exit())
+    }
+
+    /// The same as clap's `Parser::try_parse`, noting the flags given.
+    pub fn try_parse() -> Result<ClientArgs, clap::Error> {
+        Self::try_parse_from(std::env::args_os())
+    }
+
+    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
+    pub fn try_parse_from<I, T>(args: I) -> Result<ClientArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (mut parsed, given) = parse_noting_flags::<ClientArgs, _, _>(args)?;
+        parsed.flags_given = given;
+        Ok(parsed)
+    }
+
+    /// True when any flag but `--no-prompt` was given: then the client asks nothing
+    /// ([`super::PROMPT_RULE`]).
+    pub fn settings_given(&self) -> bool {
+        self.flags_given
+    }
+
+    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
+    /// `--no-prompt` was not.
+    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
+        stdin_is_terminal && !self.no_prompt && !self.settings_given()
+    }
+
+    pub fn resolve(
+        &self,
+        file: &FileConfig,
+        path: Option<&Path>,
+    ) -> Result<ClientConfig, StartError> {
+        let port = self.port.or(file.server.port).unwrap_or(DEFAULT_PORT);
+        let server = match (&self.host, &file.server.host) {
+            (Some(host), _) => for_tcp(net::resolve(host, port)?, Origin::Flag("--host"))?,
+            (None, Some(host)) => {
+                let addr = from_file(path, "server.host", net::resolve(host, port))?;
+                for_tcp(addr, Origin::File(path, "server.host"))?
+            }
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let bind = if self.bind.is_empty() {
+            match &file.client.host {
+                Some(host) => {
+                    let port = file.client.port.unwrap_or(0);
+                    let addr = from_file(path, "client.host", net::resolve(host, port))?;
+                    let addr = for_tcp(addr, Origin::File(path, "client.host"))?;
+                    // The file's local address is for the file's server; a server of the
+                    // other family (say `--host ::1`) is reached from any local address.
+                    if addr.is_ipv4() == server.is_ipv4() {
+                        vec![addr]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                None => Vec::new(),
+            }
+        } else {
+            let bind = self
+                .bind
+                .iter()
+                .map(|addr| parse_bind(addr))
+                .collect::<Result<Vec<_>, _>>()?;
+            for addr in &bind {
+                for_tcp(*addr, Origin::Flag("--bind"))?;
+            }
+            if let Some(other) = bind.iter().find(|a| a.is_ipv4() != server.is_ipv4()) {
+                return Err(StartError::Config(ConfigError::Invalid {
+                    setting: "--bind".into(),
+                    message: format!("{other} cannot reach the server at {server}"),
+                }));
+            }
+            bind
+        };
+        if self.message.contains(['\n', '\r']) {
+            return Err(StartError::Config(ConfigError::Invalid {
+                setting: "--message".into(),
+                message: "must be one line (no newline or carriage return)".into(),
+            }));
+        }
+        let connections = self.connections;
+        if self.workers > 1 && connections < self.workers {
+            return Err(StartError::Config(ConfigError::Invalid {
+                setting: "--workers".into(),
+                message: format!(
+                    "{} workers need at least {} connections (--connections {connections})",
+                    self.workers, self.workers
+                ),
+            }));
+        }
+        Ok(ClientConfig {
+            server,
+            bind,
+            connections,
+            connect_rate: self.connect_rate,
+            interval: self.interval.unwrap_or(client::DEFAULT_INTERVAL),
+            heartbeat_block: self.heartbeat_block.unwrap_or(Duration::ZERO),
+            // Room for the echo of the longest line either side may send.
+            max_line: protocol::DEFAULT_MAX_LINE.max(self.message.len())
+                + protocol::ECHO_PREFIX.len(),
+            message: self.message.clone().into_bytes(),
+            duration: self.duration,
+            faults: self.faults.clone().unwrap_or_default(),
+            fault_window: self.fault_window,
+            seed: self.seed,
+            reconnect: self.reconnect,
+            server_interval: self
+                .server_interval
+                .or(file.server.interval)
+                .unwrap_or(Timing::DEFAULT.interval),
+            verbose: connections == 1 && !self.json,
+            status_line: connections > 1 && !self.json && client::stderr_is_terminal(),
+            ..ClientConfig::default()
+        })
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` (port 0 when not given).
+fn parse_bind(text: &str) -> Result<std::net::SocketAddr, SetupError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    net::resolve(text, 0)
+}
