@@ -18,6 +18,10 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
+#[cfg(target_os = "linux")]
+pub mod takeover;
+#[cfg(target_os = "linux")]
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -221,8 +221,8 @@ impl Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InAction {
     Send(Message),
-    /// Register these listeners (their sockets came with the message).
-    TakeListeners(usize),
+    /// Register these listeners (their sockets came with the message, in this order).
+    TakeListeners(Vec<std::net::SocketAddr>),
     /// Take these peers in, in order (their sockets came with the message).
     TakePeers(Vec<wire::PeerState>),
     /// Carry on these counters (exact JSON of the old summary).
@@ -278,7 +278,7 @@ impl Incoming {
                 }
             }
             (InPhase::Receiving, Message::Listeners(addrs)) => {
-                self.actions.push(InAction::TakeListeners(addrs.len()))
+                self.actions.push(InAction::TakeListeners(addrs))
             }
             (InPhase::Receiving, Message::Peers(peers)) => {
                 self.actions.push(InAction::TakePeers(peers))

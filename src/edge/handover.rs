@@ -132,6 +132,13 @@ impl Channel {
             .map_err(HandoverError::Io)
     }
 
+    /// How long the next reads may wait (a deadline's time left); [`IO_WAIT`] otherwise.
+    pub fn set_wait(&mut self, wait: Duration) {
+        // Zero would mean "forever" to the kernel.
+        let wait = wait.max(Duration::from_millis(1));
+        let _ = self.stream.set_read_timeout(Some(wait));
+    }
+
     /// Its descriptor, to watch for readability in a poll loop.
     pub fn raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()

@@ -69,7 +69,7 @@ fn a_whole_upgrade_hands_over_then_releases_and_exits() {
     assert_eq!(
         drain_new(&mut new),
         vec![
-            InAction::TakeListeners(1),
+            InAction::TakeListeners(vec!["127.0.0.1:8000".parse().unwrap()]),
             InAction::TakePeers(vec![peer]),
             InAction::TakeStats("{}".into()),
             InAction::Send(Message::TakenOver { peers: 1 }),
