@@ -197,7 +197,8 @@ fn sockets_and_state_move_to_the_new_process_and_keep_working() {
         };
         (state, stream.as_fd())
     });
-    let step = upgrader.hand_over(&[(addr, listener.as_fd())], records, "{}".into());
+    let listeners = [(addr, listener.as_fd())];
+    let step = upgrader.hand_over(&listeners, records, "{}".into(), Instant::now());
     assert_eq!(step, Step::Exit { peers: 3 });
     assert_eq!(upgrader.counts(), (1, 0));
     // The old process exits: its copies close, and no peer notices.

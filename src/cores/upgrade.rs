@@ -225,8 +225,9 @@ pub enum InAction {
     TakeListeners(Vec<std::net::SocketAddr>),
     /// Take these peers in, in order (their sockets came with the message).
     TakePeers(Vec<wire::PeerState>),
-    /// Carry on these counters (exact JSON of the old summary).
-    TakeStats(String),
+    /// Carry on these counters (exact JSON of the old summary); the old loop had been
+    /// stopped this long when it sent them.
+    TakeStats(String, Duration),
     /// Serve: report MAINPID= and READY=1 under systemd.
     Serve,
     /// Exit without touching any socket taken: `why`, one line; `status` for the process.
@@ -283,9 +284,16 @@ impl Incoming {
             (InPhase::Receiving, Message::Peers(peers)) => {
                 self.actions.push(InAction::TakePeers(peers))
             }
-            (InPhase::Receiving, Message::Done { peers, stats }) => {
+            (
+                InPhase::Receiving,
+                Message::Done {
+                    peers,
+                    stats,
+                    paused,
+                },
+            ) => {
                 self.peers = peers;
-                self.actions.push(InAction::TakeStats(stats));
+                self.actions.push(InAction::TakeStats(stats, paused));
                 self.phase = InPhase::TakenOver;
                 self.actions
                     .push(InAction::Send(Message::TakenOver { peers }));

@@ -22,6 +22,8 @@ pub struct Inherited {
     pub peers: Vec<(PeerState, OwnedFd)>,
     /// The old process's counters (`ServerStats::to_exact_json`), to carry on.
     pub stats: String,
+    /// How long the old loop had been stopped when it sent the last frame.
+    pub paused: Duration,
 }
 
 /// Why the new process gives up: one line, and its exit status (2: a setting or the state
@@ -46,6 +48,7 @@ pub fn take_over(mut channel: Channel, fixed: Vec<(String, String)>) -> Result<I
         listeners: Vec::new(),
         peers: Vec::new(),
         stats: String::new(),
+        paused: Duration::ZERO,
     };
     // The old process answers within its own wait; a little more here, so that it is the one
     // to decide (an Abort, read here) rather than both timing out at once.
@@ -87,7 +90,10 @@ pub fn take_over(mut channel: Channel, fixed: Vec<(String, String)>) -> Result<I
                     }
                     inherited.peers.extend(records.into_iter().zip(fds));
                 }
-                InAction::TakeStats(stats) => inherited.stats = stats,
+                InAction::TakeStats(stats, paused) => {
+                    inherited.stats = stats;
+                    inherited.paused = paused;
+                }
                 InAction::Serve => return Ok(inherited),
                 InAction::GiveUp { why, status } => return Err(GiveUp { why, status }),
             }

@@ -139,14 +139,16 @@ impl Upgrader {
 
     /// After [`Step::HandOver`], with the loop stopped: sends the listening sockets, every
     /// peer in batches with its socket, and the counters, then waits (at most
-    /// `cores::upgrade::ANSWER_WAIT`) for the new process to say it has them.
+    /// `cores::upgrade::ANSWER_WAIT`) for the new process to say it has them. `stopped`: when
+    /// the loop last served, the start of the pause.
     pub fn hand_over<'a>(
         &mut self,
         listeners: &[(SocketAddr, BorrowedFd<'a>)],
         peers: impl Iterator<Item = (PeerState, BorrowedFd<'a>)>,
         stats: String,
+        stopped: Instant,
     ) -> Step {
-        if let Err(e) = self.send_all(listeners, peers, stats) {
+        if let Err(e) = self.send_all(listeners, peers, stats, stopped) {
             self.channel_broke(&e);
             return self.carry_out(Instant::now());
         }
@@ -174,6 +176,7 @@ impl Upgrader {
         listeners: &[(SocketAddr, BorrowedFd<'a>)],
         mut peers: impl Iterator<Item = (PeerState, BorrowedFd<'a>)>,
         stats: String,
+        stopped: Instant,
     ) -> io::Result<()> {
         let channel = self.channel.as_mut().ok_or(io::ErrorKind::NotConnected)?;
         let addrs = listeners.iter().map(|(addr, _)| *addr).collect();
@@ -198,13 +201,12 @@ impl Upgrader {
                 break;
             }
         }
-        channel.send(
-            &Message::Done {
-                peers: total,
-                stats,
-            },
-            &[],
-        )
+        let done = Message::Done {
+            peers: total,
+            stats,
+            paused: stopped.elapsed(),
+        };
+        channel.send(&done, &[])
     }
 
     /// Reads one frame (or learns that none will come) and tells the protocol.

@@ -65,13 +65,14 @@ fn a_whole_upgrade_hands_over_then_releases_and_exits() {
     new.received(Message::Done {
         peers: 1,
         stats: "{}".into(),
+        paused: Duration::from_millis(2),
     });
     assert_eq!(
         drain_new(&mut new),
         vec![
             InAction::TakeListeners(vec!["127.0.0.1:8000".parse().unwrap()]),
             InAction::TakePeers(vec![peer]),
-            InAction::TakeStats("{}".into()),
+            InAction::TakeStats("{}".into(), Duration::from_millis(2)),
             InAction::Send(Message::TakenOver { peers: 1 }),
         ]
     );
@@ -209,6 +210,7 @@ fn the_new_side_gives_up_on_abort_and_serves_if_the_old_vanished_after_taking_ov
     let done = Message::Done {
         peers: 0,
         stats: String::new(),
+        paused: Duration::ZERO,
     };
     let mut new = Incoming::new(fixed("8000"));
     new.received(offer.clone());

@@ -45,9 +45,14 @@ pub enum Message {
     Listeners(Vec<SocketAddr>),
     /// old → new: peers, one record per attached socket, in the same order.
     Peers(Vec<PeerState>),
-    /// old → new: everything is sent: this many peers, and the counters the summary and the
-    /// metrics carry on (`ServerStats::to_exact_json`).
-    Done { peers: u64, stats: String },
+    /// old → new: everything is sent: this many peers, the counters the summary and the
+    /// metrics carry on (`ServerStats::to_exact_json`), and how long the old loop has been
+    /// stopped (the new one adds its own share of the pause).
+    Done {
+        peers: u64,
+        stats: String,
+        paused: Duration,
+    },
     /// new → old: every socket is taken in; the new process waits for [`Message::Release`].
     TakenOver { peers: u64 },
     /// old → new: the peers are yours; the old process serves no one any more.
@@ -91,6 +96,8 @@ pub struct PeerState {
     pub real_addr: Option<SocketAddr>,
     /// A line begun and not yet ended.
     pub partial: Vec<u8>,
+    /// The rest of an overlong line is being dropped, up to its newline.
+    pub discarding: bool,
     /// Output the kernel had not taken yet.
     pub unsent: Vec<u8>,
 }
@@ -159,9 +166,14 @@ impl Message {
                 peers.iter().for_each(|peer| w.peer(peer));
                 PEERS
             }
-            Message::Done { peers, stats } => {
+            Message::Done {
+                peers,
+                stats,
+                paused,
+            } => {
                 w.u64(*peers);
                 w.blob(stats.as_bytes());
+                w.duration(*paused);
                 DONE
             }
             Message::TakenOver { peers } => {
@@ -222,12 +234,13 @@ impl Message {
             }
             PEERS => {
                 // The smallest record: no stage data, no address, empty buffers.
-                let n = r.count(34)?;
+                let n = r.count(35)?;
                 Message::Peers((0..n).map(|_| r.peer()).collect::<Result<_, _>>()?)
             }
             DONE => Message::Done {
                 peers: r.u64()?,
                 stats: r.text()?,
+                paused: r.duration()?,
             },
             TAKEN_OVER => Message::TakenOver { peers: r.u64()? },
             RELEASE => Message::Release,
@@ -305,6 +318,7 @@ impl Writer {
                 self.addr(addr);
             }
         }
+        self.u8(u8::from(peer.discarding));
         self.blob(&peer.partial);
         self.blob(&peer.unsent);
     }
@@ -393,7 +407,13 @@ impl<'a> Reader<'a> {
             1 => Some(self.addr()?),
             _ => return Err(WireError::Malformed("bad real-address flag")),
         };
+        let discarding = match self.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(WireError::Malformed("bad discarding flag")),
+        };
         Ok(PeerState {
+            discarding,
             since_ago,
             heartbeats_sent,
             silent_before_ms,
@@ -430,6 +450,7 @@ mod tests {
             },
             real_addr: Some("[2001:db8::7]:4242".parse().unwrap()),
             partial: b"half a li".to_vec(),
+            discarding: true,
             unsent: b"Echoing...x\nheartbeat\n".to_vec(),
         }
     }
@@ -447,12 +468,13 @@ mod tests {
             "[::1]:8000".parse().unwrap(),
         ]));
         round_trip(Message::Peers(vec![a_peer(), PeerState::default()]));
-        // The smallest record is what `decode` counts a batch by: 34 bytes.
+        // The smallest record is what `decode` counts a batch by: 35 bytes.
         let one = Message::Peers(vec![PeerState::default()]).encode();
-        assert_eq!(one.len(), HEADER + 4 + 34);
+        assert_eq!(one.len(), HEADER + 4 + 35);
         round_trip(Message::Done {
             peers: 2,
             stats: "{}".into(),
+            paused: Duration::from_micros(1_500),
         });
         round_trip(Message::TakenOver { peers: 2 });
         round_trip(Message::Release);
