@@ -2,13 +2,18 @@
 //! clock and the order of work in a loop turn; every decision (what to echo, when to send a
 //! heartbeat, when a peer is dead, how a connection ends) is the core's.
 //!
-//! One turn: sleep in `poll` until an event or the core's next timeout; read the clock;
-//! read the peers cut off for fairness last turn, then this turn's events (each peer at most
-//! [`READS_PER_TURN`] reads a turn); then fire the timers that were due when the turn woke
-//! (each batch stamped with the clock read again); last, accept waiting peers. Bytes that
+//! One turn: sleep in `poll` until an event or the core's one timeout
+//! ([`ServerCore::poll_timeout`]: the loop keeps no deadline of its own and merges none);
+//! read the clock once, and hand that time to every input of the turn; read the peers cut
+//! off for fairness last turn, then this turn's events (each peer at most
+//! [`READS_PER_TURN`] reads a turn); then fire the timers that were due when the turn woke,
+//! a batch per `handle_timeout`, each batch stamped with the clock read anew (the core's
+//! send-time rule: a heartbeat is never recorded as sent earlier than it left by more than a
+//! batch); last, accept waiting peers (stamped with the latest of those reads). Bytes that
 //! arrived while the loop was away, even stopped in the middle of its timers, are therefore
-//! always counted before any peer is judged silent. After every input to the core,
-//! the loop carries out all the actions it returns.
+//! always counted before any peer is judged silent. After every input to the core, the loop
+//! carries out all the actions it returns. The only other clock read measures the sleep
+//! before `poll`, so that a long turn does not make the loop oversleep; no input sees it.
 
 mod accept;
 pub mod budget;
@@ -22,6 +27,8 @@ mod stopping;
 pub mod takeover;
 #[cfg(target_os = "linux")]
 pub mod upgrade;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -36,16 +43,14 @@ pub use self::settings::{
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
 };
 
-use self::core::{Action, ServerCore};
+use self::core::{Action, ServerCore, Stage};
 use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
 use crate::edge::alarm::{Alarm, ALARM};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
-use crate::edge::turn::{
-    earliest, split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER,
-};
+use crate::edge::turn::{split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
@@ -112,11 +117,16 @@ impl Server {
         };
         let stop = StopSignal::new(poll.registry())?;
         let alarm = Alarm::new(poll.registry())?;
+        let open_files = net::open_file_limit();
+        report::say_max_connections(config.max_connections, open_files);
+        let mut settings = config.settings();
+        settings.max_header_waits =
+            core::waiting::default_header_waits(config.max_connections, open_files);
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            core: ServerCore::new(Instant::now(), config.settings()),
+            core: ServerCore::new(Instant::now(), settings),
             sockets: Vec::new(),
             generations: Generations::default(),
             read_buf: vec![0; READ_BUFFER],
@@ -151,49 +161,28 @@ impl Server {
     pub fn run(mut self) -> Result<ServerStats, SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.stop.is_requested() && !self.core.is_stopping() {
-                self.begin_stop();
-            }
             if self.core.is_done() {
                 break;
             }
-            let now = Instant::now();
-            let waiting = self.handshakes.next_deadline();
-            let scraping = self.scrapers.as_ref().and_then(Scrapers::next_deadline);
-            let wakeup = earliest([self.core.poll_timeout(), waiting, scraping]);
+            let wakeup = self.core.poll_timeout();
+            // Measures the sleep only (see the module notes).
+            let before_sleep = Instant::now();
             let busy = !self.cut_off.is_empty() || self.waiting_for_room;
             let alarm = Some(&mut self.alarm);
             // Only an alarm still ahead measures the OS: one already due is the loop's lag.
-            let alarm_ahead = match wait(&mut self.poll, &mut events, alarm, wakeup, busy, now)? {
+            let alarm_ahead = match wait(
+                &mut self.poll,
+                &mut events,
+                alarm,
+                wakeup,
+                busy,
+                before_sleep,
+            )? {
                 Waited::Woke { alarm_ahead } => alarm_ahead,
                 Waited::Interrupted => continue,
             };
             let now = Instant::now();
-            let overslept = alarm_ahead.filter(|due| now > *due);
-            self.core.handle_wakeup(now, overslept);
-            self.read_cut_off(now);
-            let mut listener_ready = false;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => listener_ready = true,
-                    WAKER => {}
-                    ALARM => self.alarm.on_event(),
-                    SIGNALS => self.take_signals(),
-                    token if Scrapers::owns(token) => self.on_scrape_event(token, now),
-                    token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
-                    _ => self.on_socket_event(event, now),
-                }
-            }
-            if let Some(scrapers) = &mut self.scrapers {
-                scrapers.expire(self.poll.registry(), now);
-            }
-            self.fire_timers(now);
-            self.expire_headers(Instant::now());
-            // After the reads, so that peers that hung up free their places first, and after
-            // the timers, one of which may have ended an accept back-off.
-            if listener_ready || self.accept_deferred {
-                self.accept_all(Instant::now());
-            }
+            self.turn(now, alarm_ahead, &events);
             debug_assert_eq!(
                 self.core.timers_armed(),
                 self.core.open(),
@@ -209,17 +198,49 @@ impl Server {
         Ok(self.core.into_stats())
     }
 
-    /// Fires what was due when the turn woke at `woke` (everything that had arrived by then
-    /// has been read), reading the clock again for each batch, so that a heartbeat's recorded
-    /// send time stays within a batch of the real one.
-    fn fire_timers(&mut self, woke: Instant) {
-        loop {
-            if self.core.poll_timeout().is_none_or(|at| at > woke) {
-                return;
+    /// One turn of the loop, woken at `now` (`alarm_ahead`: the alarm it slept until).
+    fn turn(&mut self, now: Instant, alarm_ahead: Option<Instant>, events: &Events) {
+        let overslept = alarm_ahead.filter(|due| now > *due);
+        self.core.handle_wakeup(now, overslept);
+        self.read_cut_off(now);
+        let mut listener_ready = false;
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => listener_ready = true,
+                WAKER => {}
+                ALARM => self.alarm.on_event(),
+                SIGNALS => self.take_signals(now),
+                token if Scrapers::owns(token) => self.on_scrape_event(token, now),
+                token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
+                _ => self.on_socket_event(event, now),
             }
-            let now = Instant::now();
-            self.core.handle_timeout(now);
+        }
+        if self.stop.is_requested() && !self.core.is_stopping() {
+            self.begin_stop(now);
+        }
+        let stamp = self.fire_timers(now);
+        // After the reads, so that peers that hung up free their places first, and after
+        // the timers, one of which may have ended an accept back-off.
+        if listener_ready || self.accept_deferred {
+            self.accept_all(stamp.unwrap_or(now));
+        }
+    }
+
+    /// Fires what was due when the turn woke (everything that had arrived by then has been
+    /// read), a batch at a time, each stamped with the clock read anew, so that a
+    /// heartbeat's recorded send time stays within a batch of the real one. Returns the last
+    /// stamp, if any timer was due.
+    fn fire_timers(&mut self, woke: Instant) -> Option<Instant> {
+        if self.core.poll_timeout().is_none_or(|at| at > woke) {
+            return None;
+        }
+        loop {
+            let now = Instant::now().max(woke);
+            let more = self.core.handle_timeout(now);
             self.carry_out(now);
+            if !more {
+                return Some(now);
+            }
         }
     }
 
@@ -291,7 +312,7 @@ impl Server {
                         }
                         None => Ok(0),
                     };
-                    self.core.handle_written(key, result);
+                    self.core.handle_written(now, key, result);
                 }
                 Action::Read(key) => self.defer_read(key),
                 Action::ShutdownWrite(key) => {
@@ -307,6 +328,12 @@ impl Server {
                 }
                 Action::Report(key, event) => self.report(key, event, now),
                 Action::ReleaseMemory => crate::edge::memory::release_free_memory(),
+                Action::EndWait(Stage::ProxyHeader, wk, end) => self.end_header_wait(wk, end, now),
+                Action::EndWait(stage, wk, _) => {
+                    if let Some(scrapers) = &mut self.scrapers {
+                        scrapers.end_wait(stage, wk, self.poll.registry());
+                    }
+                }
             }
         }
     }

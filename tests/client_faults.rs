@@ -125,8 +125,9 @@ fn reset_connections_are_counted_and_the_server_sees_them_end() {
     assert!(f.injected >= 1, "{f:?}");
     assert_eq!((f.detected, f.undetected), (0, 0), "{f:?}");
     assert_eq!(s.closed_by_server, 0, "{s:?}");
+    // A peer reset before it sent a byte is a probe to the server (issue 22): still seen.
     assert!(
-        stats.closed_on_error + stats.closed_by_peer >= f.injected,
+        stats.closed_on_error + stats.closed_by_peer + stats.closed_probe >= f.injected,
         "{stats:?}"
     );
     assert_eq!(stats.closed_dead, 0, "{stats:?}");

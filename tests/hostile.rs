@@ -197,6 +197,34 @@ fn resets_and_broken_pipes_close_only_that_peer() {
     );
 }
 
+/// Peers that connect and leave without a byte (HAProxy's TCP health checks: connect, then
+/// close or reset) are probes: counted as such, not as errors nor as peers that closed; a
+/// peer that said something and then reset is still an error.
+#[test]
+fn health_check_probes_are_counted_as_probes_not_errors() {
+    let server = start_server(ServerConfig::default());
+    let mut bystander = Peer::connect(server.addr);
+    round_trip(&mut bystander);
+    for _ in 0..3 {
+        drop(TcpStream::connect(server.addr).unwrap());
+        reset(TcpStream::connect(server.addr).unwrap());
+    }
+    let mut talker = Peer::connect(server.addr);
+    round_trip(&mut talker);
+    let talker_stream = talker.writer.try_clone().unwrap();
+    drop(talker);
+    reset(talker_stream);
+    // Everything sent before these round trips has been read by the server.
+    for _ in 0..3 {
+        round_trip(&mut bystander);
+    }
+    drop(bystander);
+    let stats = server.stop();
+    assert_eq!(stats.closed_probe, 6, "{stats:?}");
+    assert_eq!(stats.closed_on_error, 1, "{stats:?}");
+    assert_eq!(stats.accepted, 8, "{stats:?}");
+}
+
 /// Beyond --max-connections, a new peer gets `Error: server full` and is closed; the peers
 /// already in are unaffected.
 #[test]

@@ -77,8 +77,9 @@ fn a_scrape_under_load_counts_what_the_summary_counts() {
     );
 }
 
-/// A scraper that connects and sends nothing holds its slot only until its deadline (5 s
-/// after it connected): then the server closes it. Meanwhile others are answered.
+/// A scraper that connects and sends nothing holds its slot only until its deadline (1 s
+/// after it connected, for a whole request): then the server closes it. Meanwhile others
+/// are answered.
 #[test]
 fn a_silent_scraper_is_closed_by_its_deadline() {
     let server = ServerProcess::start(&["--log-level", "warn", "--metrics", "127.0.0.1:0"]);
@@ -96,6 +97,43 @@ fn a_silent_scraper_is_closed_by_its_deadline() {
     assert!(matches!(ended, Ok(0)), "closed without a word: {ended:?}");
     // Not before its deadline (a busy machine only makes it later); the 60 s read timeout
     // above is only a hang guard, and would have been an error, not end of stream.
-    assert!(held >= Duration::from_millis(4900), "closed after {held:?}");
+    assert!(held >= Duration::from_millis(900), "closed after {held:?}");
     drop(server);
+}
+
+/// Every slot held by a silent connection: a scraper is answered `503` with `Retry-After: 1`
+/// at once (never a silent close or a reset), and a scrape retried after that second is
+/// answered, because the silent ones gave their slots up.
+#[test]
+fn past_the_slots_a_scraper_is_told_to_retry_and_then_served() {
+    let server = ServerProcess::start(&["--log-level", "warn", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let silent: Vec<TcpStream> = (0..heartbeat::server::core::waiting::SCRAPE_SLOTS)
+        .map(|_| TcpStream::connect(metrics).expect("connects"))
+        .collect();
+    let mut stream = TcpStream::connect(metrics).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
+    let mut response = String::new();
+    let read = stream.read_to_string(&mut response);
+    assert!(read.is_ok(), "{read:?}, after {response:?}");
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{response}"
+    );
+    assert!(response.contains("\r\nRetry-After: 1\r\n"), "{response}");
+    std::thread::sleep(Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(metrics, "/metrics");
+        if status == "HTTP/1.1 200 OK" {
+            assert!(sample(&body, "heartbeat_metrics_busy_total") >= 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(silent);
 }

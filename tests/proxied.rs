@@ -133,3 +133,50 @@ fn a_peer_without_a_valid_header_is_closed_and_counted() {
         "{summary}"
     );
 }
+
+/// A flood of connections that never send their header (kept topped up as the server closes
+/// them) does not keep a legitimate proxied peer out: with 64 descriptors the server lets at
+/// most 16 wait, closes the oldest to make room for each newcomer, counts those, and says at
+/// start what its open-file limit makes of `--max-connections`.
+#[test]
+fn silent_header_floods_do_not_keep_a_proxied_peer_out() {
+    let mut server = ServerProcess::start_logged(&[
+        "--proxy-protocol",
+        "--max-open-files",
+        "64",
+        "--log-level",
+        "info",
+    ]);
+    let log = server.log.clone().expect("collected");
+    assert!(
+        log.wait_for("but this process may open 64 files", HANG_GUARD),
+        "{:?}",
+        log.snapshot()
+    );
+    let flood: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(server.addr()).expect("the backlog takes it"))
+        .collect();
+    // The server took them in and closed the oldest to make room: waiting for that state.
+    assert!(
+        log.wait_for("closed to make room", HANG_GUARD),
+        "{:?}",
+        log.snapshot()
+    );
+    let mut peer = Peer::connect(server.addr());
+    let mut first = header_from("192.0.2.1:3");
+    first.extend(b"let me in\n");
+    peer.send(&first);
+    assert_eq!(peer.line().as_deref(), Some("Echoing...let me in"));
+    // The oldest of the flood were closed for it, without a word.
+    let mut got = Vec::new();
+    flood[0].set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let ended = (&flood[0]).read_to_end(&mut got);
+    assert!(ended.is_ok() && got.is_empty(), "{ended:?} {got:?}");
+    drop(peer);
+    server.signal("-TERM");
+    assert!(server.wait(HANG_GUARD).success());
+    let summary = server.rest_of_stdout();
+    let evicted = summary_value(&summary, "of which closed to make room for newer ones");
+    assert!(evicted.is_some_and(|n| n >= 80 - 16), "{summary}");
+    drop(flood);
+}

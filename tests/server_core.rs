@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use heartbeat::cores::allow::AllowList;
 use heartbeat::cores::liveness::Timing;
+use heartbeat::ops::metrics::SCRAPE_DEADLINE;
+use heartbeat::server::core::waiting::{
+    BUSY_LINGER, HEADER_DEADLINE, SCRAPE_FIRST_REQUEST, SCRAPE_SLOTS,
+};
 use heartbeat::server::core::{
-    Action, Admission, Event, Reason, Refusal, ServerCore, Settings, Timer, ACCEPT_BACKOFF,
-    DEAD_LINGER, STOP_LINGER,
+    Action, Admission, Arrival, Event, Reason, Refusal, ServerCore, Settings, Stage, Timer,
+    WaitEnd, WaitKey, ACCEPT_BACKOFF, DEAD_LINGER, STOP_LINGER, TIMERS_PER_BATCH,
 };
 
 const US: Duration = Duration::from_micros(1);
@@ -44,6 +48,7 @@ fn settings(timing: Timing) -> Settings {
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: true,
+        max_header_waits: 4,
     }
 }
 
@@ -81,6 +86,8 @@ struct Harness {
     to_read: Vec<usize>,
     /// Times the core asked for freed memory to go back to the OS.
     trims: usize,
+    /// Waits the core ended: when, which, why.
+    ended: Vec<(Duration, Stage, WaitKey, WaitEnd)>,
 }
 
 impl Harness {
@@ -95,6 +102,7 @@ impl Harness {
             events: Vec::new(),
             to_read: Vec::new(),
             trims: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -200,13 +208,14 @@ impl Harness {
                         }
                         peer.lines.push((since, line));
                     }
-                    self.core.handle_written(key, Ok(n));
+                    self.core.handle_written(self.now, key, Ok(n));
                 }
                 Action::Read(key) => self.to_read.push(key),
                 Action::ShutdownWrite(key) => self.peer(key).fin_at = Some(since),
                 Action::Close(key) => self.peer(key).closed_at = Some(since),
                 Action::Report(key, event) => self.events.push((since, key, event)),
                 Action::ReleaseMemory => self.trims += 1,
+                Action::EndWait(stage, wk, end) => self.ended.push((since, stage, wk, end)),
             }
         }
         for key in std::mem::take(&mut self.to_read) {
@@ -626,11 +635,13 @@ fn a_peer_outside_the_allow_list_is_refused() {
     assert_eq!(h.core.open(), 1);
 }
 
-/// A reset closes the peer at once, counted as an error, and its timer is gone.
+/// A reset closes the peer at once, counted as an error, and its timer is gone. (The peer
+/// said something first: one that leaves without a byte is a probe, tested apart.)
 #[test]
 fn a_reset_closes_at_once() {
     let mut h = Harness::new(settings(FAST));
     let key = h.connect();
+    h.send(key, b"hello\n");
     h.reset(key);
     assert_eq!(h.closed_at(key), Some(0));
     assert_eq!(h.core.stats().closed_on_error, 1);
@@ -650,7 +661,7 @@ fn a_write_error_while_ending_keeps_the_reason() {
     h.run_until(h.at(700 * MS));
     assert_eq!(h.core.timer_of(key), Some(Timer::Linger));
     h.core
-        .handle_written(key, Err(std::io::Error::from(ErrorKind::BrokenPipe)));
+        .handle_written(h.now, key, Err(std::io::Error::from(ErrorKind::BrokenPipe)));
     h.drain();
     assert_eq!(h.closed_at(key), Some(ms(700)));
     assert_eq!(h.core.stats().closed_dead, 1);
@@ -886,4 +897,194 @@ fn a_stall_in_the_middle_of_the_timers_closes_no_peer_that_answered_meanwhile() 
     assert_eq!(h.closed_at(key), None);
     let stats = h.core.stats();
     assert_eq!((stats.heartbeats_answered, stats.closed_dead), (1, 0));
+}
+
+fn arrive(h: &mut Harness, stage: Stage) -> WaitKey {
+    match h.core.handle_arrival(h.now, stage) {
+        Arrival::Waiting(wk) => {
+            h.drain();
+            wk
+        }
+        Arrival::Full => panic!("{stage:?} is full"),
+    }
+}
+
+/// A peer waiting for its PROXY header is closed at the deadline, not a microsecond before,
+/// and counted as refused; one whose header came in time leaves the stage and is not.
+#[test]
+fn a_proxy_header_wait_ends_at_its_deadline_exactly() {
+    let mut h = Harness::new(settings(FAST));
+    let silent = arrive(&mut h, Stage::ProxyHeader);
+    let prompt = arrive(&mut h, Stage::ProxyHeader);
+    assert!(h
+        .core
+        .poll_timeout()
+        .is_some_and(|at| at <= h.at(HEADER_DEADLINE)));
+    h.run_until(h.at(10 * MS));
+    h.core.handle_first_bytes(Stage::ProxyHeader, prompt);
+    assert_eq!(h.core.waiting(Stage::ProxyHeader), 1);
+    h.run_until(h.at(HEADER_DEADLINE - US));
+    assert!(h.ended.is_empty(), "{:?}", h.ended);
+    h.run_until(h.at(HEADER_DEADLINE));
+    assert_eq!(
+        h.ended,
+        [(
+            HEADER_DEADLINE,
+            Stage::ProxyHeader,
+            silent,
+            WaitEnd::TimedOut
+        )]
+    );
+    assert_eq!(h.core.waiting(Stage::ProxyHeader), 0);
+    assert_eq!(h.core.stats().rejected_proxy_header, 1);
+    assert_eq!(h.core.poll_timeout(), None, "an idle server sleeps");
+}
+
+/// At the cap of peers waiting for a header (4 here), a newcomer is never refused: the
+/// oldest still waiting is closed to make room, and counted. A peer whose header came is
+/// not among those closed.
+#[test]
+fn at_the_proxy_header_cap_the_oldest_waiter_makes_room() {
+    let mut h = Harness::new(settings(FAST));
+    let first = arrive(&mut h, Stage::ProxyHeader);
+    h.run_for(MS);
+    let waiters: Vec<WaitKey> = (0..3)
+        .map(|_| {
+            h.run_for(MS);
+            arrive(&mut h, Stage::ProxyHeader)
+        })
+        .collect();
+    assert_eq!(h.core.waiting(Stage::ProxyHeader), 4);
+    assert!(h.ended.is_empty());
+    h.run_for(MS);
+    let newcomer = arrive(&mut h, Stage::ProxyHeader);
+    let evicted = WaitEnd::Evicted { waiting: 4 };
+    assert_eq!(h.ended, [(5 * MS, Stage::ProxyHeader, first, evicted)]);
+    assert!(!h.core.is_waiting(Stage::ProxyHeader, first));
+    assert!(h.core.is_waiting(Stage::ProxyHeader, newcomer));
+    // The next oldest has its header now: it is done, and the one after it goes next.
+    h.core.handle_first_bytes(Stage::ProxyHeader, waiters[0]);
+    arrive(&mut h, Stage::ProxyHeader);
+    assert_eq!(h.ended.len(), 1, "under the cap again: nobody closed");
+    arrive(&mut h, Stage::ProxyHeader);
+    assert_eq!(h.ended[1].2, waiters[1]);
+    let stats = h.core.stats();
+    assert_eq!(
+        (stats.proxy_header_evicted, stats.rejected_proxy_header),
+        (2, 2)
+    );
+}
+
+/// A scraper that sends no complete request within a second gives its slot up; one that did
+/// keeps it until the scrape deadline. Past the slots a newcomer is told it is busy (and
+/// counted), never silently dropped, and a slot freed by a silent one is free for the next.
+#[test]
+fn scraper_slots_free_a_silent_one_after_a_second_and_answer_busy_past_them() {
+    let mut h = Harness::new(settings(FAST));
+    let answered = arrive(&mut h, Stage::Scrape);
+    h.core.handle_first_bytes(Stage::Scrape, answered);
+    let silent: Vec<WaitKey> = (1..SCRAPE_SLOTS)
+        .map(|_| arrive(&mut h, Stage::Scrape))
+        .collect();
+    assert_eq!(h.core.handle_arrival(h.now, Stage::Scrape), Arrival::Full);
+    assert_eq!(h.core.stats().metrics_busy, 1);
+    h.run_until(h.at(SCRAPE_FIRST_REQUEST - US));
+    assert!(h.ended.is_empty());
+    h.run_until(h.at(SCRAPE_FIRST_REQUEST));
+    let timed_out: Vec<WaitKey> = h.ended.iter().map(|e| e.2).collect();
+    assert_eq!(timed_out, silent, "every silent one, and only those");
+    assert!(h.ended.iter().all(|e| e.0 == SCRAPE_FIRST_REQUEST));
+    assert!(h.core.is_waiting(Stage::Scrape, answered));
+    arrive(&mut h, Stage::Scrape);
+    h.ended.clear();
+    h.run_until(h.at(SCRAPE_DEADLINE - US));
+    assert_eq!(
+        h.ended.len(),
+        1,
+        "the newcomer's second ran out, not the answered one's"
+    );
+    h.run_until(h.at(SCRAPE_DEADLINE));
+    assert_eq!(h.ended.last().map(|e| e.2), Some(answered));
+}
+
+/// Scrapers told they are busy get a moment to read it; at their own cap the oldest goes.
+#[test]
+fn busy_scrapers_linger_a_moment_and_the_oldest_makes_room() {
+    let mut h = Harness::new(settings(FAST));
+    let first = arrive(&mut h, Stage::Busy);
+    let more: Vec<WaitKey> = (1..heartbeat::server::core::waiting::BUSY_SLOTS)
+        .map(|_| arrive(&mut h, Stage::Busy))
+        .collect();
+    assert!(h.ended.is_empty());
+    arrive(&mut h, Stage::Busy);
+    assert_eq!(h.ended.len(), 1);
+    assert_eq!(h.ended[0].2, first);
+    h.core.handle_wait_over(Stage::Busy, more[0], false);
+    h.run_until(h.at(BUSY_LINGER));
+    assert_eq!(h.ended.len(), 1 + more.len(), "all but the one that closed");
+}
+
+/// A peer that connects and leaves without a byte (a TCP health check) is a probe: counted
+/// as such, not as closed by the peer or on error, with no "peer closed" or failure report;
+/// a peer that sent a byte first is not a probe.
+#[test]
+fn a_peer_that_leaves_without_a_byte_is_a_probe() {
+    let mut h = Harness::new(settings(FAST));
+    let closes = h.connect();
+    let resets = h.connect();
+    let talks = h.connect();
+    h.close_side(closes);
+    h.reset(resets);
+    h.send(talks, b"x");
+    h.reset(talks);
+    assert_eq!(h.closed_at(closes), Some(0));
+    assert_eq!(h.closed_at(resets), Some(0));
+    let stats = h.core.stats();
+    assert_eq!(stats.closed_probe, 2);
+    assert_eq!((stats.closed_by_peer, stats.closed_on_error), (0, 1));
+    for key in [closes, resets] {
+        let reports: Vec<&Event> = h
+            .events
+            .iter()
+            .filter(|(_, k, _)| *k == key)
+            .map(|(_, _, e)| e)
+            .collect();
+        assert_eq!(
+            reports,
+            [
+                &Event::Connected { open: 1 + key },
+                &Event::Closed(Reason::Probe)
+            ]
+        );
+    }
+}
+
+/// More timers due at once than a batch: one `handle_timeout` fires a batch and says more
+/// is due; the next (the loop's fresh stamp) fires the rest, each heartbeat recorded at the
+/// stamp of its own batch. No output is lost or mixed between peers in a batch.
+#[test]
+fn a_batch_of_timers_fires_at_its_own_stamp_and_says_when_more_are_due() {
+    let mut h = Harness::new(settings(FAST));
+    let keys: Vec<usize> = (0..TIMERS_PER_BATCH + 6).map(|_| h.connect()).collect();
+    let due = h.at(400 * MS);
+    h.now = due;
+    h.core.handle_wakeup(due, None);
+    assert!(h.core.handle_timeout(due), "more than a batch was due");
+    h.drain();
+    let later = due + 3 * MS;
+    h.now = later;
+    assert!(!h.core.handle_timeout(later), "the rest fit one more batch");
+    h.drain();
+    let sent_at: Vec<u128> = keys.iter().map(|k| h.lines(*k)[0].0).collect();
+    assert_eq!(sent_at[..TIMERS_PER_BATCH], vec![ms(400); TIMERS_PER_BATCH]);
+    assert_eq!(sent_at[TIMERS_PER_BATCH..], vec![ms(403); 6]);
+    for key in &keys {
+        assert_eq!(h.lines(*key)[0].1, "heartbeat");
+        assert_eq!(h.peers[key].received, b"heartbeat\n");
+    }
+    // Each peer's next heartbeat is a full interval after its own batch's stamp.
+    h.run_until(h.at(503 * MS - US));
+    assert!(keys[TIMERS_PER_BATCH..]
+        .iter()
+        .all(|k| h.lines(*k).len() == 1));
 }

@@ -55,6 +55,9 @@ pub enum Reason {
     Shutdown,
     /// It held the most buffer memory while all peers' buffers stayed over `--max-buffered`.
     OverBudget,
+    /// It left (closed or reset) without sending a single byte: a TCP health check (HAProxy's
+    /// `check`), a port scan. Not an error.
+    Probe,
 }
 
 /// Why a peer was turned away at accept.

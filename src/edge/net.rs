@@ -263,6 +263,11 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(soft)
 }
 
+/// How many files this process may open now (the soft limit), if it can be known.
+pub fn open_file_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+}
+
 /// The error kinds the loops handle by name, as mio's own examples do.
 pub fn would_block(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::WouldBlock

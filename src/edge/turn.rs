@@ -114,6 +114,11 @@ impl CutOff {
         self.next.is_empty()
     }
 
+    /// How many peers wait to be read first next turn.
+    pub fn len(&self) -> usize {
+        self.next.len()
+    }
+
     /// Begins a turn: the peers deferred last turn become this turn's to [`pop`](Self::pop),
     /// and are no longer queued (reading one may defer it again, for the next turn).
     pub fn start_turn(&mut self) {

@@ -185,6 +185,7 @@ pub fn reason_name(reason: Reason) -> &'static str {
         Reason::Failed => "error",
         Reason::Shutdown => "shutdown",
         Reason::OverBudget => "over_budget",
+        Reason::Probe => "probe",
     }
 }
 

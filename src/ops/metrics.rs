@@ -97,12 +97,13 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         stats.accepted,
     );
     let name = "heartbeat_connections_closed_total";
-    m.family(name, "counter", "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.");
+    m.family(name, "counter", "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.");
     m.sample(name, "reason=\"peer_closed\"", stats.closed_by_peer);
     m.sample(name, "reason=\"dead\"", stats.closed_dead);
     m.sample(name, "reason=\"error\"", stats.closed_on_error);
     m.sample(name, "reason=\"shutdown\"", stats.closed_at_shutdown);
     m.sample(name, "reason=\"over_budget\"", stats.closed_over_budget);
+    m.sample(name, "reason=\"probe\"", stats.closed_probe);
     let name = "heartbeat_connections_refused_total";
     m.family(name, "counter", "Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).");
     m.sample(name, "reason=\"full\"", stats.rejected_full);
@@ -111,6 +112,16 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         name,
         "reason=\"no_proxy_header\"",
         stats.rejected_proxy_header,
+    );
+    m.counter(
+        "heartbeat_proxy_header_waits_evicted_total",
+        "Peers waiting for their PROXY header closed to make room for a newer one (at the cap).",
+        stats.proxy_header_evicted,
+    );
+    m.counter(
+        "heartbeat_metrics_busy_total",
+        "Scrapes answered 503 Service Unavailable because every slot was taken.",
+        stats.metrics_busy,
     );
     m.counter(
         "heartbeat_accept_errors_total",
@@ -343,6 +354,14 @@ pub fn respond(
     let body = format!("{}\n", status.reason());
     write_response(out, status, body.as_bytes());
     Some(status)
+}
+
+/// The answer to a scraper that found every slot taken: `503 Service Unavailable`, asking it
+/// to try again in a second (by then a silent connection has given its slot up).
+pub fn busy() -> &'static [u8] {
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+      Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+      Service Unavailable\n"
 }
 
 /// The whole response: status line, headers, `body`.

@@ -41,6 +41,8 @@ pub struct ServerStats {
     pub closed_at_shutdown: u64,
     /// Closed for holding the most while all buffers stayed over `--max-buffered`.
     pub closed_over_budget: u64,
+    /// Left without sending a byte (TCP health checks, scans): not errors.
+    pub closed_probe: u64,
     /// Log lines lost because the log's destination was not keeping up (`logging`).
     pub log_lines_dropped: u64,
     pub lines_too_long: u64,
@@ -52,6 +54,10 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
     pub rejected_proxy_header: u64,
+    /// Of those, closed to make room while the most peers allowed were waiting for one.
+    pub proxy_header_evicted: u64,
+    /// Metrics scrapers answered `503` because every slot was taken.
+    pub metrics_busy: u64,
     /// How long after its due time each `End Connection` was sent.
     #[serde(skip_deserializing)]
     pub close_lateness: Latencies,
@@ -122,6 +128,7 @@ impl ServerStats {
             Reason::Failed => &mut self.closed_on_error,
             Reason::Shutdown => &mut self.closed_at_shutdown,
             Reason::OverBudget => &mut self.closed_over_budget,
+            Reason::Probe => &mut self.closed_probe,
         };
         *counter += 1;
     }
@@ -137,6 +144,16 @@ impl ServerStats {
     /// A peer sent no valid PROXY protocol header (`--proxy-protocol`).
     pub fn on_refused_proxy_header(&mut self) {
         self.rejected_proxy_header += 1;
+    }
+
+    /// A peer waiting for its PROXY header was closed to make room for a newcomer.
+    pub fn on_proxy_header_evicted(&mut self) {
+        self.proxy_header_evicted += 1;
+    }
+
+    /// A metrics scraper found every slot taken and was answered `503`.
+    pub fn on_metrics_busy(&mut self) {
+        self.metrics_busy += 1;
     }
 
     /// `accept` itself failed.
@@ -231,12 +248,15 @@ impl ServerStats {
             closed_on_error,
             closed_at_shutdown,
             closed_over_budget,
+            closed_probe,
             log_lines_dropped,
             lines_too_long,
             rejected_full,
             rejected_not_allowed,
             accept_errors,
             rejected_proxy_header,
+            proxy_header_evicted,
+            metrics_busy,
             close_lateness,
             close_lateness_loop,
             wake_delay,
@@ -256,12 +276,15 @@ impl ServerStats {
             (&mut self.closed_on_error, closed_on_error),
             (&mut self.closed_at_shutdown, closed_at_shutdown),
             (&mut self.closed_over_budget, closed_over_budget),
+            (&mut self.closed_probe, closed_probe),
             (&mut self.log_lines_dropped, log_lines_dropped),
             (&mut self.lines_too_long, lines_too_long),
             (&mut self.rejected_full, rejected_full),
             (&mut self.rejected_not_allowed, rejected_not_allowed),
             (&mut self.accept_errors, accept_errors),
             (&mut self.rejected_proxy_header, rejected_proxy_header),
+            (&mut self.proxy_header_evicted, proxy_header_evicted),
+            (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
             (&mut self.bytes_out, bytes_out),
         ] {
@@ -291,13 +314,22 @@ impl ServerStats {
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
         ];
-        let when_any: [(&str, u64); 8] = [
+        let when_any: [(&str, u64); 11] = [
             ("closed on error", self.closed_on_error),
             ("closed over --max-buffered", self.closed_over_budget),
             ("lines too long", self.lines_too_long),
             ("refused, --max-connections reached", self.rejected_full),
             ("refused, not in --allow", self.rejected_not_allowed),
             ("refused, no valid PROXY header", self.rejected_proxy_header),
+            (
+                "  of which closed to make room for newer ones",
+                self.proxy_header_evicted,
+            ),
+            ("probes (left without a byte)", self.closed_probe),
+            (
+                "metrics scrapes answered 503 (all slots taken)",
+                self.metrics_busy,
+            ),
             ("accept errors", self.accept_errors),
             ("log lines dropped", self.log_lines_dropped),
         ];
@@ -392,13 +424,16 @@ mod tests {
             detection_time: Latencies::default(),
             bytes_in: 1017,
             bytes_out: 1018,
+            closed_probe: 1019,
+            proxy_header_evicted: 1020,
+            metrics_busy: 1021,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1018 {
+        for v in 1001..=1021 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

@@ -20,10 +20,27 @@
 //! | [`handle_wakeup`]             | once a turn, right after `poll` returned                |
 //! | [`handle_timeout`]            | [`poll_timeout`] has passed (after the turn's reads)    |
 //! | [`handle_stop`]               | SIGTERM or a `Stopper`                                  |
+//! | [`handle_arrival`] and kin    | a socket that must send its first bytes (PROXY header,  |
+//! |                               | metrics request) before it is served (`waiting`)        |
 //!
-//! Outputs: [`poll_action`] until `None` after **every** input (the calling contract: the
-//! loop carries out each [`Action`] before the next input), and [`poll_timeout`], the time
-//! the loop must wake even if no peer does anything.
+//! Every input does its work when it is called: [`handle_timeout`] fires what is due, and
+//! queues what the loop must do. Outputs only drain: [`poll_action`] until `None` after
+//! **every** input (the calling contract: the loop carries out each [`Action`] before the
+//! next input), and [`poll_timeout`], the one time the loop must wake even if no peer does
+//! anything: every deadline the server keeps is in the core's timer table (`timers`).
+//!
+//! The core keeps no clock of its own, not even the last time it was told: every input that
+//! needs the time takes it.
+//!
+//! ## The send-time rule
+//!
+//! A heartbeat's recorded send time (from which the peer's next full interval is counted)
+//! must never be earlier than the moment it really left by more than one bounded batch of
+//! work. So the loop reads its clock once when it wakes ([`handle_wakeup`]: what is *due* is
+//! judged against that moment, after that turn's reads), and then gives each call of
+//! [`handle_timeout`] a fresh stamp: one call fires at most [`TIMERS_PER_BATCH`] timers,
+//! all sent at its `now`, and returns whether more were due at the wake-up; the loop reads
+//! the clock again for the next batch.
 //!
 //! [`handle_accept`]: ServerCore::handle_accept
 //! [`handle_accept_failed`]: ServerCore::handle_accept_failed
@@ -39,12 +56,15 @@
 //! [`poll_timeout`]: ServerCore::poll_timeout
 //! [`handle_stop`]: ServerCore::handle_stop
 //! [`poll_action`]: ServerCore::poll_action
+//! [`handle_arrival`]: ServerCore::handle_arrival
 
 mod accounting;
 mod ending;
 mod output;
 mod sessions;
+mod timers;
 mod types;
+pub mod waiting;
 
 use std::collections::VecDeque;
 use std::io;
@@ -55,7 +75,7 @@ use slab::Slab;
 
 use super::budget::Budget;
 use crate::cores::buffers::Buffers;
-use crate::cores::liveness::{self, Peer, Timing};
+use crate::cores::liveness::{Peer, Timing};
 use crate::cores::protocol;
 use crate::cores::rng::SplitMix64;
 use crate::cores::timer::{later, Timers};
@@ -66,6 +86,8 @@ use self::ending::Drain;
 pub use self::sessions::Session;
 use self::sessions::Sessions;
 pub use self::types::{Action, Admission, Event, Reason, Refusal, Settings, Timer};
+use self::waiting::Waiting;
+pub use self::waiting::{Arrival, Stage, WaitEnd, WaitKey};
 
 /// After accept fails for lack of file descriptors, wait this long before trying again:
 /// long enough not to spin, short enough that peers barely notice.
@@ -76,7 +98,7 @@ pub const STOP_LINGER: Duration = Duration::from_secs(1);
 pub const DEAD_LINGER: Duration = Duration::from_secs(2);
 /// An echo is at most this many times the bytes read: an empty line, 1 byte, comes back as
 /// `Echoing...` and a newline. Reads are sized by it so output stays within its limit.
-const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
+pub(crate) const ECHO_GROWTH: usize = protocol::ECHO_PREFIX.len() + 1;
 /// Timers fired per [`ServerCore::handle_timeout`]: the loop reads its clock again between
 /// batches, so a heartbeat's send time is never more than a batch's work behind the truth.
 pub const TIMERS_PER_BATCH: usize = 64;
@@ -84,8 +106,9 @@ pub const TIMERS_PER_BATCH: usize = 64;
 /// Where a connection is in its life. Each state has one meaning for its timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
-    /// Reading, echoing; its timer is [`Timer::Liveness`].
-    Open,
+    /// Reading, echoing; its timer is [`Timer::Liveness`]. `spoke`: a byte has come from
+    /// it; one that leaves without any is a probe (a TCP health check), not a failure.
+    Open { spoke: bool },
     /// The peer is not taking its output: its input stays in the kernel until it does, and
     /// it counts as silent meanwhile. Timer: [`Timer::Liveness`].
     ReadPaused,
@@ -119,25 +142,34 @@ impl Record {
     fn failure_reason(&self) -> Reason {
         match self.lifecycle {
             Lifecycle::Ending { reason, .. } => reason,
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => Reason::Failed,
+            Lifecycle::Open { spoke: false } => Reason::Probe,
+            Lifecycle::Open { .. } | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
+                Reason::Failed
+            }
         }
     }
 
+    /// What its one timer means now: this drives what firing it does.
     fn timer(&self) -> Timer {
         match self.lifecycle {
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => Timer::Liveness,
+            Lifecycle::Open { .. } | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
+                Timer::Liveness
+            }
             Lifecycle::Ending { .. } => Timer::Linger,
         }
     }
 }
 
-/// A batch of timers being fired: those due by `due_by`, sent at `now`.
+/// A part of the shared output buffer written for one peer: from `start` to the next
+/// segment's start (or the end of the buffer). `key` is [`DONE`] once written or moved.
 #[derive(Debug, Clone, Copy)]
-struct Firing {
-    due_by: Instant,
-    now: Instant,
-    left: usize,
+struct Segment {
+    key: usize,
+    start: usize,
 }
+
+/// The key of a segment already written (or moved to its peer's outbox).
+const DONE: usize = usize::MAX;
 
 /// The loop's wake-up this turn, for splitting a close's lateness between the OS and us.
 #[derive(Debug, Clone, Copy)]
@@ -152,14 +184,11 @@ pub struct ServerCore {
     settings: Settings,
     stats: ServerStats,
     actions: VecDeque<Action>,
-    /// Timers are being fired, lazily, this many more in this batch: one at a time, so that
-    /// each write is carried out (and the one shared output buffer is free again) before the
-    /// next is decided.
-    firing: Option<Firing>,
-    /// Output decided for `output_key` and not yet written: one shared buffer, so a peer's
-    /// echoes and heartbeats cost no allocation unless the kernel refuses them.
+    /// Output decided and not yet written: one shared buffer, cut into one segment per peer
+    /// (a batch of timers writes to many), so a peer's echoes and heartbeats cost no
+    /// allocation unless the kernel refuses them. Empty again once the loop wrote them all.
     output: Vec<u8>,
-    output_key: Option<usize>,
+    segments: output::Segments,
     accept_paused_until: Option<Instant>,
     /// `Some` once stopping.
     drain: Option<Drain>,
@@ -169,8 +198,8 @@ pub struct ServerCore {
     budget: Budget,
     /// Peers paused for the budget, to read again once it allows (some may have ended since).
     budget_paused: Vec<usize>,
-    /// The latest time an input carried, for the inputs that carry none.
-    now: Instant,
+    /// Sockets waiting for their first bytes, by stage.
+    waiting: Waiting,
     /// Per key, what an event log needs: kept only when asked (`Settings::sessions`), so
     /// that an idle connection costs nothing more otherwise.
     sessions: Sessions,
@@ -183,12 +212,12 @@ impl ServerCore {
             conns: Slab::new(),
             timers: Timers::new(now, settings.tick, 0),
             budget: Budget::new(settings.max_buffered),
+            waiting: Waiting::new(now, &settings),
             settings,
             stats: ServerStats::default(),
             actions: VecDeque::new(),
-            firing: None,
             output: Vec::with_capacity(2 * READ_BUFFER),
-            output_key: None,
+            segments: output::Segments::with_capacity(TIMERS_PER_BATCH),
             accept_paused_until: None,
             drain: None,
             peers_gone: 0,
@@ -197,7 +226,6 @@ impl ServerCore {
                 overslept: None,
             },
             budget_paused: Vec::new(),
-            now,
             sessions: Sessions::new(settings_sessions),
         }
     }
@@ -212,11 +240,10 @@ impl ServerCore {
             return self.refuse(Refusal::Full { open: in_place });
         }
         let liveness = Peer::new(now);
-        self.now = now;
         let key = self.conns.insert(Record {
             liveness,
             buffers: Buffers::default(),
-            lifecycle: Lifecycle::Open,
+            lifecycle: Lifecycle::Open { spoke: false },
             accounted: 0,
         });
         self.timers
@@ -231,12 +258,6 @@ impl ServerCore {
     fn refuse(&mut self, refusal: Refusal) -> Admission {
         self.stats.on_refused(refusal);
         Admission::Refused(refusal)
-    }
-
-    /// A peer that had to begin with a PROXY protocol header (`--proxy-protocol`) did not
-    /// send a valid one in time, and was closed by the loop before it was ever accepted here.
-    pub fn handle_header_refused(&mut self) {
-        self.stats.on_refused_proxy_header();
     }
 
     /// `accept` failed at `now` with something other than "nothing waiting" (out of
@@ -267,7 +288,7 @@ impl ServerCore {
         match record.lifecycle {
             Lifecycle::ReadPaused | Lifecycle::BudgetPaused => 0,
             Lifecycle::Ending { peer_done, .. } => usize::from(!peer_done) * READ_BUFFER,
-            Lifecycle::Open => {
+            Lifecycle::Open { .. } => {
                 let room = self
                     .settings
                     .max_write_buffer
@@ -279,7 +300,6 @@ impl ServerCore {
 
     /// `bytes` were read from `key` at `now`: a sign of life; each data line is echoed.
     pub fn handle_read(&mut self, now: Instant, key: usize, bytes: &[u8]) {
-        self.now = now;
         self.stats.on_bytes_in(bytes.len());
         let Some(record) = self.conns.get_mut(key) else {
             return;
@@ -287,6 +307,9 @@ impl ServerCore {
         if matches!(record.lifecycle, Lifecycle::Ending { .. }) {
             // Read only so that closing sends no reset; nothing is answered any more.
             return;
+        }
+        if let Lifecycle::Open { spoke } = &mut record.lifecycle {
+            *spoke = true;
         }
         let asked_at = record.liveness.asked_at();
         record.liveness.on_data(now);
@@ -299,12 +322,11 @@ impl ServerCore {
             let rtt = now.saturating_duration_since(asked_at);
             self.report(key, Event::HeartbeatAnswered { rtt });
         }
-        self.echo(key, Some(bytes));
+        self.echo(now, key, Some(bytes));
     }
 
     /// `key` closed its sending side: echo a last line that had no newline, then end.
     pub fn handle_eof(&mut self, now: Instant, key: usize) {
-        self.now = now;
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -314,11 +336,15 @@ impl ServerCore {
                     *peer_done = true;
                     self.peers_gone += 1;
                 }
-                self.advance_ending(key);
+                self.advance_ending(now, key);
             }
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
+            Lifecycle::Open { spoke: false } => {
+                // Connected and left without a byte: a health check or a port scan.
+                self.begin_ending(key, Reason::Probe, now, Duration::ZERO, true);
+            }
+            Lifecycle::Open { .. } | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
                 self.report(key, Event::PeerClosed);
-                self.echo(key, None);
+                self.echo(now, key, None);
                 // A peer that half-closed may still be reading a backlog of echoes.
                 let linger = self.settings.timing.idle;
                 self.begin_ending(key, Reason::PeerClosed, now, linger, true);
@@ -328,25 +354,25 @@ impl ServerCore {
 
     /// A read from `key` failed: the connection is broken.
     pub fn handle_error(&mut self, now: Instant, key: usize, error: io::ErrorKind) {
-        self.now = now;
         let Some(record) = self.conns.get(key) else {
             return;
         };
         let reason = record.failure_reason();
-        self.report(key, Event::Failed(error));
-        self.close(key, reason);
+        if reason != Reason::Probe {
+            self.report(key, Event::Failed(error));
+        }
+        self.close(now, key, reason);
     }
 
     /// The socket of `key` can take output again.
     pub fn handle_writable(&mut self, now: Instant, key: usize) {
-        self.now = now;
         if !self.conns.contains(key) {
             return;
         }
         if self.pending_output(key) > 0 {
             self.actions.push_back(Action::Write(key));
         } else {
-            self.advance_ending(key);
+            self.advance_ending(now, key);
         }
     }
 
@@ -354,14 +380,17 @@ impl ServerCore {
     pub fn output(&self, key: usize) -> &[u8] {
         match self.conns.get(key) {
             Some(record) if !record.buffers.outbox().is_empty() => record.buffers.outbox(),
-            Some(_) if self.output_key == Some(key) => &self.output,
-            _ => &[],
+            Some(_) => self
+                .segment(key)
+                .map_or(&[][..], |(_, range)| &self.output[range]),
+            None => &[],
         }
     }
 
-    /// How writing [`output`](Self::output) for `key` went: `Ok(n)`, the kernel took the
-    /// first `n` bytes (the rest is kept); `Err`, the connection is broken.
-    pub fn handle_written(&mut self, key: usize, result: io::Result<usize>) {
+    /// How writing [`output`](Self::output) for `key` at `now` went: `Ok(n)`, the kernel took
+    /// the first `n` bytes (the rest is kept); `Err`, the connection is broken.
+    pub fn handle_written(&mut self, now: Instant, key: usize, result: io::Result<usize>) {
+        let segment = self.segment(key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -376,43 +405,43 @@ impl ServerCore {
             Err(e) => {
                 let reason = record.failure_reason();
                 self.report(key, Event::Failed(e.kind()));
-                self.close(key, reason);
+                self.close(now, key, reason);
                 return;
             }
         };
         if !record.buffers.outbox().is_empty() {
             record.buffers.sent(written);
-        } else if self.output_key == Some(key) {
+        } else if let Some((i, range)) = segment {
             // Only what the kernel refused is copied, and only then is memory allocated.
-            record
-                .buffers
-                .hold(self.output.get(written..).unwrap_or_default());
-            self.output.clear();
-            self.output_key = None;
+            if written < range.len() {
+                let rest = self.output.get(range.start + written..range.end);
+                record.buffers.hold(rest.unwrap_or_default());
+            }
+            self.segments.done(i, &mut self.output);
         }
         let unsent = record.buffers.unsent();
         let limit = self.settings.max_write_buffer;
         match record.lifecycle {
-            Lifecycle::Open if unsent >= limit => record.lifecycle = Lifecycle::ReadPaused,
+            Lifecycle::Open { .. } if unsent >= limit => record.lifecycle = Lifecycle::ReadPaused,
             Lifecycle::ReadPaused if unsent < limit => {
                 if self.budget.is_pausing() {
                     record.lifecycle = Lifecycle::BudgetPaused;
                     self.budget_paused.push(key);
                 } else {
-                    record.lifecycle = Lifecycle::Open;
+                    record.lifecycle = Lifecycle::Open { spoke: true };
                     self.actions.push_back(Action::Read(key));
                 }
             }
-            Lifecycle::Ending { .. } => self.advance_ending(key),
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {}
+            Lifecycle::Ending { .. } => self.advance_ending(now, key),
+            Lifecycle::Open { .. } | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {}
         }
-        self.account(key);
+        self.account(now, key);
     }
 
     /// Once a turn, as soon as `poll` returned at `now`. `overslept`: the alarm the loop was
     /// sleeping until, if the OS woke it after that time (the OS's share of any lateness).
+    /// What [`handle_timeout`](Self::handle_timeout) fires this turn is what was due at `now`.
     pub fn handle_wakeup(&mut self, now: Instant, overslept: Option<Instant>) {
-        self.now = now;
         if let Some(alarm) = overslept {
             self.stats.on_wakeup(now.saturating_duration_since(alarm));
         }
@@ -422,42 +451,12 @@ impl ServerCore {
         };
     }
 
-    /// Fires up to [`TIMERS_PER_BATCH`] timers due at `now` (as `poll_action` is drained), and
-    /// ends an accept back-off that is over. Call after the turn's reads, so that bytes that
-    /// arrived while the loop was away count before any peer is judged silent; call again,
-    /// with the clock read anew, while [`poll_timeout`](Self::poll_timeout) is still due.
-    ///
-    /// Only timers due by the turn's wake-up ([`handle_wakeup`](Self::handle_wakeup)) fire,
-    /// whatever `now` says: what arrived by then has been read this turn, and what arrived
-    /// while the loop was stopped in the middle of its timers will be read first next turn.
-    /// `now` is when what fires is sent: a heartbeat's interval is counted from it.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-        }
-        let excess = self.budget.excess_at(now);
-        if excess > 0 {
-            self.close_largest(excess);
-            if self.budget.excess_at(now) > 0 {
-                // Nothing left that holds the bytes counted (which would be a bug): wait
-                // another grace rather than ask to be woken at once, forever.
-                self.budget.defer(now);
-            }
-        }
-        self.firing = Some(Firing {
-            due_by: self.wakeup.woke.min(now),
-            now,
-            left: TIMERS_PER_BATCH,
-        });
-    }
-
     /// Stop at `now`: accept no more, and tell every open peer `End Connection`, spread
-    /// evenly over `--drain` (at once when it is zero), giving each [`STOP_LINGER`] to take
+    /// evenly over `--drain` (at once when it is zero: the first batch now, the rest as
+    /// [`handle_timeout`](Self::handle_timeout) batches), giving each [`STOP_LINGER`] to take
     /// it; peers not told yet are served as usual meanwhile. A second call ends the drain:
     /// everyone left is told at once. [`is_done`](Self::is_done) once every peer is closed.
     pub fn handle_stop(&mut self, now: Instant) {
-        self.now = now;
         match &mut self.drain {
             Some(drain) => drain.span = Duration::ZERO,
             None => {
@@ -470,6 +469,8 @@ impl ServerCore {
                 })
             }
         }
+        let mut left = TIMERS_PER_BATCH;
+        self.tell_due(now, now, &mut left);
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -481,52 +482,16 @@ impl ServerCore {
         self.drain.is_some() && self.conns.is_empty()
     }
 
-    /// The next thing to do, or `None` when there is nothing until the next input.
+    /// The next thing to do, or `None` when there is nothing until the next input. Only
+    /// pops what the inputs decided.
     pub fn poll_action(&mut self) -> Option<Action> {
-        loop {
-            if let Some(action) = self.actions.pop_front() {
-                return Some(action);
-            }
-            if let Some(firing) = self.firing {
-                let due = (firing.left > 0)
-                    .then(|| self.timers.poll_expired(firing.due_by))
-                    .flatten();
-                match due {
-                    Some(key) => {
-                        self.firing = Some(Firing {
-                            left: firing.left - 1,
-                            ..firing
-                        });
-                        self.fire(firing.now, key);
-                        continue;
-                    }
-                    None => self.firing = None,
-                }
-            }
-            if !self.tell_next_if_due() {
-                return None;
-            }
-        }
+        self.actions.pop_front()
     }
 
     /// What is known of `key`'s connection, if sessions are kept: valid from its accept until
     /// the next accept (so also while its `Closed` report is carried out).
     pub fn session(&self, key: usize) -> Option<&Session> {
         self.sessions.get(key)
-    }
-
-    /// When the loop must wake even if no peer does anything: the next timer, or the end of
-    /// an accept back-off. `None`: sleep until an event.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.timers.next_wakeup(),
-            self.accept_paused_until,
-            self.budget.deadline(),
-            self.drain.and_then(|drain| drain.next_due()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     /// Heap bytes held in all peers' buffers now.
@@ -552,7 +517,7 @@ impl ServerCore {
         self.timers.len()
     }
 
-    /// What `key`'s timer means now, if `key` is open.
+    /// What `key`'s timer means now, if `key` is open: the kind that firing it dispatches on.
     pub fn timer_of(&self, key: usize) -> Option<Timer> {
         self.conns.get(key).map(Record::timer)
     }
@@ -562,51 +527,6 @@ impl ServerCore {
         self.conns
             .get(key)
             .is_some_and(|record| !record.buffers.is_unallocated())
-    }
-
-    fn fire(&mut self, now: Instant, key: usize) {
-        let timing = self.timing_for(key);
-        let Some(record) = self.conns.get_mut(key) else {
-            return;
-        };
-        let reason = match record.lifecycle {
-            Lifecycle::Ending { reason, .. } => reason,
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
-                let due = record.liveness.deadline(&timing);
-                self.on_liveness_timer(now, key, due);
-                return;
-            }
-        };
-        // The peer had its time to take its last output; close regardless.
-        self.close(key, reason);
-    }
-
-    fn on_liveness_timer(&mut self, now: Instant, key: usize, due: Instant) {
-        let timing = self.timing_for(key);
-        let Some(record) = self.conns.get_mut(key) else {
-            return;
-        };
-        let silent = record.liveness.silent_for(now);
-        match record.liveness.on_timer(now, &timing) {
-            liveness::Action::Rearm(at) => self.timers.arm(key, at),
-            liveness::Action::SendHeartbeat { number, next } => {
-                self.stats.on_heartbeat_sent();
-                self.timers.arm(key, next);
-                let count = timing.count;
-                self.report(key, Event::HeartbeatSent { number, count });
-                self.queue_line(key, protocol::HEARTBEAT);
-            }
-            liveness::Action::Close => {
-                let Wakeup { woke, overslept } = self.wakeup;
-                self.stats
-                    .on_end_connection_sent(due, now, silent, woke, overslept);
-                let count = timing.count;
-                let late = now.saturating_duration_since(due);
-                self.report(key, Event::Dead { count, late });
-                self.queue_line(key, protocol::END_CONNECTION);
-                self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
-            }
-        }
     }
 
     /// The timing rules for `key`: the server's, with its idle time lengthened by its own

@@ -2,28 +2,29 @@
 //! a PROXY protocol v2 header (`crate::cores::proxy`) naming the real client; then the core takes it
 //! in under that address, so `--allow`, log lines and the summary all use it. A peer that
 //! sends anything else, closes, or says nothing for [`HEADER_DEADLINE`] is closed and counted
-//! (`rejected_proxy_header`). Part of the loop: it owns these waiting sockets and their
-//! deadlines; the parsing is `proxy`'s, every decision about an admitted peer the core's.
+//! (`rejected_proxy_header`); so is the oldest waiting peer when a newcomer arrives at the
+//! cap (`Settings::max_header_waits`): silent sockets cannot keep a real peer out. Part of
+//! the loop: it owns these waiting sockets and their bytes; their deadlines, the cap and
+//! what happens at it are the core's (`core::waiting`, stage `ProxyHeader`), the parsing is
+//! `proxy`'s, every decision about an admitted peer the core's.
 //!
 //! Only the header's own bytes are read here (the parser says how many it needs), so the
 //! peer's first data stays in the kernel; it is read for the core right after admission.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::warn;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use slab::Slab;
 
+use super::core::waiting::HEADER_DEADLINE;
+use super::core::{Arrival, Stage, WaitEnd, WaitKey};
 use super::Server;
 use crate::cores::proxy::{self, Parsed};
 use crate::edge::conn::{read_once, ReadResult};
 use crate::edge::turn::{split, token};
 
-/// How long an accepted peer has to send its whole header.
-pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
 /// Marks a waiting peer's key in its token: core keys stay far below it, and the loop's fixed
 /// tokens (at the very top) are matched before this is asked.
 const WAITING: usize = 1 << 31;
@@ -32,17 +33,15 @@ struct Waiting {
     stream: TcpStream,
     addr: SocketAddr,
     header: Vec<u8>,
-    generation: u32,
+    wk: WaitKey,
 }
 
-/// Peers waiting for their header, and the real addresses of peers admitted through one.
+/// Peers waiting for their header (by the core's key for their wait), and the real
+/// addresses of peers admitted through one.
 #[derive(Default)]
 pub(super) struct Handshakes {
     enabled: bool,
-    waiting: Slab<Waiting>,
-    /// Deadlines in accept order, which is their order too: the front is the earliest.
-    deadlines: VecDeque<(Instant, usize, u32)>,
-    next_generation: u32,
+    waiting: Vec<Option<Waiting>>,
     /// By core key: the real address of the peer admitted under it, with the generation of
     /// its socket (an entry for an earlier socket in the slot is stale and ignored).
     real: Vec<Option<(u32, SocketAddr)>>,
@@ -63,11 +62,6 @@ impl Handshakes {
         self.enabled
     }
 
-    /// When the earliest waiting peer runs out of time.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|(at, _, _)| *at)
-    }
-
     /// The real client of the peer under core key `key` whose socket has `generation`.
     pub(super) fn real_addr(&self, key: usize, generation: u32) -> Option<SocketAddr> {
         match (self.real.get(key), self.admitting) {
@@ -75,6 +69,18 @@ impl Handshakes {
             (_, Some((g, addr))) if g == generation => Some(addr),
             _ => None,
         }
+    }
+
+    fn get_mut(&mut self, wk: WaitKey) -> Option<&mut Waiting> {
+        self.waiting
+            .get_mut(wk.key)
+            .and_then(Option::as_mut)
+            .filter(|w| w.wk == wk)
+    }
+
+    fn take(&mut self, wk: WaitKey) -> Option<Waiting> {
+        self.get_mut(wk)?;
+        self.waiting.get_mut(wk.key).and_then(Option::take)
     }
 }
 
@@ -86,13 +92,15 @@ pub(super) fn is_waiting(token: Token) -> bool {
 
 impl Server {
     /// Takes in an accepted peer to wait for its header (instead of admitting it at once).
+    /// At the cap of waiting peers, the core closes the oldest to make room.
     pub(super) fn await_header(&mut self, mut stream: TcpStream, addr: SocketAddr, now: Instant) {
-        let shakes = &mut self.handshakes;
-        let generation = shakes.next_generation;
-        shakes.next_generation = generation.wrapping_add(1);
-        let entry = shakes.waiting.vacant_entry();
-        let key = entry.key();
-        let token = token(WAITING | key, generation);
+        let wk = match self.core.handle_arrival(now, Stage::ProxyHeader) {
+            Arrival::Waiting(wk) => wk,
+            Arrival::Full => return,
+        };
+        // The oldest waiter, if closed to make room, goes before its key is reused.
+        self.carry_out(now);
+        let token = token(WAITING | wk.key, wk.generation);
         if let Err(e) = self
             .poll
             .registry()
@@ -102,59 +110,63 @@ impl Server {
                 "{addr}: cannot watch the connection: {}",
                 crate::edge::net::describe(&e)
             );
+            self.core.handle_wait_over(Stage::ProxyHeader, wk, false);
             return;
         }
-        entry.insert(Waiting {
+        let waiting = &mut self.handshakes.waiting;
+        if waiting.len() <= wk.key {
+            waiting.resize_with(wk.key + 1, || None);
+        }
+        waiting[wk.key] = Some(Waiting {
             stream,
             addr,
             header: Vec::new(),
-            generation,
+            wk,
         });
-        shakes
-            .deadlines
-            .push_back((now + HEADER_DEADLINE, key, generation));
-        self.read_header(key, now);
+        self.read_header(wk, now);
     }
 
     /// An event for a waiting peer.
     pub(super) fn on_waiting_event(&mut self, token: Token, now: Instant) {
         let (key, generation) = split(token);
-        let key = key & !WAITING;
-        match self.handshakes.waiting.get(key) {
-            Some(waiting) if waiting.generation == generation => self.read_header(key, now),
-            _ => {}
+        let wk = WaitKey {
+            key: key & !WAITING,
+            generation,
+        };
+        if self.handshakes.get_mut(wk).is_some() {
+            self.read_header(wk, now);
         }
     }
 
-    /// Closes the waiting peers whose time is up.
-    pub(super) fn expire_headers(&mut self, now: Instant) {
-        while let Some(&(at, key, generation)) = self.handshakes.deadlines.front() {
-            if at > now {
-                return;
-            }
-            self.handshakes.deadlines.pop_front();
-            let current = self.handshakes.waiting.get(key);
-            if current.is_some_and(|w| w.generation == generation) {
-                let why = format!("no PROXY header within {} s", HEADER_DEADLINE.as_secs());
-                self.reject(key, &why, now);
-            }
-        }
+    /// The core ended `wk`'s wait: its time ran out, or it was the oldest at the cap.
+    pub(super) fn end_header_wait(&mut self, wk: WaitKey, end: WaitEnd, now: Instant) {
+        let Some(mut waiting) = self.handshakes.take(wk) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut waiting.stream);
+        let why = match end {
+            WaitEnd::TimedOut => format!("no PROXY header within {} s", HEADER_DEADLINE.as_secs()),
+            WaitEnd::Evicted { waiting } => format!(
+                "the oldest of {waiting} peers waiting for a PROXY header, closed to make room"
+            ),
+        };
+        self.log_header_refusal(waiting.addr, &why, now);
     }
 
-    /// Reads as much of `key`'s header as has come (never more than the header), then
+    /// Reads as much of `wk`'s header as has come (never more than the header), then
     /// admits it, refuses it, or leaves it waiting.
-    fn read_header(&mut self, key: usize, now: Instant) {
+    fn read_header(&mut self, wk: WaitKey, now: Instant) {
         loop {
-            let Some(waiting) = self.handshakes.waiting.get_mut(key) else {
+            let Some(waiting) = self.handshakes.get_mut(wk) else {
                 return;
             };
             let need = match proxy::parse(&waiting.header) {
                 Ok(Parsed::Incomplete { need }) => need,
                 Ok(Parsed::Complete { header, .. }) => {
                     let real = header.source().unwrap_or(waiting.addr);
-                    return self.admit_proxied(key, real, now);
+                    return self.admit_proxied(wk, real, now);
                 }
-                Err(error) => return self.reject(key, &error.to_string(), now),
+                Err(error) => return self.reject(wk, &error.to_string(), now),
             };
             let had = waiting.header.len();
             waiting.header.resize(need, 0);
@@ -167,10 +179,10 @@ impl Server {
             match read {
                 ReadResult::Data(_) => {}
                 ReadResult::WouldBlock => return,
-                ReadResult::Eof => return self.reject(key, "closed before its PROXY header", now),
+                ReadResult::Eof => return self.reject(wk, "closed before its PROXY header", now),
                 ReadResult::Failed(e) => {
                     let why = format!("failed before its PROXY header: {}", e.kind());
-                    return self.reject(key, &why, now);
+                    return self.reject(wk, &why, now);
                 }
             }
         }
@@ -178,8 +190,11 @@ impl Server {
 
     /// The header is complete: the core takes the peer in as `real`, and reads what the peer
     /// sent after the header at once (it is waiting in the kernel).
-    fn admit_proxied(&mut self, key: usize, real: SocketAddr, now: Instant) {
-        let mut waiting = self.handshakes.waiting.remove(key);
+    fn admit_proxied(&mut self, wk: WaitKey, real: SocketAddr, now: Instant) {
+        let Some(mut waiting) = self.handshakes.take(wk) else {
+            return;
+        };
+        self.core.handle_first_bytes(Stage::ProxyHeader, wk);
         let _ = self.poll.registry().deregister(&mut waiting.stream);
         if self.core.is_stopping() {
             return;
@@ -200,14 +215,18 @@ impl Server {
         }
     }
 
-    fn reject(&mut self, key: usize, why: &str, now: Instant) {
-        let waiting = self.handshakes.waiting.remove(key);
-        self.core.handle_header_refused();
+    fn reject(&mut self, wk: WaitKey, why: &str, now: Instant) {
+        let Some(mut waiting) = self.handshakes.take(wk) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut waiting.stream);
+        self.core.handle_wait_over(Stage::ProxyHeader, wk, true);
+        self.log_header_refusal(waiting.addr, why, now);
+    }
+
+    fn log_header_refusal(&mut self, addr: SocketAddr, why: &str, now: Instant) {
         if self.log_limiter.allow("proxy header", now) {
-            warn!(
-                "{}: closed: {why} (--proxy-protocol; at most one such line a second)",
-                waiting.addr
-            );
+            warn!("{addr}: closed: {why} (--proxy-protocol; at most one such line a second)");
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 
-use super::core::Event;
+use super::core::{Event, Reason};
 use super::Server;
 
 /// Lines of each per-peer kind logged per second at most (connected, heartbeat sent, ...).
@@ -68,10 +68,33 @@ impl Server {
                     )
                 }
             }
+            Event::Closed(Reason::Probe) => {
+                debug!("{peer}: a probe (left without sending a byte): closed")
+            }
             Event::Closed(reason) => debug!("{peer}: closed ({reason:?})"),
         }
     }
 }
+
+/// Says at start what `--max-connections` really is when the descriptors this process may
+/// open are fewer: each peer needs one, and the loop a few of its own.
+pub(super) fn say_max_connections(max_connections: usize, open_files: Option<u64>) {
+    let Some(files) = open_files else {
+        return;
+    };
+    let usable = usize::try_from(files.saturating_sub(FILES_OF_OUR_OWN)).unwrap_or(usize::MAX);
+    if usable < max_connections {
+        warn!(
+            "max connections {max_connections}, but this process may open {files} files: \
+             about {usable} connections (raise the limit, e.g. LimitNOFILE= or ulimit -n, or \
+             lower --max-connections)"
+        );
+    }
+}
+
+/// Descriptors the process holds besides its peers: listeners, epoll, the alarm, the
+/// waker, logs, standard streams, with room to spare.
+const FILES_OF_OUR_OWN: u64 = 32;
 
 /// Formats as the peer's address, asked of the socket only when a log line is written (no
 /// `String` per line, nothing at all when the level is off), or a placeholder once the

@@ -1,11 +1,15 @@
 //! The `--metrics` endpoint, served by the same poll loop: a second listener and at most
-//! [`SLOTS`] scrapers at once, each a peer like any other, with a deadline.
+//! [`SCRAPE_SLOTS`] scrapers at once, each a peer like any other.
 //!
-//! Owns the metrics listener, the scrapers' sockets and buffers, and their deadlines. What to
-//! answer is `metrics`' (pure); the counters are the core's. A scraper is read until its
-//! request is whole, answered in one response, our side shut down, and closed when it closes
-//! its side or [`SCRAPE_DEADLINE`] after it connected, whichever comes first: one that
-//! connects and says nothing cannot hold a slot for longer.
+//! Owns the metrics listener, the scrapers' sockets and buffers. What to answer is
+//! `metrics`' (pure); the counters are the core's, and so are the slots' deadlines and
+//! policy (`core::waiting`, stages `Scrape` and `Busy`): a scraper has
+//! `SCRAPE_FIRST_REQUEST` to send a whole request (a silent connection, a scan or a TCP
+//! health check, gives its slot up then) and until `SCRAPE_DEADLINE` after it connected to be
+//! done. A scraper that finds every slot taken is answered `503 Service Unavailable` with
+//! `Retry-After: 1` at once, never closed in silence, and kept a moment (stage `Busy`) to
+//! read it and close its side, so that closing with its request unread does not reset the
+//! connection before the answer arrives.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,42 +19,50 @@ use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use crate::cores::timer::later;
+pub use super::core::waiting::{BUSY_SLOTS, SCRAPE_SLOTS};
+use super::core::{Arrival, ServerCore, Stage, WaitKey};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, interrupted, would_block, SetupError};
-use crate::ops::metrics::{self, Gauges, MAX_REQUEST, SCRAPE_DEADLINE};
+use crate::ops::metrics::{self, Gauges, MAX_REQUEST};
 use crate::ops::stats::ServerStats;
 
-/// Scrapers served at once; one more is closed at accept. Prometheus scrapes a target with
-/// one connection at a time; a few slots leave room for a human with curl.
-pub const SLOTS: usize = 12;
+/// Scrapers served at once (see [`SCRAPE_SLOTS`]).
+pub const SLOTS: usize = SCRAPE_SLOTS;
 /// Below the loop's fixed tokens (`stop`, `alarm`, the peers' listener), which end at
-/// `usize::MAX - 3`; scraper slot i is `usize::MAX - 5 - i`. Peer tokens never reach these
-/// (see `turn::token`).
+/// `usize::MAX - 3`; scraper slot i is `usize::MAX - 5 - i`, then the busy ones. Peer tokens
+/// never reach these (see `turn::token`).
 pub const LISTENER: Token = Token(usize::MAX - 4);
 
 fn slot_token(slot: usize) -> Token {
     Token(usize::MAX - 5 - slot)
 }
 
+/// Slot `i` of `0..SLOTS + BUSY_SLOTS`: scrapers first, then the busy ones.
 fn token_slot(token: Token) -> Option<usize> {
     let slot = (usize::MAX - 5).checked_sub(token.0)?;
-    (slot < SLOTS).then_some(slot)
+    (slot < SLOTS + BUSY_SLOTS).then_some(slot)
 }
 
 struct Scraper {
     stream: TcpStream,
+    wk: WaitKey,
     received: Vec<u8>,
     /// The response, once the request is whole; `written` of it went out.
     response: Option<Vec<u8>>,
     written: usize,
-    deadline: Instant,
+}
+
+/// A scraper told `503`, until it closes its side.
+struct Busy {
+    stream: TcpStream,
+    wk: WaitKey,
 }
 
 pub struct Scrapers {
     listener: TcpListener,
     local_addr: SocketAddr,
     slots: Vec<Option<Scraper>>,
+    busy: Vec<Option<Busy>>,
 }
 
 impl Scrapers {
@@ -70,6 +82,7 @@ impl Scrapers {
             listener,
             local_addr,
             slots: (0..SLOTS).map(|_| None).collect(),
+            busy: (0..BUSY_SLOTS).map(|_| None).collect(),
         })
     }
 
@@ -82,47 +95,59 @@ impl Scrapers {
         token == LISTENER || token_slot(token).is_some()
     }
 
-    /// The earliest scraper deadline, for the loop's sleep.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots.iter().flatten().map(|s| s.deadline).min()
-    }
-
     /// Handles an event for one of [`owns`](Self::owns)'s tokens.
     pub fn on_event(
         &mut self,
         token: Token,
         registry: &Registry,
         now: Instant,
-        stats: &ServerStats,
+        core: &mut ServerCore,
         gauges: &Gauges,
     ) {
         if token == LISTENER {
-            self.accept_all(registry, now);
+            self.accept_all(registry, now, core);
             return;
         }
         let Some(slot) = token_slot(token) else {
             return;
         };
-        if let Some(scraper) = self.slots[slot].as_mut() {
-            if !scraper.serve(stats, gauges) {
-                self.close(slot, registry);
+        if slot >= SLOTS {
+            let i = slot - SLOTS;
+            let Some(busy) = self.busy.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if !drain_input(&mut busy.stream) {
+                let wk = busy.wk;
+                self.close(Stage::Busy, wk, registry);
+                core.handle_wait_over(Stage::Busy, wk, false);
             }
+            return;
+        }
+        let Some(scraper) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let had_request = scraper.response.is_some();
+        let open = scraper.serve(core.stats(), gauges);
+        let wk = scraper.wk;
+        if !had_request && scraper.response.is_some() {
+            core.handle_first_bytes(Stage::Scrape, wk);
+        }
+        if !open {
+            self.close(Stage::Scrape, wk, registry);
+            core.handle_wait_over(Stage::Scrape, wk, false);
         }
     }
 
-    /// Closes the scrapers whose deadline has passed.
-    pub fn expire(&mut self, registry: &Registry, now: Instant) {
-        for slot in 0..SLOTS {
-            if self.slots[slot].as_ref().is_some_and(|s| s.deadline <= now) {
-                debug!("metrics: a scraper ran out of time; closing it");
-                self.close(slot, registry);
-            }
+    /// The core ended `wk`'s wait in `stage` (its time ran out): close it.
+    pub fn end_wait(&mut self, stage: Stage, wk: WaitKey, registry: &Registry) {
+        if self.close(stage, wk, registry) {
+            debug!("metrics: a scraper ran out of time; closing it");
         }
     }
 
-    fn accept_all(&mut self, registry: &Registry, now: Instant) {
+    fn accept_all(&mut self, registry: &Registry, now: Instant, core: &mut ServerCore) {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let (stream, _) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => continue,
@@ -131,30 +156,97 @@ impl Scrapers {
                     return;
                 }
             };
-            // No free slot: dropping the stream closes it.
-            let Some(slot) = self.slots.iter().position(Option::is_none) else {
-                continue;
-            };
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if registry
-                .register(&mut stream, slot_token(slot), interest)
-                .is_err()
-            {
-                continue;
+            match core.handle_arrival(now, Stage::Scrape) {
+                Arrival::Waiting(wk) => self.take_scraper(stream, wk, registry, core),
+                Arrival::Full => self.turn_away(stream, now, registry, core),
             }
-            self.slots[slot] = Some(Scraper {
-                stream,
-                received: Vec::new(),
-                response: None,
-                written: 0,
-                deadline: later(now, SCRAPE_DEADLINE),
-            });
         }
     }
 
-    fn close(&mut self, slot: usize, registry: &Registry) {
-        if let Some(mut scraper) = self.slots[slot].take() {
-            let _ = registry.deregister(&mut scraper.stream);
+    fn take_scraper(
+        &mut self,
+        mut stream: TcpStream,
+        wk: WaitKey,
+        registry: &Registry,
+        core: &mut ServerCore,
+    ) {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let slot = self.slots.get_mut(wk.key);
+        let registered = registry.register(&mut stream, slot_token(wk.key), interest);
+        let (Some(slot), Ok(())) = (slot, registered) else {
+            core.handle_wait_over(Stage::Scrape, wk, false);
+            return;
+        };
+        if let Some(mut old) = slot.take() {
+            let _ = registry.deregister(&mut old.stream);
+        }
+        *slot = Some(Scraper {
+            stream,
+            wk,
+            received: Vec::new(),
+            response: None,
+            written: 0,
+        });
+    }
+
+    /// Every slot is taken: `503` at once (a fresh socket has room for it), our side shut,
+    /// and a moment for the scraper to read it and close.
+    fn turn_away(
+        &mut self,
+        mut stream: TcpStream,
+        now: Instant,
+        registry: &Registry,
+        core: &mut ServerCore,
+    ) {
+        debug!("metrics: every slot taken; answering 503");
+        let _ = write_until_blocked(&mut stream, metrics::busy());
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let Arrival::Waiting(wk) = core.handle_arrival(now, Stage::Busy) else {
+            return;
+        };
+        let token = slot_token(SLOTS + wk.key);
+        let slot = self.busy.get_mut(wk.key);
+        let registered = registry.register(&mut stream, token, Interest::READABLE);
+        let (Some(slot), Ok(())) = (slot, registered) else {
+            core.handle_wait_over(Stage::Busy, wk, false);
+            return;
+        };
+        // The oldest busy scraper, if closed to make room, may have had this key.
+        if let Some(mut old) = slot.take() {
+            let _ = registry.deregister(&mut old.stream);
+        }
+        *slot = Some(Busy { stream, wk });
+    }
+
+    /// Closes `wk` if it is still there; returns whether it was.
+    fn close(&mut self, stage: Stage, wk: WaitKey, registry: &Registry) -> bool {
+        let stream = match stage {
+            Stage::Scrape => take_if(&mut self.slots, wk.key, |s| s.wk == wk).map(|s| s.stream),
+            Stage::Busy => take_if(&mut self.busy, wk.key, |b| b.wk == wk).map(|b| b.stream),
+            Stage::ProxyHeader => None,
+        };
+        let Some(mut stream) = stream else {
+            return false;
+        };
+        let _ = registry.deregister(&mut stream);
+        true
+    }
+}
+
+fn take_if<T>(slots: &mut [Option<T>], i: usize, ok: impl Fn(&T) -> bool) -> Option<T> {
+    let slot = slots.get_mut(i)?;
+    slot.as_ref().filter(|t| ok(t))?;
+    slot.take()
+}
+
+/// Reads and drops what came; false once the peer closed its side or the socket broke.
+fn drain_input(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match read_once(stream, &mut buf) {
+            ReadResult::Data(_) => {}
+            ReadResult::WouldBlock => return true,
+            ReadResult::Eof | ReadResult::Failed(_) => return false,
         }
     }
 }
@@ -215,8 +307,10 @@ impl super::Server {
         };
         if let Some(scrapers) = &mut self.scrapers {
             let registry = self.poll.registry();
-            scrapers.on_event(token, registry, now, self.core.stats(), &gauges);
+            scrapers.on_event(token, registry, now, &mut self.core, &gauges);
         }
+        // Slots the core closed to make room, if any.
+        self.carry_out(now);
     }
 }
 
@@ -232,7 +326,7 @@ mod tests {
         }
         assert_eq!(token_slot(LISTENER), None);
         assert_eq!(token_slot(Token(usize::MAX - 3)), None, "the alarm's");
-        assert_eq!(token_slot(slot_token(SLOTS)), None);
+        assert_eq!(token_slot(slot_token(SLOTS + BUSY_SLOTS)), None);
         assert!(!Scrapers::owns(crate::edge::turn::token(7, 3)));
     }
 }

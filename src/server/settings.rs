@@ -92,6 +92,10 @@ impl ServerConfig {
             jitter_percent: self.jitter_percent,
             jitter_seed: self.jitter_seed,
             sessions: self.events.is_some(),
+            max_header_waits: super::core::waiting::default_header_waits(
+                self.max_connections,
+                None,
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@ use log::info;
 use super::Server;
 
 impl Server {
-    pub(super) fn begin_stop(&mut self) {
+    pub(super) fn begin_stop(&mut self, now: Instant) {
         crate::ops::notify::stopping();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -18,12 +18,11 @@ impl Server {
             "stopping: telling {} peers End Connection",
             self.core.open()
         );
-        let now = Instant::now();
         self.core.handle_stop(now);
         self.carry_out(now);
     }
 
-    pub(super) fn take_signals(&mut self) {
+    pub(super) fn take_signals(&mut self, now: Instant) {
         let Some(signal) = self.stop.on_signal_event() else {
             return;
         };
@@ -34,7 +33,6 @@ impl Server {
         }
         // A second signal: whoever sent it wants out now, drain or not.
         info!("received {name} again: telling every remaining peer End Connection now");
-        let now = Instant::now();
         self.core.handle_stop(now);
         self.carry_out(now);
     }

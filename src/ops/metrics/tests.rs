@@ -68,18 +68,25 @@ heartbeat_connections_peak 2
 # HELP heartbeat_connections_accepted_total Connections accepted and served (refused ones are counted apart).
 # TYPE heartbeat_connections_accepted_total counter
 heartbeat_connections_accepted_total 3
-# HELP heartbeat_connections_closed_total Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered.
+# HELP heartbeat_connections_closed_total Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.
 # TYPE heartbeat_connections_closed_total counter
 heartbeat_connections_closed_total{{reason=\"peer_closed\"}} 1
 heartbeat_connections_closed_total{{reason=\"dead\"}} 1
 heartbeat_connections_closed_total{{reason=\"error\"}} 0
 heartbeat_connections_closed_total{{reason=\"shutdown\"}} 0
 heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
+heartbeat_connections_closed_total{{reason=\"probe\"}} 0
 # HELP heartbeat_connections_refused_total Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).
 # TYPE heartbeat_connections_refused_total counter
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
 heartbeat_connections_refused_total{{reason=\"not_allowed\"}} 0
 heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
+# HELP heartbeat_proxy_header_waits_evicted_total Peers waiting for their PROXY header closed to make room for a newer one (at the cap).
+# TYPE heartbeat_proxy_header_waits_evicted_total counter
+heartbeat_proxy_header_waits_evicted_total 0
+# HELP heartbeat_metrics_busy_total Scrapes answered 503 Service Unavailable because every slot was taken.
+# TYPE heartbeat_metrics_busy_total counter
+heartbeat_metrics_busy_total 0
 # HELP heartbeat_accept_errors_total Times accept itself failed (e.g. out of file descriptors).
 # TYPE heartbeat_accept_errors_total counter
 heartbeat_accept_errors_total 0
@@ -210,7 +217,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 19, "{kinds:?}");
+    assert_eq!(kinds.len(), 21, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 

@@ -3,13 +3,15 @@
 //! ask for freed memory to go back to the OS. Part of [`ServerCore`]; the rules are
 //! `super::budget`'s.
 
+use std::time::Instant;
+
 use super::{Action, Event, Lifecycle, Reason, ServerCore};
 use crate::server::budget::Verdict;
 
 impl ServerCore {
     /// Counts `key`'s buffers in the budget again, after they may have changed, and does
     /// what the budget says.
-    pub(super) fn account(&mut self, key: usize) {
+    pub(super) fn account(&mut self, now: Instant, key: usize) {
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
@@ -19,15 +21,15 @@ impl ServerCore {
             return;
         }
         record.accounted = after;
-        self.budget_changed(key, before as usize, after as usize);
+        self.budget_changed(now, key, before as usize, after as usize);
     }
 
-    pub(super) fn budget_changed(&mut self, key: usize, before: usize, after: usize) {
-        match self.budget.change(self.now, before, after) {
+    pub(super) fn budget_changed(&mut self, now: Instant, key: usize, before: usize, after: usize) {
+        match self.budget.change(now, before, after) {
             Verdict::Fine => {}
             Verdict::Pause => {
                 if let Some(record) = self.conns.get_mut(key) {
-                    if record.lifecycle == Lifecycle::Open {
+                    if matches!(record.lifecycle, Lifecycle::Open { .. }) {
                         record.lifecycle = Lifecycle::BudgetPaused;
                         self.budget_paused.push(key);
                     }
@@ -45,7 +47,7 @@ impl ServerCore {
                     if record.buffers.unsent() >= limit {
                         record.lifecycle = Lifecycle::ReadPaused;
                     } else {
-                        record.lifecycle = Lifecycle::Open;
+                        record.lifecycle = Lifecycle::Open { spoke: true };
                         self.actions.push_back(Action::Read(key));
                     }
                 }
@@ -58,7 +60,7 @@ impl ServerCore {
 
     /// The budget stayed exceeded past its grace: closes the peers holding the most until
     /// `excess` bytes are freed. (Rare, so it may scan and sort.)
-    pub(super) fn close_largest(&mut self, excess: usize) {
+    pub(super) fn close_largest(&mut self, now: Instant, excess: usize) {
         let mut holders: Vec<(u32, usize)> = self
             .conns
             .iter()
@@ -74,7 +76,7 @@ impl ServerCore {
             freed += held as usize;
             let held = held as usize;
             self.report(key, Event::OverBudget { held });
-            self.close(key, Reason::OverBudget);
+            self.close(now, key, Reason::OverBudget);
         }
     }
 }

@@ -33,31 +33,33 @@ impl Drain {
 }
 
 impl ServerCore {
-    /// While stopping: tells the next peer `End Connection` if its turn in the drain has
-    /// come. Returns whether it did.
-    pub(super) fn tell_next_if_due(&mut self) -> bool {
-        let Some(drain) = self.drain else {
-            return false;
-        };
-        if drain.next_due().is_none_or(|due| due > self.now) {
-            return false;
-        }
-        let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
-        let Some(key) = next else {
-            // The rest closed on their own.
+    /// While stopping: tells the peers whose turn in the drain had come by `due_by`
+    /// `End Connection` at `now`, at most `left` of them.
+    pub(super) fn tell_due(&mut self, now: Instant, due_by: Instant, left: &mut usize) {
+        while *left > 0 {
+            let Some(drain) = self.drain else {
+                return;
+            };
+            if drain.next_due().is_none_or(|due| due > due_by) {
+                return;
+            }
+            let next = (drain.next_key..self.conns.capacity()).find(|k| self.conns.contains(*k));
+            let Some(key) = next else {
+                // The rest closed on their own.
+                self.drain = Some(Drain {
+                    told: drain.total,
+                    ..drain
+                });
+                return;
+            };
             self.drain = Some(Drain {
-                told: drain.total,
+                told: drain.told + 1,
+                next_key: key + 1,
                 ..drain
             });
-            return false;
-        };
-        self.drain = Some(Drain {
-            told: drain.told + 1,
-            next_key: key + 1,
-            ..drain
-        });
-        self.stop_one(self.now, key);
-        true
+            *left -= 1;
+            self.stop_one(now, key);
+        }
     }
 
     /// Part of stopping: one peer is told `End Connection`, or, if it is already ending, has
@@ -73,8 +75,8 @@ impl ServerCore {
                     self.timers.arm(key, deadline);
                 }
             }
-            Lifecycle::Open | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
-                self.queue_line(key, protocol::END_CONNECTION);
+            Lifecycle::Open { .. } | Lifecycle::ReadPaused | Lifecycle::BudgetPaused => {
+                self.queue_line(now, key, protocol::END_CONNECTION);
                 self.begin_ending(key, Reason::Shutdown, now, STOP_LINGER, false);
             }
         }
@@ -112,12 +114,12 @@ impl ServerCore {
             self.peers_gone += 1;
         }
         self.timers.arm(key, later(now, linger));
-        self.advance_ending(key);
+        self.advance_ending(now, key);
     }
 
     /// Moves an ending connection on as far as it can go now: once its output is all
     /// written, shut down our side; once the peer is done too, close.
-    pub(super) fn advance_ending(&mut self, key: usize) {
+    pub(super) fn advance_ending(&mut self, now: Instant, key: usize) {
         let pending = self.pending_output(key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
@@ -139,11 +141,11 @@ impl ServerCore {
             self.actions.push_back(Action::ShutdownWrite(key));
         }
         if peer_done {
-            self.close(key, reason);
+            self.close(now, key, reason);
         }
     }
 
-    pub(super) fn close(&mut self, key: usize, reason: Reason) {
+    pub(super) fn close(&mut self, now: Instant, key: usize, reason: Reason) {
         let Some(record) = self.conns.try_remove(key) else {
             return;
         };
@@ -153,12 +155,11 @@ impl ServerCore {
         {
             self.peers_gone -= 1;
         }
-        if self.output_key == Some(key) {
-            self.output.clear();
-            self.output_key = None;
+        if let Some(i) = self.segments.find(key) {
+            self.segments.done(i, &mut self.output);
         }
         let held = record.accounted as usize;
-        self.budget_changed(key, held, 0);
+        self.budget_changed(now, key, held, 0);
         self.timers.cancel(key);
         self.stats.on_close(reason);
         self.report(key, Event::Closed(reason));

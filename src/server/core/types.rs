@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::waiting::{Stage, WaitEnd, WaitKey};
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
 
@@ -31,6 +32,9 @@ pub struct Settings {
     pub jitter_seed: u64,
     /// Keep each connection's [`super::Session`] (for `--events`).
     pub sessions: bool,
+    /// Peers waiting for their PROXY header at once (`--proxy-protocol`); at the cap the
+    /// oldest is closed to make room (see [`super::waiting`]).
+    pub max_header_waits: usize,
 }
 
 /// What the loop must do. Carry each out before the next input (see the module notes).
@@ -51,6 +55,9 @@ pub enum Action {
     Report(usize, Event),
     /// Much buffer memory was freed: hand the allocator's free memory back to the OS.
     ReleaseMemory,
+    /// Close this socket waiting for its first bytes in this stage (its key is free from now
+    /// on), and say why if the stage's log line calls for it.
+    EndWait(Stage, WaitKey, WaitEnd),
 }
 
 /// What [`super::ServerCore::handle_accept`] decided.
@@ -61,11 +68,21 @@ pub enum Admission {
     Refused(Refusal),
 }
 
-/// What a connection's one timer means.
+/// The kinds of timer the core keeps: the rows of its timer table (`timers`), each with one
+/// meaning when it fires. The first two are a connection's one timer, by its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
     /// Ask [`crate::cores::liveness`] what is due: re-arm, a heartbeat, or `End Connection`.
     Liveness,
     /// The ending peer's time to take its last output and close is up: close regardless.
     Linger,
+    /// An accept back-off (out of descriptors) is over: accept again.
+    AcceptBackoff,
+    /// All buffers stayed over `--max-buffered` past the grace (or the ceiling): close the
+    /// largest holders.
+    MemoryGrace,
+    /// A socket of this stage had its time to send its first bytes: close it.
+    FirstBytes(Stage),
+    /// Stopping: the next peer's turn in the drain has come: tell it `End Connection`.
+    Drain,
 }

@@ -1,0 +1,149 @@
+//! The core's timer table: every deadline the server keeps, each row named by a [`Timer`]
+//! kind, behind one [`ServerCore::poll_timeout`], and firing by kind in
+//! [`ServerCore::handle_timeout`] (quinn-proto's `TimerTable` shape). Part of
+//! [`ServerCore`].
+//!
+//! | row                          | deadline                                              |
+//! |------------------------------|-------------------------------------------------------|
+//! | [`Timer::AcceptBackoff`]     | the end of an accept back-off                         |
+//! | [`Timer::MemoryGrace`]       | all buffers over `--max-buffered` for their grace     |
+//! | [`Timer::FirstBytes`]        | a socket's time to send its first bytes, per stage    |
+//! | [`Timer::Drain`]             | the next peer told `End Connection` while stopping    |
+//! | the wheel                    | each connection's one timer: [`Timer::Liveness`] or   |
+//! |                              | [`Timer::Linger`], by its lifecycle                   |
+//!
+//! The rows are read where the state they time lives (the back-off's end, the budget, the
+//! drain, the wheels), so a deadline is never stored twice.
+
+use std::time::Instant;
+
+use super::{Reason, ServerCore, Stage, Timer, Wakeup, DEAD_LINGER, TIMERS_PER_BATCH};
+use crate::cores::liveness;
+use crate::cores::protocol;
+
+/// The rows outside the connections' wheel, in the order they fire in a turn.
+const SERVER_TIMERS: [Timer; 6] = [
+    Timer::AcceptBackoff,
+    Timer::MemoryGrace,
+    Timer::FirstBytes(Stage::ProxyHeader),
+    Timer::FirstBytes(Stage::Scrape),
+    Timer::FirstBytes(Stage::Busy),
+    Timer::Drain,
+];
+
+impl ServerCore {
+    /// When the loop must wake even if no peer does anything: the earliest row of the timer
+    /// table. `None`: sleep until an event.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        SERVER_TIMERS
+            .into_iter()
+            .filter_map(|kind| self.deadline_of(kind))
+            .chain(self.timers.next_wakeup())
+            .min()
+    }
+
+    /// When the row `kind` is due; for a connection's kinds, the earliest connection timer.
+    pub fn deadline_of(&self, kind: Timer) -> Option<Instant> {
+        match kind {
+            Timer::AcceptBackoff => self.accept_paused_until,
+            Timer::MemoryGrace => self.budget.deadline(),
+            Timer::FirstBytes(stage) => self.waiting.next_deadline(stage),
+            Timer::Drain => self.drain.and_then(|drain| drain.next_due()),
+            Timer::Liveness | Timer::Linger => self.timers.next_wakeup(),
+        }
+    }
+
+    /// Fires, in one batch of at most [`TIMERS_PER_BATCH`], what was due when the turn woke
+    /// ([`handle_wakeup`](Self::handle_wakeup)), sending it at `now`; returns whether more
+    /// was due then (call again, with the clock read anew: see the send-time rule in the
+    /// module notes). Call after the turn's reads, so that bytes that arrived while the loop
+    /// was away count before any peer is judged silent.
+    ///
+    /// Only what was due at the wake-up fires, whatever `now` says: what arrived by then has
+    /// been read this turn, and what arrived while the loop was stopped in the middle of its
+    /// timers will be read first next turn. `now` is when what fires is sent: a heartbeat's
+    /// interval is counted from it.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let due_by = self.wakeup.woke.min(now);
+        let mut left = TIMERS_PER_BATCH;
+        for kind in SERVER_TIMERS {
+            if self.deadline_of(kind).is_some_and(|at| at <= due_by) {
+                self.fire_server_timer(kind, now, due_by, &mut left);
+            }
+        }
+        while left > 0 {
+            let Some(key) = self.timers.poll_expired(due_by) else {
+                break;
+            };
+            left -= 1;
+            self.fire(now, key);
+        }
+        self.poll_timeout().is_some_and(|at| at <= due_by)
+    }
+
+    fn fire_server_timer(&mut self, kind: Timer, now: Instant, due_by: Instant, left: &mut usize) {
+        match kind {
+            Timer::AcceptBackoff => self.accept_paused_until = None,
+            Timer::MemoryGrace => {
+                let excess = self.budget.excess_at(due_by);
+                if excess > 0 {
+                    self.close_largest(now, excess);
+                    if self.budget.excess_at(due_by) > 0 {
+                        // Nothing left that holds the bytes counted (which would be a bug):
+                        // wait another grace rather than ask to be woken at once, forever.
+                        self.budget.defer(now);
+                    }
+                }
+            }
+            Timer::FirstBytes(stage) => self.expire_waiting(stage, due_by, left),
+            Timer::Drain => self.tell_due(now, due_by, left),
+            // Connection timers fire from the wheel, by the connection's own kind.
+            Timer::Liveness | Timer::Linger => {}
+        }
+    }
+
+    /// A connection's timer fired: what it does is its kind's.
+    fn fire(&mut self, now: Instant, key: usize) {
+        let Some(record) = self.conns.get(key) else {
+            return;
+        };
+        match record.timer() {
+            Timer::Liveness => self.on_liveness_timer(now, key),
+            Timer::Linger => {
+                // The peer had its time to take its last output; close regardless.
+                let reason = record.failure_reason();
+                self.close(now, key, reason);
+            }
+            Timer::AcceptBackoff | Timer::MemoryGrace | Timer::FirstBytes(_) | Timer::Drain => {}
+        }
+    }
+
+    fn on_liveness_timer(&mut self, now: Instant, key: usize) {
+        let timing = self.timing_for(key);
+        let Some(record) = self.conns.get_mut(key) else {
+            return;
+        };
+        let due = record.liveness.deadline(&timing);
+        let silent = record.liveness.silent_for(now);
+        match record.liveness.on_timer(now, &timing) {
+            liveness::Action::Rearm(at) => self.timers.arm(key, at),
+            liveness::Action::SendHeartbeat { number, next } => {
+                self.stats.on_heartbeat_sent();
+                self.timers.arm(key, next);
+                let count = timing.count;
+                self.report(key, super::Event::HeartbeatSent { number, count });
+                self.queue_line(now, key, protocol::HEARTBEAT);
+            }
+            liveness::Action::Close => {
+                let Wakeup { woke, overslept } = self.wakeup;
+                self.stats
+                    .on_end_connection_sent(due, now, silent, woke, overslept);
+                let count = timing.count;
+                let late = now.saturating_duration_since(due);
+                self.report(key, super::Event::Dead { count, late });
+                self.queue_line(now, key, protocol::END_CONNECTION);
+                self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
+            }
+        }
+    }
+}
