@@ -25,10 +25,10 @@ mod settings;
 mod stopping;
 #[cfg(target_os = "linux")]
 pub mod takeover;
-#[cfg(target_os = "linux")]
-pub mod upgrade;
 #[cfg(test)]
 mod tests;
+#[cfg(target_os = "linux")]
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
