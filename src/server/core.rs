@@ -60,6 +60,7 @@
 
 mod accounting;
 mod ending;
+mod handover;
 mod output;
 mod sessions;
 mod timers;

@@ -65,8 +65,11 @@ pub enum Message {
 /// Where a peer was in its life when it was handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stage {
+    /// Reading and echoing.
     #[default]
     Open,
+    /// Reading, and not a byte from it yet (one that leaves now is a probe).
+    Unheard,
     /// Its input stays in the kernel until its output drains (`--max-write-buffer`).
     ReadPaused,
     /// Its input stays in the kernel until all peers' buffers are back under the budget.
@@ -299,6 +302,7 @@ impl Writer {
         self.duration(peer.timer_remaining);
         match peer.stage {
             Stage::Open => self.u8(0),
+            Stage::Unheard => self.u8(4),
             Stage::ReadPaused => self.u8(1),
             Stage::BudgetPaused => self.u8(2),
             Stage::Ending {
@@ -388,6 +392,7 @@ impl<'a> Reader<'a> {
             0 => Stage::Open,
             1 => Stage::ReadPaused,
             2 => Stage::BudgetPaused,
+            4 => Stage::Unheard,
             3 => {
                 let reason = self.u8()?;
                 let flags = self.u8()?;
