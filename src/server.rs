@@ -23,11 +23,9 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
-#[cfg(target_os = "linux")]
 pub mod takeover;
 #[cfg(test)]
 mod tests;
-#[cfg(target_os = "linux")]
 pub mod upgrade;
 
 use std::net::SocketAddr;

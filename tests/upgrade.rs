@@ -3,7 +3,6 @@
 //! tests below (each does nothing unless started with the upgrade channel), so the new side
 //! runs the real `server::takeover` code. Every rollback case, and a whole handover whose
 //! sockets keep working in the new process.
-#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,6 +1,6 @@
 //! The live upgrade's channel: a Unix socket pair private to the old and the new server
 //! process, carrying `cores::upgrade::wire` frames and, beside them, file descriptors
-//! (SCM_RIGHTS). Linux only.
+//! (SCM_RIGHTS).
 //!
 //! Owns the pair, handing the new process its end, sending a frame with its descriptors and
 //! receiving one. Does not own what the frames say or when they are sent

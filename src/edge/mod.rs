@@ -4,7 +4,6 @@
 
 pub mod alarm;
 pub mod conn;
-#[cfg(target_os = "linux")]
 pub mod handover;
 pub mod memory;
 pub mod net;

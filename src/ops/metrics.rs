@@ -123,6 +123,24 @@ pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
         "Scrapes answered 503 Service Unavailable because every slot was taken.",
         stats.metrics_busy,
     );
+    let name = "heartbeat_upgrades_total";
+    m.family(
+        name,
+        "counter",
+        "Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.",
+    );
+    m.sample(name, "result=\"done\"", stats.upgrades);
+    m.sample(name, "result=\"failed\"", stats.upgrades_failed);
+    m.counter(
+        "heartbeat_upgrade_peers_handed_over_total",
+        "Peers handed from one process to the next in live upgrades.",
+        stats.handed_over,
+    );
+    m.gauge(
+        "heartbeat_upgrade_pause_microseconds",
+        "The last live upgrade's pause, from the old loop's last turn to the new one's first.",
+        stats.upgrade_pause_us,
+    );
     m.counter(
         "heartbeat_accept_errors_total",
         "Times accept itself failed (e.g. out of file descriptors).",

@@ -5,7 +5,7 @@
 //!
 //! Owns nothing once it returns: [`Inherited`] holds the sockets and records for the
 //! server to import (`Server::adopt`). Touches no socket it receives: until `Release` the old
-//! process serves them, and on any failure it serves on. Linux only.
+//! process serves them, and on any failure it serves on.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
