@@ -27,6 +27,7 @@ pub mod takeover;
 #[cfg(test)]
 mod tests;
 pub mod upgrade;
+mod upgrading;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,7 +49,9 @@ use crate::edge::alarm::{Alarm, ALARM};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
-use crate::edge::turn::{split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER};
+use crate::edge::turn::{
+    earliest, split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER,
+};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
@@ -90,14 +93,30 @@ pub struct Server {
     events: Option<EventLog>,
     /// `--proxy-protocol`: peers waiting for their header, and their real addresses.
     handshakes: proxied::Handshakes,
+    /// SIGUSR2's live upgrade, once enabled.
+    upgrade: upgrading::Upgrading,
 }
 
 impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
+        let listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
+        let metrics = match config.metrics {
+            Some(addr) => Some(net::listen(addr, Scrapers::BACKLOG)?),
+            None => None,
+        };
+        Server::assemble(config, listener, metrics)
+    }
+
+    /// The server around its listening sockets (bound here, or handed over in a live
+    /// upgrade: `Server::adopt`).
+    fn assemble(
+        config: ServerConfig,
+        mut listener: TcpListener,
+        metrics: Option<TcpListener>,
+    ) -> Result<Server, SetupError> {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
-        let mut listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
         let local_addr = listener.local_addr().map_err(|source| SetupError::Listen {
             addr: config.addr,
             source,
@@ -105,9 +124,9 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(event_loop("listener registration"))?;
-        let scrapers = match config.metrics {
-            Some(addr) => Some(Scrapers::bind(addr, poll.registry())?),
-            None => None,
+        let scrapers = match (metrics, config.metrics) {
+            (Some(listener), Some(addr)) => Some(Scrapers::on(listener, addr, poll.registry())?),
+            _ => None,
         };
         let events = match &config.events {
             Some(path) => Some(EventLog::open(path)?),
@@ -141,6 +160,7 @@ impl Server {
             scrapers,
             events,
             handshakes: proxied::Handshakes::new(config.proxy_protocol),
+            upgrade: upgrading::Upgrading::default(),
         })
     }
 
@@ -159,10 +179,12 @@ impl Server {
     pub fn run(mut self) -> Result<ServerStats, SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.core.is_done() {
+            if self.core.is_done() || self.upgrade.handed_over {
                 break;
             }
-            let wakeup = self.core.poll_timeout();
+            // The one deadline beside the core's: the new binary's time to answer, during a
+            // live upgrade only.
+            let wakeup = earliest([self.core.poll_timeout(), self.upgrade.deadline()]);
             // Measures the sleep only (see the module notes).
             let before_sleep = Instant::now();
             let busy = !self.cut_off.is_empty() || self.waiting_for_room;
@@ -208,6 +230,7 @@ impl Server {
                 WAKER => {}
                 ALARM => self.alarm.on_event(),
                 SIGNALS => self.take_signals(now),
+                upgrading::UPGRADE => self.upgrade.on_event(),
                 token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                 token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
                 _ => self.on_socket_event(event, now),
@@ -222,6 +245,9 @@ impl Server {
         if listener_ready || self.accept_deferred {
             self.accept_all(stamp.unwrap_or(now));
         }
+        // Last, with every action of the turn carried out: a handover exports the state
+        // between turns.
+        self.upgrade_turn(stamp.unwrap_or(now));
     }
 
     /// Fires what was due when the turn woke (everything that had arrived by then has been

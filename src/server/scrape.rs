@@ -66,12 +66,11 @@ pub struct Scrapers {
 }
 
 impl Scrapers {
-    /// Listens on `addr` for scrapers.
-    pub fn bind(addr: SocketAddr, registry: &Registry) -> Result<Scrapers, SetupError> {
-        Scrapers::on(net::listen(addr, 64)?, addr, registry)
-    }
+    /// The metrics listener's backlog: scrapers are few.
+    pub const BACKLOG: i32 = 64;
 
-    /// Serves on `listener` (bound for `addr`), one bound here or inherited in a live upgrade.
+    /// Serves scrapers on `listener`, bound for `addr` (by `Server::bind`, or handed over in
+    /// a live upgrade).
     pub fn on(
         mut listener: TcpListener,
         addr: SocketAddr,

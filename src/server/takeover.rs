@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cores::upgrade::wire::PeerState;
 use crate::cores::upgrade::{InAction, Incoming, ANSWER_WAIT};
@@ -22,8 +22,9 @@ pub struct Inherited {
     pub peers: Vec<(PeerState, OwnedFd)>,
     /// The old process's counters (`ServerStats::to_exact_json`), to carry on.
     pub stats: String,
-    /// How long the old loop had been stopped when it sent the last frame.
-    pub paused: Duration,
+    /// When the pause began (the old loop's last turn), on this process's clock: the time
+    /// the last frame came, less how long the old loop had been stopped when it sent it.
+    pub pause_began: Instant,
 }
 
 /// Why the new process gives up: one line, and its exit status (2: a setting or the state
@@ -48,7 +49,7 @@ pub fn take_over(mut channel: Channel, fixed: Vec<(String, String)>) -> Result<I
         listeners: Vec::new(),
         peers: Vec::new(),
         stats: String::new(),
-        paused: Duration::ZERO,
+        pause_began: Instant::now(),
     };
     // The old process answers within its own wait; a little more here, so that it is the one
     // to decide (an Abort, read here) rather than both timing out at once.
@@ -91,8 +92,9 @@ pub fn take_over(mut channel: Channel, fixed: Vec<(String, String)>) -> Result<I
                     inherited.peers.extend(records.into_iter().zip(fds));
                 }
                 InAction::TakeStats(stats, paused) => {
+                    let now = Instant::now();
                     inherited.stats = stats;
-                    inherited.paused = paused;
+                    inherited.pause_began = now.checked_sub(paused).unwrap_or(now);
                 }
                 InAction::Serve => return Ok(inherited),
                 InAction::GiveUp { why, status } => return Err(GiveUp { why, status }),
