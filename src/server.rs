@@ -175,8 +175,16 @@ impl Server {
     }
 
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
-    /// [`core::STOP_LINGER`] for them to take it, and returns the counts.
-    pub fn run(mut self) -> Result<ServerStats, SetupError> {
+    /// [`core::STOP_LINGER`] for them to take it, and returns the counts. After a live
+    /// upgrade it returns at once, every peer being the new process's ([`handed_over`]).
+    ///
+    /// [`handed_over`]: Server::handed_over
+    pub fn run(self) -> Result<ServerStats, SetupError> {
+        self.run_to_end().map(|(stats, _)| stats)
+    }
+
+    /// [`run`](Self::run), and whether the peers were handed over to a new process.
+    pub fn run_to_end(mut self) -> Result<(ServerStats, bool), SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
             if self.core.is_done() || self.upgrade.handed_over {
@@ -215,7 +223,8 @@ impl Server {
                 report::PEER_LINES_PER_SECOND
             );
         }
-        Ok(self.core.into_stats())
+        let handed_over = self.upgrade.handed_over;
+        Ok((self.core.into_stats(), handed_over))
     }
 
     /// One turn of the loop, woken at `now` (`alarm_ahead`: the alarm it slept until).

@@ -3,8 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use heartbeat::edge::handover::Channel;
 use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::stats::ServerStats;
+use heartbeat::server::takeover::{self, GiveUp};
+use heartbeat::server::upgrade::StartedAs;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::config::{self, format_duration};
 use heartbeat::workers::{self, Supervisor, WorkersError};
@@ -13,8 +16,21 @@ use heartbeat::{
 };
 
 fn main() -> ExitCode {
+    // First, before anything can change: the path a live upgrade runs again (see StartedAs).
+    let started_as = StartedAs::capture();
     let args = ServerArgs::parse();
-    let result = run(&args);
+    // Started by a running server to take over from it (SIGUSR2)?
+    let channel = match Channel::inherited() {
+        Ok(channel) => channel,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Read once: no process this one starts (a worker, the next upgrade) inherits it. Still
+    // one thread here, so changing the environment races with nothing.
+    std::env::remove_var(heartbeat::edge::handover::ENV);
+    let result = run(&args, channel, started_as.ok());
     // The last lines (`received SIGTERM`) are still queued for the log writer.
     logging::flush();
     match result {
@@ -29,7 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &ServerArgs) -> Result<(), StartError> {
+fn run(
+    args: &ServerArgs,
+    channel: Option<Channel>,
+    started_as: Option<StartedAs>,
+) -> Result<(), StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
     logging::init(args.log_level.filter(), args.log_file.as_deref())?;
@@ -75,20 +95,43 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
             config.addr.set_port(port);
         }
     }
-    let mut server = Server::bind(config.clone())?;
+    let taking_over = channel.is_some();
+    let mut server = match channel {
+        Some(channel) => match takeover::take_over(channel, config.fixed_for_upgrade()) {
+            Ok(inherited) => Server::adopt(config.clone(), inherited)?,
+            Err(GiveUp { why, status }) => {
+                // The running server serves on; it logs why as well.
+                log::warn!("live upgrade: not taking over: {why}");
+                logging::flush();
+                eprintln!("server: not taking over: {why}");
+                std::process::exit(i32::from(status));
+            }
+        },
+        None => Server::bind(config.clone())?,
+    };
     server.stop_on_signals()?;
     if worker.is_some() {
         workers::stop_when_parent_goes(server.stopper());
+    } else if let Some(started_as) = started_as {
+        server.enable_upgrade(started_as, &config);
     }
     let listening = listening_line(server.local_addr(), &config, None, server.metrics_addr());
     print_line(&listening);
     // After the line a script waits for, so that both say the same thing at the same time.
-    notify::ready(&listening);
-    let stats = server.run();
+    // The new process of a live upgrade also names itself as the service's main process.
+    match taking_over {
+        true => notify::ready_as_main(&listening),
+        false => notify::ready(&listening),
+    }
+    let ended = server.run_to_end();
+    if let Ok((_, true)) = ended {
+        // The service goes on in the new process: no STOPPING=1 from this one.
+        notify::handed_over();
+    }
     // The loop says it when it begins to stop; this is for a loop that ended otherwise, and
     // does nothing if it was said already.
     notify::stopping();
-    let mut stats = stats?;
+    let mut stats = ended?.0;
     // What the loop logged as it stopped (`received SIGINT: stopping`) comes before the
     // summary, as it happened; and the count of dropped lines is then final.
     logging::flush();

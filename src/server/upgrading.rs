@@ -58,11 +58,6 @@ impl Server {
         self.upgrade.upgrader = Some(Upgrader::new(started_as, config.fixed_for_upgrade()));
     }
 
-    /// Whether the loop ended because a new process took every peer over.
-    pub fn handed_over(&self) -> bool {
-        self.upgrade.handed_over
-    }
-
     /// Once a turn, after its work: the pause's end (new process), SIGUSR2, the channel, the
     /// deadline.
     pub(super) fn upgrade_turn(&mut self, now: Instant) {
