@@ -2,7 +2,11 @@
 //! starts a new process, which here is this very test binary running one of the `child_*`
 //! tests below (each does nothing unless started with the upgrade channel), so the new side
 //! runs the real `server::takeover` code. Every rollback case, and a whole handover whose
-//! sockets keep working in the new process.
+//! sockets keep working in the new process. `upgrade/binaries.rs`: the built server binary
+//! upgraded live by rename, under a load client.
+
+#[path = "upgrade/binaries.rs"]
+mod binaries;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -185,3 +185,64 @@ fn a_longer_idle_after_the_upgrade_applies_and_a_shorter_one_waits_for_the_runni
         "the new idle time, from the last byte"
     );
 }
+
+#[test]
+fn a_peer_in_the_middle_of_its_ending_finishes_it_in_the_new_process_once() {
+    let t0 = Instant::now();
+    let mut old = ServerCore::new(t0, settings());
+    old.handle_accept(t0, addr(0));
+    old.handle_accept(t0, addr(1));
+    let mut trace = Trace::new();
+    // Silent: heartbeats at 400, 500, 600 ms, End Connection at 700 ms, then the linger.
+    let exported_at = t0 + Duration::from_secs(1);
+    run_until(&mut old, t0, exported_at, &[], &mut trace);
+    let ends = |trace: &Trace, key| {
+        let said = |line: &String| line == "End Connection\n";
+        trace
+            .iter()
+            .filter(|(_, k, line)| *k == key && said(line))
+            .count()
+    };
+    assert_eq!(ends(&trace, 0), 1);
+    let states: Vec<_> = (0..2)
+        .map(|key| old.export_peer(exported_at, key).unwrap())
+        .collect();
+    assert!(matches!(
+        states[0].stage,
+        crate::cores::upgrade::wire::Stage::Ending { .. }
+    ));
+    let imported_at = exported_at + Duration::from_millis(70);
+    let mut new = ServerCore::new(imported_at, settings());
+    for (n, state) in states.iter().enumerate() {
+        new.import_peer(imported_at, state, addr(n));
+    }
+    let mut after = Trace::new();
+    carry_out(&mut new, imported_at, imported_at, &[], &mut after);
+    // Peer 1 closes its side now: its ending completes at once; peer 0 stays silent and is
+    // closed when its linger (2 s from 700 ms) runs out, shifted by the pause.
+    new.handle_eof(imported_at, 1);
+    carry_out(&mut new, imported_at, imported_at, &[], &mut after);
+    run_until(
+        &mut new,
+        imported_at,
+        imported_at + Duration::from_secs(10),
+        &[],
+        &mut after,
+    );
+    assert_eq!(
+        ends(&after, 0) + ends(&after, 1),
+        0,
+        "End Connection is not said twice"
+    );
+    let closed = |key| {
+        after
+            .iter()
+            .find(|(_, k, line)| *k == key && line == "<closed>")
+    };
+    assert_eq!(closed(1).map(|(at, ..)| *at), Some(Duration::ZERO));
+    assert_eq!(
+        closed(0).map(|(at, ..)| *at),
+        Some(Duration::from_millis(1_700))
+    );
+    assert_eq!(new.open(), 0);
+}
