@@ -260,7 +260,8 @@ fn a_load_client_sees_nothing_of_two_upgrades() {
 }
 
 /// A line begun before the upgrade and ended after it is echoed whole, once, by the new
-/// process; a line answered before is not answered again.
+/// process; a line answered before is not answered again; SIGTERM to the new process ends
+/// the peer with `End Connection` as usual.
 #[test]
 fn a_partial_line_crosses_the_upgrade_whole() {
     let mut server = Upgradable::start(&[]);
@@ -281,6 +282,9 @@ fn a_partial_line_crosses_the_upgrade_whole() {
         summary.contains("peers handed over in live upgrades: 1"),
         "{summary}"
     );
+    // SIGUSR2 used to kill the server without a word; now the peer was served on, and the
+    // process serving it at the end tells it goodbye.
+    assert_eq!(read_line(&mut peer), "End Connection");
 }
 
 /// A peer that stops reading while it keeps sending leaves output the kernel will not take
