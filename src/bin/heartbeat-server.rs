@@ -178,6 +178,7 @@ fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError
         .and_then(|a| a.as_socket())
         .unwrap_or(config.addr);
     let env = vec![(workers::PORT_ENV.to_string(), addr.port().to_string())];
+    refuse_upgrades();
     let mut supervisor = Supervisor::start(vec![env; args.workers], true)?;
     supervisor.wait_ready()?;
     let metrics = match config.metrics {
@@ -221,6 +222,21 @@ fn run_parent(args: &ServerArgs, config: &ServerConfig) -> Result<(), StartError
         ));
     }
     Ok(())
+}
+
+/// SIGUSR2 to the `--workers` parent: one line saying no, instead of the default action
+/// (which ends the process, and every worker with it, without a word to any peer).
+fn refuse_upgrades() {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
+    else {
+        log::warn!("cannot catch SIGUSR2: it would end the server");
+        return;
+    };
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            log::warn!("received SIGUSR2: live upgrade with --workers is not built yet; ignored");
+        }
+    });
 }
 
 fn set_open_file_limit(limit: u64) {

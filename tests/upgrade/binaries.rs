@@ -331,3 +331,24 @@ fn unsent_output_to_a_slow_reader_crosses_the_upgrade() {
     writing.join().unwrap();
     drop(server.stop());
 }
+
+/// `--workers`: SIGUSR2 to the parent is refused in one line; it used to end the parent
+/// (and every worker with it) without a word to any peer.
+#[test]
+fn with_workers_sigusr2_is_refused_and_the_server_serves_on() {
+    let mut server = Upgradable::start(&["--workers", "2"]);
+    let mut peer = connect(server.addr());
+    peer.write_all(b"before\n").unwrap();
+    assert_eq!(read_line(&mut peer), "Echoing...before");
+    kill("-USR2", server.pid);
+    let log = server.stderr.clone();
+    let refused = "received SIGUSR2: live upgrade with --workers is not built yet; ignored";
+    eventually("the refusal", || {
+        log.all().iter().any(|l| l.contains(refused))
+    });
+    peer.write_all(b"after\n").unwrap();
+    assert_eq!(read_line(&mut peer), "Echoing...after");
+    kill("-TERM", server.pid);
+    assert!(server.first.wait().unwrap().success());
+    assert_eq!(read_line(&mut peer), "End Connection");
+}
