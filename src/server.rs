@@ -230,6 +230,7 @@ impl Server {
     /// One turn of the loop, woken at `now` (`alarm_ahead`: the alarm it slept until).
     fn turn(&mut self, now: Instant, alarm_ahead: Option<Instant>, events: &Events) {
         let overslept = alarm_ahead.filter(|due| now > *due);
+        self.end_pause(now);
         self.core.handle_wakeup(now, overslept);
         self.read_cut_off(now);
         let mut listener_ready = false;

@@ -40,8 +40,9 @@ use crate::cores::upgrade::wire::{Message, WireError, HEADER};
 /// `0`, its standard input; see the module notes).
 pub const ENV: &str = "HEARTBEAT_UPGRADE_FD";
 
-/// Descriptors sent with one frame at most (the kernel's limit is 253 per message).
-pub const FDS_PER_FRAME: usize = 64;
+/// Descriptors sent with one frame at most: near the kernel's limit of 253 per message, so
+/// that 10,000 peers cost 40 frames.
+pub const FDS_PER_FRAME: usize = 250;
 
 /// The longest one read or write on the channel waits for the other process.
 pub const IO_WAIT: Duration = Duration::from_secs(5);

@@ -58,15 +58,18 @@ impl Server {
         self.upgrade.upgrader = Some(Upgrader::new(started_as, config.fixed_for_upgrade()));
     }
 
-    /// Once a turn, after its work: the pause's end (new process), SIGUSR2, the channel, the
-    /// deadline.
-    pub(super) fn upgrade_turn(&mut self, now: Instant) {
+    /// At the start of the new process's first turn, woken at `now`: the pause is over.
+    pub(super) fn end_pause(&mut self, now: Instant) {
         if let Some((began, peers)) = self.upgrade.pause_began.take() {
             let pause = now.saturating_duration_since(began);
             let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
             self.core.stats_mut().upgrade_pause_us = us;
             info!("live upgrade: took over {peers} peers; the pause was {us} us");
         }
+    }
+
+    /// Once a turn, after its work: SIGUSR2, the channel, the deadline.
+    pub(super) fn upgrade_turn(&mut self, now: Instant) {
         if self.stop.upgrade_asked() {
             self.begin_upgrade(now);
         }
@@ -215,16 +218,18 @@ impl Server {
         state: &crate::cores::upgrade::wire::PeerState,
         fd: OwnedFd,
     ) {
+        // Already non-blocking: the flag belongs to the socket, which the old process set.
         let stream = std::net::TcpStream::from(fd);
-        // A peer gone meanwhile is taken in all the same: its next read says so.
-        let addr = stream
-            .peer_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let _ = stream.set_nonblocking(true);
+        let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        // Asked of the kernel only for the event log, which names it; a peer gone meanwhile
+        // is taken in all the same, and its next read says so.
+        let addr = match (state.real_addr, self.events.is_some()) {
+            (Some(real), _) => real,
+            (None, true) => stream.peer_addr().unwrap_or(unknown),
+            (None, false) => unknown,
+        };
         let mut stream = mio::net::TcpStream::from_std(stream);
-        let key = self
-            .core
-            .import_peer(now, state, state.real_addr.unwrap_or(addr));
+        let key = self.core.import_peer(now, state, addr);
         let generation = self.generations.issue();
         let registered = self.poll.registry().register(
             &mut stream,
