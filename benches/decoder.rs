@@ -1,14 +1,17 @@
 //! Line decoder cost per line: whole lines in a 64 KiB read (the common case, zero-copy)
-//! and lines split across reads (copied into the partial buffer).
+//! and lines split across reads (copied into the partial buffer); and the server's echo of
+//! them, line by line (`feed` calling `answer` per frame) beside per read (`feed_echo`: one
+//! pass over the read's line ends, straight into the output).
 //!
 //! Line sizes are on the wire, `\n` included: a "16 B" line is 15 bytes and `\n`.
-//! `cargo bench --bench decoder` prints time per line (`per_line`) and bytes/s (`bytes`).
+//! `cargo bench --bench decoder` prints time per line (`per_line`), bytes/s (`bytes`), and
+//! time per echoed line (`echo/line_by_line/...` beside `echo/per_read/...`).
 
 use std::hint::black_box;
 use std::ops::Range;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use heartbeat::cores::protocol::{Frame, LineDecoder, DEFAULT_MAX_LINE};
+use heartbeat::cores::protocol::{self, Echoed, Frame, LineDecoder, DEFAULT_MAX_LINE};
 
 /// One read buffer's worth, as the loops use.
 const READ_BUF: usize = 64 * 1024;
@@ -102,5 +105,60 @@ fn bytes(c: &mut Criterion) {
     bench(c, "bytes", false);
 }
 
-criterion_group!(benches, per_line, bytes);
+/// Echoes every read into `out` (cleared first), line by line or per read; returns the
+/// bytes of output so nothing is optimised out.
+fn echo(
+    decoder: &mut LineDecoder,
+    buf: &[u8],
+    reads: &[Range<usize>],
+    per_read: bool,
+    out: &mut Vec<u8>,
+) -> usize {
+    out.clear();
+    let mut tally = Echoed::default();
+    for read in reads {
+        let read = &buf[read.clone()];
+        if per_read {
+            tally.add(decoder.feed_echo(DEFAULT_MAX_LINE, read, out));
+        } else {
+            decoder.feed(DEFAULT_MAX_LINE, read, |frame| {
+                protocol::answer(DEFAULT_MAX_LINE, frame, out, &mut tally)
+            });
+        }
+    }
+    out.len() + tally.lines
+}
+
+/// The server's echo path per line: the same reads answered line by line and per read.
+fn echo_paths(c: &mut Criterion) {
+    let mut group = c.benchmark_group("echo");
+    for size in [16, 1024] {
+        let (buf, lines) = read_of_lines(size);
+        group.throughput(Throughput::Elements(lines));
+        for how in [Reads::Whole, Reads::Halves] {
+            let reads = how.cut(&buf, size);
+            let mut out = Vec::with_capacity(2 * buf.len());
+            let want = echo(&mut LineDecoder::new(), &buf, &reads, false, &mut out);
+            for (path, per_read) in [("line_by_line", false), ("per_read", true)] {
+                let mut decoder = LineDecoder::new();
+                assert_eq!(echo(&mut decoder, &buf, &reads, per_read, &mut out), want);
+                let id = BenchmarkId::new(format!("{path}/{}", how.name()), format!("{size}B"));
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        black_box(echo(
+                            &mut decoder,
+                            black_box(&buf),
+                            &reads,
+                            per_read,
+                            &mut out,
+                        ))
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_line, bytes, echo_paths);
 criterion_main!(benches);

@@ -1,14 +1,17 @@
 //! `client`: command line → configuration → the client's poll loop → what happened.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use heartbeat::client::{sources, Client, Finish};
 use heartbeat::edge::net::{self, SetupError};
 use heartbeat::edge::stop::Stoppable;
-use heartbeat::ops::stats::client::{ClientReport, RunFacts};
-use heartbeat::ops::stats::ClientStats;
-use heartbeat::settings::cli::{print_line, ClientArgs, StartError};
+use heartbeat::ops::report;
+use heartbeat::ops::stats::client::{merge, ClientReport, RunFacts};
+use heartbeat::ops::stats::{ClientStats, ClientSummary};
+use heartbeat::settings::cli::{print_line, ClientArgs, ClientCommand, MergeArgs, StartError};
 use heartbeat::settings::config;
 use heartbeat::workers::{self, Supervisor};
 use heartbeat::{ops::logging, settings::prompt};
@@ -42,6 +45,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
+    if let Some(ClientCommand::Merge(merge_args)) = &args.command {
+        return Ok(run_merge(merge_args));
+    }
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
     logging::init(args.log_level.filter(), None)?;
@@ -98,8 +104,19 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
         eprintln!("{notice}");
     }
     config.bind = plan.bind;
+    // Opened now, so that a path that cannot be written is said before the run, not after.
+    let report_file = match (&args.report, worker) {
+        (Some(path), None) => match File::create(path) {
+            Ok(file) => Some((path.as_path(), file)),
+            Err(e) => {
+                eprintln!("client: --report {}: {e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
     if worker.is_none() && args.workers > 1 {
-        return run_parent(args, &config);
+        return run_parent(args, &config, report_file);
     }
     let mut client = Client::new(config)?;
     client.stop_on_signals()?;
@@ -121,6 +138,11 @@ fn run(args: &ClientArgs) -> Result<ExitCode, StartError> {
         print_line(&outcome.summary.to_json());
     } else if !single {
         print_line(&outcome.summary.to_text());
+    }
+    if let Some((path, file)) = report_file {
+        if !write_report(path, file, &outcome.summary) {
+            return Ok(ExitCode::from(1));
+        }
     }
     if outcome.finish == Finish::NothingConnected {
         if let Some(error) = &outcome.first_error {
@@ -153,6 +175,7 @@ fn take_share(config: &mut heartbeat::client::ClientConfig, index: usize) {
 fn run_parent(
     args: &ClientArgs,
     config: &heartbeat::client::ClientConfig,
+    report_file: Option<(&Path, File)>,
 ) -> Result<ExitCode, StartError> {
     let shares = workers::shares(config.connections, args.workers);
     let mut first = 0;
@@ -206,6 +229,11 @@ fn run_parent(
     } else {
         print_line(&summary.to_text());
     }
+    if let Some((path, file)) = report_file {
+        if !write_report(path, file, &summary) {
+            return Ok(ExitCode::from(1));
+        }
+    }
     if !connected {
         if let Some(error) = first_error {
             eprintln!("client: {error}");
@@ -213,4 +241,65 @@ fn run_parent(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Summaries larger than this are not ours (a day of rows is a few MB): refused unread.
+const MAX_SUMMARY_BYTES: u64 = 64 << 20;
+
+/// `merge FILE...`: one JSON summary of them all on stdout, and the report if asked; a file
+/// that cannot be read or combined is named on one line, exit status 2.
+fn run_merge(args: &MergeArgs) -> ExitCode {
+    let mut files = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let name = path.display().to_string();
+        let mut text = String::new();
+        let read =
+            File::open(path).and_then(|f| f.take(MAX_SUMMARY_BYTES + 1).read_to_string(&mut text));
+        match read {
+            Ok(n) if n as u64 > MAX_SUMMARY_BYTES => {
+                eprintln!("client: {name}: over {MAX_SUMMARY_BYTES} bytes: not a summary");
+                return ExitCode::from(2);
+            }
+            Ok(_) => files.push((name, text)),
+            Err(e) => {
+                eprintln!("client: {name}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let summary = match merge::merge(&files) {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report_file = match &args.report {
+        Some(path) => match File::create(path) {
+            Ok(file) => Some((path.as_path(), file)),
+            Err(e) => {
+                eprintln!("client: --report {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    print_line(&summary.to_json());
+    if let Some((path, file)) = report_file {
+        if !write_report(path, file, &summary) {
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes the HTML report; false (said on stderr) when the file could not be written.
+fn write_report(path: &Path, mut file: File, summary: &ClientSummary) -> bool {
+    match file.write_all(report::html(summary).as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("client: --report {}: {e}", path.display());
+            false
+        }
+    }
 }

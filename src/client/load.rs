@@ -103,11 +103,14 @@ impl Client {
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
         let now = Instant::now();
+        let mut stats = ClientStats::new(config.connections as u64);
+        // The one wall-clock read: rows per second line up across hosts (`stats::client::series`).
+        stats.start_series(now, std::time::SystemTime::now());
         Ok(Client {
             poll,
             conns: Slab::with_capacity(config.connections.min(1 << 16)),
             timers: Timers::new(now, config.tick, config.connections),
-            stats: ClientStats::new(config.connections as u64),
+            stats,
             pacer: Pacer::new(now, config.connect_rate, config.connections),
             retries: BinaryHeap::new(),
             jitter: SplitMix64::new(config.seed ^ 0x6a09_e667_f3bc_c908),
@@ -178,6 +181,7 @@ impl Client {
                 continue;
             }
             let now = Instant::now();
+            self.stats.at(now);
             let slept = now.saturating_duration_since(entered) >= DID_NOT_SLEEP;
             self.ready_since = if slept { now } else { turn_began };
             turn_began = now;
@@ -222,6 +226,7 @@ impl Client {
             }
         }
         let now = Instant::now();
+        self.stats.at(now);
         self.drain_until.get_or_insert(now);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -233,6 +238,8 @@ impl Client {
             undetected,
             warnings_suppressed: self.warnings.held_back(),
             memory: Memory::new(self.baseline_rss, end_rss, open),
+            settings: self.config.settings(),
+            runs: 1,
         };
         Outcome {
             finish,

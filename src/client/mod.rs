@@ -31,7 +31,7 @@ mod warnings;
 pub use load::Client;
 
 use crate::cores::protocol;
-use crate::ops::stats::client::RunFacts;
+use crate::ops::stats::client::{RunFacts, RunSettings};
 use crate::ops::stats::{ClientStats, ClientSummary};
 use faults::FaultSpec;
 
@@ -111,6 +111,36 @@ impl ClientConfig {
             Some(d) => d / 2,
             None => Duration::from_secs(60),
         })
+    }
+}
+
+impl ClientConfig {
+    /// The settings as the summary records them (and `client merge` checks).
+    pub fn settings(&self) -> RunSettings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let faults: Vec<String> = faults::FaultKind::ALL
+            .iter()
+            .filter(|kind| self.faults.share(**kind) > 0.0)
+            .map(|kind| format!("{}={}%", kind.as_str(), self.faults.share(*kind) * 100.0))
+            .collect();
+        RunSettings {
+            server: self.server.to_string(),
+            connections: self.connections as u64,
+            connect_rate: u64::from(self.connect_rate),
+            interval_ms: ms(self.interval),
+            message_bytes: self.message.len() as u64,
+            heartbeat_block_ms: ms(self.heartbeat_block),
+            duration_ms: self.duration.map(ms),
+            faults: faults.join(","),
+            fault_window_ms: if self.faults.is_empty() {
+                0
+            } else {
+                ms(self.fault_window())
+            },
+            seed: self.seed,
+            reconnect: self.reconnect,
+            server_interval_ms: ms(self.server_interval),
+        }
     }
 }
 

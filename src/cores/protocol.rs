@@ -220,6 +220,129 @@ pub fn encode_too_long(out: &mut Vec<u8>, max_line: usize) {
     let _ = writeln!(out, "Error: line too long (limit {max_line} bytes)");
 }
 
+/// What [`echo_lines`] did with one read's complete lines; the server counts them once per
+/// read, not once per line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Echoed {
+    /// Data lines echoed.
+    pub lines: usize,
+    /// Lines over the limit, each answered with one error line.
+    pub too_long: usize,
+    /// Heartbeat answers ([`HEARTBEAT_REPLY`]): recognised, not echoed.
+    pub replies: usize,
+    /// Bytes of the input used: up to and including its last `\n` (0 when it has none). The
+    /// rest is the start of a line still arriving, for a [`LineDecoder`].
+    pub consumed: usize,
+}
+
+/// The per-read echo path: appends the server's answer to every complete line in `input` to
+/// `out`, in one pass over the line ends. `input` must start at the start of a line (a
+/// [`LineDecoder`] at rest); what follows its last `\n` is left for the decoder.
+///
+/// The answers are exactly those of [`LineDecoder::feed`] + [`classify`] + [`encode_echo`] /
+/// [`encode_too_long`] line by line (a property test holds the two paths to it), but with no
+/// call per line, and a line ending in a plain `\n` is copied with its `\n` in one piece.
+pub fn echo_lines(max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
+    let mut echoed = Echoed::default();
+    let mut start = 0;
+    for end in memchr_iter(b'\n', input) {
+        // `raw` is the line before its `\n`; `wire` is the same with the `\n`.
+        let wire = &input[start..=end];
+        let raw = &wire[..wire.len() - 1];
+        start = end + 1;
+        if raw.len() > max_line {
+            encode_too_long(out, max_line);
+            echoed.too_long += 1;
+            continue;
+        }
+        let (line, crlf) = match raw.strip_suffix(b"\r") {
+            Some(line) => (line, true),
+            None => (raw, false),
+        };
+        if line == HEARTBEAT_REPLY {
+            echoed.replies += 1;
+            continue;
+        }
+        out.extend_from_slice(ECHO_PREFIX);
+        if crlf {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        } else {
+            // The line and its `\n` as they arrived: one copy.
+            out.extend_from_slice(wire);
+        }
+        echoed.lines += 1;
+    }
+    echoed.consumed = start;
+    echoed
+}
+
+/// The server's answer to one frame, line by line: an echo for data, nothing for a heartbeat
+/// answer, the error line for a line over `max_line`; counted in `tally`. The reference that
+/// [`echo_lines`] must match.
+pub fn answer(max_line: usize, frame: Frame<'_>, out: &mut Vec<u8>, tally: &mut Echoed) {
+    match frame {
+        Frame::Line(line) => match classify(line) {
+            Message::HeartbeatReply => tally.replies += 1,
+            Message::Data(data) => {
+                encode_echo(out, data);
+                tally.lines += 1;
+            }
+        },
+        Frame::TooLong => {
+            encode_too_long(out, max_line);
+            tally.too_long += 1;
+        }
+    }
+}
+
+impl Echoed {
+    /// Adds `other`'s counts (not `consumed`) to these.
+    pub fn add(&mut self, other: Echoed) {
+        self.lines += other.lines;
+        self.too_long += other.too_long;
+        self.replies += other.replies;
+    }
+}
+
+impl LineDecoder {
+    /// Feeds bytes just read and appends the server's answers to `out` (see [`answer`]): the
+    /// line pending from an earlier read, if any, line by line; then every complete line in
+    /// one pass ([`echo_lines`]); the unterminated rest is held. Same output as [`feed`]
+    /// with [`answer`] for each frame. `consumed` is 0.
+    ///
+    /// [`feed`]: LineDecoder::feed
+    pub fn feed_echo(&mut self, max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
+        let mut tally = Echoed::default();
+        // The held (or dropped) line ends at the first newline; after it, a line starts.
+        let mut on_frame = |f: Frame<'_>| answer(max_line, f, out, &mut tally);
+        let Some(rest) = self.finish_pending(max_line, input, &mut on_frame) else {
+            return tally;
+        };
+        let whole = echo_lines(max_line, rest, out);
+        tally.add(whole);
+        // No newline in the tail: it is held, or dropped if already over the limit.
+        let tail = &rest[whole.consumed..];
+        if tail.len() > max_line {
+            answer(max_line, Frame::TooLong, out, &mut tally);
+            self.discarding = true;
+        } else if !tail.is_empty() {
+            self.hold(max_line, tail);
+        }
+        tally
+    }
+}
+
+/// Whether `read` is exactly one heartbeat answer, [`HEARTBEAT_REPLY`] and its `\n` or
+/// `\r\n`, within `max_line`: the usual read from an idle peer, which the server can pass
+/// over without framing (when no line is pending), as there is nothing to answer.
+pub fn is_lone_reply(max_line: usize, read: &[u8]) -> bool {
+    let Some(raw) = read.strip_suffix(b"\n") else {
+        return false;
+    };
+    raw.len() <= max_line && raw.strip_suffix(b"\r").unwrap_or(raw) == HEARTBEAT_REPLY
+}
+
 /// What a received line is, for the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -580,6 +703,137 @@ mod tests {
             } else {
                 prop_assert_eq!(decoder.pending(), 0);
             }
+        }
+    }
+
+    /// Lines for the echo paths: random bytes (`\r` anywhere), empty lines and heartbeat
+    /// answers, each ending in `\n` or `\r\n`; then an unterminated tail.
+    fn echo_wire(max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+        let byte = any::<u8>().prop_filter("no newline", |b| *b != b'\n');
+        let content = prop_oneof![
+            4 => prop::collection::vec(byte.clone(), 0..max_len),
+            1 => (60usize..300).prop_map(|n| vec![b'x'; n]),
+            1 => Just(HEARTBEAT_REPLY.to_vec()),
+            1 => Just(Vec::new()),
+        ];
+        let one = (content, any::<bool>());
+        (
+            prop::collection::vec(one, 0..30),
+            prop::collection::vec(byte, 0..max_len),
+        )
+            .prop_map(|(lines, tail)| {
+                let mut wire = Vec::new();
+                for (content, crlf) in lines {
+                    wire.extend_from_slice(&content);
+                    wire.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+                wire.extend_from_slice(&tail);
+                wire
+            })
+    }
+
+    /// `wire` cut at the given points (any order, repeats allowed: empty reads too).
+    fn cut_at(wire: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        points
+            .windows(2)
+            .map(|w| wire[w[0]..w[1]].to_vec())
+            .collect()
+    }
+
+    /// The line-by-line reference: `feed`, then `answer` for each frame.
+    fn echo_line_by_line(
+        decoder: &mut LineDecoder,
+        max_line: usize,
+        read: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Echoed {
+        let mut tally = Echoed::default();
+        decoder.feed(max_line, read, |f| answer(max_line, f, out, &mut tally));
+        tally
+    }
+
+    #[test]
+    fn a_lone_reply_is_exactly_one_heartbeat_answer_line() {
+        assert!(is_lone_reply(100, b"Echoing...heartbeat\n"));
+        assert!(is_lone_reply(100, b"Echoing...heartbeat\r\n"));
+        // Over the limit it is a line too long, answered with an error line.
+        assert!(is_lone_reply(19, b"Echoing...heartbeat\n"));
+        assert!(!is_lone_reply(18, b"Echoing...heartbeat\n"));
+        assert!(!is_lone_reply(19, b"Echoing...heartbeat\r\n"));
+        for not in [
+            &b"Echoing...heartbeat"[..],
+            b"Echoing...heartbeat\r",
+            b"Echoing...heartbeat\r\r\n",
+            b"Echoing...heartbeat\nx",
+            b"Echoing...heartbeat\n\n",
+            b"xEchoing...heartbeat\n",
+            b"\n",
+            b"",
+        ] {
+            assert!(
+                !is_lone_reply(100, not),
+                "{:?}",
+                String::from_utf8_lossy(not)
+            );
+        }
+    }
+
+    #[test]
+    fn echo_lines_answers_like_the_reference() {
+        let input =
+            b"a\r\nEchoing...heartbeat\r\n\n0123456789abcdefghijk\nEchoing...heartbeat\nb\r\r\ntail";
+        let mut out = Vec::new();
+        let got = echo_lines(20, input, &mut out);
+        let want: &[u8] = b"Echoing...a\nEchoing...\n\
+                            Error: line too long (limit 20 bytes)\nEchoing...b\r\n";
+        assert_eq!(out, want, "{}", String::from_utf8_lossy(&out));
+        let counts = Echoed {
+            lines: 3,
+            too_long: 1,
+            replies: 2,
+            consumed: input.len() - 4,
+        };
+        assert_eq!(got, counts);
+    }
+
+    proptest! {
+        /// The per-read path and the line-by-line path give byte-identical output, the same
+        /// counts and the same decoder state after every read, for any input cut anywhere
+        /// and any line limit.
+        #[test]
+        fn per_read_echo_matches_line_by_line(
+            wire in echo_wire(60),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            max_line in prop_oneof![0usize..40, Just(DEFAULT_MAX_LINE)],
+        ) {
+            let (mut fast, mut slow) = (LineDecoder::new(), LineDecoder::new());
+            let (mut fast_out, mut slow_out) = (Vec::new(), Vec::new());
+            for read in cut_at(&wire, &cuts) {
+                let got = fast.feed_echo(max_line, &read, &mut fast_out);
+                let want = echo_line_by_line(&mut slow, max_line, &read, &mut slow_out);
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(&fast_out, &slow_out);
+                prop_assert_eq!(fast.pending(), slow.pending());
+                prop_assert_eq!(fast.is_at_rest(), slow.is_at_rest());
+                prop_assert_eq!(fast.heap_bytes(), slow.heap_bytes());
+            }
+        }
+
+        /// A whole read through `echo_lines` alone answers exactly its complete lines.
+        #[test]
+        fn echo_lines_stops_after_the_last_newline(wire in echo_wire(60), max_line in 0usize..80) {
+            let mut out = Vec::new();
+            let got = echo_lines(max_line, &wire, &mut out);
+            let last = wire.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            prop_assert_eq!(got.consumed, last);
+            let mut want_out = Vec::new();
+            let want = echo_line_by_line(&mut LineDecoder::new(), max_line, &wire[..last], &mut want_out);
+            prop_assert_eq!(Echoed { consumed: last, ..want }, got);
+            prop_assert_eq!(out, want_out);
         }
     }
 }

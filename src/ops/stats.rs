@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cores::vocab::{Reason, Refusal};
 
 pub mod client;
+pub mod hdr;
 mod latency;
 pub use client::{ClientStats, ClientSummary, ConnectFailure};
 pub use latency::{exact, Buckets, Latencies, Percentiles, Recorded};

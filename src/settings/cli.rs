@@ -24,7 +24,7 @@ use crate::workers::WorkersError;
 mod client;
 mod server;
 
-pub use self::client::ClientArgs;
+pub use self::client::{ClientArgs, ClientCommand, MergeArgs};
 pub use self::server::ServerArgs;
 
 /// Why the command line could not be turned into a configuration. Each variant shows its

@@ -14,7 +14,7 @@ use super::{micros, ms};
 /// A histogram of durations in microseconds (1 µs to an hour, 3 significant figures; longer
 /// ones count as an hour): how late timers fired, round trips, connect times.
 #[derive(Clone)]
-pub struct Latencies(Histogram<u64>);
+pub struct Latencies(pub(super) Histogram<u64>);
 
 impl Latencies {
     pub fn record(&mut self, late: Duration) {

@@ -7,19 +7,43 @@
 //! loop writes any. A segment is done once written (or moved to its peer's outbox); the
 //! buffer is emptied, keeping its capacity, once every segment is done.
 
+//!
+//! A read is echoed per read, not per line ([`protocol::echo_lines`]); the line-by-line path
+//! ([`protocol::answer`] per frame) remains for debug logging (it logs each line), for the
+//! end of the input, and as the reference a property test holds the per-read path to.
+
 use std::ops::Range;
 use std::time::Instant;
 
 use log::debug;
+use memchr::memchr;
 
 use super::{Action, Segment, ServerCore, DONE};
 use crate::cores::escape::Escaped;
-use crate::cores::protocol::{self, classify, Frame, Message};
+use crate::cores::protocol::{self, Echoed, Frame};
 
 impl ServerCore {
     /// Frames what was read (`Some(bytes)`; `None`: the end of the input, which completes a
     /// last line without a newline) and queues the echoes of its data lines.
+    ///
+    /// Per read, not per line: a line pending from an earlier read (or being dropped) is
+    /// finished line by line up to the read's first newline; every complete line after it
+    /// goes through [`protocol::echo_lines`] in one pass, straight into the shared output;
+    /// the unterminated rest is held. The counters and the budget are told once per read.
+    /// With debug logging on, every line goes through the line-by-line path (it logs each).
     pub(super) fn echo(&mut self, now: Instant, key: usize, input: Option<&[u8]>) {
+        let max_line = self.settings.max_line;
+        if input.is_some_and(|read| protocol::is_lone_reply(max_line, read))
+            && per_read_path()
+            && self
+                .conns
+                .get(key)
+                .is_some_and(|record| record.buffers.is_unallocated())
+        {
+            // An idle peer's answer to a heartbeat, with nothing pending: nothing to answer,
+            // nothing held, no counter but the one `handle_read` keeps.
+            return;
+        }
         self.claim_output(now, key);
         let ServerCore {
             conns,
@@ -33,23 +57,43 @@ impl ServerCore {
         };
         let before = output.len();
         let max_line = settings.max_line;
-        let mut on_frame = |frame: Frame<'_>| match frame {
-            Frame::Line(line) => match classify(line) {
-                Message::HeartbeatReply => {}
-                Message::Data(data) => {
-                    debug!("data: {:.200}", Escaped(data));
-                    protocol::encode_echo(output, data);
-                    stats.on_line_echoed();
-                }
-            },
-            Frame::TooLong => {
-                protocol::encode_too_long(output, max_line);
-                stats.on_line_too_long();
+        let mut tally = Echoed::default();
+        let mut line_by_line = |frame: Frame<'_>| {
+            if let Frame::Line(data) = frame {
+                debug!("data: {:.200}", Escaped(data));
             }
+            protocol::answer(max_line, frame, output, &mut tally);
         };
         match input {
-            Some(bytes) => record.buffers.feed(max_line, bytes, &mut on_frame),
-            None => record.buffers.finish(&mut on_frame),
+            None => record.buffers.finish(&mut line_by_line),
+            Some(bytes) if !per_read_path() => record.buffers.feed(max_line, bytes, line_by_line),
+            Some(bytes) => {
+                let mut rest = bytes;
+                // Buffers that hold nothing hold no pending line: a line starts at byte 0.
+                if !record.buffers.is_unallocated() {
+                    // After the first newline a line starts, whatever was pending.
+                    let head = memchr(b'\n', bytes).map_or(bytes.len(), |end| end + 1);
+                    record
+                        .buffers
+                        .feed(max_line, &bytes[..head], &mut line_by_line);
+                    rest = &bytes[head..];
+                }
+                let whole = protocol::echo_lines(max_line, rest, output);
+                tally.add(whole);
+                let tail = &rest[whole.consumed..];
+                if !tail.is_empty() {
+                    record.buffers.feed(max_line, tail, |frame| {
+                        protocol::answer(max_line, frame, output, &mut tally)
+                    });
+                }
+            }
+        }
+        // Counted once per read (the loops fold into one addition).
+        for _ in 0..tally.lines {
+            stats.on_line_echoed();
+        }
+        for _ in 0..tally.too_long {
+            stats.on_line_too_long();
         }
         // `output_ready` counts the peer's buffers in the budget; otherwise only the line
         // decoder may have changed them.
@@ -203,7 +247,7 @@ impl Segments {
 }
 
 #[cfg(test)]
-mod tests {
+mod segment_tests {
     use super::*;
 
     /// Three peers' output in one buffer, written out of order: each finds its own bytes,
@@ -243,5 +287,210 @@ mod tests {
         assert!(output.is_empty() && segments.list.is_empty());
         assert_eq!((segments.first_live, segments.keys), (0, 0));
         assert!(output.capacity() >= 64);
+    }
+}
+
+/// Whether reads take the per-read echo path: not while debug logging wants every line, nor
+/// in a test that asked for the line-by-line path (to hold the two to the same output).
+fn per_read_path() -> bool {
+    #[cfg(test)]
+    if let Some(per_read) = tests::PER_READ.with(std::cell::Cell::get) {
+        return per_read;
+    }
+    !log::log_enabled!(log::Level::Debug)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::super::{Action, Admission, ServerCore, Settings};
+    use crate::cores::allow::AllowList;
+    use crate::cores::liveness::Timing;
+    use crate::cores::protocol::{DEFAULT_MAX_LINE, HEARTBEAT_REPLY};
+    use crate::ops::stats::ServerStats;
+
+    thread_local! {
+        /// `Some(true)`: this test's reads take the per-read path; `Some(false)`: line by
+        /// line; `None`: as the log level says.
+        pub(super) static PER_READ: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+
+    fn settings(max_line: usize, max_write_buffer: usize) -> Settings {
+        Settings {
+            timing: Timing {
+                idle: Duration::from_secs(30),
+                interval: Duration::from_secs(10),
+                count: 3,
+            },
+            tick: Duration::from_millis(1),
+            max_line,
+            max_write_buffer,
+            max_buffered: 256 << 20,
+            max_connections: 10,
+            allow: AllowList::default(),
+            drain: Duration::ZERO,
+            jitter_percent: 0,
+            jitter_seed: 1,
+            sessions: true,
+            max_header_waits: 4,
+        }
+    }
+
+    /// Everything one peer's reads led to: every action, the bytes the fake kernel took, the
+    /// state after each read (read budget, buffer memory held, budget total) and the counters.
+    #[derive(Debug, PartialEq)]
+    struct Trace {
+        actions: Vec<Action>,
+        wire: Vec<u8>,
+        after_each_read: Vec<(usize, bool, usize)>,
+        stats: ServerStats,
+    }
+
+    /// One peer sends `reads`, then closes its side; the kernel takes at most the next of
+    /// `rooms` bytes per write (cycling), and says "writable" once after each read.
+    fn run(
+        per_read: bool,
+        max_line: usize,
+        limit: usize,
+        reads: &[&[u8]],
+        rooms: &[usize],
+    ) -> Trace {
+        PER_READ.with(|c| c.set(Some(per_read)));
+        let t0 = Instant::now();
+        let mut core = ServerCore::new(t0, settings(max_line, limit));
+        let Admission::Admitted(key) =
+            core.handle_accept(t0, SocketAddr::from(([127, 0, 0, 1], 9)))
+        else {
+            panic!("refused");
+        };
+        let mut trace = Trace {
+            actions: Vec::new(),
+            wire: Vec::new(),
+            after_each_read: Vec::new(),
+            stats: ServerStats::default(),
+        };
+        let mut rooms = rooms.iter().copied().cycle();
+        let mut drain = |core: &mut ServerCore, trace: &mut Trace, now: Instant| {
+            while let Some(action) = core.poll_action() {
+                trace.actions.push(action);
+                if let Action::Write(k) = action {
+                    let out = core.output(k);
+                    let n = rooms.next().unwrap_or(usize::MAX).min(out.len());
+                    trace.wire.extend_from_slice(&out[..n]);
+                    core.handle_written(now, k, Ok(n));
+                }
+            }
+        };
+        drain(&mut core, &mut trace, t0);
+        for (i, read) in reads.iter().enumerate() {
+            let now = t0 + Duration::from_millis(i as u64);
+            core.handle_read(now, key, read);
+            drain(&mut core, &mut trace, now);
+            core.handle_writable(now, key);
+            drain(&mut core, &mut trace, now);
+            let state = (
+                core.read_budget(key),
+                core.holds_memory(key),
+                core.buffered(),
+            );
+            trace.after_each_read.push(state);
+        }
+        let end = t0 + Duration::from_secs(1);
+        core.handle_eof(end, key);
+        drain(&mut core, &mut trace, end);
+        trace.stats = core.stats().clone();
+        PER_READ.with(|c| c.set(None));
+        trace
+    }
+
+    /// Lines of random bytes, empty lines and heartbeat answers, ending in `\n` or `\r\n`,
+    /// then an unterminated tail.
+    fn wire(max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+        let byte = any::<u8>().prop_filter("no newline", |b| *b != b'\n');
+        let content = prop_oneof![
+            4 => prop::collection::vec(byte.clone(), 0..max_len),
+            1 => Just(HEARTBEAT_REPLY.to_vec()),
+            1 => Just(Vec::new()),
+        ];
+        (
+            prop::collection::vec((content, any::<bool>()), 0..40),
+            prop::collection::vec(byte, 0..max_len),
+        )
+            .prop_map(|(lines, tail)| {
+                let mut wire = Vec::new();
+                for (content, crlf) in lines {
+                    wire.extend_from_slice(&content);
+                    wire.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+                wire.extend_from_slice(&tail);
+                wire
+            })
+    }
+
+    /// `wire` cut at the given points (any order, repeats: empty reads too).
+    fn cut_at<'a>(wire: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        points.extend([0, wire.len()]);
+        points.sort_unstable();
+        points.windows(2).map(|w| &wire[w[0]..w[1]]).collect()
+    }
+
+    #[test]
+    fn per_read_path_answers_pending_whole_and_tail_lines() {
+        let reads: [&[u8]; 3] = [
+            b"one\ntw",
+            b"o\nEchoing...heartbeat\r\nthree\r\nfo",
+            b"ur\n",
+        ];
+        let trace = run(true, DEFAULT_MAX_LINE, 1 << 20, &reads, &[usize::MAX]);
+        let want: &[u8] = b"Echoing...one\nEchoing...two\nEchoing...three\nEchoing...four\n";
+        assert_eq!(trace.wire, want);
+        assert_eq!(trace.stats.lines_echoed, 4);
+        assert!(
+            !trace.after_each_read[2].1,
+            "nothing held once all is written"
+        );
+    }
+
+    #[test]
+    fn a_lone_heartbeat_answer_is_not_echoed_on_either_path() {
+        let reads: [&[u8]; 4] = [
+            b"Echoing...heartbeat\n",
+            b"Echoing...heartbeat\r\n",
+            b"Echo",
+            b"ing...heartbeat\nEchoing...heartbeat\n",
+        ];
+        for per_read in [true, false] {
+            let trace = run(per_read, DEFAULT_MAX_LINE, 1 << 20, &reads, &[usize::MAX]);
+            assert_eq!(trace.wire, b"", "per_read {per_read}");
+            assert!(!trace.actions.iter().any(|a| matches!(a, Action::Write(_))));
+            assert_eq!(trace.stats.lines_echoed, 0);
+        }
+    }
+
+    proptest! {
+        /// The per-read echo path and the line-by-line path: byte-identical output, the same
+        /// actions and events in the same order, the same buffers and budget after every
+        /// read, the same counters, for any input cut at any points, any line limit, and a
+        /// kernel that takes all, some or none of each write (so output waits in the outbox
+        /// and reading pauses at the output limit).
+        #[test]
+        fn per_read_and_line_by_line_paths_agree(
+            wire in wire(80),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+            max_line in prop_oneof![0usize..50, Just(DEFAULT_MAX_LINE)],
+            limit in prop_oneof![Just(1usize << 20), 1usize..200],
+            rooms in prop::collection::vec(prop_oneof![Just(usize::MAX), 0usize..64], 1..6),
+        ) {
+            let reads = cut_at(&wire, &cuts);
+            let fast = run(true, max_line, limit, &reads, &rooms);
+            let slow = run(false, max_line, limit, &reads, &rooms);
+            prop_assert_eq!(fast, slow);
+        }
     }
 }

@@ -97,6 +97,32 @@ pub struct ClientArgs {
     /// addresses are split among them, and one summary is merged from all
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
     pub workers: usize,
+    /// Also write an HTML report of the run to PATH: one self-contained file, charts as
+    /// inline SVG, readable on a phone
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ClientCommand>,
+}
+
+/// What the client does besides running.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Combine the --json summaries of several runs (other hosts, other processes) into one
+    /// JSON summary: counts added, histograms merged, time series aligned by second
+    Merge(MergeArgs),
+}
+
+/// `heartbeat-client merge FILE...`
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Summaries written by `heartbeat-client --json`, each of one version and compatible
+    /// settings (line interval, message, heartbeat delay, server interval)
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Also write an HTML report of the merged result to PATH
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 }
 
 const CLIENT_AFTER_HELP: &str = "\
