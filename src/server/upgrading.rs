@@ -65,6 +65,9 @@ impl Server {
             let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
             self.core.stats_mut().upgrade_pause_us = us;
             info!("live upgrade: took over {peers} peers; the pause was {us} us");
+            if let Some(events) = &mut self.events {
+                events.record_upgrade(now, peers, Some(pause));
+            }
         }
     }
 
@@ -127,6 +130,9 @@ impl Server {
                 stats.upgrades += 1;
                 stats.handed_over += peers;
                 info!("live upgrade: {peers} peers handed over to the new process; exiting");
+                if let Some(events) = &mut self.events {
+                    events.record_upgrade(now, peers, None);
+                }
             }
             Step::RolledBack { reason } => {
                 self.core.stats_mut().upgrades_failed += 1;

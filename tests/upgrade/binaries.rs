@@ -352,3 +352,33 @@ fn with_workers_sigusr2_is_refused_and_the_server_serves_on() {
     assert!(server.first.wait().unwrap().success());
     assert_eq!(read_line(&mut peer), "End Connection");
 }
+
+/// The event log of both processes (one file) says `handed_over` and then `taken_over`, with
+/// the peers and the pause; the peer's own story goes on in the same file.
+#[test]
+fn the_event_log_tells_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut server = Upgradable::start(&["--events", path.to_str().unwrap()]);
+    let mut peer = connect(server.addr());
+    peer.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut peer), "Echoing...hello");
+    server.upgrade();
+    drop(peer);
+    drop(server.stop());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(events, ["connect", "handed_over", "taken_over", "close"]);
+    assert_eq!(lines[1]["peers"], 1);
+    assert_eq!(lines[2]["peers"], 1);
+    assert!(
+        lines[2]["pause_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["reason"], "peer_closed");
+}
