@@ -109,7 +109,7 @@ impl Server {
     }
 
     /// The server around its listening sockets (bound here, or handed over in a live
-    /// upgrade: `Server::adopt`).
+    /// upgrade: `Server::take_over`).
     fn assemble(
         config: ServerConfig,
         mut listener: TcpListener,

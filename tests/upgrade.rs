@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use heartbeat::cores::upgrade::wire::{Message, PeerState, WireError, VERSION};
 use heartbeat::cores::upgrade::ANSWER_WAIT;
 use heartbeat::edge::handover::{self, Channel};
-use heartbeat::server::takeover::{take_over, GiveUp};
+use heartbeat::server::takeover::{take_over, GiveUp, Taken};
 use heartbeat::server::upgrade::{StartedAs, Step, Upgrader};
 
 /// Only a hang guard: every wait below ends on the state it waits for.
@@ -226,14 +226,21 @@ fn run_child(port: u16) {
         Ok(None) => return,
         Err(e) => panic!("{e}"),
     };
-    let inherited = match take_over(channel, fixed(port)) {
-        Ok(inherited) => inherited,
-        Err(GiveUp { why, status }) => {
-            eprintln!("child: {why}");
-            std::process::exit(i32::from(status));
+    let mut listeners = Vec::new();
+    let mut peers = Vec::new();
+    let taken = take_over(channel, fixed(port), |taken| {
+        match taken {
+            Taken::Listeners(more) => listeners.extend(more),
+            Taken::Peers(more) => peers.extend(more),
+            Taken::Done { .. } => {}
         }
-    };
-    for (state, fd) in inherited.peers {
+        Ok(())
+    });
+    if let Err(GiveUp { why, status }) = taken {
+        eprintln!("child: {why}");
+        std::process::exit(i32::from(status));
+    }
+    for (state, fd) in peers {
         let mut stream = TcpStream::from(fd);
         let partial = String::from_utf8_lossy(&state.partial);
         let line = format!(
@@ -242,7 +249,7 @@ fn run_child(port: u16) {
         );
         stream.write_all(line.as_bytes()).unwrap();
     }
-    let (_, fd) = inherited.listeners.into_iter().next().expect("a listener");
+    let (_, fd) = listeners.into_iter().next().expect("a listener");
     let (mut stream, _) = TcpListener::from(fd).accept().unwrap();
     stream.write_all(b"new process: a new peer\n").unwrap();
     std::process::exit(0);

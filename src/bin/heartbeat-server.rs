@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use heartbeat::edge::handover::Channel;
 use heartbeat::edge::stop::Stoppable;
 use heartbeat::ops::stats::ServerStats;
-use heartbeat::server::takeover::{self, GiveUp};
+use heartbeat::server::takeover::GiveUp;
 use heartbeat::server::upgrade::StartedAs;
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::config::{self, format_duration};
@@ -97,8 +97,8 @@ fn run(
     }
     let taking_over = channel.is_some();
     let mut server = match channel {
-        Some(channel) => match takeover::take_over(channel, config.fixed_for_upgrade()) {
-            Ok(inherited) => Server::adopt(config.clone(), inherited)?,
+        Some(channel) => match Server::take_over(&config, channel) {
+            Ok(server) => server,
             Err(GiveUp { why, status }) => {
                 // The running server serves on; it logs why as well.
                 log::warn!("live upgrade: not taking over: {why}");

@@ -2,7 +2,8 @@
 //! binary ([`upgrade::Upgrader`]), the loop serves on while it starts and watches the
 //! channel, then stops, exports every peer from the core and hands the sockets over; on
 //! success the loop ends without a word to any peer, on failure it serves on. In the new
-//! server: [`Server::adopt`] builds the loop around the sockets and state handed over.
+//! server: [`Server::take_over`] builds the loop around the sockets and state handed over,
+//! batch by batch as they come.
 //!
 //! Owns the upgrade's place in the loop (its token, its deadline beside the core's, the
 //! pause's measure). Does not own the protocol (`cores::upgrade`), the channel
@@ -15,9 +16,10 @@ use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::takeover::Inherited;
+use super::takeover::{self, GiveUp, Taken};
 use super::upgrade::{StartedAs, Step, Upgrader};
 use super::{Server, ServerConfig, Socket};
+use crate::edge::handover::Channel;
 use crate::edge::net::{describe, SetupError};
 use crate::edge::turn::token;
 use crate::ops::stats::ServerStats;
@@ -174,48 +176,85 @@ impl Server {
         upgrader.hand_over(&listeners, peers, stats, now)
     }
 
-    /// The server around what the running one handed over (the new process's start): its
+    /// The new process's start: takes over from the running server on `channel` (see
+    /// `takeover`), building this server around what it hands over as it comes: its
     /// listening sockets instead of binding, its peers with their state, its counters.
-    pub fn adopt(config: ServerConfig, inherited: Inherited) -> Result<Server, SetupError> {
-        let mut listeners = inherited.listeners.into_iter().map(|(addr, fd)| {
-            let listener = std::net::TcpListener::from(fd);
-            let _ = listener.set_nonblocking(true);
-            (addr, mio::net::TcpListener::from_std(listener))
+    pub fn take_over(config: &ServerConfig, channel: Channel) -> Result<Server, GiveUp> {
+        let mut server: Option<Server> = None;
+        let fixed = config.fixed_for_upgrade();
+        takeover::take_over(channel, fixed, |taken| match (taken, &mut server) {
+            (Taken::Listeners(listeners), None) => {
+                let adopted = Server::adopt_listeners(config.clone(), listeners);
+                server = Some(adopted.map_err(|e| e.to_string())?);
+                Ok(())
+            }
+            (Taken::Peers(peers), Some(server)) => {
+                let now = Instant::now();
+                for (state, fd) in peers {
+                    server.adopt_peer(now, &state, fd);
+                }
+                server.carry_out(now);
+                Ok(())
+            }
+            (
+                Taken::Done {
+                    stats,
+                    peers,
+                    pause_began,
+                },
+                Some(server),
+            ) => {
+                server.adopt_counters(&stats, peers, pause_began);
+                Ok(())
+            }
+            _ => Err("the listening sockets did not come first".to_string()),
+        })?;
+        server.ok_or_else(|| GiveUp {
+            why: "nothing was handed over".into(),
+            status: 1,
+        })
+    }
+
+    /// The server around the listening sockets handed over (the peers' first, then the
+    /// metrics one if `--metrics` is on).
+    fn adopt_listeners(
+        config: ServerConfig,
+        listeners: Vec<(std::net::SocketAddr, OwnedFd)>,
+    ) -> Result<Server, SetupError> {
+        let mut listeners = listeners.into_iter().map(|(_, fd)| {
+            // Already non-blocking: the flag belongs to the socket, which the old process set.
+            mio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
         });
         let missing = |what| SetupError::EventLoop {
             what,
             source: std::io::ErrorKind::NotFound.into(),
         };
-        let (_, listener) = listeners
+        let listener = listeners
             .next()
             .ok_or_else(|| missing("listening socket handed over"))?;
         let metrics = match config.metrics {
             Some(_) => Some(
                 listeners
                     .next()
-                    .ok_or_else(|| missing("metrics socket handed over"))?
-                    .1,
+                    .ok_or_else(|| missing("metrics socket handed over"))?,
             ),
             None => None,
         };
-        let mut server = Server::assemble(config, listener, metrics)?;
-        let now = Instant::now();
-        match ServerStats::from_exact_json(&inherited.stats) {
-            Ok(earlier) => server.core.carry_on(&earlier),
+        Server::assemble(config, listener, metrics)
+    }
+
+    /// The counters handed over, carried on, and this upgrade counted.
+    fn adopt_counters(&mut self, stats: &str, peers: u64, pause_began: Instant) {
+        match ServerStats::from_exact_json(stats) {
+            Ok(earlier) => self.core.carry_on(&earlier),
             Err(e) => warn!(
                 "live upgrade: the counters handed over are unreadable ({e}); starting from 0"
             ),
         }
-        let peers = inherited.peers.len() as u64;
-        for (state, fd) in inherited.peers {
-            server.adopt_peer(now, &state, fd);
-        }
-        server.carry_out(now);
-        let stats = server.core.stats_mut();
+        let stats = self.core.stats_mut();
         stats.upgrades += 1;
         stats.handed_over += peers;
-        server.upgrade.pause_began = Some((inherited.pause_began, peers));
-        Ok(server)
+        self.upgrade.pause_began = Some((pause_began, peers));
     }
 
     fn adopt_peer(
