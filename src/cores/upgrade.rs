@@ -175,6 +175,13 @@ impl Outgoing {
         }
     }
 
+    /// The running server gives the upgrade up itself (it began to stop, say): `reason`.
+    pub fn abandon(&mut self, reason: &str) {
+        if self.is_under_way() {
+            self.roll_back(reason.to_string());
+        }
+    }
+
     /// Time passed: a silent new process is given up on at its deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.poll_timeout().is_some_and(|deadline| deadline <= now) {

@@ -127,6 +127,13 @@ impl Upgrader {
         self.carry_out(now)
     }
 
+    /// Gives the upgrade under way up, at `now`, for `reason` (the new process is told, and
+    /// ended).
+    pub fn abandon(&mut self, now: Instant, reason: &str) -> Step {
+        self.protocol.abandon(reason);
+        self.carry_out(now)
+    }
+
     /// Whether an upgrade is under way.
     pub fn is_under_way(&self) -> bool {
         self.protocol.is_under_way()

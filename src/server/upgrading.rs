@@ -75,6 +75,14 @@ impl Server {
 
     /// Once a turn, after its work: SIGUSR2, the channel, the deadline.
     pub(super) fn upgrade_turn(&mut self, now: Instant) {
+        let stopping = self.core.is_stopping();
+        if let Some(upgrader) = self.upgrade.upgrader.as_mut().filter(|_| stopping) {
+            if upgrader.is_under_way() {
+                // Peers being told End Connection are not handed over.
+                let step = upgrader.abandon(now, "the server began to stop");
+                self.upgrade_step(step, now);
+            }
+        }
         if self.stop.upgrade_asked() {
             self.begin_upgrade(now);
         }

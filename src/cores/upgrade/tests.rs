@@ -251,3 +251,19 @@ fn messages_out_of_turn_roll_back_or_give_up() {
     let actions = drain_new(&mut new);
     assert!(matches!(actions.last(), Some(InAction::GiveUp { .. })));
 }
+
+#[test]
+fn a_server_that_begins_to_stop_abandons_its_upgrade_and_tells_the_new_binary() {
+    let mut old = offered(Instant::now());
+    old.abandon("the server is stopping");
+    let actions = drain_old(&mut old);
+    assert_eq!(
+        actions.first(),
+        Some(&OutAction::Send(Message::Abort(
+            "the server is stopping".into()
+        )))
+    );
+    assert_eq!(rolled_back(&actions), Some("the server is stopping"));
+    old.abandon("again");
+    assert!(drain_old(&mut old).is_empty(), "nothing under way any more");
+}
