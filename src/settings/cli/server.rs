@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    check_timing, count, duration, for_tcp, from_file, metrics_addr, parse_noting_flags, port,
-    positive, size, tick, LogLevel, Origin, StartError,
+    check_timing, count, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick,
+    LogLevel, Origin, StartError,
 };
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
@@ -128,41 +128,9 @@ summary is printed (one JSON line with --json), exit 0. SIGUSR1 reopens --log-fi
 it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
+super::noting_flags!(ServerArgs, "server");
+
 impl ServerArgs {
-    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
-    /// shadows so that [`ServerArgs::settings_given`] knows every flag given).
-    pub fn parse() -> ServerArgs {
-        Self::try_parse().unwrap_or_else(|e| e.exit())
-    }
-
-    /// The same as clap's `Parser::try_parse`, noting the flags given.
-    pub fn try_parse() -> Result<ServerArgs, clap::Error> {
-        Self::try_parse_from(std::env::args_os())
-    }
-
-    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
-    pub fn try_parse_from<I, T>(args: I) -> Result<ServerArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let (mut parsed, given) = parse_noting_flags::<ServerArgs, _, _>(args)?;
-        parsed.flags_given = given;
-        Ok(parsed)
-    }
-
-    /// True when any flag but `--no-prompt` was given: then the server asks nothing
-    /// ([`super::PROMPT_RULE`]).
-    pub fn settings_given(&self) -> bool {
-        self.flags_given
-    }
-
-    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
-    /// `--no-prompt` was not.
-    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
-        stdin_is_terminal && !self.no_prompt && !self.settings_given()
-    }
-
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
     /// applies it after any prompt, so that it can print the warning. `path` is the file the
     /// configuration came from, for naming it in errors.
