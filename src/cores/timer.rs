@@ -1,87 +1,235 @@
-//! One timer per connection, in real time: converts `Instant`s to the wheel's integer ticks
-//! and back, so the poll loops speak `Instant` and the wheel speaks ticks.
+//! One timer per key, in real time: converts `Instant`s to the wheel's integer ticks and
+//! back, so the poll loops speak `Instant` and the wheel speaks ticks. Reads no clock: every
+//! method takes `now`. Does not own what a timer means or how its deadline is kept: callers do.
 //!
-//! Owns the rounding rules, which are what keep timers honest: a deadline is rounded *up* to
-//! the next tick (a timer never fires early), and `now` is rounded *down* (a tick only counts
-//! once it has fully passed). It reads no clock: every method takes `now`.
+//! Two kinds of timer, neither ever early (a tick only counts once it has fully passed):
+//!
+//! | armed with        | filed at the tick       | fires                                      |
+//! |-------------------|-------------------------|--------------------------------------------|
+//! | [`arm`]           | at or *after* (rounded  | once that tick has passed: up to a tick    |
+//! |                   | up)                     | late (lingers, first-byte waits, the load  |
+//! |                   |                         | client's sends)                            |
+//! | [`arm_exact`]     | at or *before*          | at its exact deadline, which the caller    |
+//! |                   |                         | recomputes from its own state (`exact` in  |
+//! |                   |                         | [`poll_due`])                              |
+//!
+//! An exact timer: the wheel only finds what is near. What it yields whose exact deadline is
+//! still ahead (at most a tick) waits in `near`, a heap ordered by exact deadline, and the
+//! key is *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
+//! cancel ends the parking, which makes the heap's entry stale (skipped), so no deadline is
+//! kept per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours
+//! to the microsecond; what the wheel yields whose exact deadline has moved on (a peer that
+//! spoke) is filed again, nothing fired. Times are u64 nanoseconds since the origin (584
+//! years), converted once per `now` (a batch), not per timer.
+//!
+//! [`arm`]: Timers::arm
+//! [`arm_exact`]: Timers::arm_exact
+//! [`poll_due`]: Timers::poll_due
+//! [`next_wakeup`]: Timers::next_wakeup
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::cores::wheel::Wheel;
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// A timer wheel keyed by slab key, with its tick length and its origin in real time.
 #[derive(Debug)]
 pub struct Timers {
     wheel: Wheel,
     origin: Instant,
-    tick_nanos: u128,
+    tick_nanos: u64,
+    /// Exact timers whose tick has come, by exact deadline (ns since `origin`). An entry is
+    /// live while its key is parked in the wheel with that same deadline; the top is always
+    /// live (stale tops are dropped after every change), so `next_wakeup` never wakes for
+    /// nothing. Grows to the most timers due within one tick and keeps that capacity.
+    near: BinaryHeap<Reverse<(u64, usize)>>,
+    /// The last `now` converted, so that a batch converts it once.
+    last_due: Option<(Instant, Due)>,
+}
+
+/// `now` in the wheel's terms.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    nanos: u64,
+    tick: u64,
 }
 
 impl Timers {
-    /// Timers whose tick 0 is `origin`. `tick` is the wheel's resolution: a timer fires at
-    /// most one tick (plus the loop's own latency) after its deadline.
+    /// Timers whose tick 0 is `origin`. `tick` is the wheel's resolution: a rounded timer
+    /// fires at most one tick (plus the loop's own latency) after its deadline.
     pub fn new(origin: Instant, tick: Duration, keys: usize) -> Timers {
         Timers {
             wheel: Wheel::with_capacity(keys),
             origin,
-            tick_nanos: tick.as_nanos().max(1),
+            tick_nanos: u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1),
+            near: BinaryHeap::new(),
+            last_due: None,
         }
     }
 
-    /// Arms (or re-arms) the timer of `key` for `deadline`.
+    /// Arms (or re-arms) the timer of `key` for `deadline`, rounded up to a tick.
     pub fn arm(&mut self, key: usize, deadline: Instant) {
-        self.wheel.insert(key, self.tick_at_or_after(deadline));
+        let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
+        self.wheel.insert(key, tick);
+        self.drop_stale();
+    }
+
+    /// Arms (or re-arms) the timer of `key` for exactly `deadline`. The `exact` function of
+    /// every [`poll_due`](Self::poll_due) must return this deadline for `key` (or a later
+    /// one, once the caller's state has moved it) until the timer fires or is re-armed.
+    pub fn arm_exact(&mut self, key: usize, deadline: Instant) {
+        let nanos = self.nanos_since_origin(deadline);
+        let tick = nanos / self.tick_nanos;
+        if tick <= self.wheel.elapsed() {
+            self.park(key, nanos);
+        } else {
+            self.wheel.insert(key, tick);
+        }
+        self.drop_stale();
     }
 
     pub fn cancel(&mut self, key: usize) {
         self.wheel.remove(key);
+        self.drop_stale();
     }
 
     pub fn is_armed(&self, key: usize) -> bool {
-        self.wheel.deadline(key).is_some()
+        self.wheel.deadline(key).is_some() || self.wheel.parked(key).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.wheel.len()
+        self.wheel.len() + self.wheel.parked_len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.wheel.is_empty()
+        self.len() == 0
+    }
+
+    /// Removes and returns one key whose deadline has passed at `now`, every timer taken as
+    /// rounded (a table with exact timers uses [`poll_due`](Self::poll_due)). Call until
+    /// `None`.
+    pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
+        let mut left = usize::MAX;
+        self.poll_due(now, &mut left, |_| None)
     }
 
     /// Removes and returns one key whose deadline has passed at `now`. Call until `None`.
-    pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
-        let now_tick = self.ticks_elapsed(now);
-        self.wheel.poll(now_tick).map(|(key, _)| key)
+    /// `exact(key)` is the exact deadline of `key`'s timer when it was armed with
+    /// [`arm_exact`](Self::arm_exact) (recomputed from the caller's state), `None` when it
+    /// was armed rounded. Each key yielded or filed again takes one of `left`; `None` once
+    /// `left` is 0, even if more is due.
+    pub fn poll_due(
+        &mut self,
+        now: Instant,
+        left: &mut usize,
+        mut exact: impl FnMut(usize) -> Option<Instant>,
+    ) -> Option<usize> {
+        let due = self.due(now);
+        while *left > 0 {
+            if let Some(&Reverse((at, key))) = self.near.peek() {
+                if at <= due.nanos {
+                    self.near.pop();
+                    if self.wheel.parked(key) == Some(at) {
+                        self.wheel.remove(key);
+                        self.drop_stale();
+                        *left -= 1;
+                        return Some(key);
+                    }
+                    continue;
+                }
+            }
+            let (key, _) = self.wheel.poll(due.tick)?;
+            *left -= 1;
+            match exact(key) {
+                Some(at) if at > now => {
+                    // Its tick has come, not its time (or its time moved on): near, or
+                    // back in the wheel.
+                    let nanos = self.nanos_since_origin(at);
+                    if nanos / self.tick_nanos <= due.tick {
+                        self.park(key, nanos);
+                    } else {
+                        self.wheel.insert(key, nanos / self.tick_nanos);
+                    }
+                }
+                _ => return Some(key),
+            }
+        }
+        None
     }
 
-    /// When the loop next needs to wake for a timer, or `None` when no timer is armed.
+    /// When the loop next needs to wake for a timer, or `None` when no timer is armed: the
+    /// exact deadline of the earliest near timer, or the wheel's next tick.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.wheel.next_deadline().map(|tick| self.instant_of(tick))
+        let wheel = self.wheel.next_deadline().map(|tick| self.instant_of_tick(tick));
+        let near = self.near.peek().map(|&Reverse((at, _))| self.instant_of(at));
+        match (wheel, near) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// When the timer of `key` fires (its deadline rounded up to a tick), if it is armed.
+    /// When the timer of `key` is next looked at, if it is armed: a rounded timer's deadline
+    /// rounded up to a tick; an exact timer's filed tick (at or before its deadline), or its
+    /// exact deadline once near.
     pub fn deadline(&self, key: usize) -> Option<Instant> {
-        self.wheel.deadline(key).map(|tick| self.instant_of(tick))
+        match self.wheel.parked(key) {
+            Some(nanos) => Some(self.instant_of(nanos)),
+            None => self
+                .wheel
+                .deadline(key)
+                .map(|tick| self.instant_of_tick(tick)),
+        }
+    }
+
+    fn park(&mut self, key: usize, nanos: u64) {
+        self.wheel.park(key, nanos);
+        self.near.push(Reverse((nanos, key)));
+    }
+
+    /// Drops heap tops whose key was re-armed or cancelled since it was parked.
+    fn drop_stale(&mut self) {
+        while let Some(&Reverse((at, key))) = self.near.peek() {
+            if self.wheel.parked(key) == Some(at) {
+                break;
+            }
+            self.near.pop();
+        }
+    }
+
+    fn due(&mut self, now: Instant) -> Due {
+        match self.last_due {
+            Some((at, due)) if at == now => due,
+            _ => {
+                let nanos = self.nanos_since_origin(now);
+                let due = Due {
+                    nanos,
+                    tick: nanos / self.tick_nanos,
+                };
+                self.last_due = Some((now, due));
+                due
+            }
+        }
     }
 
     /// The instant tick `tick` starts.
-    fn instant_of(&self, tick: u64) -> Instant {
-        let nanos =
-            u64::try_from(self.tick_nanos.saturating_mul(u128::from(tick))).unwrap_or(u64::MAX);
+    fn instant_of_tick(&self, tick: u64) -> Instant {
+        self.instant_of(tick.saturating_mul(self.tick_nanos))
+    }
+
+    fn instant_of(&self, nanos: u64) -> Instant {
         later(self.origin, Duration::from_nanos(nanos))
     }
 
-    /// Whole ticks since the origin (rounded down).
-    fn ticks_elapsed(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / self.tick_nanos).unwrap_or(u64::MAX)
-    }
-
-    /// The first tick that starts at or after `deadline` (rounded up).
-    fn tick_at_or_after(&self, deadline: Instant) -> u64 {
-        let nanos = deadline.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos.div_ceil(self.tick_nanos)).unwrap_or(u64::MAX)
+    /// Nanoseconds from the origin to `at` (0 before it; saturating centuries ahead).
+    fn nanos_since_origin(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin);
+        since
+            .as_secs()
+            .saturating_mul(NANOS_PER_SEC)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 }
 
@@ -107,6 +255,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const US: Duration = Duration::from_micros(1);
 
     #[test]
     fn never_fires_early_with_a_deadline_between_ticks() {
@@ -170,6 +319,123 @@ mod tests {
         let mut timers = Timers::new(t0, MS, 4);
         timers.arm(1, t0 - 5 * MS);
         assert_eq!(timers.poll_expired(t0), Some(1));
+    }
+
+    /// Polls `timers` at `now` with exact deadlines from `deadlines`, until `None`.
+    fn poll_all(timers: &mut Timers, now: Instant, deadlines: &[Option<Instant>]) -> Vec<usize> {
+        let mut left = usize::MAX;
+        std::iter::from_fn(|| timers.poll_due(now, &mut left, |key| deadlines[key])).collect()
+    }
+
+    #[test]
+    fn an_exact_timer_fires_at_its_deadline_not_at_the_next_tick() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let due = t0 + Duration::from_micros(2_300);
+        let exact = [None, Some(due)];
+        timers.arm_exact(1, due);
+        assert_eq!(timers.next_wakeup(), Some(t0 + 2 * MS), "its tick, at or before");
+        assert_eq!(poll_all(&mut timers, t0 + 2 * MS, &exact), [] as [usize; 0]);
+        assert!(timers.is_armed(1) && timers.len() == 1, "near, still armed");
+        assert_eq!(timers.next_wakeup(), Some(due), "then its exact deadline");
+        assert_eq!(timers.deadline(1), Some(due));
+        assert_eq!(poll_all(&mut timers, due - US, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, due, &exact), [1]);
+        assert!(timers.is_empty());
+        assert_eq!(timers.next_wakeup(), None, "nothing armed, no wake-up");
+    }
+
+    #[test]
+    fn no_exact_timer_fires_early_for_any_deadline_between_ticks() {
+        let t0 = Instant::now();
+        let tick = 500 * US;
+        for offset_ns in (0..3_000_000u64).step_by(12_347).chain([499_999, 500_000, 500_001]) {
+            let due = t0 + Duration::from_nanos(offset_ns);
+            let exact = [Some(due)];
+            let mut timers = Timers::new(t0, tick, 1);
+            timers.arm_exact(0, due);
+            if let Some(just_before) = due.checked_sub(Duration::from_nanos(1)) {
+                let none = poll_all(&mut timers, just_before.max(t0), &exact);
+                assert!(none.is_empty() || offset_ns == 0, "1 ns early: {offset_ns} ns");
+            }
+            // Wake as the loop does, at every wake-up asked for, until it fires.
+            let mut now = t0;
+            let mut wakeups = 0;
+            let fired_at = loop {
+                if poll_all(&mut timers, now, &exact) == [0] {
+                    break now;
+                }
+                now = timers.next_wakeup().expect("armed until it fires");
+                wakeups += 1;
+                assert!(wakeups <= 3, "a tick then the exact time: {offset_ns} ns");
+            };
+            assert_eq!(fired_at, due.max(t0), "{offset_ns} ns");
+        }
+    }
+
+    #[test]
+    fn a_near_timer_re_armed_or_cancelled_is_not_fired_at_its_old_deadline() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let (a, b) = (t0 + Duration::from_micros(1_200), t0 + Duration::from_micros(1_700));
+        timers.arm_exact(1, a);
+        timers.arm_exact(2, a);
+        assert_eq!(poll_all(&mut timers, t0 + MS, &[None, Some(a), Some(a)]), [] as [usize; 0]);
+        // Key 1 moves later in the same tick, key 2 is cancelled: both while near.
+        timers.arm_exact(1, b);
+        timers.cancel(2);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.next_wakeup(), Some(b), "the stale entries wake nobody");
+        let exact = [None, Some(b), None];
+        assert_eq!(poll_all(&mut timers, a, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, b, &exact), [1]);
+        assert_eq!((timers.len(), timers.next_wakeup()), (0, None));
+    }
+
+    #[test]
+    fn a_deadline_that_moved_on_is_filed_again_not_fired() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        timers.arm_exact(3, t0 + 5 * MS);
+        // The caller's state moved the deadline (the peer spoke): 40.25 ms.
+        let moved = t0 + Duration::from_micros(40_250);
+        let exact = [None, None, None, Some(moved)];
+        assert_eq!(poll_all(&mut timers, t0 + 5 * MS, &exact), [] as [usize; 0]);
+        assert_eq!(timers.deadline(3), Some(t0 + 40 * MS), "filed at its tick again");
+        assert_eq!(poll_all(&mut timers, moved - US, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, moved, &exact), [3]);
+    }
+
+    #[test]
+    fn a_tick_of_many_exact_timers_fires_in_one_poll_and_counts_against_the_batch() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 100);
+        let exact: Vec<Option<Instant>> = (0..100)
+            .map(|key| Some(t0 + 7 * MS + Duration::from_micros(key * 9)))
+            .collect();
+        for (key, at) in exact.iter().enumerate() {
+            timers.arm_exact(key, at.expect("all exact"));
+        }
+        let last = t0 + 7 * MS + Duration::from_micros(99 * 9);
+        let mut left = 60;
+        let first: Vec<usize> =
+            std::iter::from_fn(|| timers.poll_due(last, &mut left, |k| exact[k])).collect();
+        assert_eq!((first.len(), left), (60, 0), "a batch's worth");
+        let mut fired = first;
+        fired.extend(poll_all(&mut timers, last, &exact));
+        fired.sort_unstable();
+        assert_eq!(fired, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_exact_deadline_already_due_when_armed_fires_at_the_next_poll() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        assert_eq!(poll_all(&mut timers, t0 + 10 * MS, &[]), [] as [usize; 0]);
+        let past = t0 + Duration::from_micros(9_500);
+        timers.arm_exact(0, past);
+        assert_eq!(timers.next_wakeup(), Some(past), "at once");
+        assert_eq!(poll_all(&mut timers, t0 + 10 * MS, &[Some(past)]), [0]);
     }
 
     #[test]
