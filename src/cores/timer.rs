@@ -163,8 +163,14 @@ impl Timers {
     /// When the loop next needs to wake for a timer, or `None` when no timer is armed: the
     /// exact deadline of the earliest near timer, or the wheel's next tick.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let wheel = self.wheel.next_deadline().map(|tick| self.instant_of_tick(tick));
-        let near = self.near.peek().map(|&Reverse((at, _))| self.instant_of(at));
+        let wheel = self
+            .wheel
+            .next_deadline()
+            .map(|tick| self.instant_of_tick(tick));
+        let near = self
+            .near
+            .peek()
+            .map(|&Reverse((at, _))| self.instant_of(at));
         match (wheel, near) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -334,7 +340,11 @@ mod tests {
         let due = t0 + Duration::from_micros(2_300);
         let exact = [None, Some(due)];
         timers.arm_exact(1, due);
-        assert_eq!(timers.next_wakeup(), Some(t0 + 2 * MS), "its tick, at or before");
+        assert_eq!(
+            timers.next_wakeup(),
+            Some(t0 + 2 * MS),
+            "its tick, at or before"
+        );
         assert_eq!(poll_all(&mut timers, t0 + 2 * MS, &exact), [] as [usize; 0]);
         assert!(timers.is_armed(1) && timers.len() == 1, "near, still armed");
         assert_eq!(timers.next_wakeup(), Some(due), "then its exact deadline");
@@ -349,7 +359,10 @@ mod tests {
     fn no_exact_timer_fires_early_for_any_deadline_between_ticks() {
         let t0 = Instant::now();
         let tick = 500 * US;
-        for offset_ns in (0..3_000_000u64).step_by(12_347).chain([499_999, 500_000, 500_001]) {
+        for offset_ns in (0..3_000_000u64)
+            .step_by(12_347)
+            .chain([499_999, 500_000, 500_001])
+        {
             let due = t0 + Duration::from_nanos(offset_ns);
             let exact = [Some(due)];
             let mut timers = Timers::new(t0, tick, 1);
@@ -378,15 +391,25 @@ mod tests {
     fn a_near_timer_re_armed_or_cancelled_is_not_fired_at_its_old_deadline() {
         let t0 = Instant::now();
         let mut timers = Timers::new(t0, MS, 4);
-        let (a, b) = (t0 + Duration::from_micros(1_200), t0 + Duration::from_micros(1_700));
+        let (a, b) = (
+            t0 + Duration::from_micros(1_200),
+            t0 + Duration::from_micros(1_700),
+        );
         timers.arm_exact(1, a);
         timers.arm_exact(2, a);
-        assert_eq!(poll_all(&mut timers, t0 + MS, &[None, Some(a), Some(a)]), [] as [usize; 0]);
+        assert_eq!(
+            poll_all(&mut timers, t0 + MS, &[None, Some(a), Some(a)]),
+            [] as [usize; 0]
+        );
         // Key 1 moves later in the same tick, key 2 is cancelled: both while near.
         timers.arm_exact(1, b);
         timers.cancel(2);
         assert_eq!(timers.len(), 1);
-        assert_eq!(timers.next_wakeup(), Some(b), "the stale entries wake nobody");
+        assert_eq!(
+            timers.next_wakeup(),
+            Some(b),
+            "the stale entries wake nobody"
+        );
         let exact = [None, Some(b), None];
         assert_eq!(poll_all(&mut timers, a, &exact), [] as [usize; 0]);
         assert_eq!(poll_all(&mut timers, b, &exact), [1]);
@@ -402,7 +425,11 @@ mod tests {
         let moved = t0 + Duration::from_micros(40_250);
         let exact = [None, None, None, Some(moved)];
         assert_eq!(poll_all(&mut timers, t0 + 5 * MS, &exact), [] as [usize; 0]);
-        assert_eq!(timers.deadline(3), Some(t0 + 40 * MS), "filed at its tick again");
+        assert_eq!(
+            timers.deadline(3),
+            Some(t0 + 40 * MS),
+            "filed at its tick again"
+        );
         assert_eq!(poll_all(&mut timers, moved - US, &exact), [] as [usize; 0]);
         assert_eq!(poll_all(&mut timers, moved, &exact), [3]);
     }

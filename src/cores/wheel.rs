@@ -556,15 +556,26 @@ mod tests {
         assert_eq!((wheel.len(), wheel.parked_len()), (1, 2));
         assert_eq!((wheel.parked(1), wheel.parked(3)), (Some(12_345), Some(7)));
         assert_eq!((wheel.deadline(1), wheel.parked(2)), (None, None));
-        assert_eq!(wheel.poll(10), Some((2, 10)), "a parked key is never polled");
+        assert_eq!(
+            wheel.poll(10),
+            Some((2, 10)),
+            "a parked key is never polled"
+        );
         assert_eq!(wheel.poll(1000), None);
         assert_eq!(wheel.next_deadline(), None);
         wheel.park(1, 99);
-        assert_eq!((wheel.parked(1), wheel.parked_len()), (Some(99), 2), "re-parked");
+        assert_eq!(
+            (wheel.parked(1), wheel.parked_len()),
+            (Some(99), 2),
+            "re-parked"
+        );
         wheel.insert(1, 1001);
         assert_eq!((wheel.parked(1), wheel.deadline(1)), (None, Some(1001)));
         assert_eq!(wheel.remove(3), None, "parking ended, no wheel deadline");
-        assert_eq!((wheel.parked(3), wheel.parked_len(), wheel.len()), (None, 0, 1));
+        assert_eq!(
+            (wheel.parked(3), wheel.parked_len(), wheel.len()),
+            (None, 0, 1)
+        );
         assert_eq!(wheel.poll(1001), Some((1, 1001)));
         assert!(wheel.is_empty());
     }
