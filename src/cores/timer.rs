@@ -14,7 +14,7 @@
 //! |                   |                         | [`poll_due`])                              |
 //!
 //! An exact timer: the wheel only finds what is near. What it yields whose exact deadline is
-//! still ahead (at most a tick) waits in `near`, a heap ordered by exact deadline, and the
+//! still ahead (at most a tick) waits in `near`, ordered by exact deadline, and the
 //! key is *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
 //! cancel ends the parking, which makes the heap's entry stale (skipped), so no deadline is
 //! kept per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours
@@ -28,7 +28,7 @@
 //! [`next_wakeup`]: Timers::next_wakeup
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::cores::wheel::Wheel;
@@ -42,12 +42,14 @@ pub struct Timers {
     origin: Instant,
     tick_nanos: u64,
     /// Exact timers whose tick has come, by exact deadline (ns since `origin`). An entry is
-    /// live while its key is parked in the wheel with that same deadline; the top is always
-    /// live (stale tops are dropped after every change), so `next_wakeup` never wakes for
-    /// nothing. Grows to the most timers due within one tick and keeps that capacity.
-    near: BinaryHeap<Reverse<(u64, usize)>>,
+    /// live while its key is parked in the wheel with that same deadline; the first is always
+    /// live (stale ones are dropped after every change), so `next_wakeup` never wakes for
+    /// nothing.
+    near: Near,
     /// The last `now` converted, so that a batch converts it once.
     last_due: Option<(Instant, Due)>,
+    /// The last send time converted (`arm_exact_after`): a batch's timers share one.
+    last_sent: Option<(Instant, u64)>,
 }
 
 /// `now` in the wheel's terms.
@@ -65,8 +67,9 @@ impl Timers {
             wheel: Wheel::with_capacity(keys),
             origin,
             tick_nanos: u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1),
-            near: BinaryHeap::new(),
+            near: Near::default(),
             last_due: None,
+            last_sent: None,
         }
     }
 
@@ -82,6 +85,24 @@ impl Timers {
     /// one, once the caller's state has moved it) until the timer fires or is re-armed.
     pub fn arm_exact(&mut self, key: usize, deadline: Instant) {
         let nanos = self.nanos_since_origin(deadline);
+        self.file_exact(key, nanos);
+    }
+
+    /// [`arm_exact`](Self::arm_exact) for `later(now, delay)`, converting `now` once for
+    /// all the timers a batch arms at the same `now` (a heartbeat's next step).
+    pub fn arm_exact_after(&mut self, key: usize, now: Instant, delay: Duration) {
+        let now = match self.last_sent {
+            Some((at, nanos)) if at == now => nanos,
+            _ => {
+                let nanos = self.nanos_since_origin(now);
+                self.last_sent = Some((now, nanos));
+                nanos
+            }
+        };
+        self.file_exact(key, now.saturating_add(duration_nanos(delay)));
+    }
+
+    fn file_exact(&mut self, key: usize, nanos: u64) {
         let tick = nanos / self.tick_nanos;
         if tick <= self.wheel.elapsed() {
             self.park(key, nanos);
@@ -129,7 +150,7 @@ impl Timers {
     ) -> Option<usize> {
         let due = self.due(now);
         while *left > 0 {
-            if let Some(&Reverse((at, key))) = self.near.peek() {
+            if let Some((at, key)) = self.near.peek() {
                 if at <= due.nanos {
                     self.near.pop();
                     if self.wheel.parked(key) == Some(at) {
@@ -167,10 +188,7 @@ impl Timers {
             .wheel
             .next_deadline()
             .map(|tick| self.instant_of_tick(tick));
-        let near = self
-            .near
-            .peek()
-            .map(|&Reverse((at, _))| self.instant_of(at));
+        let near = self.near.peek().map(|(at, _)| self.instant_of(at));
         match (wheel, near) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -192,12 +210,12 @@ impl Timers {
 
     fn park(&mut self, key: usize, nanos: u64) {
         self.wheel.park(key, nanos);
-        self.near.push(Reverse((nanos, key)));
+        self.near.push((nanos, key));
     }
 
     /// Drops heap tops whose key was re-armed or cancelled since it was parked.
     fn drop_stale(&mut self) {
-        while let Some(&Reverse((at, key))) = self.near.peek() {
+        while let Some((at, key)) = self.near.peek() {
             if self.wheel.parked(key) == Some(at) {
                 break;
             }
@@ -231,11 +249,61 @@ impl Timers {
 
     /// Nanoseconds from the origin to `at` (0 before it; saturating centuries ahead).
     fn nanos_since_origin(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.origin);
-        since
-            .as_secs()
-            .saturating_mul(NANOS_PER_SEC)
-            .saturating_add(u64::from(since.subsec_nanos()))
+        duration_nanos(at.saturating_duration_since(self.origin))
+    }
+}
+
+/// `duration` in nanoseconds, saturating (584 years).
+fn duration_nanos(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(NANOS_PER_SEC)
+        .saturating_add(u64::from(duration.subsec_nanos()))
+}
+
+/// Entries `(exact deadline, key)`, the earliest first. Most arrive in order (a tick's
+/// timers often share a deadline, or come with later ones: peers that spoke at the same
+/// moment), and those cost O(1) in a sorted run; the rest go to a heap. Both grow to the most
+/// timers near at once and keep that capacity (no allocation per timer after that).
+#[derive(Debug, Default)]
+struct Near {
+    run: VecDeque<(u64, usize)>,
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+}
+
+impl Near {
+    fn push(&mut self, entry: (u64, usize)) {
+        if self.run.back().is_none_or(|&last| last <= entry) {
+            self.run.push_back(entry);
+        } else if self.run.front().is_some_and(|&first| entry <= first) {
+            self.run.push_front(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    fn peek(&self) -> Option<(u64, usize)> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(&run), Some(&Reverse(heap))) => Some(run.min(heap)),
+            (Some(&run), None) => Some(run),
+            (None, Some(&Reverse(heap))) => Some(heap),
+            (None, None) => None,
+        }
+    }
+
+    /// Removes the earliest entry.
+    fn pop(&mut self) {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(&run), Some(&Reverse(heap))) if heap < run => {
+                self.heap.pop();
+            }
+            (Some(_), _) => {
+                self.run.pop_front();
+            }
+            (None, _) => {
+                self.heap.pop();
+            }
+        }
     }
 }
 
@@ -464,6 +532,63 @@ mod tests {
         timers.arm_exact(0, past);
         assert_eq!(timers.next_wakeup(), Some(past), "at once");
         assert_eq!(poll_all(&mut timers, t0 + 10 * MS, &[Some(past)]), [0]);
+    }
+
+    #[test]
+    fn arm_exact_after_files_the_same_deadline_as_arm_exact() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let sent = t0 + Duration::from_micros(3_456);
+        let due = sent + Duration::from_micros(10_100);
+        timers.arm_exact_after(0, sent, Duration::from_micros(10_100));
+        timers.arm_exact_after(1, sent, Duration::from_micros(10_100));
+        timers.arm_exact(2, due);
+        let exact = [Some(due); 3];
+        assert_eq!(poll_all(&mut timers, due - US, &exact), [] as [usize; 0]);
+        let mut fired = poll_all(&mut timers, due, &exact);
+        fired.sort_unstable();
+        assert_eq!(fired, [0, 1, 2]);
+        timers.arm_exact_after(3, sent, Duration::MAX);
+        assert!(
+            timers
+                .deadline(3)
+                .is_some_and(|at| at > t0 + FAR_FUTURE / 2),
+            "never"
+        );
+    }
+
+    proptest::proptest! {
+        /// The near set gives its entries back earliest first, however they were pushed.
+        #[test]
+        fn near_gives_the_earliest_first(ops in proptest::collection::vec(
+            proptest::option::of(0..50u64), 1..200,
+        )) {
+            let mut near = Near::default();
+            let mut model = Vec::new();
+            for (key, op) in ops.into_iter().enumerate() {
+                match op {
+                    Some(at) => {
+                        near.push((at, key));
+                        model.push((at, key));
+                    }
+                    None => {
+                        model.sort_unstable();
+                        let first = model.first().copied();
+                        proptest::prop_assert_eq!(near.peek(), first);
+                        if first.is_some() {
+                            model.remove(0);
+                            near.pop();
+                        }
+                    }
+                }
+            }
+            model.sort_unstable();
+            for want in model {
+                proptest::prop_assert_eq!(near.peek(), Some(want));
+                near.pop();
+            }
+            proptest::prop_assert_eq!(near.peek(), None);
+        }
     }
 
     #[test]

@@ -135,9 +135,11 @@ impl ServerCore {
         match record.liveness.on_timer(now, &timing) {
             // Not met when the timer table recomputed the deadline first; kept for safety.
             liveness::Action::Rearm(at) => self.timers.arm_exact(key, at),
-            liveness::Action::SendHeartbeat { number, next } => {
+            liveness::Action::SendHeartbeat { number, .. } => {
                 self.stats.on_heartbeat_sent();
-                self.timers.arm_exact(key, next);
+                // The liveness record's next deadline, `later(now, interval)`, with `now`
+                // converted once per batch.
+                self.timers.arm_exact_after(key, now, timing.interval);
                 let count = timing.count;
                 self.report(key, super::Event::HeartbeatSent { number, count });
                 self.queue_line(now, key, protocol::HEARTBEAT);
