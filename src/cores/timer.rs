@@ -76,8 +76,11 @@ impl Timers {
     /// Arms (or re-arms) the timer of `key` for `deadline`, rounded up to a tick.
     pub fn arm(&mut self, key: usize, deadline: Instant) {
         let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
+        let was_parked = self.wheel.parked(key).is_some();
         self.wheel.insert(key, tick);
-        self.drop_stale();
+        if was_parked {
+            self.drop_stale();
+        }
     }
 
     /// Arms (or re-arms) the timer of `key` for exactly `deadline`. The `exact` function of
@@ -103,18 +106,25 @@ impl Timers {
     }
 
     fn file_exact(&mut self, key: usize, nanos: u64) {
+        let was_parked = self.wheel.parked(key).is_some();
         let tick = nanos / self.tick_nanos;
         if tick <= self.wheel.elapsed() {
             self.park(key, nanos);
         } else {
             self.wheel.insert(key, tick);
         }
-        self.drop_stale();
+        if was_parked {
+            self.drop_stale();
+        }
     }
 
     pub fn cancel(&mut self, key: usize) {
-        self.wheel.remove(key);
-        self.drop_stale();
+        if self.wheel.parked(key).is_some() {
+            self.wheel.remove(key);
+            self.drop_stale();
+        } else {
+            self.wheel.remove(key);
+        }
     }
 
     pub fn is_armed(&self, key: usize) -> bool {
@@ -213,7 +223,8 @@ impl Timers {
         self.near.push((nanos, key));
     }
 
-    /// Drops heap tops whose key was re-armed or cancelled since it was parked.
+    /// Drops first entries whose key was re-armed or cancelled since it was parked. Only a
+    /// key that was parked can make an entry stale, so only its re-arm or cancel calls this.
     fn drop_stale(&mut self) {
         while let Some((at, key)) = self.near.peek() {
             if self.wheel.parked(key) == Some(at) {
