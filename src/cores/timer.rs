@@ -149,9 +149,10 @@ impl Timers {
 
     /// Removes and returns one key whose deadline has passed at `now`. Call until `None`.
     /// `exact(key)` is the exact deadline of `key`'s timer when it was armed with
-    /// [`arm_exact`](Self::arm_exact) (recomputed from the caller's state), `None` when it
-    /// was armed rounded. Each key yielded or filed again takes one of `left`; `None` once
-    /// `left` is 0, even if more is due.
+    /// [`arm_exact`](Self::arm_exact) (recomputed from the caller's state, which may have
+    /// moved it later: the timer then waits for the new one), `None` when it was armed
+    /// rounded. Each key yielded or filed again takes one of `left`; `None` once `left` is 0,
+    /// even if more is due.
     pub fn poll_due(
         &mut self,
         now: Instant,
@@ -160,24 +161,25 @@ impl Timers {
     ) -> Option<usize> {
         let due = self.due(now);
         while *left > 0 {
-            if let Some((at, key)) = self.near.peek() {
-                if at <= due.nanos {
+            let key = match self.near.peek() {
+                Some((at, key)) if at <= due.nanos => {
                     self.near.pop();
-                    if self.wheel.parked(key) == Some(at) {
-                        self.wheel.remove(key);
-                        self.drop_stale();
-                        *left -= 1;
-                        return Some(key);
+                    if self.wheel.parked(key) != Some(at) {
+                        continue; // stale: re-armed or cancelled since
                     }
-                    continue;
+                    self.wheel.remove(key);
+                    self.drop_stale();
+                    key
                 }
-            }
-            let (key, _) = self.wheel.poll(due.tick)?;
+                _ => self.wheel.poll(due.tick)?.0,
+            };
             *left -= 1;
+            // The caller's state may have moved the deadline on since it was armed (a peer
+            // that spoke): asked again whenever a timer is about to fire.
             match exact(key) {
                 Some(at) if at > now => {
-                    // Its tick has come, not its time (or its time moved on): near, or
-                    // back in the wheel.
+                    // Its tick has come, not its time: near; or its time moved on: back in
+                    // the wheel. Nothing fires.
                     let nanos = self.nanos_since_origin(at);
                     if nanos / self.tick_nanos <= due.tick {
                         self.park(key, nanos);
@@ -599,6 +601,107 @@ mod tests {
                 near.pop();
             }
             proptest::prop_assert_eq!(near.peek(), None);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Arm exactly at `now + n` ns (or `now - n` when the flag is set).
+        ArmExact(usize, u64, bool),
+        /// Arm rounded up at `now + n` ns.
+        Arm(usize, u64),
+        Cancel(usize),
+        /// The caller's state moves an exact deadline `n` ns later without a re-arm.
+        Move(usize, u64),
+        Advance(u64),
+        Wake,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let ns = prop_oneof![3 => 0..3_000u64, 2 => 0..200_000u64, 1 => 0..50_000_000u64];
+        prop_oneof![
+            4 => (0..8usize, ns.clone(), any::<bool>()).prop_map(|(k, n, p)| Op::ArmExact(k, n, p)),
+            1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Arm(k, n)),
+            1 => (0..8usize).prop_map(Op::Cancel),
+            1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Move(k, n)),
+            2 => ns.prop_map(Op::Advance),
+            3 => Just(Op::Wake),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Against a model: an exact timer fires at its exact deadline (as `exact` says at
+        /// the time), a rounded one at its deadline rounded up to a tick; never before, and
+        /// never left behind by a poll at or after that time; the wake-up is never later
+        /// than the earliest of them.
+        #[test]
+        fn timers_match_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+            use proptest::prop_assert;
+            let t0 = Instant::now();
+            let tick: u64 = 1_000;
+            let mut timers = Timers::new(t0, Duration::from_nanos(tick), 8);
+            // key -> (deadline in ns since t0, exact?)
+            let mut model: std::collections::BTreeMap<usize, (u64, bool)> = Default::default();
+            let mut now: u64 = 0;
+            let fires_at = |(at, exact): (u64, bool)| if exact { at } else { at.div_ceil(tick) * tick };
+            for op in ops {
+                let target = match op {
+                    Op::ArmExact(key, n, past) => {
+                        let at = if past { now.saturating_sub(n) } else { now + n };
+                        timers.arm_exact(key, t0 + Duration::from_nanos(at));
+                        model.insert(key, (at, true));
+                        continue;
+                    }
+                    Op::Arm(key, n) => {
+                        timers.arm(key, t0 + Duration::from_nanos(now + n));
+                        model.insert(key, (now + n, false));
+                        continue;
+                    }
+                    Op::Cancel(key) => {
+                        timers.cancel(key);
+                        model.remove(&key);
+                        continue;
+                    }
+                    Op::Move(key, n) => {
+                        if let Some((at, true)) = model.get_mut(&key) {
+                            *at += n;
+                        }
+                        continue;
+                    }
+                    Op::Advance(n) => now + n,
+                    Op::Wake => match timers.next_wakeup() {
+                        Some(at) => (at.saturating_duration_since(t0).as_nanos() as u64).max(now),
+                        None => continue,
+                    },
+                };
+                let earliest = model.values().map(|&entry| fires_at(entry)).min();
+                let wakeup = timers.next_wakeup().map(|at| at.saturating_duration_since(t0).as_nanos() as u64);
+                prop_assert!(wakeup.is_some() == earliest.is_some());
+                prop_assert!(wakeup <= earliest, "wake-up {:?} after {:?}", wakeup, earliest);
+                now = target;
+                let at = t0 + Duration::from_nanos(now);
+                let mut left = usize::MAX;
+                let snapshot = model.clone();
+                let exact = |key: usize| match snapshot.get(&key) {
+                    Some(&(d, true)) => Some(t0 + Duration::from_nanos(d)),
+                    _ => None,
+                };
+                while let Some(key) = timers.poll_due(at, &mut left, exact) {
+                    let entry = model.remove(&key);
+                    prop_assert!(entry.is_some(), "key {} fired unarmed", key);
+                    let due = fires_at(entry.unwrap_or_default());
+                    prop_assert!(due <= now, "key {} early: due {} at {}", key, due, now);
+                }
+                for (key, &entry) in &model {
+                    prop_assert!(fires_at(entry) > now, "key {} left behind at {}", key, now);
+                    prop_assert!(timers.is_armed(*key));
+                }
+                prop_assert!(timers.len() == model.len());
+                prop_assert!(timers.next_wakeup().is_none_or(|w| w > at), "a wake-up for nothing");
+            }
         }
     }
 
