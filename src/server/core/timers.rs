@@ -13,7 +13,12 @@
 //! |                              | [`Timer::Linger`], by its lifecycle                   |
 //!
 //! The rows are read where the state they time lives (the back-off's end, the budget, the
-//! drain, the wheels), so a deadline is never stored twice.
+//! drain, the wheels), so a deadline is never stored twice. A liveness timer is exact: the
+//! wheel files it at the tick at or before its deadline, and the deadline itself is
+//! recomputed from the liveness record whenever the timer is about to fire
+//! (`Timers::poll_due`), so a heartbeat or `End Connection` goes out at its due time, not at
+//! the next tick, and a peer that spoke meanwhile is filed again without firing. A linger is
+//! rounded up to a tick (nothing records its deadline; a tick late is fine for it).
 
 use std::time::Instant;
 
