@@ -343,6 +343,24 @@ impl Wheel {
 
     /// Empties `list` and places each of its entries again, relative to the current `elapsed`.
     fn cascade(&mut self, list: u32) {
+        if list < SLOTS && self.list_is_empty(PENDING) {
+            // A level-0 slot holds one tick, which `elapsed` has reached: every entry in it
+            // is due, so the whole list becomes the pending list at once, not entry by entry.
+            let Link {
+                prev: last,
+                next: first,
+            } = self.heads[list as usize];
+            self.heads[list as usize] = Link::empty(list);
+            self.occupied[0] &= !(1 << list);
+            self.link_mut(first).prev = PENDING;
+            self.link_mut(last).next = PENDING;
+            self.heads[PENDING as usize] = Link {
+                prev: last,
+                next: first,
+            };
+            self.list_min[0] = self.elapsed;
+            return;
+        }
         let mut link = self.heads[list as usize].next;
         self.heads[list as usize] = Link::empty(list);
         if list < PENDING {
