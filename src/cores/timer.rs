@@ -14,13 +14,15 @@
 //! |                   |                         | [`poll_due`])                              |
 //!
 //! An exact timer: the wheel only finds what is near. What it yields whose exact deadline is
-//! still ahead (at most a tick) waits in `near`, ordered by exact deadline, and the
-//! key is *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
-//! cancel ends the parking, which makes the heap's entry stale (skipped), so no deadline is
-//! kept per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours
-//! to the microsecond; what the wheel yields whose exact deadline has moved on (a peer that
-//! spoke) is filed again, nothing fired. Times are u64 nanoseconds since the origin (584
-//! years), converted once per `now` (a batch), not per timer.
+//! still ahead (less than a tick) waits in `near`, ordered by exact deadline, and the key is
+//! *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
+//! cancel ends the parking, which makes the near entry stale (skipped), so nothing is added
+//! per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours to the
+//! microsecond. What the wheel (or `near`) yields whose exact deadline has moved on (a peer
+//! that spoke) is filed again, nothing fired. An exact timer whose deadline is not on a tick
+//! costs one more wake-up than a rounded one (its tick, then its time); a wake-up still fires
+//! everything whose exact deadline has passed. Times are u64 nanoseconds since the origin
+//! (584 years), `now` converted once per batch, not per timer.
 //!
 //! [`arm`]: Timers::arm
 //! [`arm_exact`]: Timers::arm_exact
