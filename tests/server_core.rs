@@ -1157,3 +1157,34 @@ fn with_a_coarse_tick_nothing_fires_early_or_late_for_deadlines_between_ticks() 
     assert_eq!(times, want);
     assert_eq!(h.closed_at(answering), None);
 }
+
+/// Many peers due at the same exact time between ticks (1 ms ticks, all connected 300 µs
+/// into one): the loop wakes at their tick and then at their time, not once per peer, and
+/// that second wake-up sends every heartbeat (in batches, at once).
+#[test]
+fn many_timers_due_at_one_exact_time_cost_one_wake_up_not_one_each() {
+    let mut h = Harness::new(Settings {
+        tick: MS,
+        ..settings(FAST)
+    });
+    h.run_until(h.at(300 * US));
+    let keys: Vec<usize> = (0..3 * TIMERS_PER_BATCH).map(|_| h.connect()).collect();
+    let mut wakeups = Vec::new();
+    while keys.iter().any(|k| h.lines(*k).is_empty()) {
+        let next = h.core.poll_timeout().expect("timers armed");
+        wakeups.push((next - h.t0).as_micros());
+        h.wake(next);
+    }
+    // Before them, the wheel's own cascades (a level's slot moved down), a few at most.
+    assert!(
+        wakeups.ends_with(&[400_000, 400_300]) && wakeups.len() <= 4,
+        "its tick, then its exact time: {wakeups:?}"
+    );
+    for key in &keys {
+        assert_eq!(h.lines(*key), [(400_300, "heartbeat")]);
+    }
+    assert!(
+        h.core.poll_timeout().is_some_and(|t| t > h.now),
+        "nothing more due now"
+    );
+}
