@@ -45,7 +45,8 @@ pub struct ServerArgs {
     /// Silence before the first heartbeat; at least interval × count [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub idle: Option<Duration>,
-    /// Timer resolution: heartbeats and closes are at most this late
+    /// Timer wheel resolution: lingers and first-byte waits are at most this late; heartbeats
+    /// and closes come at their exact time
     #[arg(long, value_name = "DUR", value_parser = tick, default_value = "500us")]
     pub tick: Duration,
     /// Longest line accepted; longer ones get `Error: line too long`
