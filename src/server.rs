@@ -18,6 +18,7 @@
 mod accept;
 pub mod budget;
 pub mod core;
+mod parent;
 mod proxied;
 mod report;
 mod scrape;
@@ -37,6 +38,7 @@ use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
+pub use self::parent::Snapshot;
 pub use self::settings::{
     ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,
@@ -95,6 +97,8 @@ pub struct Server {
     handshakes: proxied::Handshakes,
     /// SIGUSR2's live upgrade, once enabled.
     upgrade: upgrading::Upgrading,
+    /// With `--workers`, the pipe from the parent (see `parent`).
+    parent: Option<parent::Parent>,
 }
 
 impl Server {
@@ -161,6 +165,7 @@ impl Server {
             events,
             handshakes: proxied::Handshakes::new(config.proxy_protocol),
             upgrade: upgrading::Upgrading::default(),
+            parent: None,
         })
     }
 
@@ -241,6 +246,7 @@ impl Server {
                 ALARM => self.alarm.on_event(),
                 SIGNALS => self.take_signals(now),
                 upgrading::UPGRADE => self.upgrade.on_event(),
+                parent::PARENT => self.on_parent_event(),
                 token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                 token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
                 _ => self.on_socket_event(event, now),

@@ -23,6 +23,7 @@ use std::time::Duration;
 pub mod faults;
 mod load;
 mod memory;
+pub mod outputs;
 mod peer;
 pub mod schedule;
 pub mod sources;

@@ -117,9 +117,52 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), SetupError> {
     }
     if SINKS.set(sinks.clone()).is_ok() {
         // Fails only if another logger is installed already; that one keeps working.
-        let _ = WriteLogger::init(level, config(), LineWriter::new(sinks));
+        let logger = WriteLogger::new(level, config(), LineWriter::new(sinks));
+        let _ = match PREFIX.get() {
+            Some(prefix) => log::set_boxed_logger(Box::new(Prefixed { logger, prefix })),
+            None => log::set_boxed_logger(logger),
+        }
+        .map(|()| log::set_max_level(level));
     }
     Ok(())
+}
+
+/// Put before every message of this process (`worker 1: `); `None` until [`set_prefix`].
+static PREFIX: OnceLock<String> = OnceLock::new();
+
+/// Names this process in each of its log lines, after the time and level (`… [INFO] worker
+/// 1: stopping`): `--workers` processes share stderr and the log file. Call before [`init`].
+pub fn set_prefix(prefix: String) {
+    let _ = PREFIX.set(prefix);
+}
+
+/// simplelog's logger with [`PREFIX`] put before each message (formatted in place: no
+/// allocation per line).
+struct Prefixed {
+    logger: Box<WriteLogger<LineWriter>>,
+    prefix: &'static str,
+}
+
+impl Log for Prefixed {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.logger.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.logger.log(
+            &Record::builder()
+                .args(format_args!("{}{}", self.prefix, record.args()))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.logger.flush();
+    }
 }
 
 /// Lines dropped so far, over every destination, the event log's included (a line lost for

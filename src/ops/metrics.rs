@@ -1,5 +1,5 @@
-//! What the `--metrics` endpoint says, as pure code: the server's counters in the Prometheus
-//! text exposition format (version 0.0.4), and the little HTTP/1.x it takes to hand them to a
+//! What the `--metrics` endpoint says, as pure code: the server's counters in the OpenMetrics
+//! text format (Prometheus reads it), and the little HTTP/1.x it takes to hand them to a
 //! scraper: reading its request (with `httparse`) and writing the whole response.
 //!
 //! Owns the metric names, their help and types, the histogram buckets, the request rules
@@ -19,16 +19,21 @@
 //!    and close once the scraper closes or the deadline passes; closing with its unread
 //!    bytes at once could reset the connection and destroy the response.
 //!
-//! The format is written by hand rather than with `prometheus-client`: that crate keeps its
-//! own registry of live metric objects, so every counter would be counted twice (or wrapped
-//! in a custom collector that rebuilds the same text), and it writes the OpenMetrics format,
-//! not 0.0.4. The format is a few `# HELP` / `# TYPE` lines and `name{labels} value` lines;
-//! the tests pin it exactly.
+//! The text is encoded by `prometheus-client` in the OpenMetrics text format (1.0.0), which
+//! Prometheus reads: a collector hands it the counts of one moment ([`ServerStats`] and
+//! [`Gauges`]) as constant counters, gauges and histograms, so nothing is counted twice and no
+//! live metric object is kept. Counters are named without `_total` for the crate, which
+//! appends it: the samples keep their names (`heartbeat_connections_accepted_total`).
 
-pub mod merge;
-
-use std::fmt::Write as _;
+use std::fmt;
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::ops::stats::{Latencies, ServerStats};
 
@@ -44,225 +49,256 @@ pub struct Gauges {
 /// The version in `heartbeat_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Histogram bucket bounds: as written in the `le` label (seconds), and in microseconds.
-/// From half the default tick to 5 s, about three to a decade, so that both a quiet loop's
-/// sub-millisecond lateness and a stalled host's seconds fall in a bucket of their own.
-const BUCKETS: [(&str, u64); 13] = [
-    ("0.0005", 500),
-    ("0.001", 1_000),
-    ("0.0025", 2_500),
-    ("0.005", 5_000),
-    ("0.01", 10_000),
-    ("0.025", 25_000),
-    ("0.05", 50_000),
-    ("0.1", 100_000),
-    ("0.25", 250_000),
-    ("0.5", 500_000),
-    ("1", 1_000_000),
-    ("2.5", 2_500_000),
-    ("5", 5_000_000),
+/// Histogram bucket bounds in microseconds. From half the default tick to 5 s, about three
+/// to a decade, so that both a quiet loop's sub-millisecond lateness and a stalled host's
+/// seconds fall in a bucket of their own.
+const BUCKETS_US: [u64; 13] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
 ];
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The metrics text for `stats` and `gauges`.
 pub fn render(stats: &ServerStats, gauges: &Gauges) -> String {
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(8192);
     render_into(&mut out, stats, gauges);
     out
 }
 
 /// Appends the metrics text to `out` (a buffer the caller may reuse).
 pub fn render_into(out: &mut String, stats: &ServerStats, gauges: &Gauges) {
-    let mut m = Writer(out);
-    m.family(
-        "heartbeat_build_info",
-        "gauge",
-        "Always 1; the version of the running server in its label.",
-    );
-    let version = escape(VERSION);
-    m.sample("heartbeat_build_info", &format!("version=\"{version}\""), 1);
-
-    m.gauge(
-        "heartbeat_connections_open",
-        "Connections open now.",
-        stats.open,
-    );
-    m.gauge(
-        "heartbeat_connections_peak",
-        "The most connections open at once since the server started.",
-        stats.peak_open,
-    );
-    m.counter(
-        "heartbeat_connections_accepted_total",
-        "Connections accepted and served (refused ones are counted apart).",
-        stats.accepted,
-    );
-    let name = "heartbeat_connections_closed_total";
-    m.family(name, "counter", "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.");
-    m.sample(name, "reason=\"peer_closed\"", stats.closed_by_peer);
-    m.sample(name, "reason=\"dead\"", stats.closed_dead);
-    m.sample(name, "reason=\"error\"", stats.closed_on_error);
-    m.sample(name, "reason=\"shutdown\"", stats.closed_at_shutdown);
-    m.sample(name, "reason=\"over_budget\"", stats.closed_over_budget);
-    m.sample(name, "reason=\"probe\"", stats.closed_probe);
-    let name = "heartbeat_connections_refused_total";
-    m.family(name, "counter", "Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).");
-    m.sample(name, "reason=\"full\"", stats.rejected_full);
-    m.sample(name, "reason=\"not_allowed\"", stats.rejected_not_allowed);
-    m.sample(
-        name,
-        "reason=\"no_proxy_header\"",
-        stats.rejected_proxy_header,
-    );
-    m.counter(
-        "heartbeat_proxy_header_waits_evicted_total",
-        "Peers waiting for their PROXY header closed to make room for a newer one (at the cap).",
-        stats.proxy_header_evicted,
-    );
-    m.counter(
-        "heartbeat_metrics_busy_total",
-        "Scrapes answered 503 Service Unavailable because every slot was taken.",
-        stats.metrics_busy,
-    );
-    let name = "heartbeat_upgrades_total";
-    m.family(
-        name,
-        "counter",
-        "Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.",
-    );
-    m.sample(name, "result=\"done\"", stats.upgrades);
-    m.sample(name, "result=\"failed\"", stats.upgrades_failed);
-    m.counter(
-        "heartbeat_upgrade_peers_handed_over_total",
-        "Peers handed from one process to the next in live upgrades.",
-        stats.handed_over,
-    );
-    m.gauge(
-        "heartbeat_upgrade_pause_microseconds",
-        "The last live upgrade's pause, from the old loop's last turn to the new one's first.",
-        stats.upgrade_pause_us,
-    );
-    m.counter(
-        "heartbeat_accept_errors_total",
-        "Times accept itself failed (e.g. out of file descriptors).",
-        stats.accept_errors,
-    );
-    m.counter(
-        "heartbeat_heartbeats_sent_total",
-        "Heartbeats sent to quiet peers.",
-        stats.heartbeats_sent,
-    );
-    m.counter(
-        "heartbeat_heartbeats_answered_total",
-        "Rounds of heartbeats answered: a peer that speaks after heartbeat k counts once.",
-        stats.heartbeats_answered,
-    );
-    m.counter(
-        "heartbeat_lines_echoed_total",
-        "Lines echoed back to peers.",
-        stats.lines_echoed,
-    );
-    m.counter(
-        "heartbeat_lines_too_long_total",
-        "Lines over --max-line, dropped and answered with an error line.",
-        stats.lines_too_long,
-    );
-    m.gauge(
-        "heartbeat_buffered_bytes",
-        "Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.",
-        gauges.buffered_bytes,
-    );
-    m.counter(
-        "heartbeat_bytes_received_total",
-        "Bytes read from peers.",
-        stats.bytes_in,
-    );
-    m.counter(
-        "heartbeat_bytes_sent_total",
-        "Bytes the kernel took for peers.",
-        stats.bytes_out,
-    );
-    m.counter(
-        "heartbeat_log_lines_dropped_total",
-        "Log lines dropped because the log could not keep up.",
-        gauges.log_lines_dropped,
-    );
-    m.histogram(
-        "heartbeat_end_connection_lateness_seconds",
-        "How long after its due time each End Connection was sent.",
-        &stats.close_lateness,
-    );
-    m.histogram(
-        "heartbeat_end_connection_lateness_loop_seconds",
-        "End Connection lateness less the time the OS kept the loop asleep past its alarm: the loop's own share.",
-        &stats.close_lateness_loop,
-    );
-    m.histogram(
-        "heartbeat_wakeup_delay_seconds",
-        "How late the OS woke the loop after the alarm it slept until.",
-        &stats.wake_delay,
-    );
-    m.histogram(
-        "heartbeat_detection_seconds",
-        "For each peer closed as dead, how long it had been silent when told End Connection.",
-        &stats.detection_time,
-    );
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Moment {
+        stats: stats.clone(),
+        gauges: *gauges,
+    }));
+    // Writing to a String fails only if a collector does, and ours only passes on the
+    // encoder's results.
+    let _ = prometheus_client::encoding::text::encode(out, &registry);
 }
 
-/// Writes families into the text; writing to a `String` cannot fail.
-struct Writer<'a>(&'a mut String);
+/// The counts of one moment, as the registry's one collector.
+#[derive(Debug)]
+struct Moment {
+    stats: ServerStats,
+    gauges: Gauges,
+}
 
-impl Writer<'_> {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &str, value: u64) {
-        match labels.is_empty() {
-            true => {
-                let _ = writeln!(self.0, "{name} {value}");
-            }
-            false => {
-                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+impl Collector for Moment {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let (s, g) = (&self.stats, &self.gauges);
+        let e = &mut encoder;
+        // OpenMetrics' info type: the family `heartbeat_build`, its one sample
+        // `heartbeat_build_info{version="…"} 1` (Prometheus stores it as a gauge).
+        e.encode_descriptor(
+            "heartbeat_build",
+            "Always 1; the version of the running server in its label.",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", VERSION)])?;
+        gauge(
+            e,
+            "heartbeat_connections_open",
+            "Connections open now.",
+            s.open,
+        )?;
+        gauge(
+            e,
+            "heartbeat_connections_peak",
+            "The most connections open at once since the server started.",
+            s.peak_open,
+        )?;
+        counter(
+            e,
+            "heartbeat_connections_accepted",
+            "Connections accepted and served (refused ones are counted apart).",
+            s.accepted,
+        )?;
+        labelled(
+            e,
+            "heartbeat_connections_closed",
+            "Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.",
+            &[
+                ("peer_closed", s.closed_by_peer),
+                ("dead", s.closed_dead),
+                ("error", s.closed_on_error),
+                ("shutdown", s.closed_at_shutdown),
+                ("over_budget", s.closed_over_budget),
+                ("probe", s.closed_probe),
+            ],
+        )?;
+        labelled(
+            e,
+            "heartbeat_connections_refused",
+            "Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).",
+            &[
+                ("full", s.rejected_full),
+                ("not_allowed", s.rejected_not_allowed),
+                ("no_proxy_header", s.rejected_proxy_header),
+            ],
+        )?;
+        counter(
+            e,
+            "heartbeat_proxy_header_waits_evicted",
+            "Peers waiting for their PROXY header closed to make room for a newer one (at the cap).",
+            s.proxy_header_evicted,
+        )?;
+        counter(
+            e,
+            "heartbeat_metrics_busy",
+            "Scrapes answered 503 Service Unavailable because every slot was taken.",
+            s.metrics_busy,
+        )?;
+        {
+            let help = "Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.";
+            let mut family =
+                e.encode_descriptor("heartbeat_upgrades", help, None, MetricType::Counter)?;
+            for (result, value) in [("done", s.upgrades), ("failed", s.upgrades_failed)] {
+                ConstCounter::new(value).encode(family.encode_family(&[("result", result)])?)?;
             }
         }
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "gauge", help);
-        self.sample(name, "", value);
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "counter", help);
-        self.sample(name, "", value);
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, latencies: &Latencies) {
-        self.family(name, "histogram", help);
-        let bounds = BUCKETS.map(|(_, us)| Duration::from_micros(us));
-        let buckets = latencies.buckets(&bounds);
-        let bucket = format!("{name}_bucket");
-        for ((le, _), count) in BUCKETS.iter().zip(&buckets.cumulative) {
-            self.sample(&bucket, &format!("le=\"{le}\""), *count);
-        }
-        self.sample(&bucket, "le=\"+Inf\"", buckets.count);
-        let _ = writeln!(self.0, "{name}_sum {}", buckets.sum_secs);
-        self.sample(&format!("{name}_count"), "", buckets.count);
+        counter(
+            e,
+            "heartbeat_upgrade_peers_handed_over",
+            "Peers handed from one process to the next in live upgrades.",
+            s.handed_over,
+        )?;
+        gauge(
+            e,
+            "heartbeat_upgrade_pause_microseconds",
+            "The last live upgrade's pause, from the old loop's last turn to the new one's first.",
+            s.upgrade_pause_us,
+        )?;
+        counter(
+            e,
+            "heartbeat_accept_errors",
+            "Times accept itself failed (e.g. out of file descriptors).",
+            s.accept_errors,
+        )?;
+        counter(
+            e,
+            "heartbeat_heartbeats_sent",
+            "Heartbeats sent to quiet peers.",
+            s.heartbeats_sent,
+        )?;
+        counter(
+            e,
+            "heartbeat_heartbeats_answered",
+            "Rounds of heartbeats answered: a peer that speaks after heartbeat k counts once.",
+            s.heartbeats_answered,
+        )?;
+        counter(
+            e,
+            "heartbeat_lines_echoed",
+            "Lines echoed back to peers.",
+            s.lines_echoed,
+        )?;
+        counter(
+            e,
+            "heartbeat_lines_too_long",
+            "Lines over --max-line, dropped and answered with an error line.",
+            s.lines_too_long,
+        )?;
+        gauge(
+            e,
+            "heartbeat_buffered_bytes",
+            "Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.",
+            g.buffered_bytes,
+        )?;
+        counter(
+            e,
+            "heartbeat_bytes_received",
+            "Bytes read from peers.",
+            s.bytes_in,
+        )?;
+        counter(
+            e,
+            "heartbeat_bytes_sent",
+            "Bytes the kernel took for peers.",
+            s.bytes_out,
+        )?;
+        counter(
+            e,
+            "heartbeat_log_lines_dropped",
+            "Log lines dropped because the log could not keep up.",
+            g.log_lines_dropped,
+        )?;
+        histogram(
+            e,
+            "heartbeat_end_connection_lateness_seconds",
+            "How long after its due time each End Connection was sent.",
+            &s.close_lateness,
+        )?;
+        histogram(
+            e,
+            "heartbeat_end_connection_lateness_loop_seconds",
+            "End Connection lateness less the time the OS kept the loop asleep past its alarm: the loop's own share.",
+            &s.close_lateness_loop,
+        )?;
+        histogram(
+            e,
+            "heartbeat_wakeup_delay_seconds",
+            "How late the OS woke the loop after the alarm it slept until.",
+            &s.wake_delay,
+        )?;
+        histogram(
+            e,
+            "heartbeat_detection_seconds",
+            "For each peer closed as dead, how long it had been silent when told End Connection.",
+            &s.detection_time,
+        )
     }
 }
 
-/// A label value: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstGauge::new(value).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
-/// A help text: backslash and newline escaped.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
+/// A counter; `name` without `_total`, which the encoder appends.
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// A counter with one sample per `reason` label.
+fn labelled(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    reasons: &[(&str, u64)],
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, value) in reasons {
+        let labels = [("reason", *reason)];
+        ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    latencies: &Latencies,
+) -> fmt::Result {
+    let bounds = BUCKETS_US.map(Duration::from_micros);
+    let buckets = latencies.buckets(&bounds);
+    // The encoder adds the buckets up itself: hand it each bucket's own count.
+    let mut below = 0;
+    let mut own: Vec<(f64, u64)> = BUCKETS_US
+        .iter()
+        .zip(&buckets.cumulative)
+        .map(|(us, cumulative)| {
+            let count = cumulative - below;
+            below = *cumulative;
+            (*us as f64 / 1e6, count)
+        })
+        .collect();
+    own.push((f64::INFINITY, buckets.count - below));
+    let mut metric = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(buckets.sum_secs, buckets.count, &own, None)
 }
 
 /// The longest request taken, request line and headers: a scraper sends a few hundred bytes.
@@ -389,11 +425,12 @@ pub fn response(status: Status, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Appends the whole response to `out`. The metrics are text/plain version 0.0.4, errors plain
-/// text; every response says how long it is and that the connection closes after it.
+/// Appends the whole response to `out`. The metrics are OpenMetrics text ([`CONTENT_TYPE`]),
+/// errors plain text; every response says how long it is and that the connection closes
+/// after it.
 pub fn write_response(out: &mut Vec<u8>, status: Status, body: &[u8]) {
     let content_type = match status {
-        Status::Ok => "text/plain; version=0.0.4; charset=utf-8",
+        Status::Ok => CONTENT_TYPE,
         _ => "text/plain; charset=utf-8",
     };
     let allow = match status {

@@ -315,3 +315,19 @@ fn reap(child: &mut Child) -> Option<std::process::ExitStatus> {
         }
     }
 }
+
+/// For the `--workers` parent: SIGUSR2 answered with one line saying no, instead of the
+/// default action (which ends the process, and every worker with it, without a word to any
+/// peer). A thread waits for it.
+pub fn refuse_with_workers() {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
+    else {
+        log::warn!("cannot catch SIGUSR2: it would end the server");
+        return;
+    };
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            log::warn!("received SIGUSR2: live upgrade with --workers is not built yet; ignored");
+        }
+    });
+}

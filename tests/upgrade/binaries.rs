@@ -383,17 +383,17 @@ fn the_event_log_tells_the_upgrade() {
     assert_eq!(lines[3]["reason"], "peer_closed");
 }
 
-/// SIGUSR2 and SIGTERM together: the stop wins, whichever the loop sees first (an upgrade
-/// not yet begun is not begun, one under way is given up): the peer is told
-/// `End Connection` by the process it knows, which exits 0, and no other process is left.
+/// SIGTERM, then SIGUSR2 while the server stops: no upgrade begins (one under way when the
+/// stop begins is given up: `cores::upgrade`'s trace); the peer is told `End Connection` by
+/// the process it knows, which exits 0, and no other process is left.
 #[test]
 fn a_stop_during_an_upgrade_stops_and_hands_nothing_over() {
     let mut server = Upgradable::start(&[]);
     let mut peer = connect(server.addr());
     peer.write_all(b"hello\n").unwrap();
     assert_eq!(read_line(&mut peer), "Echoing...hello");
-    kill("-USR2", server.pid);
     kill("-TERM", server.pid);
+    kill("-USR2", server.pid);
     assert_eq!(read_line(&mut peer), "End Connection");
     assert!(server.first.wait().unwrap().success());
     let exe = server.exe();

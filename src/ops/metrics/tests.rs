@@ -38,26 +38,26 @@ const GAUGES: Gauges = Gauges {
 
 fn histogram(name: &str, counts: [u64; 13], count: u64, sum: &str) -> String {
     let les = [
-        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-        "2.5", "5",
+        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0",
+        "2.5", "5.0",
     ];
-    let mut text = String::new();
+    // OpenMetrics as prometheus-client writes it: sum and count first, then the buckets.
+    let mut text = format!("{name}_sum {sum}\n{name}_count {count}\n");
     for (le, n) in les.iter().zip(counts) {
         text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
     }
-    text.push_str(&format!(
-        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
-    ));
+    text.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
     text
 }
 
-/// The whole text for a small run, byte for byte.
+/// The whole text for a small run, byte for byte (OpenMetrics: a counter's family is named
+/// without `_total`, its sample with it; the text ends with `# EOF`).
 #[test]
 fn the_text_for_a_small_run_is_exact() {
     let expected = format!(
         "\
-# HELP heartbeat_build_info Always 1; the version of the running server in its label.
-# TYPE heartbeat_build_info gauge
+# HELP heartbeat_build Always 1; the version of the running server in its label.
+# TYPE heartbeat_build info
 heartbeat_build_info{{version=\"{VERSION}\"}} 1
 # HELP heartbeat_connections_open Connections open now.
 # TYPE heartbeat_connections_open gauge
@@ -65,64 +65,64 @@ heartbeat_connections_open 1
 # HELP heartbeat_connections_peak The most connections open at once since the server started.
 # TYPE heartbeat_connections_peak gauge
 heartbeat_connections_peak 2
-# HELP heartbeat_connections_accepted_total Connections accepted and served (refused ones are counted apart).
-# TYPE heartbeat_connections_accepted_total counter
+# HELP heartbeat_connections_accepted Connections accepted and served (refused ones are counted apart).
+# TYPE heartbeat_connections_accepted counter
 heartbeat_connections_accepted_total 3
-# HELP heartbeat_connections_closed_total Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.
-# TYPE heartbeat_connections_closed_total counter
+# HELP heartbeat_connections_closed Connections closed, by reason: the peer closed, dead (every heartbeat unanswered a full interval), an I/O error, the server stopping, over --max-buffered, a probe that left without a byte.
+# TYPE heartbeat_connections_closed counter
 heartbeat_connections_closed_total{{reason=\"peer_closed\"}} 1
 heartbeat_connections_closed_total{{reason=\"dead\"}} 1
 heartbeat_connections_closed_total{{reason=\"error\"}} 0
 heartbeat_connections_closed_total{{reason=\"shutdown\"}} 0
 heartbeat_connections_closed_total{{reason=\"over_budget\"}} 0
 heartbeat_connections_closed_total{{reason=\"probe\"}} 0
-# HELP heartbeat_connections_refused_total Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).
-# TYPE heartbeat_connections_refused_total counter
+# HELP heartbeat_connections_refused Connections refused at accept, by reason: --max-connections reached, the address not in --allow, no valid PROXY header (--proxy-protocol).
+# TYPE heartbeat_connections_refused counter
 heartbeat_connections_refused_total{{reason=\"full\"}} 2
 heartbeat_connections_refused_total{{reason=\"not_allowed\"}} 0
 heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
-# HELP heartbeat_proxy_header_waits_evicted_total Peers waiting for their PROXY header closed to make room for a newer one (at the cap).
-# TYPE heartbeat_proxy_header_waits_evicted_total counter
+# HELP heartbeat_proxy_header_waits_evicted Peers waiting for their PROXY header closed to make room for a newer one (at the cap).
+# TYPE heartbeat_proxy_header_waits_evicted counter
 heartbeat_proxy_header_waits_evicted_total 0
-# HELP heartbeat_metrics_busy_total Scrapes answered 503 Service Unavailable because every slot was taken.
-# TYPE heartbeat_metrics_busy_total counter
+# HELP heartbeat_metrics_busy Scrapes answered 503 Service Unavailable because every slot was taken.
+# TYPE heartbeat_metrics_busy counter
 heartbeat_metrics_busy_total 0
-# HELP heartbeat_upgrades_total Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.
-# TYPE heartbeat_upgrades_total counter
+# HELP heartbeat_upgrades Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.
+# TYPE heartbeat_upgrades counter
 heartbeat_upgrades_total{{result=\"done\"}} 0
 heartbeat_upgrades_total{{result=\"failed\"}} 0
-# HELP heartbeat_upgrade_peers_handed_over_total Peers handed from one process to the next in live upgrades.
-# TYPE heartbeat_upgrade_peers_handed_over_total counter
+# HELP heartbeat_upgrade_peers_handed_over Peers handed from one process to the next in live upgrades.
+# TYPE heartbeat_upgrade_peers_handed_over counter
 heartbeat_upgrade_peers_handed_over_total 0
 # HELP heartbeat_upgrade_pause_microseconds The last live upgrade's pause, from the old loop's last turn to the new one's first.
 # TYPE heartbeat_upgrade_pause_microseconds gauge
 heartbeat_upgrade_pause_microseconds 0
-# HELP heartbeat_accept_errors_total Times accept itself failed (e.g. out of file descriptors).
-# TYPE heartbeat_accept_errors_total counter
+# HELP heartbeat_accept_errors Times accept itself failed (e.g. out of file descriptors).
+# TYPE heartbeat_accept_errors counter
 heartbeat_accept_errors_total 0
-# HELP heartbeat_heartbeats_sent_total Heartbeats sent to quiet peers.
-# TYPE heartbeat_heartbeats_sent_total counter
+# HELP heartbeat_heartbeats_sent Heartbeats sent to quiet peers.
+# TYPE heartbeat_heartbeats_sent counter
 heartbeat_heartbeats_sent_total 4
-# HELP heartbeat_heartbeats_answered_total Rounds of heartbeats answered: a peer that speaks after heartbeat k counts once.
-# TYPE heartbeat_heartbeats_answered_total counter
+# HELP heartbeat_heartbeats_answered Rounds of heartbeats answered: a peer that speaks after heartbeat k counts once.
+# TYPE heartbeat_heartbeats_answered counter
 heartbeat_heartbeats_answered_total 1
-# HELP heartbeat_lines_echoed_total Lines echoed back to peers.
-# TYPE heartbeat_lines_echoed_total counter
+# HELP heartbeat_lines_echoed Lines echoed back to peers.
+# TYPE heartbeat_lines_echoed counter
 heartbeat_lines_echoed_total 5
-# HELP heartbeat_lines_too_long_total Lines over --max-line, dropped and answered with an error line.
-# TYPE heartbeat_lines_too_long_total counter
+# HELP heartbeat_lines_too_long Lines over --max-line, dropped and answered with an error line.
+# TYPE heartbeat_lines_too_long counter
 heartbeat_lines_too_long_total 0
 # HELP heartbeat_buffered_bytes Bytes held in peers' buffers now (partial lines, output not taken yet), counted against --max-buffered.
 # TYPE heartbeat_buffered_bytes gauge
 heartbeat_buffered_bytes 10
-# HELP heartbeat_bytes_received_total Bytes read from peers.
-# TYPE heartbeat_bytes_received_total counter
+# HELP heartbeat_bytes_received Bytes read from peers.
+# TYPE heartbeat_bytes_received counter
 heartbeat_bytes_received_total 11
-# HELP heartbeat_bytes_sent_total Bytes the kernel took for peers.
-# TYPE heartbeat_bytes_sent_total counter
+# HELP heartbeat_bytes_sent Bytes the kernel took for peers.
+# TYPE heartbeat_bytes_sent counter
 heartbeat_bytes_sent_total 12
-# HELP heartbeat_log_lines_dropped_total Log lines dropped because the log could not keep up.
-# TYPE heartbeat_log_lines_dropped_total counter
+# HELP heartbeat_log_lines_dropped Log lines dropped because the log could not keep up.
+# TYPE heartbeat_log_lines_dropped counter
 heartbeat_log_lines_dropped_total 7
 # HELP heartbeat_end_connection_lateness_seconds How long after its due time each End Connection was sent.
 # TYPE heartbeat_end_connection_lateness_seconds histogram
@@ -135,7 +135,9 @@ heartbeat_log_lines_dropped_total 7
 {}\
 # HELP heartbeat_detection_seconds For each peer closed as dead, how long it had been silent when told End Connection.
 # TYPE heartbeat_detection_seconds histogram
-{}",
+{}\
+# EOF
+",
         histogram(
             "heartbeat_end_connection_lateness_seconds",
             [1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
@@ -171,10 +173,11 @@ heartbeat_log_lines_dropped_total 7
 }
 
 /// Every sample belongs to a family announced just before it with one HELP and one TYPE;
-/// names follow Prometheus' rules; every value is a number.
+/// names follow Prometheus' rules; every value is a number; the text ends with `# EOF`.
 #[test]
 fn every_metric_has_help_and_type() {
     let text = render(&small_stats(), &GAUGES);
+    let text = text.strip_suffix("# EOF\n").expect("OpenMetrics' end");
     assert!(text.ends_with('\n'));
     let mut kinds: HashMap<String, String> = HashMap::new();
     let mut helped = Vec::new();
@@ -194,7 +197,10 @@ fn every_metric_has_help_and_type() {
                 Some(name),
                 "HELP then TYPE"
             );
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                ["counter", "gauge", "histogram", "info"].contains(&kind),
+                "{line}"
+            );
             assert!(
                 kinds.insert(name.into(), kind.into()).is_none(),
                 "TYPE twice"
@@ -214,9 +220,15 @@ fn every_metric_has_help_and_type() {
                 assert!(["_bucket", "_sum", "_count"].contains(&suffix), "{line}");
                 assert!(family.ends_with("_seconds"), "base unit: {family}");
             }
+            "info" => {
+                // OpenMetrics: the family `x`, its one sample `x_info`, valued 1.
+                assert_eq!(name, format!("{family}_info"), "{line}");
+                assert_eq!(value, "1", "{line}");
+            }
             "counter" => {
-                assert_eq!(name, family, "{line}");
-                assert!(name.ends_with("_total"), "{line}");
+                // OpenMetrics: the family `x`, its sample `x_total`.
+                assert_eq!(name, format!("{family}_total"), "{line}");
+                assert!(!family.ends_with("_total"), "{line}");
             }
             _ => {
                 assert_eq!(name, family, "{line}");
@@ -252,15 +264,8 @@ fn histograms_are_cumulative_and_end_in_their_count() {
 fn render_into_appends_to_a_reused_buffer() {
     let mut buf = String::from("kept\n");
     render_into(&mut buf, &small_stats(), &GAUGES);
-    assert!(buf.starts_with("kept\n# HELP heartbeat_build_info"));
+    assert!(buf.starts_with("kept\n# HELP heartbeat_build "));
     assert_eq!(&buf[5..], render(&small_stats(), &GAUGES));
-}
-
-#[test]
-fn label_values_are_escaped() {
-    assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
-    assert_eq!(escape("a\nb"), "a\\nb");
-    assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
 }
 
 const SCRAPE: &[u8] =
@@ -382,7 +387,7 @@ fn get_metrics_is_answered_with_the_text() {
     assert_eq!(code, 200);
     assert_eq!(
         headers["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     assert_eq!(body, render(&small_stats(), &GAUGES).as_bytes());
 }
@@ -411,4 +416,13 @@ fn errors_are_answered_with_their_status() {
     let bytes = response(Status::HeadersTooLarge, b"x");
     let (code, _, body) = read_response(&bytes);
     assert_eq!((code, body), (431, &b"x"[..]));
+}
+
+/// A scraper past capacity is told to come back, not dropped.
+#[test]
+fn busy_is_503_with_retry_after() {
+    let (code, headers, body) = read_response(busy());
+    assert_eq!(code, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body, b"Service Unavailable\n");
 }

@@ -8,12 +8,12 @@
 //! instant moves later by the pause: no heartbeat is sent earlier than it would have been,
 //! nothing times out because of the pause, and a changed setting (interval, idle, count)
 //! applies from the import on, except that the timer then running keeps its time left if
-//! that is later. Nothing is stored per peer for the upgrade's sake.
+//! that is later (so does a smaller share of the jitter, which depends on the new key). Nothing is stored per peer for the upgrade's sake.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Action, Lifecycle, Reason, Record, ServerCore};
+use super::{timing_for, Action, Lifecycle, Reason, Record, ServerCore};
 use crate::cores::buffers::Buffers;
 use crate::cores::liveness::{Carried, Peer};
 use crate::cores::timer::later;
@@ -33,7 +33,7 @@ impl ServerCore {
         } = record.liveness.carry(now);
         let due = match record.lifecycle {
             Lifecycle::Ending { .. } => self.timers.deadline(key),
-            _ => Some(record.liveness.deadline(&self.timing_for(key))),
+            _ => Some(record.liveness.deadline(&timing_for(&self.settings, key))),
         };
         let (partial, discarding, outbox) = record.buffers.parts();
         let mut unsent = outbox.to_vec();
@@ -68,7 +68,7 @@ impl ServerCore {
             heartbeats_sent: state.heartbeats_sent,
             silent_before_ms: state.silent_before_ms,
         };
-        let liveness = Peer::from_carried(now, carried);
+        let mut liveness = Peer::from_carried(now, carried);
         let max_line = self.settings.max_line;
         let buffers =
             Buffers::from_parts(max_line, &state.partial, state.discarding, &state.unsent);
@@ -95,6 +95,22 @@ impl ServerCore {
                 our_side_shut,
             },
         };
+        // The slot this peer gets decides its share of the jitter; so does a changed idle
+        // time. The time left on its timer never shortens: where the new deadline would come
+        // sooner, the liveness instant moves on to make them one (the exact timer and the
+        // record must agree), so the peer is asked no earlier than it would have been.
+        let key = self.conns.vacant_key();
+        let left = later(now, state.timer_remaining);
+        if !matches!(lifecycle, Lifecycle::Ending { .. }) {
+            let due = liveness.deadline(&timing_for(&self.settings, key));
+            if due < left {
+                let carried = Carried {
+                    since_ago: carried.since_ago.saturating_sub(left - due),
+                    ..carried
+                };
+                liveness = Peer::from_carried(now, carried);
+            }
+        }
         let key = self.conns.insert(Record {
             liveness,
             buffers,
@@ -109,12 +125,13 @@ impl ServerCore {
         }
         // The time left never shortens; the deadline under this process's settings may
         // lengthen it.
-        let left = later(now, state.timer_remaining);
-        let due = match lifecycle {
-            Lifecycle::Ending { .. } => left,
-            _ => liveness.deadline(&self.timing_for(key)).max(left),
-        };
-        self.timers.arm(key, due);
+        match lifecycle {
+            Lifecycle::Ending { .. } => self.timers.arm(key, left),
+            // Exact, as every liveness deadline is (see `cores::timer`).
+            _ => self
+                .timers
+                .arm_exact(key, liveness.deadline(&timing_for(&self.settings, key))),
+        }
         self.sessions.open(key, addr, now);
         self.account(now, key);
         if unsent > 0 {

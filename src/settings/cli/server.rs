@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    check_timing, count, duration, for_tcp, from_file, metrics_addr, parse_noting_flags, port,
-    positive, size, tick, LogLevel, Origin, StartError,
+    check_timing, count, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick,
+    LogLevel, Origin, StartError,
 };
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
@@ -45,7 +45,8 @@ pub struct ServerArgs {
     /// Silence before the first heartbeat; at least interval × count [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub idle: Option<Duration>,
-    /// Timer resolution: heartbeats and closes are at most this late
+    /// Timer wheel resolution: lingers and first-byte waits are at most this late; heartbeats
+    /// and closes come at their exact time
     #[arg(long, value_name = "DUR", value_parser = tick, default_value = "500us")]
     pub tick: Duration,
     /// Longest line accepted; longer ones get `Error: line too long`
@@ -58,7 +59,8 @@ pub struct ServerArgs {
     /// lasts a second the peers holding the most are closed
     #[arg(long, value_name = "BYTES", value_parser = size, default_value = "256MiB")]
     pub max_buffered: usize,
-    /// Peers served at once; more are told `Error: server full` and closed
+    /// Peers served at once; more are told `Error: server full` and closed. With --workers,
+    /// the total, split evenly among the workers (each keeps to its share)
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Only accept peers from these address blocks, e.g. 127.0.0.0/8,::1; an empty list is
@@ -129,41 +131,9 @@ this process serves on; not with --workers yet). SIGALRM is ignored. Under syste
 (NOTIFY_SOCKET set) it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
+super::noting_flags!(ServerArgs, "server");
+
 impl ServerArgs {
-    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
-    /// shadows so that [`ServerArgs::settings_given`] knows every flag given).
-    pub fn parse() -> ServerArgs {
-        Self::try_parse().unwrap_or_else(|e| e.exit())
-    }
-
-    /// The same as clap's `Parser::try_parse`, noting the flags given.
-    pub fn try_parse() -> Result<ServerArgs, clap::Error> {
-        Self::try_parse_from(std::env::args_os())
-    }
-
-    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
-    pub fn try_parse_from<I, T>(args: I) -> Result<ServerArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let (mut parsed, given) = parse_noting_flags::<ServerArgs, _, _>(args)?;
-        parsed.flags_given = given;
-        Ok(parsed)
-    }
-
-    /// True when any flag but `--no-prompt` was given: then the server asks nothing
-    /// ([`super::PROMPT_RULE`]).
-    pub fn settings_given(&self) -> bool {
-        self.flags_given
-    }
-
-    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
-    /// `--no-prompt` was not.
-    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
-        stdin_is_terminal && !self.no_prompt && !self.settings_given()
-    }
-
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
     /// applies it after any prompt, so that it can print the warning. `path` is the file the
     /// configuration came from, for naming it in errors.

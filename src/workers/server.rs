@@ -1,0 +1,299 @@
+//! `heartbeat-server --workers N`: the parent ([`run_server_parent`]) and one worker's side
+//! ([`run_server_worker`]), and the JSON messages between them ([`Message`]).
+//!
+//! The parent refuses a port already served, holds the port, starts the workers with their
+//! share of `--max-connections`, asks each for its counts every [`ASK_EVERY`], keeps them in
+//! a [`Tally`] (from which its `--metrics` endpoint renders), and prints one summary merged
+//! from exact counts when all have ended. A worker listens with `SO_REUSEPORT` beside its
+//! siblings, answers each ask with a [`Message::Stats`] line, and ends with one.
+//!
+//! Owns the parent's flow and the message format. Does not own the processes (the
+//! [`Supervisor`]), the merge rules ([`Tally`]), the endpoint ([`super::metrics`]) or the
+//! server's loop.
+
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::tally::{Report, Tally};
+use super::{say, shares, Supervisor, Watch, WorkersError, PORT_ENV};
+use crate::edge::net::{self, SetupError};
+use crate::edge::stop::Stoppable;
+use crate::ops::metrics::Gauges;
+use crate::ops::stats::ServerStats;
+use crate::ops::{logging, notify};
+use crate::server::{Server, ServerConfig};
+use crate::settings::config::format_duration;
+
+/// How often the parent asks each worker for its counts: what a scrape may lag behind, and
+/// at most what a killed worker's count loses.
+pub const ASK_EVERY: Duration = Duration::from_secs(1);
+
+/// One line from a worker to its parent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// The first line: the worker listens at `addr`.
+    Ready { addr: SocketAddr },
+    /// The worker's counts, on each ask and once more at its end: `stats` as
+    /// [`ServerStats::to_exact_json`] writes them (histograms whole).
+    Stats {
+        stats: serde_json::Value,
+        buffered_bytes: u64,
+        log_lines_dropped: u64,
+    },
+}
+
+impl Message {
+    /// The line for `stats` and `gauges`.
+    pub fn stats_line(stats: &ServerStats, gauges: &Gauges) -> String {
+        let message = Message::Stats {
+            stats: serde_json::from_str(&stats.to_exact_json()).unwrap_or_default(),
+            buffered_bytes: gauges.buffered_bytes,
+            log_lines_dropped: gauges.log_lines_dropped,
+        };
+        serde_json::to_string(&message).unwrap_or_default()
+    }
+
+    /// The report in a [`Message::Stats`] line; `None` for any other line.
+    pub fn report_in(line: &str) -> Option<Report> {
+        let Message::Stats {
+            stats,
+            buffered_bytes,
+            log_lines_dropped,
+        } = serde_json::from_str(line).ok()?
+        else {
+            return None;
+        };
+        Some(Report {
+            stats: ServerStats::from_exact_json(&stats.to_string()).ok()?,
+            gauges: Gauges {
+                buffered_bytes,
+                log_lines_dropped,
+            },
+        })
+    }
+}
+
+/// `Listening on ADDR (heartbeat every …)`, with the number of workers when there are several
+/// and where metrics are served when they are: the first line of a server or a parent.
+pub fn listening_line(
+    addr: SocketAddr,
+    config: &ServerConfig,
+    workers: Option<usize>,
+    metrics: Option<SocketAddr>,
+) -> String {
+    let timing = config.timing;
+    let workers = workers.map_or(String::new(), |n| format!("{n} workers, "));
+    let metrics = metrics.map_or(String::new(), |at| {
+        format!("; metrics at http://{at}/metrics")
+    });
+    format!(
+        "Listening on {addr} ({workers}heartbeat every {}, {} times, after {} idle{metrics})",
+        format_duration(timing.interval),
+        timing.count,
+        format_duration(timing.idle)
+    )
+}
+
+/// The worker's side: listens beside its siblings with its share of the connections, tells
+/// the parent it is ready, answers its asks, and reports its counts at its end.
+pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
+    config.reuse_port = true;
+    // The parent serves --metrics for all, from the counts the workers send it.
+    config.metrics = None;
+    let share = std::env::var(PORT_ENV).unwrap_or_default();
+    if let Some((port, max)) = share.split_once(',') {
+        if let (Ok(port), Ok(max)) = (port.parse(), max.parse()) {
+            config.addr.set_port(port);
+            config.max_connections = max;
+        }
+    }
+    let mut server = Server::bind(config)?;
+    server.stop_on_signals()?;
+    server.answer_parent(Box::new(|stats, gauges| {
+        say(&Message::stats_line(stats, gauges));
+    }))?;
+    let ready = Message::Ready {
+        addr: server.local_addr(),
+    };
+    say(&serde_json::to_string(&ready).unwrap_or_default());
+    let stats = server.run()?;
+    let gauges = Gauges {
+        buffered_bytes: 0,
+        log_lines_dropped: logging::dropped_lines(),
+    };
+    say(&Message::stats_line(&stats, &gauges));
+    Ok(())
+}
+
+/// What the parent keeps of its workers' lines: their counts.
+struct Keep(Arc<Mutex<Tally>>);
+
+impl Keep {
+    fn tally(&self) -> MutexGuard<'_, Tally> {
+        lock(&self.0)
+    }
+}
+
+/// The tally, even if a thread panicked while holding it (its counts are still counts).
+pub(super) fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Watch for Keep {
+    fn line(&mut self, slot: usize, line: &str) {
+        if let Some(report) = Message::report_in(line) {
+            self.tally().report(slot, report);
+        }
+    }
+
+    fn ended(&mut self, slot: usize, _: ExitStatus) {
+        self.tally().retire(slot);
+    }
+}
+
+/// The parent: `workers` workers on `config`'s port, one summary at the end (`json` or text).
+pub fn run_server_parent(
+    workers: usize,
+    json: bool,
+    config: &ServerConfig,
+) -> Result<(), WorkersError> {
+    super::check_count(workers, "server")?;
+    refuse_if_served(config.addr)?;
+    // Held, not listening, for as long as the parent runs: the port stays ours while a
+    // worker is started again, and the workers know it before they bind.
+    let reserved = net::reserve_shared(config.addr)?;
+    let addr = reserved
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(config.addr);
+    // The total is split; a worker's share is at least one connection.
+    let envs = shares(config.max_connections, workers)
+        .into_iter()
+        .map(|max| {
+            let share = format!("{},{}", addr.port(), max.max(1));
+            vec![(PORT_ENV.to_string(), share)]
+        })
+        .collect();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut keep = Keep(tally.clone());
+    let mut supervisor = Supervisor::start(envs, true)?;
+    supervisor.ask_every(ASK_EVERY);
+    supervisor.wait_ready(&mut keep)?;
+    // Stopped while starting: not ready, and never listening; the summary still comes.
+    if !supervisor.is_stopping() {
+        let metrics = match config.metrics {
+            Some(at) => Some(super::metrics::serve(at, tally.clone())?),
+            None => None,
+        };
+        let listening = listening_line(addr, config, Some(workers), metrics);
+        say(&listening);
+        notify::ready(&listening);
+    }
+    let finished = supervisor.run(&mut keep);
+    notify::stopping();
+    drop(reserved);
+    // `received SIGINT: stopping the workers` before the summary, as it happened; and the
+    // count of dropped lines is then final.
+    logging::flush();
+    let Report { mut stats, gauges } = lock(&tally).merged();
+    stats.on_log_lines_dropped(gauges.log_lines_dropped + logging::dropped_lines());
+    let cut_short = match finished.started < finished.asked {
+        true => format!(
+            "; {} of {} started before a stop signal",
+            finished.started, finished.asked
+        ),
+        false => String::new(),
+    };
+    if json {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&stats.to_json()).unwrap_or_default();
+        if let Some(object) = json.as_object_mut() {
+            object.insert("workers".into(), workers.into());
+            object.insert("workers_started".into(), finished.started.into());
+            object.insert("worker_restarts".into(), finished.restarts.into());
+            object.insert("workers_lost".into(), finished.failed.into());
+        }
+        say(&json.to_string());
+    } else {
+        say(&format!(
+            "{}\n  workers: {workers} (started again: {}; ended abnormally, counted up to \
+             their last report: {}{cut_short})",
+            stats.summary(),
+            finished.restarts,
+            finished.failed
+        ));
+    }
+    Ok(())
+}
+
+/// Fails, as a plain server would (`address already in use (is another server running?
+/// …)`), when something already listens on `addr`: workers share their port with
+/// `SO_REUSEPORT`, and a second parent's workers would otherwise join the first one's group
+/// and silently split the peers with it. The probe binds without `SO_REUSEPORT`, so any
+/// listener refuses it; it is closed before the workers bind. Port 0 is always free.
+fn refuse_if_served(addr: SocketAddr) -> Result<(), SetupError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = || -> std::io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // As the plain server's listener: connections in TIME_WAIT do not count.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())
+    };
+    probe().map_err(|source| SetupError::Listen { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stats line carries the counts exactly (histograms whole), and a ready line is not
+    /// taken for counts.
+    #[test]
+    fn a_stats_line_carries_exact_counts() {
+        let mut stats = ServerStats {
+            accepted: 7,
+            open: 3,
+            ..ServerStats::default()
+        };
+        stats.detection_time.record(Duration::from_micros(123_456));
+        let gauges = Gauges {
+            buffered_bytes: 9,
+            log_lines_dropped: 2,
+        };
+        let line = Message::stats_line(&stats, &gauges);
+        assert!(!line.contains('\n'), "one line: {line}");
+        let report = Message::report_in(&line).expect("a report");
+        assert_eq!(report.stats, stats);
+        assert_eq!(report.gauges, gauges);
+        let ready = serde_json::to_string(&Message::Ready {
+            addr: "127.0.0.1:8000".parse().unwrap(),
+        })
+        .unwrap();
+        assert_eq!(ready, r#"{"ready":{"addr":"127.0.0.1:8000"}}"#);
+        assert!(Message::report_in(&ready).is_none());
+        assert!(Message::report_in("Listening on 127.0.0.1:8000").is_none());
+    }
+
+    /// A port something listens on is refused before any worker starts; a free one is not.
+    #[test]
+    fn a_served_port_is_refused() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = taken.local_addr().expect("addr");
+        let error = refuse_if_served(addr).expect_err("in use");
+        assert!(
+            error.to_string().contains("another server running"),
+            "{error}"
+        );
+        drop(taken);
+        assert!(refuse_if_served("127.0.0.1:0".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,449 @@
+//! The worker processes of a `--workers` parent: starting them (this executable again, with
+//! the same arguments and [`WORKER_ENV`] set), passing stop signals on, starting again one
+//! that dies when it should not (with a back-off), asking them for their counts, and handing
+//! every line they print and every end to the parent's [`Watch`].
+//!
+//! Owns the processes, their pipes, the reader threads and the signal thread. Knows nothing
+//! of what the lines mean (the parents' `server` and `client` modules).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::{
+    Ended, WorkersError, FIRST_BACKOFF, HEALTHY_RUN, MAX_BACKOFF, START_LIMIT, WORKER_ENV,
+};
+use crate::edge::stop::{signal_name, STOP_SIGNALS};
+
+/// What a parent does with its workers' messages.
+pub trait Watch {
+    /// Worker `slot` printed `line` (one JSON message).
+    fn line(&mut self, slot: usize, line: &str);
+    /// Worker `slot` has ended with `status`, after its last line.
+    fn ended(&mut self, slot: usize, status: ExitStatus);
+}
+
+/// What the workers did, once all have ended.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Workers asked for, and started at first (fewer when a stop signal came meanwhile).
+    pub asked: usize,
+    pub started: usize,
+    /// Workers that ended otherwise than with status 0 (killed, crashed).
+    pub failed: u64,
+    /// Times a worker was started again.
+    pub restarts: u64,
+}
+
+enum Message {
+    Line {
+        slot: usize,
+        generation: u32,
+        line: String,
+    },
+    Eof {
+        slot: usize,
+        generation: u32,
+    },
+    Signal(i32),
+}
+
+struct Slot {
+    env: Vec<(OsString, OsString)>,
+    child: Option<Child>,
+    /// A byte written asks for the worker's counts; its closing tells the worker that the
+    /// parent is gone.
+    stdin: Option<ChildStdin>,
+    generation: u32,
+    started: Instant,
+    ready: bool,
+    /// Asked for its counts and not answered yet: not asked again, so that a worker that
+    /// does not read (stopped) never fills the pipe and blocks the parent.
+    asked: bool,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+/// The running workers. Start them with [`Supervisor::start`], wait for their first lines
+/// with [`Supervisor::wait_ready`], then [`Supervisor::run`] until all have ended.
+pub struct Supervisor {
+    exe: PathBuf,
+    args: Vec<OsString>,
+    slots: Vec<Slot>,
+    sender: Sender<Message>,
+    messages: Receiver<Message>,
+    /// Start a worker again when it ends while the parent is not stopping (the server);
+    /// otherwise a worker that ends is done (the load client, whose run is a measurement).
+    restart: bool,
+    stopping: bool,
+    /// Set by the signal thread at once, so that starting stops between two workers.
+    signalled: Arc<AtomicBool>,
+    ask_every: Option<Duration>,
+    finished: Finished,
+}
+
+impl Supervisor {
+    /// Starts one worker per entry of `envs` (the variables that worker gets besides
+    /// [`WORKER_ENV`]), each running this executable with this process's arguments. A stop
+    /// signal stops the starting at once: the workers started so far are then stopped by
+    /// [`wait_ready`](Self::wait_ready) or [`run`](Self::run), which still report.
+    pub fn start(
+        envs: Vec<Vec<(String, String)>>,
+        restart: bool,
+    ) -> Result<Supervisor, WorkersError> {
+        let exe = std::env::current_exe().map_err(|source| WorkersError::Spawn {
+            what: "worker processes (where is this executable?)".into(),
+            source,
+        })?;
+        let (sender, messages) = channel();
+        let signalled = Arc::new(AtomicBool::new(false));
+        forward_signals(sender.clone(), signalled.clone())?;
+        let slots: Vec<Slot> = envs
+            .into_iter()
+            .enumerate()
+            .map(|(index, env)| {
+                let mut env: Vec<(OsString, OsString)> =
+                    env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+                env.push((WORKER_ENV.into(), index.to_string().into()));
+                Slot {
+                    env,
+                    child: None,
+                    stdin: None,
+                    generation: 0,
+                    started: Instant::now(),
+                    ready: false,
+                    asked: false,
+                    backoff: FIRST_BACKOFF,
+                    restart_at: None,
+                }
+            })
+            .collect();
+        let mut supervisor = Supervisor {
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            finished: Finished {
+                asked: slots.len(),
+                ..Finished::default()
+            },
+            slots,
+            sender,
+            messages,
+            restart,
+            stopping: false,
+            signalled,
+            ask_every: None,
+        };
+        for slot in 0..supervisor.slots.len() {
+            if supervisor.signalled.load(Ordering::SeqCst) {
+                info!(
+                    "a stop signal came while starting workers: {} of {} started",
+                    supervisor.finished.started, supervisor.finished.asked
+                );
+                break;
+            }
+            if let Err(e) = supervisor.spawn(slot) {
+                supervisor.abandon();
+                return Err(e);
+            }
+            supervisor.finished.started += 1;
+        }
+        Ok(supervisor)
+    }
+
+    /// While [`run`](Self::run)s, asks each ready worker for its counts this often (a byte on
+    /// its stdin); its answer is a line like any other.
+    pub fn ask_every(&mut self, every: Duration) {
+        self.ask_every = Some(every);
+    }
+
+    /// Whether a stop signal has come (the workers are being stopped).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping || self.signalled.load(Ordering::SeqCst)
+    }
+
+    /// Process ids of the running workers, in worker order (for tests and logs).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.slots
+            .iter()
+            .map(|s| s.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Waits until every started worker has printed its first line (passed to `watch`). A
+    /// worker that ends first fails the start: the others are stopped and waited for. A stop
+    /// signal ends the wait at once (then [`run`](Self::run) sees the workers end).
+    pub fn wait_ready(&mut self, watch: &mut dyn Watch) -> Result<(), WorkersError> {
+        let deadline = Instant::now() + START_LIMIT;
+        let waiting = |s: &Slot| s.child.is_some() && !s.ready;
+        while !self.stopping && self.slots.iter().any(waiting) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let message = match self.messages.recv_timeout(wait) {
+                Ok(message) => message,
+                Err(_) => {
+                    let index = self.slots.iter().position(waiting).unwrap_or(0);
+                    self.abandon();
+                    return Err(WorkersError::Silent { index });
+                }
+            };
+            match message {
+                Message::Line {
+                    slot,
+                    generation,
+                    line,
+                } => self.take_line(slot, generation, &line, watch),
+                Message::Eof { slot, generation } if self.slots[slot].generation == generation => {
+                    let status = self.reap(slot);
+                    watch.ended(slot, status);
+                    self.abandon();
+                    return Err(WorkersError::Failed {
+                        index: slot,
+                        status,
+                    });
+                }
+                Message::Eof { .. } => {}
+                Message::Signal(signal) => self.stop(signal),
+            }
+        }
+        Ok(())
+    }
+
+    /// Supervises until every worker has ended (after a stop signal, or on their own when
+    /// not restarting), passing their lines and ends to `watch`.
+    pub fn run(mut self, watch: &mut dyn Watch) -> Finished {
+        let mut next_ask = self.ask_every.map(|every| Instant::now() + every);
+        while self
+            .slots
+            .iter()
+            .any(|s| s.child.is_some() || s.restart_at.is_some())
+        {
+            let now = Instant::now();
+            for slot in 0..self.slots.len() {
+                if self.slots[slot].restart_at.is_some_and(|at| at <= now) {
+                    self.slots[slot].restart_at = None;
+                    self.finished.restarts += 1;
+                    if let Err(e) = self.spawn(slot) {
+                        warn!("{e}; trying again in {:?}", self.slots[slot].backoff);
+                        self.schedule_restart(slot);
+                    }
+                }
+            }
+            if let (Some(at), Some(every)) = (next_ask, self.ask_every) {
+                if at <= now {
+                    self.ask_all();
+                    next_ask = Some(now + every);
+                }
+            }
+            let next_restart = self.slots.iter().filter_map(|s| s.restart_at).min();
+            let message = match next_restart.into_iter().chain(next_ask).min() {
+                Some(at) => match self
+                    .messages
+                    .recv_timeout(at.saturating_duration_since(now))
+                {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.messages.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
+            match message {
+                Message::Signal(signal) => self.stop(signal),
+                Message::Line {
+                    slot,
+                    generation,
+                    line,
+                } => self.take_line(slot, generation, &line, watch),
+                Message::Eof { slot, generation } => {
+                    if self.slots[slot].generation == generation {
+                        self.ended(slot, watch);
+                    }
+                }
+            }
+        }
+        self.finished
+    }
+
+    fn take_line(&mut self, index: usize, generation: u32, line: &str, watch: &mut dyn Watch) {
+        let slot = &mut self.slots[index];
+        if slot.generation != generation {
+            return;
+        }
+        if !slot.ready && slot.generation > 1 {
+            info!("worker {index} is running again");
+        }
+        slot.ready = true;
+        slot.asked = false;
+        watch.line(index, line);
+    }
+
+    /// Asks every ready worker that has answered its last ask for its counts.
+    fn ask_all(&mut self) {
+        for slot in &mut self.slots {
+            if !slot.ready || slot.asked {
+                continue;
+            }
+            if let Some(stdin) = &mut slot.stdin {
+                // A worker that has just ended (EPIPE) is seen ending on its stdout.
+                slot.asked = stdin.write_all(b"?").is_ok();
+            }
+        }
+    }
+
+    /// A worker's stdout closed: it has ended. Tell `watch`; start it again if it should
+    /// not have ended.
+    fn ended(&mut self, slot: usize, watch: &mut dyn Watch) {
+        let status = self.reap(slot);
+        watch.ended(slot, status);
+        if !status.success() {
+            self.finished.failed += 1;
+        }
+        if self.stopping || !self.restart {
+            if !status.success() {
+                warn!("worker {slot} {}", Ended(status));
+            }
+            return;
+        }
+        let lived = self.slots[slot].started.elapsed();
+        if lived >= HEALTHY_RUN {
+            self.slots[slot].backoff = FIRST_BACKOFF;
+        }
+        warn!(
+            "worker {slot} {} after {:.1} s; starting it again in {} ms",
+            Ended(status),
+            lived.as_secs_f64(),
+            self.slots[slot].backoff.as_millis()
+        );
+        self.schedule_restart(slot);
+    }
+
+    fn schedule_restart(&mut self, slot: usize) {
+        let slot = &mut self.slots[slot];
+        slot.restart_at = Some(Instant::now() + slot.backoff);
+        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Waits for the worker in `slot`, whose stdout has closed, and returns how it ended.
+    fn reap(&mut self, slot: usize) -> ExitStatus {
+        let slot = &mut self.slots[slot];
+        slot.stdin = None;
+        match slot.child.take().map(|mut child| child.wait()) {
+            Some(Ok(status)) => status,
+            // Already waited for, or cannot be: report it as a failure.
+            _ => ExitStatus::from_raw(1 << 8),
+        }
+    }
+
+    /// Passes `signal` on to every worker, and starts no more.
+    fn stop(&mut self, signal: i32) {
+        if !self.stopping {
+            info!("received {}: stopping the workers", signal_name(signal));
+        }
+        self.stopping = true;
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+            if let Some(child) = &slot.child {
+                send_signal(child, signal);
+            }
+        }
+    }
+
+    /// Stops every worker at start-up and waits for them (their reports are not wanted).
+    fn abandon(&mut self) {
+        self.stop(signal_hook::consts::SIGTERM);
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].child.is_some() {
+                self.reap(slot);
+            }
+        }
+    }
+
+    fn spawn(&mut self, index: usize) -> Result<(), WorkersError> {
+        let slot = &mut self.slots[index];
+        let mut child = Command::new(&self.exe)
+            .args(&self.args)
+            .envs(slot.env.iter().map(|(k, v)| (k, v)))
+            // Readiness is the parent's to report, once, for all.
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| WorkersError::Spawn {
+                what: format!("worker {index} ({})", self.exe.display()),
+                source,
+            })?;
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.started = Instant::now();
+        slot.ready = false;
+        slot.asked = false;
+        slot.stdin = child.stdin.take();
+        if let Some(stdout) = child.stdout.take() {
+            read_lines(stdout, index, slot.generation, self.sender.clone());
+        }
+        slot.child = Some(child);
+        Ok(())
+    }
+}
+
+/// A thread that passes each line of a worker's stdout to the parent, then its end.
+fn read_lines(
+    stdout: impl Read + Send + 'static,
+    slot: usize,
+    generation: u32,
+    to: Sender<Message>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let message = Message::Line {
+                slot,
+                generation,
+                line,
+            };
+            if to.send(message).is_err() {
+                return;
+            }
+        }
+        let _ = to.send(Message::Eof { slot, generation });
+    });
+}
+
+/// A thread that passes each stop signal this process receives to the parent's loop, and
+/// raises `signalled` at once for a start still under way.
+fn forward_signals(to: Sender<Message>, signalled: Arc<AtomicBool>) -> Result<(), WorkersError> {
+    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| {
+        WorkersError::Spawn {
+            what: "the signal handler".into(),
+            source,
+        }
+    })?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            signalled.store(true, Ordering::SeqCst);
+            if to.send(Message::Signal(signal)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn send_signal(child: &Child, signal: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (Ok(pid), Ok(signal)) = (i32::try_from(child.id()), Signal::try_from(signal)) else {
+        return;
+    };
+    // The worker may have just ended (ESRCH): its end of file is on its way.
+    let _ = kill(Pid::from_raw(pid), signal);
+}
