@@ -401,3 +401,47 @@ fn a_stop_during_an_upgrade_stops_and_hands_nothing_over() {
     let log = server.stderr.all().join("\n");
     assert!(!log.contains("handed over to the new process"), "{log}");
 }
+
+/// The new process reads its configuration file afresh: a changed interval takes effect
+/// (its `Listening on` line says so), and a changed listening address is refused by it in one
+/// line, the old process serving on.
+#[test]
+fn the_configuration_is_read_afresh_and_a_changed_address_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("configuration.json");
+    let write = |host: &str, interval: &str| {
+        let text =
+            format!(r#"{{"server": {{"host": "{host}", "port": "0", "interval": "{interval}"}}}}"#);
+        std::fs::write(&config, text).unwrap();
+    };
+    write("127.0.0.1", "7s");
+    let config_arg = config.to_str().unwrap().to_string();
+    let mut server = Upgradable::start(&["--config", &config_arg, "--idle", "60s"]);
+    assert!(server.stdout.all()[0].contains("heartbeat every 7s"));
+    let mut peer = connect(server.addr());
+    write("127.0.0.1", "9s");
+    server.upgrade();
+    let said = server.stdout.all();
+    let listening: Vec<_> = said
+        .iter()
+        .filter(|l| l.starts_with("Listening on"))
+        .collect();
+    assert!(listening[1].contains("heartbeat every 9s"), "{said:?}");
+    write("127.0.0.2", "9s");
+    let pid = server.pid;
+    kill("-USR2", pid);
+    let log = server.stderr.clone();
+    let refused = "live upgrade given up: the new binary refused: the listening address changed \
+                   from 127.0.0.1:0 to 127.0.0.2:0";
+    eventually("the refusal", || {
+        log.all().iter().any(|l| l.contains(refused))
+    });
+    assert!(alive(pid), "the old process serves on");
+    peer.write_all(b"still served\n").unwrap();
+    assert_eq!(read_line(&mut peer), "Echoing...still served");
+    let summary = server.stop();
+    assert!(
+        summary.contains("live upgrades given up (served on): 1"),
+        "{summary}"
+    );
+}
