@@ -24,9 +24,12 @@ mod report;
 mod scrape;
 mod settings;
 mod stopping;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 mod tls;
+pub mod upgrade;
+mod upgrading;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -50,7 +53,9 @@ use crate::edge::alarm::{Alarm, ALARM};
 use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
 use crate::edge::net::{self, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
-use crate::edge::turn::{split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER};
+use crate::edge::turn::{
+    earliest, split, wait, CutOff, Generations, Waited, READS_PER_TURN, READ_BUFFER,
+};
 use crate::ops::events::EventLog;
 use crate::ops::stats::ServerStats;
 
@@ -94,6 +99,8 @@ pub struct Server {
     handshakes: proxied::Handshakes,
     /// `--tls-cert`: handshakes in flight and the sessions of TLS peers.
     tls: Option<tls::Tls>,
+    /// SIGUSR2's live upgrade, once enabled.
+    upgrade: upgrading::Upgrading,
     /// With `--workers`, the pipe from the parent (see `parent`).
     parent: Option<parent::Parent>,
 }
@@ -101,9 +108,23 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
+        let listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
+        let metrics = match config.metrics {
+            Some(addr) => Some(net::listen(addr, Scrapers::BACKLOG)?),
+            None => None,
+        };
+        Server::assemble(config, listener, metrics)
+    }
+
+    /// The server around its listening sockets (bound here, or handed over in a live
+    /// upgrade: `Server::take_over`).
+    fn assemble(
+        config: ServerConfig,
+        mut listener: TcpListener,
+        metrics: Option<TcpListener>,
+    ) -> Result<Server, SetupError> {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
-        let mut listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
         let local_addr = listener.local_addr().map_err(|source| SetupError::Listen {
             addr: config.addr,
             source,
@@ -111,9 +132,9 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(event_loop("listener registration"))?;
-        let scrapers = match config.metrics {
-            Some(addr) => Some(Scrapers::bind(addr, poll.registry())?),
-            None => None,
+        let scrapers = match (metrics, config.metrics) {
+            (Some(listener), Some(addr)) => Some(Scrapers::on(listener, addr, poll.registry())?),
+            _ => None,
         };
         let events = match &config.events {
             Some(path) => Some(EventLog::open(path)?),
@@ -148,6 +169,7 @@ impl Server {
             events,
             handshakes: proxied::Handshakes::new(config.proxy_protocol),
             tls: config.tls.map(tls::Tls::new),
+            upgrade: upgrading::Upgrading::default(),
             parent: None,
         })
     }
@@ -163,14 +185,24 @@ impl Server {
     }
 
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
-    /// [`core::STOP_LINGER`] for them to take it, and returns the counts.
-    pub fn run(mut self) -> Result<ServerStats, SetupError> {
+    /// [`core::STOP_LINGER`] for them to take it, and returns the counts. After a live
+    /// upgrade it returns at once, every peer being the new process's ([`handed_over`]).
+    ///
+    /// [`handed_over`]: Server::handed_over
+    pub fn run(self) -> Result<ServerStats, SetupError> {
+        self.run_to_end().map(|(stats, _)| stats)
+    }
+
+    /// [`run`](Self::run), and whether the peers were handed over to a new process.
+    pub fn run_to_end(mut self) -> Result<(ServerStats, bool), SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.core.is_done() {
+            if self.core.is_done() || self.upgrade.handed_over {
                 break;
             }
-            let wakeup = self.core.poll_timeout();
+            // The one deadline beside the core's: the new binary's time to answer, during a
+            // live upgrade only.
+            let wakeup = earliest([self.core.poll_timeout(), self.upgrade.deadline()]);
             // Measures the sleep only (see the module notes).
             let before_sleep = Instant::now();
             let busy = !self.cut_off.is_empty() || self.waiting_for_room;
@@ -201,12 +233,14 @@ impl Server {
                 report::PEER_LINES_PER_SECOND
             );
         }
-        Ok(self.core.into_stats())
+        let handed_over = self.upgrade.handed_over;
+        Ok((self.core.into_stats(), handed_over))
     }
 
     /// One turn of the loop, woken at `now` (`alarm_ahead`: the alarm it slept until).
     fn turn(&mut self, now: Instant, alarm_ahead: Option<Instant>, events: &Events) {
         let overslept = alarm_ahead.filter(|due| now > *due);
+        self.end_pause(now);
         self.core.handle_wakeup(now, overslept);
         self.read_cut_off(now);
         let mut listener_ready = false;
@@ -216,6 +250,7 @@ impl Server {
                 WAKER => {}
                 ALARM => self.alarm.on_event(),
                 SIGNALS => self.take_signals(now),
+                upgrading::UPGRADE => self.upgrade.on_event(),
                 parent::PARENT => self.on_parent_event(),
                 token if Scrapers::owns(token) => self.on_scrape_event(token, now),
                 token if proxied::is_waiting(token) => self.on_waiting_event(token, now),
@@ -233,6 +268,9 @@ impl Server {
         if listener_ready || self.accept_deferred {
             self.accept_all(stamp.unwrap_or(now));
         }
+        // Last, with every action of the turn carried out: a handover exports the state
+        // between turns.
+        self.upgrade_turn(stamp.unwrap_or(now));
     }
 
     /// Fires what was due when the turn woke (everything that had arrived by then has been

@@ -1171,3 +1171,103 @@ fn a_batch_of_timers_fires_at_its_own_stamp_and_says_when_more_are_due() {
         .iter()
         .all(|k| h.lines(*k).len() == 1));
 }
+
+/// Exact deadlines with a coarse wheel (1 ms ticks): a peer that connected 300 µs into a
+/// tick gets nothing at 400.3 ms − 1 µs and heartbeat 1 at 400.3 ms, then each later step
+/// a full interval after the one before, End Connection at 700.3 ms: not at the next tick
+/// (401, 501, 601, 701 ms and more, as when every step was rounded up to a tick).
+#[test]
+fn with_a_coarse_tick_a_heartbeat_and_a_close_come_at_their_exact_due_time() {
+    let mut h = Harness::new(Settings {
+        tick: MS,
+        ..settings(FAST)
+    });
+    h.run_until(h.at(300 * US));
+    let key = h.connect();
+    for (step, line) in [
+        (400, "heartbeat"),
+        (500, "heartbeat"),
+        (600, "heartbeat"),
+        (700, "End Connection"),
+    ] {
+        let due = ms(step) + 300;
+        h.run_until(h.at(Duration::from_micros(due as u64) - US));
+        assert!(
+            h.lines(key).iter().all(|(t, _)| *t < due),
+            "nothing before {due} µs: {:?}",
+            h.lines(key)
+        );
+        h.run_until(h.at(Duration::from_micros(due as u64)));
+        assert_eq!(h.lines(key).last(), Some(&(due, line)), "at {due} µs");
+    }
+    assert_eq!(h.peers[&key].fin_at, Some(Duration::from_micros(700_300)));
+    let stats = h.core.stats();
+    assert_eq!(stats.heartbeats_sent, 3);
+    let late = stats.close_lateness.percentiles();
+    assert_eq!(
+        (late.count, late.max_us),
+        (1, 0),
+        "closed on time: {late:?}"
+    );
+}
+
+/// With a coarse tick (1 ms) and peers whose deadlines fall anywhere in a tick (connected
+/// every 137 µs, one answering its heartbeats 1,001 µs later): every step comes exactly at
+/// the rule's time, never a microsecond early and never a tick late.
+#[test]
+fn with_a_coarse_tick_nothing_fires_early_or_late_for_deadlines_between_ticks() {
+    let mut h = Harness::new(Settings {
+        tick: MS,
+        ..settings(FAST)
+    });
+    let mut silent = Vec::new();
+    for i in 0..16u64 {
+        h.run_until(h.at(Duration::from_micros(137 * i)));
+        silent.push((h.connect(), 137 * u128::from(i)));
+    }
+    let answering = h.connect_answering(Duration::from_micros(1_001));
+    let answering_from = h.elapsed().as_micros();
+    h.run_for(Duration::from_secs(2));
+    for (key, connected) in silent {
+        let steps: Vec<u128> = h.lines(key).iter().map(|(t, _)| *t - connected).collect();
+        assert_eq!(steps, [ms(400), ms(500), ms(600), ms(700)], "key {key}");
+    }
+    // Heartbeat at L + 400 ms, answered 1,001 µs later, which is the next L.
+    let times: Vec<u128> = h.lines(answering).iter().map(|(t, _)| *t).collect();
+    let want: Vec<u128> = (0..4)
+        .map(|k| answering_from + ms(400) + k * (ms(400) + 1_001))
+        .collect();
+    assert_eq!(times, want);
+    assert_eq!(h.closed_at(answering), None);
+}
+
+/// Many peers due at the same exact time between ticks (1 ms ticks, all connected 300 µs
+/// into one): the loop wakes at their tick and then at their time, not once per peer, and
+/// that second wake-up sends every heartbeat (in batches, at once).
+#[test]
+fn many_timers_due_at_one_exact_time_cost_one_wake_up_not_one_each() {
+    let mut h = Harness::new(Settings {
+        tick: MS,
+        ..settings(FAST)
+    });
+    h.run_until(h.at(300 * US));
+    let keys: Vec<usize> = (0..3 * TIMERS_PER_BATCH).map(|_| h.connect()).collect();
+    let mut wakeups = Vec::new();
+    while keys.iter().any(|k| h.lines(*k).is_empty()) {
+        let next = h.core.poll_timeout().expect("timers armed");
+        wakeups.push((next - h.t0).as_micros());
+        h.wake(next);
+    }
+    // Before them, the wheel's own cascades (a level's slot moved down), a few at most.
+    assert!(
+        wakeups.ends_with(&[400_000, 400_300]) && wakeups.len() <= 4,
+        "its tick, then its exact time: {wakeups:?}"
+    );
+    for key in &keys {
+        assert_eq!(h.lines(*key), [(400_300, "heartbeat")]);
+    }
+    assert!(
+        h.core.poll_timeout().is_some_and(|t| t > h.now),
+        "nothing more due now"
+    );
+}

@@ -302,9 +302,12 @@ fn the_load_client_splits_its_connections_over_workers_and_merges_one_summary() 
     assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(json["target"], 200, "{json}");
-    // The 100 from 127.0.0.2 are accepted by the kernel, then closed by the server.
+    // The 100 from 127.0.0.2 are accepted by the kernel, then closed by the server before it
+    // sends a byte: refusals. Whether the client sees that close as an end of stream or (if
+    // its first line was already on the way) a reset depends on timing, so the count that
+    // must be exact is the refusals', which takes both.
     assert_eq!(json["opened"], 200, "{json}");
-    assert_eq!(json["closed_by_server"], 100, "{json}");
+    assert_eq!(json["refused_by_server"], 100, "{json}");
     let sent = json["lines_sent"].as_u64().expect("lines_sent");
     let echoed = json["echoes_received"].as_u64().expect("echoes");
     let unanswered = json["unanswered"].as_u64().expect("unanswered");

@@ -116,8 +116,15 @@ fn matches_echoes(mut bytes: &[u8], at: &mut usize) -> bool {
 
 /// What one silent peer saw, in microseconds.
 pub struct PeerTimes {
-    /// End Connection's arrival after its due time (negative: early).
+    /// End Connection's arrival after the old fixed schedule, line sent + idle + count ×
+    /// interval (negative: early, which the rule never allows: each step waits at least an
+    /// interval after the one before).
     pub close_late_us: i64,
+    /// End Connection's arrival after the rule's due time as the peer sees it: a full
+    /// interval after the last heartbeat arrived (line sent + idle with no heartbeat). Each
+    /// step's lateness is the server's own, not the sum of the steps before. May be a little
+    /// negative: the two arrivals are timed by a busy task.
+    pub close_step_late_us: i64,
     /// Heartbeat 1's arrival after its due time (negative: early).
     pub first_heartbeat_late_us: i64,
     /// From sending the line to reading its echo.
@@ -181,6 +188,8 @@ async fn silent_peer(
     let mut line = Vec::new();
     let mut heartbeats = 0;
     let (mut echo_us, mut first_heartbeat_late_us) = (None, 0);
+    // The rule's next due time, from when the previous step arrived.
+    let mut step_due = sent + timing.idle;
     let arrival = loop {
         line.clear();
         let n = tokio::time::timeout_at(give_up, stream.read_until(b'\n', &mut line))
@@ -200,6 +209,7 @@ async fn silent_peer(
                 if heartbeats == 1 {
                     first_heartbeat_late_us = signed_micros(now, sent + timing.idle);
                 }
+                step_due = now + timing.interval;
             }
             (true, b"End Connection\n") => break now,
             (_, other) => {
@@ -225,6 +235,7 @@ async fn silent_peer(
     }
     Ok(PeerTimes {
         close_late_us: signed_micros(arrival, due),
+        close_step_late_us: signed_micros(arrival, step_due),
         first_heartbeat_late_us,
         echo_us: echo_us.unwrap_or(0),
     })

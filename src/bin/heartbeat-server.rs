@@ -4,15 +4,31 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use heartbeat::edge::handover::{self, Channel};
 use heartbeat::edge::stop::Stoppable;
+use heartbeat::server::takeover::GiveUp;
+use heartbeat::server::upgrade::{self, StartedAs};
 use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::{config, prompt};
 use heartbeat::workers::{self, server::listening_line, WorkersError};
 use heartbeat::{edge::net, ops::logging, ops::notify, server::Server};
 
 fn main() -> ExitCode {
+    // First, before anything can change: the path a live upgrade runs again (see StartedAs).
+    let started_as = StartedAs::capture();
     let args = ServerArgs::parse();
-    let result = run(&args);
+    // Started by a running server to take over from it (SIGUSR2)?
+    let channel = match Channel::inherited() {
+        Ok(channel) => channel,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Read once: no process this one starts (a worker, the next upgrade) inherits it. Still
+    // one thread here, so changing the environment races with nothing.
+    std::env::remove_var(handover::ENV);
+    let result = run(&args, channel, started_as.ok());
     // The last lines (`received SIGTERM`) are still queued for the log writer.
     logging::flush();
     match result {
@@ -27,7 +43,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &ServerArgs) -> Result<(), StartError> {
+fn run(
+    args: &ServerArgs,
+    channel: Option<Channel>,
+    started_as: Option<StartedAs>,
+) -> Result<(), StartError> {
     let (file, path) = config::load(args.config.as_deref())?;
     let mut config = args.resolve(&file, path.as_deref())?;
     let worker = workers::worker_index();
@@ -60,25 +80,50 @@ fn run(args: &ServerArgs) -> Result<(), StartError> {
     match worker {
         Some(_) => return Ok(workers::server::run_server_worker(config)?),
         None if args.workers > 1 => {
+            upgrade::refuse_with_workers();
             return Ok(workers::server::run_server_parent(
                 args.workers,
                 args.json,
                 &config,
-            )?)
+            )?);
         }
         None => {}
     }
-    let mut server = Server::bind(config.clone())?;
+    let taking_over = channel.is_some();
+    let mut server = match channel {
+        Some(channel) => match Server::take_over(&config, channel) {
+            Ok(server) => server,
+            Err(GiveUp { why, status }) => {
+                // The running server serves on, and logs why as well.
+                log::warn!("live upgrade: not taking over: {why}");
+                logging::flush();
+                eprintln!("server: not taking over: {why}");
+                std::process::exit(i32::from(status));
+            }
+        },
+        None => Server::bind(config.clone())?,
+    };
     server.stop_on_signals()?;
+    if let Some(started_as) = started_as {
+        server.enable_upgrade(started_as, &config);
+    }
     let listening = listening_line(server.local_addr(), &config, None, server.metrics_addr());
     print_line(&listening);
     // After the line a script waits for, so that both say the same thing at the same time.
-    notify::ready(&listening);
-    let stats = server.run();
+    // The new process of a live upgrade also names itself as the service's main process.
+    match taking_over {
+        true => notify::ready_as_main(&listening),
+        false => notify::ready(&listening),
+    }
+    let ended = server.run_to_end();
+    if let Ok((_, true)) = ended {
+        // The service goes on in the new process: no STOPPING=1 from this one.
+        notify::handed_over();
+    }
     // The loop says it when it begins to stop; this is for a loop that ended otherwise, and
     // does nothing if it was said already.
     notify::stopping();
-    let mut stats = stats?;
+    let mut stats = ended?.0;
     // What the loop logged as it stopped comes before the summary, as it happened.
     logging::flush();
     stats.on_log_lines_dropped(logging::dropped_lines());

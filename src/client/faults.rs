@@ -10,39 +10,7 @@ use std::time::Duration;
 
 use crate::cores::rng::SplitMix64;
 
-/// How a connection turns bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// Stops answering heartbeats and sending data, still reads: a hung peer.
-    Silent,
-    /// Shuts down its sending side (`shutdown(SHUT_WR)`), then only reads.
-    HalfClose,
-    /// Stops reading (so it cannot see a heartbeat, nor answer one); still sends data lines.
-    NoRead,
-    /// Closes with a reset (`SO_LINGER` 0): a crashed peer. The client cannot see the
-    /// server notice, so no detection time is measured for it.
-    Reset,
-}
-
-impl FaultKind {
-    /// Every kind, in the order of the counters.
-    pub const ALL: [FaultKind; 4] = [
-        FaultKind::Silent,
-        FaultKind::HalfClose,
-        FaultKind::NoRead,
-        FaultKind::Reset,
-    ];
-
-    /// The name used on the command line and in the report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultKind::Silent => "silent",
-            FaultKind::HalfClose => "halfclose",
-            FaultKind::NoRead => "noread",
-            FaultKind::Reset => "reset",
-        }
-    }
-}
+pub use crate::cores::vocab::FaultKind;
 
 /// Shares of connections per fault kind, in parts per million.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! `io::Write`: a core `hold`s output and is told what was `sent`; moving the bytes to and
 //! from a stream is `edge::conn`'s. What the lines mean is the caller's.
 
+mod handover;
+
 use crate::cores::protocol::{Frame, LineDecoder};
 
 /// A connection's line decoder and unsent output, boxed and allocated only while either

@@ -29,10 +29,14 @@
 //!
 //! Anything from the peer moves `L` and clears the heartbeat count.
 
+mod handover;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::cores::timer::later;
+
+pub use self::handover::Carried;
 use crate::cores::vocab::format_duration;
 
 /// The heartbeat schedule, shared by every peer of a server.

@@ -12,5 +12,6 @@ pub mod rng;
 pub mod subject;
 pub mod timer;
 pub mod tls;
+pub mod upgrade;
 pub mod vocab;
 pub mod wheel;

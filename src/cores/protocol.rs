@@ -23,6 +23,8 @@
 //! the decoder reports [`Frame::TooLong`] once, drops its bytes up to and including the next
 //! `\n`, and carries on with the line after it.
 
+mod handover;
+
 use std::io::Write as _;
 use std::mem;
 

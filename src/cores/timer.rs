@@ -1,87 +1,324 @@
-//! One timer per connection, in real time: converts `Instant`s to the wheel's integer ticks
-//! and back, so the poll loops speak `Instant` and the wheel speaks ticks.
+//! One timer per key, in real time: converts `Instant`s to the wheel's integer ticks and
+//! back, so the poll loops speak `Instant` and the wheel speaks ticks. Reads no clock: every
+//! method takes `now`. Does not own what a timer means or how its deadline is kept: callers do.
 //!
-//! Owns the rounding rules, which are what keep timers honest: a deadline is rounded *up* to
-//! the next tick (a timer never fires early), and `now` is rounded *down* (a tick only counts
-//! once it has fully passed). It reads no clock: every method takes `now`.
+//! Two kinds of timer, neither ever early (a tick only counts once it has fully passed):
+//!
+//! | armed with        | filed at the tick       | fires                                      |
+//! |-------------------|-------------------------|--------------------------------------------|
+//! | [`arm`]           | at or *after* (rounded  | once that tick has passed: up to a tick    |
+//! |                   | up)                     | late (lingers, first-byte waits, the load  |
+//! |                   |                         | client's sends)                            |
+//! | [`arm_exact`]     | at or *before*          | at its exact deadline, which the caller    |
+//! |                   |                         | recomputes from its own state (`exact` in  |
+//! |                   |                         | [`poll_due`])                              |
+//!
+//! An exact timer: the wheel only finds what is near. What it yields whose exact deadline is
+//! still ahead (less than a tick) waits in `near`, ordered by exact deadline, and the key is
+//! *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
+//! cancel ends the parking, which makes the near entry stale (skipped), so nothing is added
+//! per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours to the
+//! microsecond. What the wheel (or `near`) yields whose exact deadline has moved on (a peer
+//! that spoke) is filed again, nothing fired. An exact timer whose deadline is not on a tick
+//! costs one more wake-up than a rounded one (its tick, then its time); a wake-up still fires
+//! everything whose exact deadline has passed. Times are u64 nanoseconds since the origin
+//! (584 years), `now` converted once per batch, not per timer.
+//!
+//! [`arm`]: Timers::arm
+//! [`arm_exact`]: Timers::arm_exact
+//! [`poll_due`]: Timers::poll_due
+//! [`next_wakeup`]: Timers::next_wakeup
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::cores::wheel::Wheel;
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// A timer wheel keyed by slab key, with its tick length and its origin in real time.
 #[derive(Debug)]
 pub struct Timers {
     wheel: Wheel,
     origin: Instant,
-    tick_nanos: u128,
+    tick_nanos: u64,
+    /// Exact timers whose tick has come, by exact deadline (ns since `origin`). An entry is
+    /// live while its key is parked in the wheel with that same deadline; the first is always
+    /// live (stale ones are dropped after every change), so `next_wakeup` never wakes for
+    /// nothing.
+    near: Near,
+    /// The last `now` converted, so that a batch converts it once.
+    last_due: Option<(Instant, Due)>,
+    /// The last send time converted (`arm_exact_after`): a batch's timers share one.
+    last_sent: Option<(Instant, u64)>,
+}
+
+/// `now` in the wheel's terms.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    nanos: u64,
+    tick: u64,
 }
 
 impl Timers {
-    /// Timers whose tick 0 is `origin`. `tick` is the wheel's resolution: a timer fires at
-    /// most one tick (plus the loop's own latency) after its deadline.
+    /// Timers whose tick 0 is `origin`. `tick` is the wheel's resolution: a rounded timer
+    /// fires at most one tick (plus the loop's own latency) after its deadline.
     pub fn new(origin: Instant, tick: Duration, keys: usize) -> Timers {
         Timers {
             wheel: Wheel::with_capacity(keys),
             origin,
-            tick_nanos: tick.as_nanos().max(1),
+            tick_nanos: u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1),
+            near: Near::default(),
+            last_due: None,
+            last_sent: None,
         }
     }
 
-    /// Arms (or re-arms) the timer of `key` for `deadline`.
+    /// Arms (or re-arms) the timer of `key` for `deadline`, rounded up to a tick.
     pub fn arm(&mut self, key: usize, deadline: Instant) {
-        self.wheel.insert(key, self.tick_at_or_after(deadline));
+        let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
+        let was_parked = self.wheel.parked(key).is_some();
+        self.wheel.insert(key, tick);
+        if was_parked {
+            self.drop_stale();
+        }
+    }
+
+    /// Arms (or re-arms) the timer of `key` for exactly `deadline`. The `exact` function of
+    /// every [`poll_due`](Self::poll_due) must return this deadline for `key` (or a later
+    /// one, once the caller's state has moved it) until the timer fires or is re-armed.
+    pub fn arm_exact(&mut self, key: usize, deadline: Instant) {
+        let nanos = self.nanos_since_origin(deadline);
+        self.file_exact(key, nanos);
+    }
+
+    /// [`arm_exact`](Self::arm_exact) for `later(now, delay)`, converting `now` once for
+    /// all the timers a batch arms at the same `now` (a heartbeat's next step).
+    pub fn arm_exact_after(&mut self, key: usize, now: Instant, delay: Duration) {
+        let now = match self.last_sent {
+            Some((at, nanos)) if at == now => nanos,
+            _ => {
+                let nanos = self.nanos_since_origin(now);
+                self.last_sent = Some((now, nanos));
+                nanos
+            }
+        };
+        self.file_exact(key, now.saturating_add(duration_nanos(delay)));
+    }
+
+    fn file_exact(&mut self, key: usize, nanos: u64) {
+        let was_parked = self.wheel.parked(key).is_some();
+        let tick = nanos / self.tick_nanos;
+        if tick <= self.wheel.elapsed() {
+            self.park(key, nanos);
+        } else {
+            self.wheel.insert(key, tick);
+        }
+        if was_parked {
+            self.drop_stale();
+        }
     }
 
     pub fn cancel(&mut self, key: usize) {
-        self.wheel.remove(key);
+        if self.wheel.parked(key).is_some() {
+            self.wheel.remove(key);
+            self.drop_stale();
+        } else {
+            self.wheel.remove(key);
+        }
     }
 
     pub fn is_armed(&self, key: usize) -> bool {
-        self.wheel.deadline(key).is_some()
+        self.wheel.deadline(key).is_some() || self.wheel.parked(key).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.wheel.len()
+        self.wheel.len() + self.wheel.parked_len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.wheel.is_empty()
+        self.len() == 0
+    }
+
+    /// Removes and returns one key whose deadline has passed at `now`, every timer taken as
+    /// rounded (a table with exact timers uses [`poll_due`](Self::poll_due)). Call until
+    /// `None`.
+    pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
+        let mut left = usize::MAX;
+        self.poll_due(now, &mut left, |_| None)
     }
 
     /// Removes and returns one key whose deadline has passed at `now`. Call until `None`.
-    pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
-        let now_tick = self.ticks_elapsed(now);
-        self.wheel.poll(now_tick).map(|(key, _)| key)
+    /// `exact(key)` is the exact deadline of `key`'s timer when it was armed with
+    /// [`arm_exact`](Self::arm_exact) (recomputed from the caller's state, which may have
+    /// moved it later: the timer then waits for the new one), `None` when it was armed
+    /// rounded. Each key yielded or filed again takes one of `left`; `None` once `left` is 0,
+    /// even if more is due.
+    pub fn poll_due(
+        &mut self,
+        now: Instant,
+        left: &mut usize,
+        mut exact: impl FnMut(usize) -> Option<Instant>,
+    ) -> Option<usize> {
+        let due = self.due(now);
+        while *left > 0 {
+            let key = match self.near.peek() {
+                Some((at, key)) if at <= due.nanos => {
+                    self.near.pop();
+                    if self.wheel.parked(key) != Some(at) {
+                        continue; // stale: re-armed or cancelled since
+                    }
+                    self.wheel.remove(key);
+                    self.drop_stale();
+                    key
+                }
+                _ => self.wheel.poll(due.tick)?.0,
+            };
+            *left -= 1;
+            // The caller's state may have moved the deadline on since it was armed (a peer
+            // that spoke): asked again whenever a timer is about to fire.
+            match exact(key) {
+                Some(at) if at > now => {
+                    // Its tick has come, not its time: near; or its time moved on: back in
+                    // the wheel. Nothing fires.
+                    let nanos = self.nanos_since_origin(at);
+                    if nanos / self.tick_nanos <= due.tick {
+                        self.park(key, nanos);
+                    } else {
+                        self.wheel.insert(key, nanos / self.tick_nanos);
+                    }
+                }
+                _ => return Some(key),
+            }
+        }
+        None
     }
 
-    /// When the loop next needs to wake for a timer, or `None` when no timer is armed.
+    /// When the loop next needs to wake for a timer, or `None` when no timer is armed: the
+    /// exact deadline of the earliest near timer, or the wheel's next tick.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.wheel.next_deadline().map(|tick| self.instant_of(tick))
+        let wheel = self
+            .wheel
+            .next_deadline()
+            .map(|tick| self.instant_of_tick(tick));
+        let near = self.near.peek().map(|(at, _)| self.instant_of(at));
+        match (wheel, near) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// When the timer of `key` fires (its deadline rounded up to a tick), if it is armed.
+    /// When the timer of `key` is next looked at, if it is armed: a rounded timer's deadline
+    /// rounded up to a tick; an exact timer's filed tick (at or before its deadline), or its
+    /// exact deadline once near.
     pub fn deadline(&self, key: usize) -> Option<Instant> {
-        self.wheel.deadline(key).map(|tick| self.instant_of(tick))
+        match self.wheel.parked(key) {
+            Some(nanos) => Some(self.instant_of(nanos)),
+            None => self
+                .wheel
+                .deadline(key)
+                .map(|tick| self.instant_of_tick(tick)),
+        }
+    }
+
+    fn park(&mut self, key: usize, nanos: u64) {
+        self.wheel.park(key, nanos);
+        self.near.push((nanos, key));
+    }
+
+    /// Drops first entries whose key was re-armed or cancelled since it was parked. Only a
+    /// key that was parked can make an entry stale, so only its re-arm or cancel calls this.
+    fn drop_stale(&mut self) {
+        while let Some((at, key)) = self.near.peek() {
+            if self.wheel.parked(key) == Some(at) {
+                break;
+            }
+            self.near.pop();
+        }
+    }
+
+    fn due(&mut self, now: Instant) -> Due {
+        match self.last_due {
+            Some((at, due)) if at == now => due,
+            _ => {
+                let nanos = self.nanos_since_origin(now);
+                let due = Due {
+                    nanos,
+                    tick: nanos / self.tick_nanos,
+                };
+                self.last_due = Some((now, due));
+                due
+            }
+        }
     }
 
     /// The instant tick `tick` starts.
-    fn instant_of(&self, tick: u64) -> Instant {
-        let nanos =
-            u64::try_from(self.tick_nanos.saturating_mul(u128::from(tick))).unwrap_or(u64::MAX);
+    fn instant_of_tick(&self, tick: u64) -> Instant {
+        self.instant_of(tick.saturating_mul(self.tick_nanos))
+    }
+
+    fn instant_of(&self, nanos: u64) -> Instant {
         later(self.origin, Duration::from_nanos(nanos))
     }
 
-    /// Whole ticks since the origin (rounded down).
-    fn ticks_elapsed(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / self.tick_nanos).unwrap_or(u64::MAX)
+    /// Nanoseconds from the origin to `at` (0 before it; saturating centuries ahead).
+    fn nanos_since_origin(&self, at: Instant) -> u64 {
+        duration_nanos(at.saturating_duration_since(self.origin))
+    }
+}
+
+/// `duration` in nanoseconds, saturating (584 years).
+fn duration_nanos(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(NANOS_PER_SEC)
+        .saturating_add(u64::from(duration.subsec_nanos()))
+}
+
+/// Entries `(exact deadline, key)`, the earliest first. Most arrive in order (a tick's
+/// timers often share a deadline, or come with later ones: peers that spoke at the same
+/// moment), and those cost O(1) in a sorted run; the rest go to a heap. Both grow to the most
+/// timers near at once and keep that capacity (no allocation per timer after that).
+#[derive(Debug, Default)]
+struct Near {
+    run: VecDeque<(u64, usize)>,
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+}
+
+impl Near {
+    fn push(&mut self, entry: (u64, usize)) {
+        if self.run.back().is_none_or(|&last| last <= entry) {
+            self.run.push_back(entry);
+        } else if self.run.front().is_some_and(|&first| entry <= first) {
+            self.run.push_front(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
     }
 
-    /// The first tick that starts at or after `deadline` (rounded up).
-    fn tick_at_or_after(&self, deadline: Instant) -> u64 {
-        let nanos = deadline.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos.div_ceil(self.tick_nanos)).unwrap_or(u64::MAX)
+    fn peek(&self) -> Option<(u64, usize)> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(&run), Some(&Reverse(heap))) => Some(run.min(heap)),
+            (Some(&run), None) => Some(run),
+            (None, Some(&Reverse(heap))) => Some(heap),
+            (None, None) => None,
+        }
+    }
+
+    /// Removes the earliest entry.
+    fn pop(&mut self) {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(&run), Some(&Reverse(heap))) if heap < run => {
+                self.heap.pop();
+            }
+            (Some(_), _) => {
+                self.run.pop_front();
+            }
+            (None, _) => {
+                self.heap.pop();
+            }
+        }
     }
 }
 
@@ -107,6 +344,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const US: Duration = Duration::from_micros(1);
 
     #[test]
     fn never_fires_early_with_a_deadline_between_ticks() {
@@ -170,6 +408,303 @@ mod tests {
         let mut timers = Timers::new(t0, MS, 4);
         timers.arm(1, t0 - 5 * MS);
         assert_eq!(timers.poll_expired(t0), Some(1));
+    }
+
+    /// Polls `timers` at `now` with exact deadlines from `deadlines`, until `None`.
+    fn poll_all(timers: &mut Timers, now: Instant, deadlines: &[Option<Instant>]) -> Vec<usize> {
+        let mut left = usize::MAX;
+        std::iter::from_fn(|| timers.poll_due(now, &mut left, |key| deadlines[key])).collect()
+    }
+
+    #[test]
+    fn an_exact_timer_fires_at_its_deadline_not_at_the_next_tick() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let due = t0 + Duration::from_micros(2_300);
+        let exact = [None, Some(due)];
+        timers.arm_exact(1, due);
+        assert_eq!(
+            timers.next_wakeup(),
+            Some(t0 + 2 * MS),
+            "its tick, at or before"
+        );
+        assert_eq!(poll_all(&mut timers, t0 + 2 * MS, &exact), [] as [usize; 0]);
+        assert!(timers.is_armed(1) && timers.len() == 1, "near, still armed");
+        assert_eq!(timers.next_wakeup(), Some(due), "then its exact deadline");
+        assert_eq!(timers.deadline(1), Some(due));
+        assert_eq!(poll_all(&mut timers, due - US, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, due, &exact), [1]);
+        assert!(timers.is_empty());
+        assert_eq!(timers.next_wakeup(), None, "nothing armed, no wake-up");
+    }
+
+    #[test]
+    fn no_exact_timer_fires_early_for_any_deadline_between_ticks() {
+        let t0 = Instant::now();
+        let tick = 500 * US;
+        for offset_ns in (0..3_000_000u64)
+            .step_by(12_347)
+            .chain([499_999, 500_000, 500_001])
+        {
+            let due = t0 + Duration::from_nanos(offset_ns);
+            let exact = [Some(due)];
+            let mut timers = Timers::new(t0, tick, 1);
+            timers.arm_exact(0, due);
+            if offset_ns > 0 {
+                let just_before = due - Duration::from_nanos(1);
+                let none = poll_all(&mut timers, just_before, &exact);
+                assert!(none.is_empty(), "1 ns early: {offset_ns} ns");
+            }
+            // Wake as the loop does, at every wake-up asked for, until it fires.
+            let mut now = t0;
+            let mut wakeups = 0;
+            let fired_at = loop {
+                if poll_all(&mut timers, now, &exact) == [0] {
+                    break now;
+                }
+                now = timers.next_wakeup().expect("armed until it fires");
+                wakeups += 1;
+                assert!(wakeups <= 3, "a tick then the exact time: {offset_ns} ns");
+            };
+            assert_eq!(fired_at, due.max(t0), "{offset_ns} ns");
+        }
+    }
+
+    #[test]
+    fn a_near_timer_re_armed_or_cancelled_is_not_fired_at_its_old_deadline() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let (a, b) = (
+            t0 + Duration::from_micros(1_200),
+            t0 + Duration::from_micros(1_700),
+        );
+        timers.arm_exact(1, a);
+        timers.arm_exact(2, a);
+        assert_eq!(
+            poll_all(&mut timers, t0 + MS, &[None, Some(a), Some(a)]),
+            [] as [usize; 0]
+        );
+        // Key 1 moves later in the same tick, key 2 is cancelled: both while near.
+        timers.arm_exact(1, b);
+        timers.cancel(2);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(
+            timers.next_wakeup(),
+            Some(b),
+            "the stale entries wake nobody"
+        );
+        let exact = [None, Some(b), None];
+        assert_eq!(poll_all(&mut timers, a, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, b, &exact), [1]);
+        assert_eq!((timers.len(), timers.next_wakeup()), (0, None));
+    }
+
+    #[test]
+    fn a_deadline_that_moved_on_is_filed_again_not_fired() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        timers.arm_exact(3, t0 + 5 * MS);
+        // The caller's state moved the deadline (the peer spoke): 40.25 ms.
+        let moved = t0 + Duration::from_micros(40_250);
+        let exact = [None, None, None, Some(moved)];
+        assert_eq!(poll_all(&mut timers, t0 + 5 * MS, &exact), [] as [usize; 0]);
+        assert_eq!(
+            timers.deadline(3),
+            Some(t0 + 40 * MS),
+            "filed at its tick again"
+        );
+        assert_eq!(poll_all(&mut timers, moved - US, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, moved, &exact), [3]);
+    }
+
+    #[test]
+    fn a_tick_of_many_exact_timers_fires_in_one_poll_and_counts_against_the_batch() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 100);
+        let exact: Vec<Option<Instant>> = (0..100)
+            .map(|key| Some(t0 + 7 * MS + Duration::from_micros(key * 9)))
+            .collect();
+        for (key, at) in exact.iter().enumerate() {
+            timers.arm_exact(key, at.expect("all exact"));
+        }
+        let last = t0 + 7 * MS + Duration::from_micros(99 * 9);
+        let mut left = 60;
+        let first: Vec<usize> =
+            std::iter::from_fn(|| timers.poll_due(last, &mut left, |k| exact[k])).collect();
+        assert_eq!((first.len(), left), (60, 0), "a batch's worth");
+        let mut fired = first;
+        fired.extend(poll_all(&mut timers, last, &exact));
+        fired.sort_unstable();
+        assert_eq!(fired, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_exact_deadline_already_due_when_armed_fires_at_the_next_poll() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        assert_eq!(poll_all(&mut timers, t0 + 10 * MS, &[]), [] as [usize; 0]);
+        let past = t0 + Duration::from_micros(9_500);
+        timers.arm_exact(0, past);
+        assert_eq!(timers.next_wakeup(), Some(past), "at once");
+        assert_eq!(poll_all(&mut timers, t0 + 10 * MS, &[Some(past)]), [0]);
+    }
+
+    #[test]
+    fn arm_exact_after_files_the_same_deadline_as_arm_exact() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let sent = t0 + Duration::from_micros(3_456);
+        let due = sent + Duration::from_micros(10_100);
+        timers.arm_exact_after(0, sent, Duration::from_micros(10_100));
+        timers.arm_exact_after(1, sent, Duration::from_micros(10_100));
+        timers.arm_exact(2, due);
+        let exact = [Some(due); 3];
+        assert_eq!(poll_all(&mut timers, due - US, &exact), [] as [usize; 0]);
+        let mut fired = poll_all(&mut timers, due, &exact);
+        fired.sort_unstable();
+        assert_eq!(fired, [0, 1, 2]);
+        timers.arm_exact_after(3, sent, Duration::MAX);
+        assert!(
+            timers
+                .deadline(3)
+                .is_some_and(|at| at > t0 + FAR_FUTURE / 2),
+            "never"
+        );
+    }
+
+    proptest::proptest! {
+        /// The near set gives its entries back earliest first, however they were pushed.
+        #[test]
+        fn near_gives_the_earliest_first(ops in proptest::collection::vec(
+            proptest::option::of(0..50u64), 1..200,
+        )) {
+            let mut near = Near::default();
+            let mut model = Vec::new();
+            for (key, op) in ops.into_iter().enumerate() {
+                match op {
+                    Some(at) => {
+                        near.push((at, key));
+                        model.push((at, key));
+                    }
+                    None => {
+                        model.sort_unstable();
+                        let first = model.first().copied();
+                        proptest::prop_assert_eq!(near.peek(), first);
+                        if first.is_some() {
+                            model.remove(0);
+                            near.pop();
+                        }
+                    }
+                }
+            }
+            model.sort_unstable();
+            for want in model {
+                proptest::prop_assert_eq!(near.peek(), Some(want));
+                near.pop();
+            }
+            proptest::prop_assert_eq!(near.peek(), None);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Arm exactly at `now + n` ns (or `now - n` when the flag is set).
+        ArmExact(usize, u64, bool),
+        /// Arm rounded up at `now + n` ns.
+        Arm(usize, u64),
+        Cancel(usize),
+        /// The caller's state moves an exact deadline `n` ns later without a re-arm.
+        Move(usize, u64),
+        Advance(u64),
+        Wake,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let ns = prop_oneof![3 => 0..3_000u64, 2 => 0..200_000u64, 1 => 0..50_000_000u64];
+        prop_oneof![
+            4 => (0..8usize, ns.clone(), any::<bool>()).prop_map(|(k, n, p)| Op::ArmExact(k, n, p)),
+            1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Arm(k, n)),
+            1 => (0..8usize).prop_map(Op::Cancel),
+            1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Move(k, n)),
+            2 => ns.prop_map(Op::Advance),
+            3 => Just(Op::Wake),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Against a model: an exact timer fires at its exact deadline (as `exact` says at
+        /// the time), a rounded one at its deadline rounded up to a tick; never before, and
+        /// never left behind by a poll at or after that time; the wake-up is never later
+        /// than the earliest of them.
+        #[test]
+        fn timers_match_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+            use proptest::prop_assert;
+            let t0 = Instant::now();
+            let tick: u64 = 1_000;
+            let mut timers = Timers::new(t0, Duration::from_nanos(tick), 8);
+            // key -> (deadline in ns since t0, exact?)
+            let mut model: std::collections::BTreeMap<usize, (u64, bool)> = Default::default();
+            let mut now: u64 = 0;
+            let fires_at = |(at, exact): (u64, bool)| if exact { at } else { at.div_ceil(tick) * tick };
+            for op in ops {
+                let target = match op {
+                    Op::ArmExact(key, n, past) => {
+                        let at = if past { now.saturating_sub(n) } else { now + n };
+                        timers.arm_exact(key, t0 + Duration::from_nanos(at));
+                        model.insert(key, (at, true));
+                        continue;
+                    }
+                    Op::Arm(key, n) => {
+                        timers.arm(key, t0 + Duration::from_nanos(now + n));
+                        model.insert(key, (now + n, false));
+                        continue;
+                    }
+                    Op::Cancel(key) => {
+                        timers.cancel(key);
+                        model.remove(&key);
+                        continue;
+                    }
+                    Op::Move(key, n) => {
+                        if let Some((at, true)) = model.get_mut(&key) {
+                            *at += n;
+                        }
+                        continue;
+                    }
+                    Op::Advance(n) => now + n,
+                    Op::Wake => match timers.next_wakeup() {
+                        Some(at) => (at.saturating_duration_since(t0).as_nanos() as u64).max(now),
+                        None => continue,
+                    },
+                };
+                let earliest = model.values().map(|&entry| fires_at(entry)).min();
+                let wakeup = timers.next_wakeup().map(|at| at.saturating_duration_since(t0).as_nanos() as u64);
+                prop_assert!(wakeup.is_some() == earliest.is_some());
+                prop_assert!(wakeup <= earliest, "wake-up {:?} after {:?}", wakeup, earliest);
+                now = target;
+                let at = t0 + Duration::from_nanos(now);
+                let mut left = usize::MAX;
+                let snapshot = model.clone();
+                let exact = |key: usize| match snapshot.get(&key) {
+                    Some(&(d, true)) => Some(t0 + Duration::from_nanos(d)),
+                    _ => None,
+                };
+                while let Some(key) = timers.poll_due(at, &mut left, exact) {
+                    let entry = model.remove(&key);
+                    prop_assert!(entry.is_some(), "key {} fired unarmed", key);
+                    let due = fires_at(entry.unwrap_or_default());
+                    prop_assert!(due <= now, "key {} early: due {} at {}", key, due, now);
+                }
+                for (key, &entry) in &model {
+                    prop_assert!(fires_at(entry) > now, "key {} left behind at {}", key, now);
+                    prop_assert!(timers.is_armed(*key));
+                }
+                prop_assert!(timers.len() == model.len());
+                prop_assert!(timers.next_wakeup().is_none_or(|w| w > at), "a wake-up for nothing");
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,11 @@
 //! with their true deadline when `elapsed` leaves the window (so none wraps, and the far list
 //! costs one pass per window crossed, not per tick). Deadlines at or before `elapsed` wait in
 //! a `pending` list and come out of the next `poll`.
+//!
+//! A key may instead be *parked*: out of the wheel (never polled, not in `len`), holding one
+//! caller's value in its node (`timer.rs` parks a timer whose tick has come but whose exact
+//! deadline, the value, is still ahead, and keeps the order itself). Parking uses the node
+//! that the key already has, so it costs no memory.
 
 use std::fmt;
 
@@ -45,6 +50,9 @@ const FAR: u32 = PENDING + 1;
 const LISTS: u32 = FAR + 1;
 /// `prev` of a key that has no entry.
 const VACANT: u32 = u32::MAX;
+/// `prev` of a key that is parked (no entry; its node's `deadline` holds the parked value).
+/// Key links stay below it.
+const PARKED: u32 = u32::MAX - 1;
 
 /// Doubly linked, circular: each list's head is a sentinel in `Wheel::heads`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +92,8 @@ pub struct Wheel {
     list_min: [u64; 2],
     elapsed: u64,
     len: usize,
+    /// Keys parked.
+    parked: usize,
 }
 
 impl Default for Wheel {
@@ -116,6 +126,7 @@ impl Wheel {
             list_min: [u64::MAX; 2],
             elapsed: 0,
             len: 0,
+            parked: 0,
         }
     }
 
@@ -125,14 +136,62 @@ impl Wheel {
         self.elapsed
     }
 
-    /// Schedules `key` at `deadline` (a tick). Replaces the key's existing entry if any.
-    /// A deadline at or before `elapsed()` is due at the next `poll`.
+    /// Schedules `key` at `deadline` (a tick). Replaces the key's existing entry or parked
+    /// value if any. A deadline at or before `elapsed()` is due at the next `poll`.
     ///
     /// # Panics
     /// If `key` does not fit in a `u32` link (over four billion keys).
     pub fn insert(&mut self, key: usize, deadline: u64) {
+        let link = self.node_for(key);
+        match self.nodes[key].link.prev {
+            VACANT => self.len += 1,
+            PARKED => {
+                self.parked -= 1;
+                self.len += 1;
+            }
+            _ => self.unlink(link),
+        }
+        self.nodes[key].deadline = deadline;
+        self.place(link);
+    }
+
+    /// Takes `key` out of the wheel (if it was in) and parks it with `value`, replacing any
+    /// value it was parked with. A parked key is never polled; [`insert`](Self::insert) or
+    /// [`remove`](Self::remove) ends the parking.
+    ///
+    /// # Panics
+    /// As [`insert`](Self::insert).
+    pub fn park(&mut self, key: usize, value: u64) {
+        let link = self.node_for(key);
+        match self.nodes[key].link.prev {
+            VACANT => self.parked += 1,
+            PARKED => {}
+            _ => {
+                self.unlink(link);
+                self.len -= 1;
+                self.parked += 1;
+            }
+        }
+        let node = &mut self.nodes[key];
+        node.link.prev = PARKED;
+        node.deadline = value;
+    }
+
+    /// The value `key` is parked with, if it is parked.
+    pub fn parked(&self, key: usize) -> Option<u64> {
+        let node = self.nodes.get(key)?;
+        (node.link.prev == PARKED).then_some(node.deadline)
+    }
+
+    /// How many keys are parked.
+    pub fn parked_len(&self) -> usize {
+        self.parked
+    }
+
+    /// The link of `key`'s node, which exists (vacant if new) once this returns.
+    fn node_for(&mut self, key: usize) -> u32 {
         let link = match u32::try_from(key) {
-            Ok(key) if key < VACANT - LISTS => key + LISTS,
+            Ok(key) if key < PARKED - LISTS => key + LISTS,
             _ => panic!("wheel key {key} is too large"),
         };
         if key >= self.nodes.len() {
@@ -148,17 +207,17 @@ impl Wheel {
                 },
             );
         }
-        if self.nodes[key].link.prev == VACANT {
-            self.len += 1;
-        } else {
-            self.unlink(link);
-        }
-        self.nodes[key].deadline = deadline;
-        self.place(link);
+        link
     }
 
-    /// Removes the key's entry; returns its deadline if there was one.
+    /// Removes the key's entry, or ends its parking; returns the entry's deadline if it had
+    /// one in the wheel.
     pub fn remove(&mut self, key: usize) -> Option<u64> {
+        if self.parked(key).is_some() {
+            self.nodes[key].link.prev = VACANT;
+            self.parked -= 1;
+            return None;
+        }
         let deadline = self.deadline(key)?;
         // `deadline` found the node, so the key fits (see `insert`).
         self.unlink(key as u32 + LISTS);
@@ -168,7 +227,7 @@ impl Wheel {
 
     pub fn deadline(&self, key: usize) -> Option<u64> {
         let node = self.nodes.get(key)?;
-        (node.link.prev != VACANT).then_some(node.deadline)
+        (node.link.prev < PARKED).then_some(node.deadline)
     }
 
     pub fn len(&self) -> usize {
@@ -284,6 +343,24 @@ impl Wheel {
 
     /// Empties `list` and places each of its entries again, relative to the current `elapsed`.
     fn cascade(&mut self, list: u32) {
+        if list < SLOTS && self.list_is_empty(PENDING) {
+            // A level-0 slot holds one tick, which `elapsed` has reached: every entry in it
+            // is due, so the whole list becomes the pending list at once, not entry by entry.
+            let Link {
+                prev: last,
+                next: first,
+            } = self.heads[list as usize];
+            self.heads[list as usize] = Link::empty(list);
+            self.occupied[0] &= !(1 << list);
+            self.link_mut(first).prev = PENDING;
+            self.link_mut(last).next = PENDING;
+            self.heads[PENDING as usize] = Link {
+                prev: last,
+                next: first,
+            };
+            self.list_min[0] = self.elapsed;
+            return;
+        }
         let mut link = self.heads[list as usize].next;
         self.heads[list as usize] = Link::empty(list);
         if list < PENDING {
@@ -487,11 +564,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_parked_key_is_out_of_the_wheel_until_inserted_or_removed() {
+        let mut wheel = Wheel::new();
+        wheel.insert(1, 10);
+        wheel.insert(2, 10);
+        wheel.park(1, 12_345);
+        wheel.park(3, 7);
+        assert_eq!((wheel.len(), wheel.parked_len()), (1, 2));
+        assert_eq!((wheel.parked(1), wheel.parked(3)), (Some(12_345), Some(7)));
+        assert_eq!((wheel.deadline(1), wheel.parked(2)), (None, None));
+        assert_eq!(
+            wheel.poll(10),
+            Some((2, 10)),
+            "a parked key is never polled"
+        );
+        assert_eq!(wheel.poll(1000), None);
+        assert_eq!(wheel.next_deadline(), None);
+        wheel.park(1, 99);
+        assert_eq!(
+            (wheel.parked(1), wheel.parked_len()),
+            (Some(99), 2),
+            "re-parked"
+        );
+        wheel.insert(1, 1001);
+        assert_eq!((wheel.parked(1), wheel.deadline(1)), (None, Some(1001)));
+        assert_eq!(wheel.remove(3), None, "parking ended, no wheel deadline");
+        assert_eq!(
+            (wheel.parked(3), wheel.parked_len(), wheel.len()),
+            (None, 0, 1)
+        );
+        assert_eq!(wheel.poll(1001), Some((1, 1001)));
+        assert!(wheel.is_empty());
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         /// Insert at `elapsed + n`, or at `elapsed - n` when the flag is set.
         Insert(usize, u64, bool),
         Remove(usize),
+        /// Park the key with this value.
+        Park(usize, u64),
         /// Poll at `elapsed + n` (`n` may be 0 or very large).
         Advance(u64),
         /// Poll at `next_deadline()`.
@@ -507,6 +620,7 @@ mod tests {
             4 => (0..40usize, prop_oneof![offset(), any::<u64>()], any::<bool>())
                 .prop_map(|(key, n, past)| Op::Insert(key, n, past)),
             1 => (0..40usize).prop_map(Op::Remove),
+            1 => (0..40usize, any::<u64>()).prop_map(|(key, value)| Op::Park(key, value)),
             2 => offset().prop_map(Op::Advance),
             2 => Just(Op::Wake),
         ]
@@ -521,6 +635,7 @@ mod tests {
         fn matches_a_model(ops in proptest::collection::vec(op(), 1..200)) {
             let mut wheel = Wheel::new();
             let mut model = BTreeMap::new();
+            let mut parked = BTreeMap::new();
             for op in ops {
                 let target = match op {
                     Op::Insert(key, n, past) => {
@@ -528,10 +643,21 @@ mod tests {
                         let deadline = if past { e.saturating_sub(n) } else { e.saturating_add(n) };
                         wheel.insert(key, deadline);
                         model.insert(key, deadline);
+                        parked.remove(&key);
                         continue;
                     }
                     Op::Remove(key) => {
                         prop_assert_eq!(wheel.remove(key), model.remove(&key));
+                        parked.remove(&key);
+                        prop_assert_eq!(wheel.parked(key), None);
+                        continue;
+                    }
+                    Op::Park(key, value) => {
+                        wheel.park(key, value);
+                        model.remove(&key);
+                        parked.insert(key, value);
+                        prop_assert_eq!(wheel.deadline(key), None);
+                        prop_assert_eq!(wheel.parked_len(), parked.len());
                         continue;
                     }
                     Op::Advance(n) => wheel.elapsed().saturating_add(n),
@@ -554,6 +680,10 @@ mod tests {
                 prop_assert_eq!(wheel.elapsed(), now);
                 prop_assert!(model.values().all(|&d| d > now), "late at {}", now);
                 prop_assert_eq!(wheel.len(), model.len());
+                prop_assert_eq!(wheel.parked_len(), parked.len());
+                for (&key, &value) in &parked {
+                    prop_assert_eq!(wheel.parked(key), Some(value));
+                }
                 if before == Some(target) {
                     prop_assert!(fired > 0 || wheel.next_deadline() > before, "no progress");
                 }

@@ -1,11 +1,12 @@
-//! A precise wake-up for the server's poll loop: a `timerfd` armed for the timer wheel's next
-//! deadline.
+//! A precise wake-up for the server's poll loop: a `timerfd` armed for the core's next
+//! deadline (`poll_timeout`), which for heartbeats and `End Connection` is their exact due
+//! time, not a tick.
 //!
 //! Why: `epoll_wait` takes its timeout in whole milliseconds and mio rounds it up, so a loop
-//! that relied on the timeout alone would wake up to 1 ms after the wheel's tick, on top of
-//! the tick itself (measured: End Connection lateness p50 1.5 ms, max 4.3 ms with 10,000
-//! silent peers and a 1 ms tick). The timerfd wakes the loop to the microsecond; the poll
-//! timeout stays as a backstop. Owns the timer descriptor only: what is due is the wheel's
+//! that relied on the timeout alone would wake up to 1 ms after the deadline (measured: End
+//! Connection lateness p50 1.5 ms, max 4.3 ms with 10,000 silent peers and a 1 ms tick, when
+//! deadlines were also rounded up to a tick). The timerfd wakes the loop to the microsecond;
+//! the poll timeout stays as a backstop. Owns the timer descriptor only: what is due is the wheel's
 //! business. On other systems it does nothing and the poll timeout alone is used.
 
 use std::time::Instant;

@@ -4,6 +4,7 @@
 
 pub mod alarm;
 pub mod conn;
+pub mod handover;
 pub mod memory;
 pub mod net;
 pub mod stop;

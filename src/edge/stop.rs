@@ -3,8 +3,9 @@
 //!
 //! The other signals whose default would kill the process without a word to its peers are
 //! caught too (nginx's conventions): `SIGUSR1` reopens the log files (through the hook the
-//! logging registers with [`on_reopen`]: this layer does not import `ops`), `SIGUSR2` (live
-//! upgrade, not built yet) is logged and ignored, `SIGALRM` is ignored.
+//! logging registers with [`on_reopen`]: this layer does not import `ops`), `SIGUSR2` asks a
+//! loop that [`StopSignal::take_upgrades`] for a live upgrade (elsewhere it is logged and
+//! ignored), `SIGALRM` is ignored.
 //!
 //! Owns the stop flag, the loop's `mio::Waker` and the signal registration. Both loops use
 //! it the same way: check [`StopSignal::is_requested`] each turn, and pass events for
@@ -43,7 +44,8 @@ pub fn on_reopen(hook: fn()) {
     let _ = REOPEN.set(hook);
 }
 
-/// Reacts to a signal that does not stop the loop. Never waits.
+/// Reacts to a signal that does not stop the loop (SIGUSR2 here only when no loop takes
+/// upgrades). Never waits.
 fn handle_other(signal: i32) {
     match signal {
         SIGUSR1 => {
@@ -52,7 +54,10 @@ fn handle_other(signal: i32) {
                 reopen();
             }
         }
-        SIGUSR2 => log::warn!("received SIGUSR2: live upgrade is not built yet; ignored"),
+        SIGUSR2 => log::warn!(
+            "received SIGUSR2: this process does not upgrade live (only a server without \
+             --workers does; live upgrade with --workers is not built yet); ignored"
+        ),
         _ => log::debug!("received signal {signal}: ignored"),
     }
 }
@@ -87,6 +92,8 @@ pub struct StopSignal {
     /// Set once, by [`listen_for_signals`](Self::listen_for_signals), which needs only a
     /// shared borrow so that [`Stoppable`] asks each loop for one accessor.
     signals: OnceCell<Signals>,
+    /// SIGUSR2 is for the loop ([`take_upgrades`](Self::take_upgrades)), and has come.
+    upgrades: Option<bool>,
 }
 
 impl StopSignal {
@@ -101,6 +108,7 @@ impl StopSignal {
                 waker: Arc::new(waker),
             },
             signals: OnceCell::new(),
+            upgrades: None,
         })
     }
 
@@ -139,9 +147,25 @@ impl StopSignal {
                 self.stopper.requested.store(true, Ordering::SeqCst);
                 return Some(signal);
             }
-            handle_other(signal);
+            match (signal, &mut self.upgrades) {
+                (SIGUSR2, Some(asked)) => *asked = true,
+                _ => handle_other(signal),
+            }
         }
         None
+    }
+
+    /// From now on SIGUSR2 asks this loop for a live upgrade ([`upgrade_asked`]) instead of
+    /// being logged and ignored.
+    ///
+    /// [`upgrade_asked`]: Self::upgrade_asked
+    pub fn take_upgrades(&mut self) {
+        self.upgrades.get_or_insert(false);
+    }
+
+    /// Whether SIGUSR2 came since the last call.
+    pub fn upgrade_asked(&mut self) -> bool {
+        self.upgrades.as_mut().is_some_and(std::mem::take)
     }
 }
 

@@ -45,7 +45,36 @@ impl EventLog {
     }
 }
 
+/// The line of a live upgrade: the old process's `handed_over`, the new one's `taken_over`.
+#[derive(Serialize)]
+struct UpgradeLine {
+    ts: f64,
+    event: &'static str,
+    peers: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pause_ms: Option<f64>,
+}
+
 impl EventLog {
+    /// Queues the line of a live upgrade at `now`: this process handed `peers` over to a new
+    /// one, or (`pause` known) took them over after that pause.
+    pub fn record_upgrade(&mut self, now: Instant, peers: u64, pause: Option<Duration>) {
+        let line = UpgradeLine {
+            ts: rounded(self.clock.unix_secs(now), 1e6),
+            event: match pause {
+                None => "handed_over",
+                Some(_) => "taken_over",
+            },
+            peers,
+            pause_ms: pause.map(|d| rounded(d.as_secs_f64() * 1000.0, 1000.0)),
+        };
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, &line).is_ok() {
+            self.line.push(b'\n');
+            self.sink.push(&self.line);
+        }
+    }
+
     /// A mutual-TLS peer's certificate subject: a `tls` line right after its `connect`.
     pub fn record_tls_subject(&mut self, now: Instant, peer: SocketAddr, subject: &str) {
         #[derive(Serialize)]
@@ -56,7 +85,7 @@ impl EventLog {
             subject: &'a str,
         }
         let line = TlsLine {
-            ts: self.clock.unix_secs(now),
+            ts: rounded(self.clock.unix_secs(now), 1e6),
             event: "tls",
             peer,
             subject,

@@ -163,6 +163,26 @@ impl Collector for Moment {
             "Scrapes answered 503 Service Unavailable because every slot was taken.",
             s.metrics_busy,
         )?;
+        {
+            let help = "Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.";
+            let mut family =
+                e.encode_descriptor("heartbeat_upgrades", help, None, MetricType::Counter)?;
+            for (result, value) in [("done", s.upgrades), ("failed", s.upgrades_failed)] {
+                ConstCounter::new(value).encode(family.encode_family(&[("result", result)])?)?;
+            }
+        }
+        counter(
+            e,
+            "heartbeat_upgrade_peers_handed_over",
+            "Peers handed from one process to the next in live upgrades.",
+            s.handed_over,
+        )?;
+        gauge(
+            e,
+            "heartbeat_upgrade_pause_microseconds",
+            "The last live upgrade's pause, from the old loop's last turn to the new one's first.",
+            s.upgrade_pause_us,
+        )?;
         counter(
             e,
             "heartbeat_accept_errors",

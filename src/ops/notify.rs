@@ -148,6 +148,24 @@ impl Notifier {
         );
     }
 
+    /// `MAINPID=` this process, `READY=1` and `status`: the new process of a live upgrade
+    /// says it is the one to watch now. Waits at most [`READY_WAIT`].
+    pub fn ready_as_main(&self, status: &str) {
+        let status = sanitize(status);
+        let states = [
+            NotifyState::MainPid(std::process::id()),
+            NotifyState::Ready,
+            NotifyState::Status(&status),
+        ];
+        self.send(&message(&states), READY_WAIT);
+    }
+
+    /// This process handed its peers to a new one and ends: it must not say `STOPPING=1`
+    /// (the service goes on), so [`stopping`](Self::stopping) says nothing from now on.
+    pub fn handed_over(&self) {
+        self.stopping_sent.store(true, Ordering::Relaxed);
+    }
+
     /// `STOPPING=1`, once however often it is called; never waits.
     pub fn stopping(&self) {
         if !self.stopping_sent.swap(true, Ordering::Relaxed) {
@@ -193,6 +211,18 @@ pub fn global() -> &'static Notifier {
 /// `READY=1` and `STATUS=<status>` to the service manager, if there is one.
 pub fn ready(status: &str) {
     global().ready(status);
+}
+
+/// `MAINPID=`, `READY=1` and `STATUS=<status>`, if there is a service manager: see
+/// [`Notifier::ready_as_main`].
+pub fn ready_as_main(status: &str) {
+    global().ready_as_main(status);
+}
+
+/// No `STOPPING=1` from this process, which handed its peers over: see
+/// [`Notifier::handed_over`].
+pub fn handed_over() {
+    global().handed_over();
 }
 
 /// `STOPPING=1` to the service manager, if there is one; once per process.
@@ -275,6 +305,26 @@ mod tests {
         assert_eq!(next(&socket), "STOPPING=1\nSTATUS=Stopping\n");
         assert_eq!(next(&socket), "STATUS=done\n", "no second STOPPING=1");
         assert!(!notifier.has_warned());
+    }
+
+    #[test]
+    fn the_new_process_of_an_upgrade_names_itself_and_the_old_one_says_no_stopping() {
+        let (_dir, socket, path) = receiver();
+        let old = Notifier::to(Target::Path(path.clone()));
+        old.handed_over();
+        old.stopping();
+        old.status("gone");
+        assert_eq!(
+            next(&socket),
+            "STATUS=gone\n",
+            "no STOPPING=1 after a handover"
+        );
+        Notifier::to(Target::Path(path)).ready_as_main("up");
+        let pid = std::process::id();
+        assert_eq!(
+            next(&socket),
+            format!("MAINPID={pid}\nREADY=1\nSTATUS=up\n")
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -80,6 +80,14 @@ pub struct ServerStats {
     /// Bytes read from peers, and bytes the kernel took for them.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Live upgrades (SIGUSR2) done and given up (the old process served on), counted on
+    /// across the processes of one server's life, as every counter here is.
+    pub upgrades: u64,
+    pub upgrades_failed: u64,
+    /// Peers handed from one process to the next in those upgrades.
+    pub handed_over: u64,
+    /// The last upgrade's pause, from the old loop's last turn to the new one's first (µs).
+    pub upgrade_pause_us: u64,
 }
 
 /// TLS handshakes refused, counted by [`TlsRefusal`] (indexed by its discriminant); in JSON an
@@ -309,6 +317,10 @@ impl ServerStats {
             detection_time,
             bytes_in,
             bytes_out,
+            upgrades,
+            upgrades_failed,
+            handed_over,
+            upgrade_pause_us,
         } = other;
         for (sum, add) in [
             (&mut self.accepted, accepted),
@@ -333,12 +345,17 @@ impl ServerStats {
             (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
             (&mut self.bytes_out, bytes_out),
+            (&mut self.upgrades, upgrades),
+            (&mut self.upgrades_failed, upgrades_failed),
+            (&mut self.handed_over, handed_over),
         ] {
             *sum += *add;
         }
         for (sum, add) in self.rejected_tls.0.iter_mut().zip(rejected_tls.0) {
             *sum += add;
         }
+        // A pause is not a count: the longest of them (workers) or the one carried on.
+        self.upgrade_pause_us = self.upgrade_pause_us.max(*upgrade_pause_us);
         self.close_lateness.merge(close_lateness);
         self.close_lateness_loop.merge(close_lateness_loop);
         self.wake_delay.merge(wake_delay);
@@ -363,7 +380,11 @@ impl ServerStats {
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
         ];
-        let when_any: [(&str, u64); 11] = [
+        let when_any: [(&str, u64); 15] = [
+            ("live upgrades (SIGUSR2)", self.upgrades),
+            ("live upgrades given up (served on)", self.upgrades_failed),
+            ("peers handed over in live upgrades", self.handed_over),
+            ("last live upgrade's pause (us)", self.upgrade_pause_us),
             ("closed on error", self.closed_on_error),
             ("closed over --max-buffered", self.closed_over_budget),
             ("lines too long", self.lines_too_long),
@@ -477,7 +498,7 @@ mod tests {
             closed_over_budget: 1014,
             log_lines_dropped: 1015,
             rejected_proxy_header: 1016,
-            rejected_tls: TlsRefusals(std::array::from_fn(|i| 1022 + i as u64)),
+            rejected_tls: TlsRefusals(std::array::from_fn(|i| 1026 + i as u64)),
             close_lateness: Latencies::default(),
             close_lateness_loop: Latencies::default(),
             wake_delay: Latencies::default(),
@@ -487,13 +508,17 @@ mod tests {
             closed_probe: 1019,
             proxy_header_evicted: 1020,
             metrics_busy: 1021,
+            upgrades: 1022,
+            upgrades_failed: 1023,
+            handed_over: 1024,
+            upgrade_pause_us: 1025,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1021 + TlsRefusal::ALL.len() as u64 {
+        for v in 1001..=1025 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

@@ -61,6 +61,7 @@
 
 mod accounting;
 mod ending;
+mod handover;
 mod output;
 mod sessions;
 mod timers;
@@ -248,7 +249,7 @@ impl ServerCore {
             accounted: 0,
         });
         self.timers
-            .arm(key, liveness.deadline(&self.timing_for(key)));
+            .arm_exact(key, liveness.deadline(&timing_for(&self.settings, key)));
         self.stats.on_open();
         self.sessions.open(key, addr, now);
         let open = self.conns.len();
@@ -530,30 +531,29 @@ impl ServerCore {
             .is_some_and(|record| !record.buffers.is_unallocated())
     }
 
-    /// The timing rules for `key`: the server's, with its idle time lengthened by its own
-    /// share of the jitter (so only the first heartbeat after a silence moves, and only
-    /// later). The share depends only on the seed and the key: nothing is stored per peer.
-    fn timing_for(&self, key: usize) -> Timing {
-        let timing = self.settings.timing;
-        let percent = u64::from(self.settings.jitter_percent.min(100));
-        if percent == 0 {
-            return timing;
-        }
-        let span = timing
-            .interval
-            .as_nanos()
-            .saturating_mul(u128::from(percent))
-            / 100;
-        let draw = SplitMix64::for_item(self.settings.jitter_seed, key as u64).next_u64();
-        let offset = u64::try_from(u128::from(draw) % span.max(1)).unwrap_or(0);
-        Timing {
-            idle: timing.idle.saturating_add(Duration::from_nanos(offset)),
-            ..timing
-        }
-    }
-
     fn report(&mut self, key: usize, event: Event) {
         self.actions.push_back(Action::Report(key, event));
+    }
+}
+
+/// The timing rules for `key`: the server's, with its idle time lengthened by its own share
+/// of the jitter (so only the first heartbeat after a silence moves, and only later). The
+/// share depends only on the seed and the key: nothing is stored per peer. A free function so
+/// that the timer table can recompute a deadline while it holds the wheel.
+fn timing_for(settings: &Settings, key: usize) -> Timing {
+    let timing = settings.timing;
+    let percent = u64::from(settings.jitter_percent.min(100));
+    if percent == 0 {
+        return timing;
+    }
+    let span = u64::try_from(timing.interval.as_nanos()).unwrap_or(u64::MAX) / 100 * percent;
+    let draw = SplitMix64::for_item(settings.jitter_seed, key as u64).next_u64();
+    // The draw scaled into `0..span` by a multiply (the high half), not a division: this
+    // runs for every timer that fires.
+    let offset = ((u128::from(draw) * u128::from(span)) >> 64) as u64;
+    Timing {
+        idle: timing.idle.saturating_add(Duration::from_nanos(offset)),
+        ..timing
     }
 }
 

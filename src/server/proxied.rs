@@ -71,6 +71,15 @@ impl Handshakes {
         }
     }
 
+    /// Keeps `real` as the client of the peer under `key` whose socket has `generation` (a
+    /// peer taken over in a live upgrade, whose header was read by the old process).
+    pub(super) fn remember(&mut self, key: usize, generation: u32, real: SocketAddr) {
+        if self.real.len() <= key {
+            self.real.resize(key + 1, None);
+        }
+        self.real[key] = Some((generation, real));
+    }
+
     fn get_mut(&mut self, wk: WaitKey) -> Option<&mut Waiting> {
         self.waiting
             .get_mut(wk.key)

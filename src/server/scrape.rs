@@ -66,9 +66,16 @@ pub struct Scrapers {
 }
 
 impl Scrapers {
-    /// Listens on `addr` for scrapers.
-    pub fn bind(addr: SocketAddr, registry: &Registry) -> Result<Scrapers, SetupError> {
-        let mut listener = net::listen(addr, 64)?;
+    /// The metrics listener's backlog: scrapers are few.
+    pub const BACKLOG: i32 = 64;
+
+    /// Serves scrapers on `listener`, bound for `addr` (by `Server::bind`, or handed over in
+    /// a live upgrade).
+    pub fn on(
+        mut listener: TcpListener,
+        addr: SocketAddr,
+        registry: &Registry,
+    ) -> Result<Scrapers, SetupError> {
         let local_addr = listener
             .local_addr()
             .map_err(|source| SetupError::Listen { addr, source })?;
@@ -88,6 +95,11 @@ impl Scrapers {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listening socket, to hand over in a live upgrade.
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
     }
 
     /// Whether `token` is the metrics listener's or a scraper's.

@@ -108,6 +108,48 @@ where
     Ok((parsed, given))
 }
 
+/// The command-line entry points both argument structs share: clap's `parse`,
+/// `try_parse` and `try_parse_from`, shadowed so that the struct's `flags_given` knows
+/// whether any flag but `--no-prompt` was given, and the prompt rule ([`PROMPT_RULE`]) on it.
+macro_rules! noting_flags {
+    ($args:ty, $who:literal) => {
+        impl $args {
+            /// Parses the process's command line (the same as clap's `Parser::parse`).
+            pub fn parse() -> $args {
+                Self::try_parse().unwrap_or_else(|e| e.exit())
+            }
+
+            /// The same as clap's `Parser::try_parse`, noting the flags given.
+            pub fn try_parse() -> Result<$args, clap::Error> {
+                Self::try_parse_from(std::env::args_os())
+            }
+
+            /// The same as clap's `Parser::try_parse_from`, noting the flags given.
+            pub fn try_parse_from<I, T>(args: I) -> Result<$args, clap::Error>
+            where
+                I: IntoIterator<Item = T>,
+                T: Into<std::ffi::OsString> + Clone,
+            {
+                let (mut parsed, given) = super::parse_noting_flags::<$args, _, _>(args)?;
+                parsed.flags_given = given;
+                Ok(parsed)
+            }
+
+            #[doc = concat!("True when any flag but `--no-prompt` was given: then the ", $who, " asks nothing.")]
+            pub fn settings_given(&self) -> bool {
+                self.flags_given
+            }
+
+            /// Whether to ask the questions: stdin is a terminal, no flag was given, and
+            /// `--no-prompt` was not.
+            pub fn asks(&self, stdin_is_terminal: bool) -> bool {
+                stdin_is_terminal && !self.no_prompt && !self.settings_given()
+            }
+        }
+    };
+}
+use noting_flags;
+
 fn duration(text: &str) -> Result<Duration, String> {
     config::parse_duration(text)
 }

@@ -99,6 +99,16 @@ heartbeat_proxy_header_waits_evicted_total 0
 # HELP heartbeat_metrics_busy Scrapes answered 503 Service Unavailable because every slot was taken.
 # TYPE heartbeat_metrics_busy counter
 heartbeat_metrics_busy_total 0
+# HELP heartbeat_upgrades Live upgrades (SIGUSR2), by result: done, or given up with the old process serving on.
+# TYPE heartbeat_upgrades counter
+heartbeat_upgrades_total{{result=\"done\"}} 0
+heartbeat_upgrades_total{{result=\"failed\"}} 0
+# HELP heartbeat_upgrade_peers_handed_over Peers handed from one process to the next in live upgrades.
+# TYPE heartbeat_upgrade_peers_handed_over counter
+heartbeat_upgrade_peers_handed_over_total 0
+# HELP heartbeat_upgrade_pause_microseconds The last live upgrade's pause, from the old loop's last turn to the new one's first.
+# TYPE heartbeat_upgrade_pause_microseconds gauge
+heartbeat_upgrade_pause_microseconds 0
 # HELP heartbeat_accept_errors Times accept itself failed (e.g. out of file descriptors).
 # TYPE heartbeat_accept_errors counter
 heartbeat_accept_errors_total 0
@@ -241,7 +251,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 22, "{kinds:?}");
+    assert_eq!(kinds.len(), 25, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 

@@ -456,7 +456,7 @@ pub fn utc(unix_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::faults::FaultKind;
+    use crate::cores::vocab::FaultKind;
     use crate::ops::stats::client::RunFacts;
     use crate::ops::stats::ClientStats;
     use std::time::{Duration, Instant, SystemTime};

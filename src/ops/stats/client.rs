@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{ms, Latencies};
-use crate::client::faults::FaultKind;
+use crate::cores::vocab::FaultKind;
 
 mod failure;
 pub mod merge;

@@ -14,11 +14,16 @@
 //! |                              | [`Timer::Linger`], by its lifecycle                   |
 //!
 //! The rows are read where the state they time lives (the back-off's end, the budget, the
-//! drain, the wheels), so a deadline is never stored twice.
+//! drain, the wheels), so a deadline is never stored twice. A liveness timer is exact: the
+//! wheel files it at the tick at or before its deadline, and the deadline itself is
+//! recomputed from the liveness record whenever the timer is about to fire
+//! (`Timers::poll_due`), so a heartbeat or `End Connection` goes out at its due time, not at
+//! the next tick, and a peer that spoke meanwhile is filed again without firing. A linger is
+//! rounded up to a tick (nothing records its deadline; a tick late is fine for it).
 
 use std::time::Instant;
 
-use super::{Reason, ServerCore, Stage, Timer, Wakeup, DEAD_LINGER, TIMERS_PER_BATCH};
+use super::{timing_for, Reason, ServerCore, Stage, Timer, Wakeup, DEAD_LINGER, TIMERS_PER_BATCH};
 use crate::cores::liveness;
 use crate::cores::protocol;
 
@@ -73,11 +78,20 @@ impl ServerCore {
                 self.fire_server_timer(kind, now, due_by, &mut left);
             }
         }
-        while left > 0 {
-            let Some(key) = self.timers.poll_expired(due_by) else {
+        loop {
+            // A connection's liveness deadline is recomputed from its record, exactly; a
+            // linger was armed rounded up, and its tick is its time.
+            let (conns, settings) = (&self.conns, &self.settings);
+            let exact = |key: usize| {
+                let record = conns.get(key)?;
+                match record.timer() {
+                    Timer::Liveness => Some(record.liveness.deadline(&timing_for(settings, key))),
+                    _ => None,
+                }
+            };
+            let Some(key) = self.timers.poll_due(due_by, &mut left, exact) else {
                 break;
             };
-            left -= 1;
             self.fire(now, key);
         }
         self.poll_timeout().is_some_and(|at| at <= due_by)
@@ -121,22 +135,26 @@ impl ServerCore {
     }
 
     fn on_liveness_timer(&mut self, now: Instant, key: usize) {
-        let timing = self.timing_for(key);
+        let timing = timing_for(&self.settings, key);
         let Some(record) = self.conns.get_mut(key) else {
             return;
         };
-        let due = record.liveness.deadline(&timing);
-        let silent = record.liveness.silent_for(now);
         match record.liveness.on_timer(now, &timing) {
-            liveness::Action::Rearm(at) => self.timers.arm(key, at),
-            liveness::Action::SendHeartbeat { number, next } => {
+            // Not met when the timer table recomputed the deadline first; kept for safety.
+            liveness::Action::Rearm(at) => self.timers.arm_exact(key, at),
+            liveness::Action::SendHeartbeat { number, .. } => {
                 self.stats.on_heartbeat_sent();
-                self.timers.arm(key, next);
+                // The liveness record's next deadline, `later(now, interval)`, with `now`
+                // converted once per batch.
+                self.timers.arm_exact_after(key, now, timing.interval);
                 let count = timing.count;
                 self.report(key, super::Event::HeartbeatSent { number, count });
                 self.queue_line(now, key, protocol::HEARTBEAT);
             }
             liveness::Action::Close => {
+                // `Close` leaves the record as it was: its deadline is the one just met.
+                let due = record.liveness.deadline(&timing);
+                let silent = record.liveness.silent_for(now);
                 let Wakeup { woke, overslept } = self.wakeup;
                 self.stats
                     .on_end_connection_sent(due, now, silent, woke, overslept);

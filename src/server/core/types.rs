@@ -15,7 +15,8 @@ pub use crate::cores::vocab::{Event, Reason, Refusal};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub timing: Timing,
-    /// Resolution of the timer wheel: timers fire at most this late (plus loop latency).
+    /// Resolution of the timer wheel: rounded timers (lingers, first-byte waits) fire at most
+    /// this late (plus loop latency); heartbeats and closes come at their exact time.
     pub tick: Duration,
     pub max_line: usize,
     pub max_write_buffer: usize,

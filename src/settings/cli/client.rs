@@ -8,8 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    duration, for_tcp, from_file, parse_noting_flags, port, positive, positive_u32, tick, LogLevel,
-    Origin, StartError,
+    duration, for_tcp, from_file, port, positive, positive_u32, tick, LogLevel, Origin, StartError,
 };
 use crate::client::faults::FaultSpec;
 use crate::client::{self, ClientConfig};
@@ -153,41 +152,9 @@ SIGINT, SIGTERM or SIGHUP (a closing terminal): stop sending, wait up to 1 s for
 echoes owed, close, print the summary (load mode), exit 0.
 Exit status: 0 finished, 1 could not connect, 2 bad configuration.";
 
+super::noting_flags!(ClientArgs, "client");
+
 impl ClientArgs {
-    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
-    /// shadows so that [`ClientArgs::settings_given`] knows every flag given).
-    pub fn parse() -> ClientArgs {
-        Self::try_parse().unwrap_or_else(|e| e.exit())
-    }
-
-    /// The same as clap's `Parser::try_parse`, noting the flags given.
-    pub fn try_parse() -> Result<ClientArgs, clap::Error> {
-        Self::try_parse_from(std::env::args_os())
-    }
-
-    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
-    pub fn try_parse_from<I, T>(args: I) -> Result<ClientArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let (mut parsed, given) = parse_noting_flags::<ClientArgs, _, _>(args)?;
-        parsed.flags_given = given;
-        Ok(parsed)
-    }
-
-    /// True when any flag but `--no-prompt` was given: then the client asks nothing
-    /// ([`super::PROMPT_RULE`]).
-    pub fn settings_given(&self) -> bool {
-        self.flags_given
-    }
-
-    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
-    /// `--no-prompt` was not.
-    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
-        stdin_is_terminal && !self.no_prompt && !self.settings_given()
-    }
-
     pub fn resolve(
         &self,
         file: &FileConfig,

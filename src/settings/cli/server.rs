@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{
-    check_timing, count, duration, for_tcp, from_file, metrics_addr, parse_noting_flags, port,
-    positive, size, tick, LogLevel, Origin, StartError,
+    check_timing, count, duration, for_tcp, from_file, metrics_addr, port, positive, size, tick,
+    LogLevel, Origin, StartError,
 };
 use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
@@ -45,7 +45,8 @@ pub struct ServerArgs {
     /// Silence before the first heartbeat; at least interval × count [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub idle: Option<Duration>,
-    /// Timer resolution: heartbeats and closes are at most this late
+    /// Timer wheel resolution: lingers and first-byte waits are at most this late; heartbeats
+    /// and closes come at their exact time
     #[arg(long, value_name = "DUR", value_parser = tick, default_value = "500us")]
     pub tick: Duration,
     /// Longest line accepted; longer ones get `Error: line too long`
@@ -135,45 +136,15 @@ Questions: only when stdin is a terminal and no flag at all was given (--no-prom
 server asks for the interval, count and idle time as the original did; Enter keeps the value.
 SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connection`, a
 summary is printed (one JSON line with --json), exit 0. SIGUSR1 reopens --log-file and
---events (log rotation); SIGUSR2 and SIGALRM are ignored. Under systemd (NOTIFY_SOCKET set)
-it reports READY=1 once listening and STOPPING=1 when stopping.
+--events (log rotation). SIGUSR2: live upgrade, the binary now at the path the server was
+started from takes over the listening socket and every peer (no peer notices; on any failure
+this process serves on; not with --workers yet). SIGALRM is ignored. Under systemd
+(NOTIFY_SOCKET set) it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
+super::noting_flags!(ServerArgs, "server");
+
 impl ServerArgs {
-    /// Parses the process's command line (the same as clap's `Parser::parse`, which this
-    /// shadows so that [`ServerArgs::settings_given`] knows every flag given).
-    pub fn parse() -> ServerArgs {
-        Self::try_parse().unwrap_or_else(|e| e.exit())
-    }
-
-    /// The same as clap's `Parser::try_parse`, noting the flags given.
-    pub fn try_parse() -> Result<ServerArgs, clap::Error> {
-        Self::try_parse_from(std::env::args_os())
-    }
-
-    /// The same as clap's `Parser::try_parse_from`, noting the flags given.
-    pub fn try_parse_from<I, T>(args: I) -> Result<ServerArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let (mut parsed, given) = parse_noting_flags::<ServerArgs, _, _>(args)?;
-        parsed.flags_given = given;
-        Ok(parsed)
-    }
-
-    /// True when any flag but `--no-prompt` was given: then the server asks nothing
-    /// ([`super::PROMPT_RULE`]).
-    pub fn settings_given(&self) -> bool {
-        self.flags_given
-    }
-
-    /// Whether to ask the questions: stdin is a terminal, no flag was given, and
-    /// `--no-prompt` was not.
-    pub fn asks(&self, stdin_is_terminal: bool) -> bool {
-        stdin_is_terminal && !self.no_prompt && !self.settings_given()
-    }
-
     /// Flags over the file over the defaults. The idle rule is not applied here: the caller
     /// applies it after any prompt, so that it can print the warning. `path` is the file the
     /// configuration came from, for naming it in errors.

@@ -44,7 +44,7 @@ impl ConnectFailure {
         }
     }
 
-    /// Words for a person, also the key in [`ClientSummary::failed_by_reason`].
+    /// Words for a person, also the key in [`ClientSummary::failed_by_reason`](super::ClientSummary::failed_by_reason).
     pub fn as_str(&self) -> &'static str {
         match self {
             ConnectFailure::Refused => "refused",

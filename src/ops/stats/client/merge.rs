@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{
     ClientStats, ClientSummary, ConnectFailure, FaultCounts, RunFacts, TlsFailure, FORMAT,
 };
-use crate::client::faults::FaultKind;
+use crate::cores::vocab::FaultKind;
 use crate::ops::stats::{hdr, Latencies};
 
 /// Why a file cannot be merged: which one, and why, in one line.

@@ -41,7 +41,7 @@ pub struct ClientSummary {
     /// Connections established, counting each reconnect again (and those then refused).
     pub opened: u64,
     pub failed: u64,
-    /// Failed attempts per [`ConnectFailure::as_str`]; only reasons that occurred.
+    /// Failed attempts per [`ConnectFailure::as_str`](super::ConnectFailure::as_str); only reasons that occurred.
     pub failed_by_reason: BTreeMap<String, u64>,
     /// Closed by the server: every kind below, and faults it found (not resets).
     pub closed_by_server: u64,
