@@ -186,9 +186,7 @@ impl Server {
 
     /// Serves until stopped, then tells every peer `End Connection`, waits up to
     /// [`core::STOP_LINGER`] for them to take it, and returns the counts. After a live
-    /// upgrade it returns at once, every peer being the new process's ([`handed_over`]).
-    ///
-    /// [`handed_over`]: Server::handed_over
+    /// upgrade it returns at once, every peer being the new process's.
     pub fn run(self) -> Result<ServerStats, SetupError> {
         self.run_to_end().map(|(stats, _)| stats)
     }

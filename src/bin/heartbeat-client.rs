@@ -4,10 +4,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use heartbeat::cli::{ClientArgs, ClientCommand, StartError};
 use heartbeat::client::outputs::{self, run_merge, ReportFile};
 use heartbeat::client::{sources, Client};
 use heartbeat::edge::stop::Stoppable;
-use heartbeat::settings::cli::{ClientArgs, ClientCommand, StartError};
 use heartbeat::settings::config;
 use heartbeat::workers::{self, client as parent};
 use heartbeat::{ops::logging, settings::prompt};

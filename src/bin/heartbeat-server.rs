@@ -4,11 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use heartbeat::cli::{print_line, ServerArgs, StartError};
 use heartbeat::edge::handover::{self, Channel};
 use heartbeat::edge::stop::Stoppable;
 use heartbeat::server::takeover::GiveUp;
 use heartbeat::server::upgrade::{self, StartedAs};
-use heartbeat::settings::cli::{print_line, ServerArgs, StartError};
 use heartbeat::settings::{config, prompt};
 use heartbeat::workers::{self, server::listening_line, WorkersError};
 use heartbeat::{edge::net, ops::logging, ops::notify, server::Server};
@@ -61,7 +61,7 @@ fn run(
             Err(e) => log::warn!("could not read settings from the terminal: {e}; using defaults"),
         }
     }
-    heartbeat::settings::cli::check_timing(&config.timing, config.tick)?;
+    heartbeat::cli::check_timing(&config.timing, config.tick)?;
     let (timing, raised) = config.timing.with_idle_rule();
     if let (Some(warning), None) = (raised, worker) {
         // Printed whatever the log level (by the parent only): it changes what the server

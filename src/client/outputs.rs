@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{Finish, Outcome};
+use crate::cli::{print_line, MergeArgs};
 use crate::ops::report;
 use crate::ops::stats::client::merge;
 use crate::ops::stats::ClientSummary;
-use crate::settings::cli::{print_line, MergeArgs};
 
 /// Summaries larger than this are not ours (a day of rows is a few MB): refused unread.
 const MAX_SUMMARY_BYTES: u64 = 64 << 20;

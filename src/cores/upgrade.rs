@@ -253,8 +253,7 @@ enum InPhase {
 }
 
 /// The new process's side: [`received`](Self::received), [`undecodable`](Self::undecodable),
-/// [`closed`](Self::closed), [`taken_in`](Self::taken_in), then
-/// [`poll_action`](Self::poll_action) until `None`.
+/// [`closed`](Self::closed), then [`poll_action`](Self::poll_action) until `None`.
 #[derive(Debug)]
 pub struct Incoming {
     phase: InPhase,

@@ -1,6 +1,5 @@
-//! Settings: `configuration.json`, the two command lines and the original's prompts, and how
-//! they combine (a flag over the file over the default). Opens no socket.
+//! Settings: `configuration.json` (its keys, durations, sizes) and the original's prompts.
+//! Opens no socket. How they combine with the command line is `cli`'s, a layer above.
 
-pub mod cli;
 pub mod config;
 pub mod prompt;
