@@ -6,10 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{eventually, summary_value, ServerProcess};
-use heartbeat::workers::metrics::metrics_addr_in;
+use heartbeat::workers::metrics::{metrics_addr_in, SLOTS, TURNED_AWAY};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -456,6 +456,38 @@ fn silent_connections_do_not_delay_a_scrape() {
     }
 }
 
+/// Silent connections filling every slot (and every place to be told `503`) give their slots
+/// up after a second without a request, as in a server's own loop, so a flood of them
+/// reopened every few seconds cannot keep scrapes out for the whole 5 s deadline.
+#[test]
+fn silent_connections_give_their_slots_up_after_a_second() {
+    let server = ServerProcess::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr_in(&server.listening).expect("a metrics address");
+    let silent: Vec<TcpStream> = (0..SLOTS + TURNED_AWAY)
+        .map(|_| TcpStream::connect(metrics).expect("connects"))
+        .collect();
+    let opened = Instant::now();
+    // Each silent connection is closed by the server once its second is up: wait for that
+    // (the slots hold it for the 5 s deadline without the rule).
+    for connection in &silent {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(4)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut &*connection, &mut byte);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "a silent scraper is closed after a second: {read:?} at {:?}",
+            opened.elapsed()
+        );
+    }
+    let response = scrape(metrics);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+}
+
 /// A worker killed with its peers: the merged counters keep what it counted (a scrape's
 /// `accepted_total` does not go down, which Prometheus would take for a reset), while the
 /// connections open drop to the survivor's.
@@ -665,7 +697,7 @@ fn a_scraper_past_the_slots_is_told_to_retry() {
     let server = ServerProcess::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr_in(&server.listening).expect("a metrics address");
     // Accepted in order by one thread: these 12 hold every slot before the 13th arrives.
-    let silent: Vec<TcpStream> = (0..heartbeat::workers::metrics::SLOTS)
+    let silent: Vec<TcpStream> = (0..SLOTS)
         .map(|_| TcpStream::connect(metrics).expect("connects"))
         .collect();
     let response = scrape(metrics);

@@ -5,7 +5,8 @@
 //! Owns the parent's listener and its scrapers. Scrapers are served concurrently, each on a
 //! thread of its own with the same deadline as a worker loop's scrapers
 //! ([`SCRAPE_DEADLINE`]), at most [`SLOTS`] at once: a silent connection (a port scan, a TCP
-//! health check) holds only its own slot, never another scrape, and a scraper that finds
+//! health check) holds only its own slot, never another scrape, and gives it up if it has
+//! sent no whole request after [`SCRAPE_FIRST_REQUEST`]; a scraper that finds
 //! every slot taken is told `503` with `Retry-After: 1` (by a short-lived thread, at most
 //! [`TURNED_AWAY`] at once, so that a flood costs a bounded number of threads). The parent
 //! is a supervisor with threads already, not a poll loop: a thread per scraper, bounded, is
@@ -23,9 +24,10 @@ use log::debug;
 use super::tally::Tally;
 use crate::edge::net::SetupError;
 use crate::ops::metrics::{self, Request, MAX_REQUEST, SCRAPE_DEADLINE};
+use crate::server::core::waiting::{SCRAPE_FIRST_REQUEST, SCRAPE_SLOTS};
 
 /// Scrapers served at once, as a single server's loop does.
-pub const SLOTS: usize = 12;
+pub const SLOTS: usize = SCRAPE_SLOTS;
 
 /// Scrapers past [`SLOTS`] told `503` at once, each on a short-lived thread; past these
 /// too (a flood), a connection is closed unanswered.
@@ -129,15 +131,20 @@ fn finish(stream: &mut TcpStream, buf: &mut [u8]) {
     while matches!(stream.read(buf), Ok(n) if n > 0) {}
 }
 
-/// Reads one scraper's request (within the deadline) and answers it.
+/// Reads one scraper's request and answers it. As in a server's own loop, a scraper that has
+/// not sent a whole request within [`SCRAPE_FIRST_REQUEST`] gives its slot up (a port scan or
+/// a TCP health check must not hold one for the whole [`SCRAPE_DEADLINE`]), and the answer
+/// must be taken within the deadline.
 fn answer(mut stream: TcpStream, tally: &Mutex<Tally>) {
-    let deadline = Instant::now() + SCRAPE_DEADLINE;
+    let accepted = Instant::now();
+    let deadline = accepted + SCRAPE_DEADLINE;
+    let request_by = (accepted + SCRAPE_FIRST_REQUEST).min(deadline);
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];
     let request = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = request_by.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            debug!("metrics: a scraper ran out of time; closing it");
+            debug!("metrics: a scraper sent no whole request in time; closing it");
             return;
         }
         match stream.read(&mut buf) {
