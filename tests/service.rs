@@ -117,6 +117,11 @@ fn json_summary_counts_the_run() {
     let mut stays = Peer::connect(server.addr());
     stays.send(b"three\n");
     assert_eq!(stays.line().as_deref(), Some("Echoing...three"));
+    // The first peer's close must be the server's before the stop, or it ends at shutdown.
+    assert!(
+        server.wait_for_exactly(1, WAIT),
+        "the first peer's close was seen"
+    );
     server.signal("-TERM");
     assert_eq!(stays.line().as_deref(), Some("End Connection"));
     assert!(server.wait(WAIT).success());

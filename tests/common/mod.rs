@@ -306,6 +306,12 @@ impl ServerProcess {
         eventually(limit, || self.open_sockets() >= self.base_sockets + peers)
     }
 
+    /// Waits up to `limit` until the server holds exactly `peers` connections (after some
+    /// closed: the server has seen them go).
+    pub fn wait_for_exactly(&self, peers: usize, limit: Duration) -> bool {
+        eventually(limit, || self.open_sockets() == self.base_sockets + peers)
+    }
+
     /// Sends `signal` (e.g. "-TERM") to the server.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
