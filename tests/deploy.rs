@@ -5,6 +5,9 @@
 //! are. `systemd-analyze` and `haproxy` are needed for two of the tests: without them the
 //! test says so and passes, except in CI (`CI` set; `.ci/run` installs both), where it fails.
 
+mod common;
+
+use common::tool;
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,25 +20,6 @@ const HAPROXY: &str = include_str!("../contrib/haproxy.cfg");
 const README: &str = include_str!("../README.md");
 const INSTALLED: &str = "/usr/local/bin/heartbeat-server";
 const HANG_GUARD: Duration = Duration::from_secs(30);
-
-/// The path of `name` on `PATH`, or `None` (and a skip message) outside CI; in CI a
-/// missing tool fails the test.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    if found.status.success() && !path.is_empty() {
-        return Some(PathBuf::from(path));
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name} is required in CI (.ci/run installs {package})"
-    );
-    eprintln!("SKIPPED: {name} is not installed (apt-get install {package}); not in CI");
-    None
-}
 
 /// The unit (and, if given, the drop-in) in a temporary directory laid out as systemd reads
 /// them, with the installed binary's path pointing at the one cargo built, since `verify`

@@ -25,15 +25,6 @@ impl Drop for Guard {
     }
 }
 
-fn haproxy_binary() -> Option<String> {
-    let found = Command::new("sh")
-        .args(["-c", "command -v haproxy"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    (found.status.success() && !path.is_empty()).then_some(path)
-}
-
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
     listener.local_addr().expect("address").port()
@@ -45,12 +36,7 @@ fn free_port() -> u16 {
 /// connection is told `End Connection` through it.
 #[test]
 fn two_thousand_connections_through_haproxy_keep_their_real_addresses() {
-    let Some(haproxy) = haproxy_binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is required in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy); not in CI");
+    let Some(haproxy) = common::tool("haproxy", "haproxy") else {
         return;
     };
     let args = [

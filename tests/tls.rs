@@ -294,18 +294,7 @@ fn the_proxy_header_comes_before_tls() {
 /// says so and passes, except in CI (`CI` set, `.ci/run` installs it), where it fails.
 #[test]
 fn openssl_s_client_gets_its_line_echoed() {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v openssl"])
-        .output()
-        .expect("sh runs");
-    if String::from_utf8_lossy(&found.stdout).trim().is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the openssl command is required in CI (.ci/run installs it)"
-        );
-        eprintln!(
-            "SKIPPED: the openssl command is not installed (apt-get install openssl); not in CI"
-        );
+    if common::tool("openssl", "openssl").is_none() {
         return;
     }
     let pki = Pki::new();
@@ -538,19 +527,9 @@ fn a_full_server_tells_a_tls_peer_inside_tls() {
 #[test]
 fn haproxy_with_ssl_and_a_proxy_header_reaches_our_tls_server() {
     use std::process::{Command, Stdio};
-    let found = Command::new("sh")
-        .args(["-c", "command -v haproxy"])
-        .output()
-        .expect("sh runs");
-    let haproxy = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    if haproxy.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is required in CI"
-        );
-        eprintln!("SKIPPED: haproxy is not installed; not in CI");
+    let Some(haproxy) = common::tool("haproxy", "haproxy") else {
         return;
-    }
+    };
     let pki = Pki::new();
     let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
     let server = ServerProcess::start_logged(&[

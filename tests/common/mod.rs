@@ -373,3 +373,22 @@ pub fn summary_value(summary: &str, label: &str) -> Option<u64> {
         value.trim().parse().ok()
     })
 }
+
+/// The path of `name` on `PATH`, or `None` (and a skip message) outside CI; in CI a
+/// missing tool fails the test.
+pub fn tool(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    if found.status.success() && !path.is_empty() {
+        return Some(std::path::PathBuf::from(path));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name} is required in CI (.ci/run installs {package})"
+    );
+    eprintln!("SKIPPED: {name} is not installed (apt-get install {package}); not in CI");
+    None
+}
