@@ -37,6 +37,9 @@ pub const WORKER_ENV: &str = "HEARTBEAT_WORKER";
 /// A server worker's port (the one the parent chose when `--port 0`) and its share of
 /// `--max-connections`: `PORT,MAX`.
 pub const PORT_ENV: &str = "HEARTBEAT_WORKER_PORT";
+/// Set in a server worker started by a live upgrade: its upgrade channel comes first on its
+/// stdin, and it takes over from the worker it replaces instead of binding.
+pub const TAKEOVER_ENV: &str = "HEARTBEAT_WORKER_TAKEOVER";
 /// A client worker's share: `CONNECTIONS,RATE`.
 pub const SHARE_ENV: &str = "HEARTBEAT_WORKER_SHARE";
 /// A client worker's source addresses, comma-separated (may be empty: any).

@@ -31,7 +31,7 @@ const REAP_WAIT: Duration = Duration::from_millis(200);
 /// The program and arguments the server was started with, kept from the start: after an
 /// operator's `mv new-build server`, `/proc/self/exe` names the old, deleted file, while
 /// this path names the new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartedAs {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
@@ -84,7 +84,11 @@ pub enum Step {
 
 /// One upgrade at a time; a new one may begin once the last rolled back.
 pub struct Upgrader {
-    started_as: StartedAs,
+    /// The binary to start; `None` in a `--workers` worker, whose parent starts the new
+    /// process and hands this one the channel to it ([`give_channel`](Self::give_channel)).
+    started_as: Option<StartedAs>,
+    /// In a worker: the channel the parent gave for the upgrade asked of it.
+    given: Option<Channel>,
     protocol: Outgoing,
     child: Option<Child>,
     channel: Option<Channel>,
@@ -93,11 +97,35 @@ pub struct Upgrader {
 impl Upgrader {
     pub fn new(started_as: StartedAs, fixed: Vec<(String, String)>) -> Upgrader {
         Upgrader {
-            started_as,
+            started_as: Some(started_as),
+            given: None,
             protocol: Outgoing::new(fixed),
             child: None,
             channel: None,
         }
+    }
+
+    /// A `--workers` worker's: it starts nothing; its parent starts the new worker and gives
+    /// this one the channel to it, then asks for the upgrade.
+    pub fn for_worker(fixed: Vec<(String, String)>) -> Upgrader {
+        Upgrader {
+            started_as: None,
+            ..Upgrader::new(StartedAs::default(), fixed)
+        }
+    }
+
+    /// In a worker: the channel to the new process its parent started, for the next
+    /// [`begin`](Self::begin). Dropped (the new process then gives up at once) while an
+    /// upgrade is under way.
+    pub fn give_channel(&mut self, channel: Channel) {
+        if !self.protocol.is_under_way() {
+            self.given = Some(channel);
+        }
+    }
+
+    /// Closes a given channel that no upgrade took (the new process then gives up at once).
+    pub fn forget_given(&mut self) {
+        self.given = None;
     }
 
     /// SIGUSR2 at `now`: starts the new binary and offers it the state. `None` when an
@@ -272,8 +300,21 @@ impl Upgrader {
     }
 
     fn spawn(&mut self, now: Instant) {
+        let Some(started_as) = &self.started_as else {
+            // A worker: its parent started the new process.
+            match self.given.take() {
+                Some(channel) => {
+                    self.channel = Some(channel);
+                    self.protocol.spawned(now);
+                }
+                None => self.protocol.spawn_failed(
+                    "a --workers worker is upgraded by SIGUSR2 to its parent, not to itself",
+                ),
+            }
+            return;
+        };
         let spawned = Channel::pair().and_then(|(ours, theirs)| {
-            let StartedAs { exe, args } = &self.started_as;
+            let StartedAs { exe, args } = started_as;
             let child = handover::spawn(exe, args, theirs)?;
             Ok((ours, child))
         });
@@ -284,7 +325,7 @@ impl Upgrader {
                 self.protocol.spawned(now);
             }
             Err(e) => {
-                let exe = self.started_as.exe.display();
+                let exe = started_as.exe.display();
                 self.protocol
                     .spawn_failed(&format!("{exe}: {}", describe(&e)));
             }
@@ -314,20 +355,4 @@ fn reap(child: &mut Child) -> Option<std::process::ExitStatus> {
             _ => return None,
         }
     }
-}
-
-/// For the `--workers` parent: SIGUSR2 answered with one line saying no, instead of the
-/// default action (which ends the process, and every worker with it, without a word to any
-/// peer). A thread waits for it.
-pub fn refuse_with_workers() {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
-    else {
-        log::warn!("cannot catch SIGUSR2: it would end the server");
-        return;
-    };
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            log::warn!("received SIGUSR2: live upgrade with --workers is not built yet; ignored");
-        }
-    });
 }
