@@ -3,10 +3,13 @@
 //! tests below (each does nothing unless started with the upgrade channel), so the new side
 //! runs the real `server::takeover` code. Every rollback case, and a whole handover whose
 //! sockets keep working in the new process. `upgrade/binaries.rs`: the built server binary
-//! upgraded live by rename, under a load client.
+//! upgraded live by rename, under a load client; `upgrade/workers.rs`: the same with
+//! `--workers`, SIGUSR2 to the parent.
 
 #[path = "upgrade/binaries.rs"]
 mod binaries;
+#[path = "upgrade/workers.rs"]
+mod workers;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -159,10 +159,12 @@ impl Supervisor {
                     .map_err(|e| format!("cannot reach worker {index}: {}", describe(&e)))
             });
         if let Err(why) = given {
-            // Nothing was handed over: the new worker ends; its last line is ignored.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(why);
+            // Nothing was handed over: the new worker ends (most likely it has: a broken
+            // link is its exit); its last line is ignored.
+            return Err(match exited_soon(&mut child) {
+                Some(status) => format!("the new binary {} before taking over", Ended(status)),
+                None => why,
+            });
         }
         self.slots[index].incoming = Some(Incoming {
             child: Some(child),
@@ -309,6 +311,10 @@ impl Supervisor {
         };
         let counted = incoming.given_up.is_some();
         let reason = match (incoming.given_up, incoming.old_ended) {
+            // The old worker knows the channel closed; how the new one ended is known here.
+            (Some(reason), _) if incoming.new_ended.is_some() => {
+                format!("{reason} (the new worker {})", Ended(new_status))
+            }
             (Some(reason), _) => reason,
             (None, Some(old)) => format!("the worker {} during the upgrade", Ended(old)),
             (None, None) => format!("the new worker {} before taking over", Ended(new_status)),
@@ -326,10 +332,11 @@ impl Supervisor {
         if !counted {
             watch.upgrade_failed_here();
         }
-        let last = self.slots.len() - 1;
-        let others = match index < last {
-            true => format!("; workers {}..={last} keep theirs too", index + 1),
-            false => String::new(),
+        let last = self.slots.len().saturating_sub(1);
+        let others = match last.saturating_sub(index) {
+            0 => String::new(),
+            1 => format!("; worker {last} keeps its own too"),
+            _ => format!("; workers {} to {last} keep theirs too", index + 1),
         };
         warn!(
             "live upgrade of worker {index} given up: {reason}; it serves on with the binary it \
@@ -358,6 +365,24 @@ impl Supervisor {
             .iter()
             .filter_map(|s| s.incoming.as_ref().and_then(|i| i.verdict_by))
             .min()
+    }
+}
+
+/// How `child` ended, if it ends within a moment; else it is ended (and reaped).
+fn exited_soon(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
     }
 }
 
