@@ -27,7 +27,7 @@ use crate::edge::net::SetupError;
 use crate::ops::metrics::Gauges;
 use crate::ops::stats::ServerStats;
 
-/// The pipe's token, below the metrics scrapers' slots; peer tokens never reach it (see
+/// The link's token, below the metrics scrapers' slots; peer tokens never reach it (see
 /// `conn::token`).
 pub const PARENT: Token = Token(usize::MAX - 20);
 

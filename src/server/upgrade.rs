@@ -7,7 +7,9 @@
 //! state is (the core exports it) nor the loop's turns: the loop calls [`Upgrader::begin`] on
 //! SIGUSR2, watches [`Upgrader::channel_fd`] while the new process starts (serving on
 //! meanwhile), and on [`Step::HandOver`] stops serving and calls [`Upgrader::hand_over`],
-//! which sends everything and waits for the answer.
+//! which sends everything and waits for the answer. In a `--workers` worker
+//! ([`Upgrader::for_worker`]) the parent starts the new process and gives this one the
+//! channel to it; the rest is the same.
 
 use std::ffi::OsString;
 use std::io;

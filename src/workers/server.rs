@@ -5,7 +5,10 @@
 //! share of `--max-connections`, asks each for its counts every [`ASK_EVERY`], keeps them in
 //! a [`Tally`] (from which its `--metrics` endpoint renders), and prints one summary merged
 //! from exact counts when all have ended. A worker listens with `SO_REUSEPORT` beside its
-//! siblings, answers each ask with a [`Message::Stats`] line, and ends with one.
+//! siblings, answers each ask with a [`Message::Stats`] line, and ends with one. On SIGUSR2
+//! the parent's [`Supervisor`] replaces the workers one at a time (live upgrade); a new
+//! worker takes over from the old one instead of binding, and an old worker whose upgrade
+//! was given up says why in a [`Message::UpgradeGivenUp`] line.
 //!
 //! Owns the parent's flow and the message format. Does not own the processes (the
 //! [`Supervisor`]), the merge rules ([`Tally`]), the endpoint ([`super::metrics`]) or the

@@ -90,7 +90,7 @@ struct Slot {
     started: Instant,
     ready: bool,
     /// Asked for its counts and not answered yet: not asked again, so that a worker that
-    /// does not read (stopped) never fills the pipe and blocks the parent.
+    /// does not read (stopped) never fills the link and blocks the parent.
     asked: bool,
     backoff: Duration,
     restart_at: Option<Instant>,
