@@ -338,6 +338,23 @@ mod tests {
         assert!(Message::report_in("Listening on 127.0.0.1:8000").is_none());
     }
 
+    /// A worker's word that an upgrade was given up is one line the parent reads back (with
+    /// its reason whole), and is taken neither for counts nor from any other line.
+    #[test]
+    fn an_upgrade_given_up_line_carries_its_reason() {
+        let reason = "the new binary refused: the listening address changed".to_string();
+        let line = serde_json::to_string(&Message::UpgradeGivenUp {
+            reason: reason.clone(),
+        })
+        .unwrap();
+        assert!(line.starts_with(r#"{"upgrade_given_up":"#), "{line}");
+        assert_eq!(Message::given_up_in(&line), Some(reason));
+        assert!(Message::report_in(&line).is_none());
+        let stats = Message::stats_line(&ServerStats::default(), &Gauges::default());
+        assert_eq!(Message::given_up_in(&stats), None);
+        assert_eq!(Message::given_up_in("upgrade_given_up"), None);
+    }
+
     /// A port something listens on is refused before any worker starts; a free one is not.
     #[test]
     fn a_served_port_is_refused() {

@@ -133,6 +133,21 @@ mod tests {
         assert_eq!(tally.merged().stats, both);
     }
 
+    /// An upgrade the parent gave up itself is counted once, beside the workers' own counts,
+    /// and stays counted when workers come and go.
+    #[test]
+    fn upgrades_given_up_by_the_parent_add_to_the_workers_own() {
+        let mut tally = Tally::default();
+        let mut a = report(1, 0, 0);
+        a.stats.upgrades_failed = 2;
+        tally.report(0, a);
+        tally.upgrade_failed_in_parent();
+        assert_eq!(tally.merged().stats.upgrades_failed, 3);
+        tally.retire(0);
+        tally.report(0, report(0, 0, 0));
+        assert_eq!(tally.merged().stats.upgrades_failed, 3);
+    }
+
     #[test]
     fn retiring_an_unknown_or_silent_worker_changes_nothing() {
         let mut tally = Tally::default();

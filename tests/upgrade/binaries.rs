@@ -175,7 +175,7 @@ impl Drop for Upgradable {
 }
 
 /// The process whose command line starts with `exe`, if one runs.
-fn running_from(exe: &Path) -> Option<u32> {
+pub(super) fn running_from(exe: &Path) -> Option<u32> {
     let want = exe.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")
         .ok()?

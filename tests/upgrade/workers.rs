@@ -2,8 +2,8 @@
 //! now at the path the parent was started from, and every peer stays; a worker whose upgrade
 //! fails serves on, the parent says why and stops the round there.
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -72,6 +72,17 @@ fn upgrade_workers(server: &mut Upgradable, n: usize) {
     }
 }
 
+/// The parent's metrics text.
+fn scrape(metrics: SocketAddr) -> String {
+    let mut scraper = connect(metrics);
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    scraper.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn echo(peer: &mut TcpStream, line: &str) {
     peer.write_all(format!("{line}\n").as_bytes()).unwrap();
     assert_eq!(read_line(peer), format!("Echoing...{line}"));
@@ -137,7 +148,9 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
 /// still served by the workers it had; a later SIGUSR2, once a binary is back, replaces them.
 #[test]
 fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
-    let mut server = Upgradable::start(&["--workers", "2"]);
+    let mut server = Upgradable::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let first = server.stdout.all()[0].clone();
+    let metrics = heartbeat::workers::metrics::metrics_addr_in(&first).expect(&first);
     let before = workers(&server, 2);
     let mut peers: Vec<TcpStream> = (0..8).map(|_| connect(server.addr())).collect();
     for peer in &mut peers {
@@ -161,6 +174,18 @@ fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
     for peer in &mut peers {
         echo(peer, "again");
     }
+    // The parent's endpoint: each worker replaced, the round it gave up itself, the peers
+    // (the workers report once a second).
+    let want = [
+        "heartbeat_upgrades_total{result=\"done\"} 2",
+        "heartbeat_upgrades_total{result=\"failed\"} 1",
+        "heartbeat_upgrade_peers_handed_over_total 8",
+    ];
+    let mut text = String::new();
+    eventually(&format!("the upgrades in the metrics: {text}"), || {
+        text = scrape(metrics);
+        want.iter().all(|line| text.contains(line))
+    });
     let summary = server.stop();
     assert!(
         summary.contains("live upgrades given up (served on): 1"),
@@ -211,4 +236,59 @@ fn with_workers_a_refusal_is_told_by_the_parent_and_counted_once() {
         "{summary}"
     );
     assert_eq!(read_line(&mut peer), "End Connection");
+}
+
+/// A stop signal just after SIGUSR2: the round ends, every peer is told `End Connection` by
+/// whichever worker serves it, the parent exits 0 with its summary, and no worker is left.
+#[test]
+fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
+    let mut server = Upgradable::start(&["--workers", "2"]);
+    let before = workers(&server, 2);
+    let mut peers: Vec<TcpStream> = (0..8).map(|_| connect(server.addr())).collect();
+    for peer in &mut peers {
+        echo(peer, "hello");
+    }
+    let next = server.dir.path().join("server.new");
+    std::fs::copy(SERVER, &next).unwrap();
+    std::fs::rename(&next, server.exe()).unwrap();
+    kill("-USR2", server.pid);
+    kill("-TERM", server.pid);
+    for peer in &mut peers {
+        assert_eq!(read_line(peer), "End Connection");
+    }
+    assert!(server.first.wait().unwrap().success());
+    eventually("the summary", || server.stdout.count("Summary:") == 1);
+    for pid in before {
+        eventually("the old workers to end", || !alive(pid));
+    }
+    let exe = server.exe();
+    eventually("no worker left", || {
+        super::binaries::running_from(&exe).is_none()
+    });
+}
+
+/// A worker that dies after the binary was replaced is started again from the path the
+/// parent was started from: the new file (it used to be `/proc/self/exe`, which names the
+/// deleted old file then, so the worker could not be started again at all).
+#[test]
+fn with_workers_a_worker_started_again_runs_the_file_at_the_path() {
+    let server = Upgradable::start(&["--workers", "2"]);
+    let before = workers(&server, 2);
+    let next = server.dir.path().join("server.new");
+    std::fs::copy(SERVER, &next).unwrap();
+    std::fs::rename(&next, server.exe()).unwrap();
+    kill("-KILL", before[0]);
+    eventually("the worker started again", || {
+        let now = children(server.pid);
+        now.len() == 2 && !now.contains(&before[0])
+    });
+    let again = children(server.pid)
+        .into_iter()
+        .find(|pid| !before.contains(pid))
+        .unwrap();
+    let exe = std::fs::read_link(format!("/proc/{again}/exe")).unwrap();
+    assert_eq!(exe, server.exe());
+    let mut peer = connect(server.addr());
+    echo(&mut peer, "served");
+    drop(server.stop());
 }
