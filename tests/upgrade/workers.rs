@@ -292,3 +292,40 @@ fn with_workers_a_worker_started_again_runs_the_file_at_the_path() {
     echo(&mut peer, "served");
     drop(server.stop());
 }
+
+/// A binary that exits at once (a script standing in for a build that fails to start): the
+/// parent's one line names how it ended, the worker serves on, and the file at the path,
+/// once a real build is back, is taken by a later SIGUSR2.
+#[test]
+fn with_workers_a_binary_that_fails_is_given_up_and_the_worker_serves_on() {
+    let mut server = Upgradable::start(&["--workers", "2"]);
+    let before = workers(&server, 2);
+    let mut peer = connect(server.addr());
+    echo(&mut peer, "before");
+    let next = server.dir.path().join("server.new");
+    std::fs::write(&next, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, server.exe()).unwrap();
+    kill("-USR2", server.pid);
+    let given_up = "live upgrade of worker 0 given up: ";
+    eventually(
+        &format!("{given_up}; log: {:?}", server.stderr.all()),
+        || logged(&server, given_up) == 1,
+    );
+    let line = server
+        .stderr
+        .all()
+        .into_iter()
+        .find(|l| l.contains(given_up))
+        .unwrap();
+    assert!(line.contains("exited with status 3"), "{line}");
+    assert!(
+        line.contains("it serves on with the binary it had"),
+        "{line}"
+    );
+    echo(&mut peer, "after");
+    assert_eq!(children(server.pid), before, "no worker was replaced");
+    upgrade_workers(&mut server, 2);
+    echo(&mut peer, "again");
+    drop(server.stop());
+}
