@@ -446,6 +446,10 @@ impl Supervisor {
                 send_signal(child, signal);
             }
         }
+        // Old workers that handed over hold no peer, and are on their way out: hurried.
+        for (_, _, old) in self.upgrades.iter().flat_map(|u| &u.leaving) {
+            send_signal(old, signal);
+        }
     }
 
     /// Stops every worker at start-up and waits for them (their reports are not wanted).
@@ -532,8 +536,9 @@ fn read_lines(
     });
 }
 
-/// A thread that passes each stop signal this process receives to the parent's loop, and
-/// raises `signalled` at once for a start still under way.
+/// A thread that passes each stop signal this process receives (and SIGUSR2, with
+/// `upgrades`) to the parent's loop, and raises `signalled` at once for a start still under
+/// way (a stop signal only).
 fn forward_signals(
     to: Sender<Message>,
     signalled: Arc<AtomicBool>,
