@@ -329,3 +329,25 @@ fn with_workers_a_binary_that_fails_is_given_up_and_the_worker_serves_on() {
     echo(&mut peer, "again");
     drop(server.stop());
 }
+
+/// After an upgrade the new workers are supervised like any: one killed is started again
+/// (from the path), serves, and the parent's summary says so.
+#[test]
+fn with_workers_a_new_worker_that_dies_is_started_again() {
+    let mut server = Upgradable::start(&["--workers", "2"]);
+    upgrade_workers(&mut server, 2);
+    let upgraded = workers(&server, 2);
+    kill("-KILL", upgraded[0]);
+    eventually("the worker started again", || {
+        let now = children(server.pid);
+        now.len() == 2 && !now.contains(&upgraded[0])
+    });
+    let mut peer = connect(server.addr());
+    echo(&mut peer, "served");
+    let summary = server.stop();
+    assert!(
+        summary.contains("workers: 2 (started again: 1;"),
+        "{summary}"
+    );
+    assert_eq!(read_line(&mut peer), "End Connection");
+}
