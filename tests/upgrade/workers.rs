@@ -351,3 +351,35 @@ fn with_workers_a_new_worker_that_dies_is_started_again() {
     );
     assert_eq!(read_line(&mut peer), "End Connection");
 }
+
+/// A new binary that never answers: after 5 s the old worker gives up and serves on, and the
+/// parent, which started the silent process, ends it and says why; no process is left over.
+#[test]
+fn with_workers_a_silent_binary_is_given_up_after_five_seconds_and_ended() {
+    let server = Upgradable::start(&["--workers", "2"]);
+    let before = workers(&server, 2);
+    let mut peer = connect(server.addr());
+    echo(&mut peer, "before");
+    let next = server.dir.path().join("server.new");
+    std::fs::write(&next, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, server.exe()).unwrap();
+    kill("-USR2", server.pid);
+    eventually("the silent process started", || {
+        children(server.pid).len() == 3
+    });
+    let why = "live upgrade of worker 0 given up: no answer from the new binary within 5 s; \
+               it serves on with the binary it had";
+    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
+        logged(&server, why) == 1
+    });
+    eventually("the silent process ended", || {
+        children(server.pid) == before
+    });
+    echo(&mut peer, "after");
+    let summary = server.stop();
+    assert!(
+        summary.contains("live upgrades given up (served on): 1"),
+        "{summary}"
+    );
+}
