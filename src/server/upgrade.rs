@@ -33,7 +33,7 @@ const REAP_WAIT: Duration = Duration::from_millis(200);
 /// The program and arguments the server was started with, kept from the start: after an
 /// operator's `mv new-build server`, `/proc/self/exe` names the old, deleted file, while
 /// this path names the new one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartedAs {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
@@ -98,21 +98,22 @@ pub struct Upgrader {
 
 impl Upgrader {
     pub fn new(started_as: StartedAs, fixed: Vec<(String, String)>) -> Upgrader {
-        Upgrader {
-            started_as: Some(started_as),
-            given: None,
-            protocol: Outgoing::new(fixed),
-            child: None,
-            channel: None,
-        }
+        Upgrader::starting(Some(started_as), fixed)
     }
 
     /// A `--workers` worker's: it starts nothing; its parent starts the new worker and gives
     /// this one the channel to it, then asks for the upgrade.
     pub fn for_worker(fixed: Vec<(String, String)>) -> Upgrader {
+        Upgrader::starting(None, fixed)
+    }
+
+    fn starting(started_as: Option<StartedAs>, fixed: Vec<(String, String)>) -> Upgrader {
         Upgrader {
-            started_as: None,
-            ..Upgrader::new(StartedAs::default(), fixed)
+            started_as,
+            given: None,
+            protocol: Outgoing::new(fixed),
+            child: None,
+            channel: None,
         }
     }
 
