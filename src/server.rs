@@ -18,7 +18,7 @@
 mod accept;
 pub mod budget;
 pub mod core;
-mod parent;
+pub mod parent;
 mod proxied;
 mod report;
 mod scrape;
@@ -39,7 +39,7 @@ use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
-pub use self::parent::Snapshot;
+pub use self::parent::{channel_from_parent, Snapshot, ToParent};
 pub use self::settings::{
     ServerConfig, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_WRITE_BUFFER, DEFAULT_PORT, DEFAULT_TICK,

@@ -1,6 +1,7 @@
 //! `--workers N`: N processes of the same binary, each one single-threaded loop, and a small
-//! parent that supervises them. The parent starts each worker by running its own executable
-//! again with the same arguments and [`WORKER_ENV`] set (plus what the worker needs to know,
+//! parent that supervises them. The parent starts each worker by running the executable at
+//! the path it was started from again (the server's: the binary of a live upgrade after an
+//! operator's `mv`), with the same arguments and [`WORKER_ENV`] set (plus what the worker needs to know,
 //! in more variables: hidden from `--help`), passes SIGINT, SIGTERM and SIGHUP on to them,
 //! starts again a worker that dies when it should not (with a back-off, so a worker that
 //! dies at once does not spin), and hands each line a worker prints to a [`Watch`]: workers
@@ -11,9 +12,10 @@
 //! worker is started with, the bound on workers, the errors, the splitting of shares. The
 //! processes are the [`Supervisor`]'s: each worker's stdout is read by a small thread that
 //! passes lines to the parent, and a thread waits for signals, so the parent sleeps until
-//! something happens. Each worker's stdin is a pipe from the parent: a byte on it asks for
-//! the worker's counts ([`Supervisor::ask_every`]), and when the parent goes away, however it
-//! ends, the worker reads end of file and stops gracefully.
+//! something happens. Each worker's stdin is a link from the parent (a Unix socket pair): a
+//! byte on it asks for the worker's counts ([`Supervisor::ask_every`]), a byte with a
+//! descriptor carries a live upgrade's channel (the server's), and when the parent goes
+//! away, however it ends, the worker reads end of file and stops gracefully.
 
 pub mod client;
 pub mod metrics;
@@ -37,6 +39,9 @@ pub const WORKER_ENV: &str = "HEARTBEAT_WORKER";
 /// A server worker's port (the one the parent chose when `--port 0`) and its share of
 /// `--max-connections`: `PORT,MAX`.
 pub const PORT_ENV: &str = "HEARTBEAT_WORKER_PORT";
+/// Set in a server worker started by a live upgrade: its upgrade channel comes first on its
+/// stdin, and it takes over from the worker it replaces instead of binding.
+pub const TAKEOVER_ENV: &str = "HEARTBEAT_WORKER_TAKEOVER";
 /// A client worker's share: `CONNECTIONS,RATE`.
 pub const SHARE_ENV: &str = "HEARTBEAT_WORKER_SHARE";
 /// A client worker's source addresses, comma-separated (may be empty: any).

@@ -3,10 +3,13 @@
 //! tests below (each does nothing unless started with the upgrade channel), so the new side
 //! runs the real `server::takeover` code. Every rollback case, and a whole handover whose
 //! sockets keep working in the new process. `upgrade/binaries.rs`: the built server binary
-//! upgraded live by rename, under a load client.
+//! upgraded live by rename, under a load client; `upgrade/workers.rs`: the same with
+//! `--workers`, SIGUSR2 to the parent.
 
 #[path = "upgrade/binaries.rs"]
 mod binaries;
+#[path = "upgrade/workers.rs"]
+mod workers;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -108,6 +111,37 @@ fn a_missing_binary_rolls_back() {
     assert_eq!(upgrader.counts(), (0, 1));
     assert!(!upgrader.is_under_way());
     assert!(upgrader.begin(Instant::now()).is_some(), "may try again");
+}
+
+/// A `--workers` worker starts nothing itself: without a channel from its parent it rolls
+/// back at once, saying where to send SIGUSR2; with one, it offers its state on it, and a
+/// channel given while an upgrade is under way is closed (its new process gives up).
+#[test]
+fn a_worker_upgrades_over_the_channel_its_parent_gives() {
+    let mut upgrader = Upgrader::for_worker(fixed(8000));
+    let reason = rolled_back(upgrader.begin(Instant::now()).unwrap());
+    assert!(reason.contains("SIGUSR2 to its parent"), "{reason}");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    upgrader.give_channel(Channel::from_stream(ours).unwrap());
+    assert_eq!(upgrader.begin(Instant::now()), Some(Step::Continue));
+    let mut new_side = Channel::from_stream(theirs).unwrap();
+    let offer = new_side.recv().unwrap().message;
+    assert!(
+        matches!(
+            offer,
+            Message::Offer {
+                version: VERSION,
+                ..
+            }
+        ),
+        "{offer:?}"
+    );
+    let (late, mut late_new_side) = std::os::unix::net::UnixStream::pair().unwrap();
+    upgrader.give_channel(Channel::from_stream(late).unwrap());
+    assert!(
+        matches!(late_new_side.read(&mut [0u8; 1]), Ok(0)),
+        "closed at once"
+    );
 }
 
 /// A binary that exits at once (`/bin/false` standing in for one that fails to start).

@@ -8,7 +8,7 @@ use heartbeat::cli::{print_line, ServerArgs, StartError};
 use heartbeat::edge::handover::{self, Channel};
 use heartbeat::edge::stop::Stoppable;
 use heartbeat::server::takeover::GiveUp;
-use heartbeat::server::upgrade::{self, StartedAs};
+use heartbeat::server::upgrade::StartedAs;
 use heartbeat::settings::{config, prompt};
 use heartbeat::workers::{self, server::listening_line, WorkersError};
 use heartbeat::{edge::net, ops::logging, ops::notify, server::Server};
@@ -80,11 +80,11 @@ fn run(
     match worker {
         Some(_) => return Ok(workers::server::run_server_worker(config)?),
         None if args.workers > 1 => {
-            upgrade::refuse_with_workers();
             return Ok(workers::server::run_server_parent(
                 args.workers,
                 args.json,
                 &config,
+                started_as,
             )?);
         }
         None => {}

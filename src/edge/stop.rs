@@ -55,8 +55,8 @@ fn handle_other(signal: i32) {
             }
         }
         SIGUSR2 => log::warn!(
-            "received SIGUSR2: this process does not upgrade live (only a server without \
-             --workers does; live upgrade with --workers is not built yet); ignored"
+            "received SIGUSR2: this process does not upgrade live (a server does; with \
+             --workers, its parent does: signal the parent); ignored"
         ),
         _ => log::debug!("received signal {signal}: ignored"),
     }

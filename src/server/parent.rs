@@ -1,53 +1,84 @@
 //! A worker's link to the process that started it (`heartbeat-server --workers N`): its
-//! stdin, a pipe from the parent, read by the loop like any socket (no thread). A byte on it
-//! asks for the counts now: the loop hands them to the callback it was given, which writes
-//! them for the parent. The pipe's end (the parent gone, however it ended, `kill -9`
-//! included) stops the server as SIGTERM would, so that no orphan keeps the port.
+//! stdin, one end of a Unix socket pair the parent made, read by the loop like any socket (no
+//! thread). What the parent writes on it, one byte each ([`ASK`], [`UPGRADE`], [`CHANNEL`]):
+//! a byte asks for the counts now (the loop hands them to the callback it was given, which
+//! writes them for the parent); a byte with a descriptor beside it (SCM_RIGHTS) gives the
+//! worker the channel of a live upgrade, to hand its peers over on ([`UPGRADE`]) or to take
+//! them over from ([`CHANNEL`], [`channel_from_parent`]). The link's end (the parent gone,
+//! however it ended, `kill -9` included) stops the server as SIGTERM would, so that no orphan
+//! keeps the port.
 //!
-//! Owns the pipe's registration and what its events mean. Does not own what the counts are
-//! turned into or where they go (the `workers` module's callback), nor the stop itself
-//! (`edge::stop`).
+//! Owns the link's registration, its bytes and what its events mean. Does not own what the
+//! counts are turned into or where they go (the `workers` module's callback), the stop itself
+//! (`edge::stop`), nor the upgrade (`upgrading`).
 
-use std::io::Read;
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
-use mio::unix::pipe::Receiver;
+use log::warn;
+use mio::unix::SourceFd;
 use mio::{Interest, Token};
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
-use crate::edge::net::{interrupted, would_block, SetupError};
+use crate::edge::handover::{Channel, IO_WAIT};
+use crate::edge::net::SetupError;
 use crate::ops::metrics::Gauges;
 use crate::ops::stats::ServerStats;
 
-/// The pipe's token, below the metrics scrapers' slots; peer tokens never reach it (see
+/// The link's token, below the metrics scrapers' slots; peer tokens never reach it (see
 /// `conn::token`).
 pub const PARENT: Token = Token(usize::MAX - 20);
 
-/// Called with the counts each time the parent asks.
-pub type Snapshot = Box<dyn FnMut(&ServerStats, &Gauges) + Send>;
+/// Parent to worker: send your counts.
+pub const ASK: u8 = b'?';
+/// Parent to a running worker, with a descriptor: hand your listener and peers over on this
+/// channel (the other end is the new worker's).
+pub const UPGRADE: u8 = b'U';
+/// Parent to a worker it started to take over, first of all, with a descriptor: your
+/// upgrade channel.
+pub const CHANNEL: u8 = b'C';
+
+/// What a worker tells its parent, through the callback given to
+/// [`answer_parent`](super::Server::answer_parent).
+pub enum ToParent<'a> {
+    /// The counts, as asked.
+    Counts(&'a ServerStats, &'a Gauges),
+    /// The live upgrade asked for was given up, for this reason; this worker serves on.
+    UpgradeGivenUp(&'a str),
+}
+
+/// Called each time the worker tells its parent something.
+pub type Snapshot = Box<dyn FnMut(ToParent<'_>) + Send>;
 
 pub(super) struct Parent {
-    pipe: Receiver,
+    link: OwnedFd,
     snapshot: Snapshot,
 }
 
 impl super::Server {
-    /// Reads this process's stdin as the pipe from a parent: each byte asks for `snapshot`
-    /// of the counts, its end stops the server.
+    /// Reads this process's stdin as the link from a parent: each [`ASK`] asks for
+    /// `snapshot` of the counts, an [`UPGRADE`] begins a live upgrade, its end stops the
+    /// server.
     pub fn answer_parent(&mut self, snapshot: Snapshot) -> Result<(), SetupError> {
         let setup = |what| move |source| SetupError::EventLoop { what, source };
-        let stdin = std::os::fd::AsFd::as_fd(&std::io::stdin())
+        let link = std::io::stdin()
+            .as_fd()
             .try_clone_to_owned()
-            .map_err(setup("parent pipe"))?;
-        let mut pipe = Receiver::from(stdin);
-        pipe.set_nonblocking(true).map_err(setup("parent pipe"))?;
+            .map_err(setup("parent link"))?;
+        rustix::io::ioctl_fionbio(&link, true)
+            .map_err(|e| setup("parent link")(io::Error::from(e)))?;
         self.poll
             .registry()
-            .register(&mut pipe, PARENT, Interest::READABLE)
-            .map_err(setup("parent pipe registration"))?;
-        self.parent = Some(Parent { pipe, snapshot });
+            .register(&mut SourceFd(&link.as_raw_fd()), PARENT, Interest::READABLE)
+            .map_err(setup("parent link registration"))?;
+        self.parent = Some(Parent { link, snapshot });
         Ok(())
     }
 
-    /// The pipe is readable: answer the asks that came (once however many), or stop.
+    /// The link is readable: answer the asks that came (once however many), take an
+    /// upgrade's channel, or stop.
     pub(super) fn on_parent_event(&mut self) {
         let Some(parent) = &mut self.parent else {
             return;
@@ -55,14 +86,30 @@ impl super::Server {
         let mut buf = [0u8; 64];
         let (mut asked, mut gone) = (false, false);
         loop {
-            match parent.pipe.read(&mut buf) {
-                Ok(0) => {
+            match receive(&parent.link, &mut buf) {
+                Ok((0, _)) => {
                     gone = true;
                     break;
                 }
-                Ok(_) => asked = true,
-                Err(e) if would_block(&e) => break,
-                Err(e) if interrupted(&e) => continue,
+                Ok((n, fds)) => {
+                    asked |= buf[..n].contains(&ASK);
+                    let channel = fds.into_iter().next().map(UnixStream::from);
+                    match (buf[..n].contains(&UPGRADE), channel) {
+                        (true, Some(stream)) => match Channel::from_stream(stream) {
+                            Ok(channel) => {
+                                if let Some(upgrader) = &mut self.upgrade.upgrader {
+                                    upgrader.give_channel(channel);
+                                    self.upgrade.asked_by_parent = true;
+                                }
+                            }
+                            Err(e) => warn!("live upgrade: unusable channel from the parent: {e}"),
+                        },
+                        (true, None) => warn!("live upgrade: the parent sent no channel"),
+                        _ => {}
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     gone = true;
                     break;
@@ -74,13 +121,75 @@ impl super::Server {
                 buffered_bytes: self.core.buffered() as u64,
                 log_lines_dropped: crate::ops::logging::dropped_lines(),
             };
-            (parent.snapshot)(self.core.stats(), &gauges);
+            (parent.snapshot)(ToParent::Counts(self.core.stats(), &gauges));
         }
         if gone {
-            if let Some(mut parent) = self.parent.take() {
-                let _ = self.poll.registry().deregister(&mut parent.pipe);
+            if let Some(parent) = self.parent.take() {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&parent.link.as_raw_fd()));
             }
             self.stop.stopper().stop();
         }
+    }
+
+    /// A live upgrade was given up: the parent (if any) learns why.
+    pub(super) fn tell_parent_given_up(&mut self, reason: &str) {
+        if let Some(parent) = &mut self.parent {
+            (parent.snapshot)(ToParent::UpgradeGivenUp(reason));
+        }
+    }
+}
+
+/// Reads what the parent wrote, with any descriptors that came beside it. A stdin that is
+/// not a socket (a worker started by hand with a pipe) is read as plain bytes.
+fn receive(link: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = recvmsg(
+        link,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    );
+    match received {
+        Ok(got) => {
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            Ok((got.bytes, fds))
+        }
+        Err(rustix::io::Errno::NOTSOCK) => Ok((rustix::io::read(link, buf)?, Vec::new())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// In a worker its parent started to take over from another: the upgrade channel, which
+/// the parent sends first of all on the link (stdin), within [`IO_WAIT`].
+pub fn channel_from_parent() -> Result<Channel, String> {
+    let link = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("parent link: {e}"))?;
+    let stream = UnixStream::from(link);
+    stream
+        .set_read_timeout(Some(IO_WAIT))
+        .map_err(|e| format!("parent link: {e}"))?;
+    // One byte only: nothing after it (an ask) is taken from the loop.
+    let mut byte = [0u8; 1];
+    let link = OwnedFd::from(stream);
+    let (n, fds) = receive(&link, &mut byte).map_err(|e| format!("parent link: {e}"))?;
+    let channel = fds.into_iter().next();
+    match (n, byte[0], channel) {
+        (1, CHANNEL, Some(fd)) => {
+            let stream = UnixStream::from(fd);
+            // The timeout above belongs to the link's socket: the loop reads it nonblocking.
+            Channel::from_stream(stream).map_err(|e| format!("upgrade channel: {e}"))
+        }
+        _ => Err("the parent sent no upgrade channel".into()),
     }
 }

@@ -7,7 +7,9 @@
 //! state is (the core exports it) nor the loop's turns: the loop calls [`Upgrader::begin`] on
 //! SIGUSR2, watches [`Upgrader::channel_fd`] while the new process starts (serving on
 //! meanwhile), and on [`Step::HandOver`] stops serving and calls [`Upgrader::hand_over`],
-//! which sends everything and waits for the answer.
+//! which sends everything and waits for the answer. In a `--workers` worker
+//! ([`Upgrader::for_worker`]) the parent starts the new process and gives this one the
+//! channel to it; the rest is the same.
 
 use std::ffi::OsString;
 use std::io;
@@ -84,7 +86,11 @@ pub enum Step {
 
 /// One upgrade at a time; a new one may begin once the last rolled back.
 pub struct Upgrader {
-    started_as: StartedAs,
+    /// The binary to start; `None` in a `--workers` worker, whose parent starts the new
+    /// process and hands this one the channel to it ([`give_channel`](Self::give_channel)).
+    started_as: Option<StartedAs>,
+    /// In a worker: the channel the parent gave for the upgrade asked of it.
+    given: Option<Channel>,
     protocol: Outgoing,
     child: Option<Child>,
     channel: Option<Channel>,
@@ -92,12 +98,37 @@ pub struct Upgrader {
 
 impl Upgrader {
     pub fn new(started_as: StartedAs, fixed: Vec<(String, String)>) -> Upgrader {
+        Upgrader::starting(Some(started_as), fixed)
+    }
+
+    /// A `--workers` worker's: it starts nothing; its parent starts the new worker and gives
+    /// this one the channel to it, then asks for the upgrade.
+    pub fn for_worker(fixed: Vec<(String, String)>) -> Upgrader {
+        Upgrader::starting(None, fixed)
+    }
+
+    fn starting(started_as: Option<StartedAs>, fixed: Vec<(String, String)>) -> Upgrader {
         Upgrader {
             started_as,
+            given: None,
             protocol: Outgoing::new(fixed),
             child: None,
             channel: None,
         }
+    }
+
+    /// In a worker: the channel to the new process its parent started, for the next
+    /// [`begin`](Self::begin). Dropped (the new process then gives up at once) while an
+    /// upgrade is under way.
+    pub fn give_channel(&mut self, channel: Channel) {
+        if !self.protocol.is_under_way() {
+            self.given = Some(channel);
+        }
+    }
+
+    /// Closes a given channel that no upgrade took (the new process then gives up at once).
+    pub fn forget_given(&mut self) {
+        self.given = None;
     }
 
     /// SIGUSR2 at `now`: starts the new binary and offers it the state. `None` when an
@@ -272,8 +303,21 @@ impl Upgrader {
     }
 
     fn spawn(&mut self, now: Instant) {
+        let Some(started_as) = &self.started_as else {
+            // A worker: its parent started the new process.
+            match self.given.take() {
+                Some(channel) => {
+                    self.channel = Some(channel);
+                    self.protocol.spawned(now);
+                }
+                None => self.protocol.spawn_failed(
+                    "a --workers worker is upgraded by SIGUSR2 to its parent, not to itself",
+                ),
+            }
+            return;
+        };
         let spawned = Channel::pair().and_then(|(ours, theirs)| {
-            let StartedAs { exe, args } = &self.started_as;
+            let StartedAs { exe, args } = started_as;
             let child = handover::spawn(exe, args, theirs)?;
             Ok((ours, child))
         });
@@ -284,7 +328,7 @@ impl Upgrader {
                 self.protocol.spawned(now);
             }
             Err(e) => {
-                let exe = self.started_as.exe.display();
+                let exe = started_as.exe.display();
                 self.protocol
                     .spawn_failed(&format!("{exe}: {}", describe(&e)));
             }
@@ -314,20 +358,4 @@ fn reap(child: &mut Child) -> Option<std::process::ExitStatus> {
             _ => return None,
         }
     }
-}
-
-/// For the `--workers` parent: SIGUSR2 answered with one line saying no, instead of the
-/// default action (which ends the process, and every worker with it, without a word to any
-/// peer). A thread waits for it.
-pub fn refuse_with_workers() {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
-    else {
-        log::warn!("cannot catch SIGUSR2: it would end the server");
-        return;
-    };
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            log::warn!("received SIGUSR2: live upgrade with --workers is not built yet; ignored");
-        }
-    });
 }

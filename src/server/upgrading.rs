@@ -32,13 +32,15 @@ pub(super) const UPGRADE: Token = Token(usize::MAX - 0x1000);
 /// The loop's upgrade state; empty (and costing nothing) until upgrades are enabled.
 #[derive(Default)]
 pub(super) struct Upgrading {
-    upgrader: Option<Upgrader>,
+    pub(super) upgrader: Option<Upgrader>,
     /// The channel had an event this turn.
     readable: bool,
     /// Every peer is the new process's: the loop ends without a word to them.
     pub(super) handed_over: bool,
     /// In the new process until its first turn: when the pause began and how many peers came.
     pause_began: Option<(Instant, u64)>,
+    /// In a `--workers` worker: its parent asked for the upgrade (see `parent`).
+    pub(super) asked_by_parent: bool,
 }
 
 impl Upgrading {
@@ -58,6 +60,12 @@ impl Server {
     pub fn enable_upgrade(&mut self, started_as: StartedAs, config: &ServerConfig) {
         self.stop.take_upgrades();
         self.upgrade.upgrader = Some(Upgrader::new(started_as, config.fixed_for_upgrade()));
+    }
+
+    /// In a `--workers` worker: its parent asks for live upgrades (a channel to the new
+    /// worker it started comes with each ask); SIGUSR2 to the worker itself stays ignored.
+    pub fn enable_upgrade_by_parent(&mut self, config: &ServerConfig) {
+        self.upgrade.upgrader = Some(Upgrader::for_worker(config.fixed_for_upgrade()));
     }
 
     /// At the start of the new process's first turn, woken at `now`: the pause is over.
@@ -83,8 +91,12 @@ impl Server {
                 self.upgrade_step(step, now);
             }
         }
-        if self.stop.upgrade_asked() {
+        if self.stop.upgrade_asked() || std::mem::take(&mut self.upgrade.asked_by_parent) {
             self.begin_upgrade(now);
+            // A channel from a worker's parent that no upgrade took: the new worker gives up.
+            if let Some(upgrader) = &mut self.upgrade.upgrader {
+                upgrader.forget_given();
+            }
         }
         if std::mem::take(&mut self.upgrade.readable) {
             if let Some(upgrader) = &mut self.upgrade.upgrader {
@@ -154,6 +166,7 @@ impl Server {
             Step::RolledBack { reason } => {
                 self.core.stats_mut().upgrades_failed += 1;
                 warn!("live upgrade given up: {reason}; serving on");
+                self.tell_parent_given_up(&reason);
             }
         }
     }

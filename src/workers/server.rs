@@ -5,7 +5,10 @@
 //! share of `--max-connections`, asks each for its counts every [`ASK_EVERY`], keeps them in
 //! a [`Tally`] (from which its `--metrics` endpoint renders), and prints one summary merged
 //! from exact counts when all have ended. A worker listens with `SO_REUSEPORT` beside its
-//! siblings, answers each ask with a [`Message::Stats`] line, and ends with one.
+//! siblings, answers each ask with a [`Message::Stats`] line, and ends with one. On SIGUSR2
+//! the parent's [`Supervisor`] replaces the workers one at a time (live upgrade); a new
+//! worker takes over from the old one instead of binding, and an old worker whose upgrade
+//! was given up says why in a [`Message::UpgradeGivenUp`] line.
 //!
 //! Owns the parent's flow and the message format. Does not own the processes (the
 //! [`Supervisor`]), the merge rules ([`Tally`]), the endpoint ([`super::metrics`]) or the
@@ -20,13 +23,15 @@ use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::tally::{Report, Tally};
-use super::{say, shares, Supervisor, Watch, WorkersError, PORT_ENV};
+use super::{say, shares, Supervisor, Watch, WorkersError, PORT_ENV, TAKEOVER_ENV};
 use crate::edge::net::{self, SetupError};
 use crate::edge::stop::Stoppable;
 use crate::ops::metrics::Gauges;
 use crate::ops::stats::ServerStats;
 use crate::ops::{logging, notify};
-use crate::server::{Server, ServerConfig};
+use crate::server::takeover::GiveUp;
+use crate::server::upgrade::StartedAs;
+use crate::server::{Server, ServerConfig, ToParent};
 use crate::settings::config::format_duration;
 
 /// How often the parent asks each worker for its counts: what a scrape may lag behind, and
@@ -46,6 +51,9 @@ pub enum Message {
         buffered_bytes: u64,
         log_lines_dropped: u64,
     },
+    /// The live upgrade the parent asked for was given up, for `reason`: the worker serves
+    /// on with the binary it has.
+    UpgradeGivenUp { reason: String },
 }
 
 impl Message {
@@ -57,6 +65,14 @@ impl Message {
             log_lines_dropped: gauges.log_lines_dropped,
         };
         serde_json::to_string(&message).unwrap_or_default()
+    }
+
+    /// The reason in a [`Message::UpgradeGivenUp`] line; `None` for any other line.
+    pub fn given_up_in(line: &str) -> Option<String> {
+        match serde_json::from_str(line).ok()? {
+            Message::UpgradeGivenUp { reason } => Some(reason),
+            _ => None,
+        }
     }
 
     /// The report in a [`Message::Stats`] line; `None` for any other line.
@@ -100,8 +116,9 @@ pub fn listening_line(
     )
 }
 
-/// The worker's side: listens beside its siblings with its share of the connections, tells
-/// the parent it is ready, answers its asks, and reports its counts at its end.
+/// The worker's side: listens beside its siblings with its share of the connections (or,
+/// started by a live upgrade, takes over the listener and peers of the worker it replaces),
+/// tells the parent it is ready, answers its asks, and reports its counts at its end.
 pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
     config.reuse_port = true;
     // The parent serves --metrics for all, from the counts the workers send it.
@@ -113,10 +130,18 @@ pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
             config.max_connections = max;
         }
     }
-    let mut server = Server::bind(config)?;
+    let mut server = match std::env::var_os(TAKEOVER_ENV) {
+        Some(_) => take_over(&config),
+        None => Server::bind(config.clone())?,
+    };
     server.stop_on_signals()?;
-    server.answer_parent(Box::new(|stats, gauges| {
-        say(&Message::stats_line(stats, gauges));
+    server.enable_upgrade_by_parent(&config);
+    server.answer_parent(Box::new(|told| match told {
+        ToParent::Counts(stats, gauges) => say(&Message::stats_line(stats, gauges)),
+        ToParent::UpgradeGivenUp(reason) => {
+            let reason = reason.to_string();
+            say(&serde_json::to_string(&Message::UpgradeGivenUp { reason }).unwrap_or_default());
+        }
     }))?;
     let ready = Message::Ready {
         addr: server.local_addr(),
@@ -129,6 +154,24 @@ pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
     };
     say(&Message::stats_line(&stats, &gauges));
     Ok(())
+}
+
+/// A new worker's start in a live upgrade: the channel from the parent, then the listener
+/// and peers of the worker it replaces, as a single server takes over
+/// (`Server::take_over`). On any failure it exits (the old worker serves on and tells the
+/// parent why), having served nothing.
+fn take_over(config: &ServerConfig) -> Server {
+    let taken = crate::server::channel_from_parent()
+        .map_err(|why| GiveUp { why, status: 1 })
+        .and_then(|channel| Server::take_over(config, channel));
+    match taken {
+        Ok(server) => server,
+        Err(GiveUp { why, status }) => {
+            log::warn!("live upgrade: not taking over: {why}");
+            logging::flush();
+            std::process::exit(i32::from(status));
+        }
+    }
 }
 
 /// What the parent keeps of its workers' lines: their counts.
@@ -155,13 +198,25 @@ impl Watch for Keep {
     fn ended(&mut self, slot: usize, _: ExitStatus) {
         self.tally().retire(slot);
     }
+
+    fn given_up(&self, line: &str) -> Option<String> {
+        Message::given_up_in(line)
+    }
+
+    fn upgrade_failed_here(&mut self) {
+        self.tally().upgrade_failed_in_parent();
+    }
 }
 
 /// The parent: `workers` workers on `config`'s port, one summary at the end (`json` or text).
+/// SIGUSR2 replaces every worker, one at a time, by the binary now at `started_as`'s path
+/// (see `super::upgrade`); without it (the path could not be found at start) SIGUSR2 is
+/// answered with a line saying why.
 pub fn run_server_parent(
     workers: usize,
     json: bool,
     config: &ServerConfig,
+    started_as: Option<StartedAs>,
 ) -> Result<(), WorkersError> {
     super::check_count(workers, "server")?;
     refuse_if_served(config.addr)?;
@@ -183,7 +238,7 @@ pub fn run_server_parent(
         .collect();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut keep = Keep(tally.clone());
-    let mut supervisor = Supervisor::start(envs, true)?;
+    let mut supervisor = Supervisor::start_as(started_as, envs, true, true)?;
     supervisor.ask_every(ASK_EVERY);
     supervisor.wait_ready(&mut keep)?;
     // Stopped while starting: not ready, and never listening; the summary still comes.
@@ -281,6 +336,23 @@ mod tests {
         assert_eq!(ready, r#"{"ready":{"addr":"127.0.0.1:8000"}}"#);
         assert!(Message::report_in(&ready).is_none());
         assert!(Message::report_in("Listening on 127.0.0.1:8000").is_none());
+    }
+
+    /// A worker's word that an upgrade was given up is one line the parent reads back (with
+    /// its reason whole), and is taken neither for counts nor from any other line.
+    #[test]
+    fn an_upgrade_given_up_line_carries_its_reason() {
+        let reason = "the new binary refused: the listening address changed".to_string();
+        let line = serde_json::to_string(&Message::UpgradeGivenUp {
+            reason: reason.clone(),
+        })
+        .unwrap();
+        assert!(line.starts_with(r#"{"upgrade_given_up":"#), "{line}");
+        assert_eq!(Message::given_up_in(&line), Some(reason));
+        assert!(Message::report_in(&line).is_none());
+        let stats = Message::stats_line(&ServerStats::default(), &Gauges::default());
+        assert_eq!(Message::given_up_in(&stats), None);
+        assert_eq!(Message::given_up_in("upgrade_given_up"), None);
     }
 
     /// A port something listens on is refused before any worker starts; a free one is not.

@@ -3,14 +3,22 @@
 //! that dies when it should not (with a back-off), asking them for their counts, and handing
 //! every line they print and every end to the parent's [`Watch`].
 //!
-//! Owns the processes, their pipes, the reader threads and the signal thread. Knows nothing
-//! of what the lines mean (the parents' `server` and `client` modules).
+//! Each worker's stdin is one end of a Unix socket pair (the link): a byte on it asks for
+//! the counts, and a byte with a descriptor beside it (SCM_RIGHTS) carries a live upgrade's
+//! channel (see [`upgrade`]: SIGUSR2 replaces the workers one at a time).
+//!
+//! Owns the processes, their links, the reader threads and the signal thread. Knows nothing
+//! of what the lines mean (the parents' `server` and `client` modules, through [`Watch`]).
+
+mod upgrade;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -18,10 +26,14 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use signal_hook::consts::SIGUSR2;
+
 use super::{
     Ended, WorkersError, FIRST_BACKOFF, HEALTHY_RUN, MAX_BACKOFF, START_LIMIT, WORKER_ENV,
 };
 use crate::edge::stop::{signal_name, STOP_SIGNALS};
+use crate::server::parent::ASK;
+use crate::server::upgrade::StartedAs;
 
 /// What a parent does with its workers' messages.
 pub trait Watch {
@@ -29,6 +41,13 @@ pub trait Watch {
     fn line(&mut self, slot: usize, line: &str);
     /// Worker `slot` has ended with `status`, after its last line.
     fn ended(&mut self, slot: usize, status: ExitStatus);
+    /// The reason in `line` if it says that a live upgrade asked of the worker was given up.
+    fn given_up(&self, _line: &str) -> Option<String> {
+        None
+    }
+    /// A worker's live upgrade was given up by the parent, before the worker knew of it (so
+    /// that no worker counts it).
+    fn upgrade_failed_here(&mut self) {}
 }
 
 /// What the workers did, once all have ended.
@@ -59,14 +78,19 @@ enum Message {
 struct Slot {
     env: Vec<(OsString, OsString)>,
     child: Option<Child>,
-    /// A byte written asks for the worker's counts; its closing tells the worker that the
-    /// parent is gone.
-    stdin: Option<ChildStdin>,
+    /// The link, the worker's stdin: a byte written asks for the worker's counts; its closing
+    /// tells the worker that the parent is gone.
+    stdin: Option<UnixStream>,
+    /// The running worker's, in its lines; each process started in the slot has its own.
     generation: u32,
+    /// The last generation given out.
+    spawned: u32,
+    /// While a live upgrade replaces this slot's worker: the new one.
+    incoming: Option<upgrade::Incoming>,
     started: Instant,
     ready: bool,
     /// Asked for its counts and not answered yet: not asked again, so that a worker that
-    /// does not read (stopped) never fills the pipe and blocks the parent.
+    /// does not read (stopped) never fills the link and blocks the parent.
     asked: bool,
     backoff: Duration,
     restart_at: Option<Instant>,
@@ -75,6 +99,9 @@ struct Slot {
 /// The running workers. Start them with [`Supervisor::start`], wait for their first lines
 /// with [`Supervisor::wait_ready`], then [`Supervisor::run`] until all have ended.
 pub struct Supervisor {
+    /// What each worker runs: the path this process was started from (kept from the start,
+    /// so that after an operator's `mv` a worker started again, or by a live upgrade, runs
+    /// the new file), with this process's arguments.
     exe: PathBuf,
     args: Vec<OsString>,
     slots: Vec<Slot>,
@@ -88,6 +115,10 @@ pub struct Supervisor {
     signalled: Arc<AtomicBool>,
     ask_every: Option<Duration>,
     finished: Finished,
+    /// The stop signal passed on, for a worker that takes over meanwhile.
+    stopped_by: Option<i32>,
+    /// SIGUSR2 replaces the workers (the server's parent); `None` when it does not.
+    upgrades: Option<upgrade::Upgrades>,
 }
 
 impl Supervisor {
@@ -99,13 +130,32 @@ impl Supervisor {
         envs: Vec<Vec<(String, String)>>,
         restart: bool,
     ) -> Result<Supervisor, WorkersError> {
-        let exe = std::env::current_exe().map_err(|source| WorkersError::Spawn {
-            what: "worker processes (where is this executable?)".into(),
-            source,
-        })?;
+        Supervisor::start_as(None, envs, restart, false)
+    }
+
+    /// [`start`](Self::start), the workers running `started_as` (the path and arguments
+    /// this process was started with; this executable's when `None`), and with `upgrades`
+    /// SIGUSR2 replacing them live, one at a time (see [`upgrade`]).
+    pub fn start_as(
+        started_as: Option<StartedAs>,
+        envs: Vec<Vec<(String, String)>>,
+        restart: bool,
+        upgrades: bool,
+    ) -> Result<Supervisor, WorkersError> {
+        let known = started_as.is_some();
+        let StartedAs { exe, args } = match started_as {
+            Some(started_as) => started_as,
+            None => StartedAs {
+                exe: std::env::current_exe().map_err(|source| WorkersError::Spawn {
+                    what: "worker processes (where is this executable?)".into(),
+                    source,
+                })?,
+                args: std::env::args_os().skip(1).collect(),
+            },
+        };
         let (sender, messages) = channel();
         let signalled = Arc::new(AtomicBool::new(false));
-        forward_signals(sender.clone(), signalled.clone())?;
+        forward_signals(sender.clone(), signalled.clone(), upgrades)?;
         let slots: Vec<Slot> = envs
             .into_iter()
             .enumerate()
@@ -118,6 +168,8 @@ impl Supervisor {
                     child: None,
                     stdin: None,
                     generation: 0,
+                    spawned: 0,
+                    incoming: None,
                     started: Instant::now(),
                     ready: false,
                     asked: false,
@@ -128,7 +180,7 @@ impl Supervisor {
             .collect();
         let mut supervisor = Supervisor {
             exe,
-            args: std::env::args_os().skip(1).collect(),
+            args,
             finished: Finished {
                 asked: slots.len(),
                 ..Finished::default()
@@ -140,6 +192,8 @@ impl Supervisor {
             stopping: false,
             signalled,
             ask_every: None,
+            stopped_by: None,
+            upgrades: upgrades.then(|| upgrade::Upgrades::new(known)),
         };
         for slot in 0..supervisor.slots.len() {
             if supervisor.signalled.load(Ordering::SeqCst) {
@@ -209,6 +263,9 @@ impl Supervisor {
                     });
                 }
                 Message::Eof { .. } => {}
+                Message::Signal(signal) if signal == SIGUSR2 => {
+                    info!("received SIGUSR2 while the workers start: no live upgrade");
+                }
                 Message::Signal(signal) => self.stop(signal),
             }
         }
@@ -222,9 +279,14 @@ impl Supervisor {
         while self
             .slots
             .iter()
-            .any(|s| s.child.is_some() || s.restart_at.is_some())
+            .any(|s| s.child.is_some() || s.restart_at.is_some() || s.incoming.is_some())
+            || self
+                .upgrades
+                .as_ref()
+                .is_some_and(|u| !u.leaving.is_empty())
         {
             let now = Instant::now();
+            self.upgrade_deadlines(now, watch);
             for slot in 0..self.slots.len() {
                 if self.slots[slot].restart_at.is_some_and(|at| at <= now) {
                     self.slots[slot].restart_at = None;
@@ -242,7 +304,8 @@ impl Supervisor {
                 }
             }
             let next_restart = self.slots.iter().filter_map(|s| s.restart_at).min();
-            let message = match next_restart.into_iter().chain(next_ask).min() {
+            let next = [next_restart, next_ask, self.next_upgrade_deadline()];
+            let message = match next.into_iter().flatten().min() {
                 Some(at) => match self
                     .messages
                     .recv_timeout(at.saturating_duration_since(now))
@@ -257,27 +320,46 @@ impl Supervisor {
                 },
             };
             match message {
+                Message::Signal(signal) if signal == SIGUSR2 => self.begin_round(watch),
                 Message::Signal(signal) => self.stop(signal),
                 Message::Line {
                     slot,
                     generation,
                     line,
                 } => self.take_line(slot, generation, &line, watch),
-                Message::Eof { slot, generation } => {
-                    if self.slots[slot].generation == generation {
-                        self.ended(slot, watch);
-                    }
-                }
+                Message::Eof { slot, generation } => self.take_eof(slot, generation, watch),
             }
         }
         self.finished
     }
 
+    /// A worker's stdout closed: the running worker, the one taking over from it, or one
+    /// that handed its peers over.
+    fn take_eof(&mut self, slot: usize, generation: u32, watch: &mut dyn Watch) {
+        let current = &self.slots[slot];
+        if current.generation == generation && current.child.is_some() {
+            match current.incoming.is_some() {
+                true => self.old_ended_mid_upgrade(slot, watch),
+                false => self.ended(slot, watch),
+            }
+        } else {
+            self.other_ended(slot, generation, watch);
+        }
+    }
+
     fn take_line(&mut self, index: usize, generation: u32, line: &str, watch: &mut dyn Watch) {
         let slot = &mut self.slots[index];
         if slot.generation != generation {
+            self.other_line(index, generation, line, watch);
             return;
         }
+        if slot.incoming.is_some() {
+            if let Some(reason) = watch.given_up(line) {
+                self.old_gave_up(index, reason, watch);
+                return;
+            }
+        }
+        let slot = &mut self.slots[index];
         if !slot.ready && slot.generation > 1 {
             info!("worker {index} is running again");
         }
@@ -294,7 +376,7 @@ impl Supervisor {
             }
             if let Some(stdin) = &mut slot.stdin {
                 // A worker that has just ended (EPIPE) is seen ending on its stdout.
-                slot.asked = stdin.write_all(b"?").is_ok();
+                slot.asked = stdin.write_all(&[ASK]).is_ok();
             }
         }
     }
@@ -303,6 +385,12 @@ impl Supervisor {
     /// not have ended.
     fn ended(&mut self, slot: usize, watch: &mut dyn Watch) {
         let status = self.reap(slot);
+        self.after_end(slot, status, watch);
+    }
+
+    /// The worker in `slot` has ended with `status` and been reaped: tell `watch`, and start
+    /// it again if it should not have ended.
+    fn after_end(&mut self, slot: usize, status: ExitStatus, watch: &mut dyn Watch) {
         watch.ended(slot, status);
         if !status.success() {
             self.finished.failed += 1;
@@ -339,7 +427,7 @@ impl Supervisor {
         match slot.child.take().map(|mut child| child.wait()) {
             Some(Ok(status)) => status,
             // Already waited for, or cannot be: report it as a failure.
-            _ => ExitStatus::from_raw(1 << 8),
+            _ => failed_status(),
         }
     }
 
@@ -349,11 +437,18 @@ impl Supervisor {
             info!("received {}: stopping the workers", signal_name(signal));
         }
         self.stopping = true;
+        self.stopped_by.get_or_insert(signal);
+        // A worker taking over now gets the signal once it serves (see `upgrade`).
+        self.end_round();
         for slot in &mut self.slots {
             slot.restart_at = None;
             if let Some(child) = &slot.child {
                 send_signal(child, signal);
             }
+        }
+        // Old workers that handed over hold no peer, and are on their way out: hurried.
+        for (_, _, old) in self.upgrades.iter().flat_map(|u| &u.leaving) {
+            send_signal(old, signal);
         }
     }
 
@@ -368,31 +463,54 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, index: usize) -> Result<(), WorkersError> {
+        let (child, link, generation) =
+            self.launch(index, &[])
+                .map_err(|source| WorkersError::Spawn {
+                    what: format!("worker {index} ({})", self.exe.display()),
+                    source,
+                })?;
+        let slot = &mut self.slots[index];
+        slot.generation = generation;
+        slot.started = Instant::now();
+        slot.ready = false;
+        slot.asked = false;
+        slot.stdin = Some(link);
+        slot.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts a process for `index` with `extra` variables, its link as stdin and its stdout
+    /// read by a thread under a new generation: the process, the parent's end of the link,
+    /// and that generation.
+    fn launch(
+        &mut self,
+        index: usize,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<(Child, UnixStream, u32)> {
+        let (link, theirs) = UnixStream::pair()?;
         let slot = &mut self.slots[index];
         let mut child = Command::new(&self.exe)
             .args(&self.args)
             .envs(slot.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
             // Readiness is the parent's to report, once, for all.
             .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| WorkersError::Spawn {
-                what: format!("worker {index} ({})", self.exe.display()),
-                source,
-            })?;
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.started = Instant::now();
-        slot.ready = false;
-        slot.asked = false;
-        slot.stdin = child.stdin.take();
+            .spawn()?;
+        slot.spawned = slot.spawned.wrapping_add(1);
+        let generation = slot.spawned;
         if let Some(stdout) = child.stdout.take() {
-            read_lines(stdout, index, slot.generation, self.sender.clone());
+            read_lines(stdout, index, generation, self.sender.clone());
         }
-        slot.child = Some(child);
-        Ok(())
+        Ok((child, link, generation))
     }
+}
+
+/// The status of a worker whose end could not be learnt: a failure.
+fn failed_status() -> ExitStatus {
+    ExitStatus::from_raw(1 << 8)
 }
 
 /// A thread that passes each line of a worker's stdout to the parent, then its end.
@@ -418,18 +536,26 @@ fn read_lines(
     });
 }
 
-/// A thread that passes each stop signal this process receives to the parent's loop, and
-/// raises `signalled` at once for a start still under way.
-fn forward_signals(to: Sender<Message>, signalled: Arc<AtomicBool>) -> Result<(), WorkersError> {
-    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| {
-        WorkersError::Spawn {
+/// A thread that passes each stop signal this process receives (and SIGUSR2, with
+/// `upgrades`) to the parent's loop, and raises `signalled` at once for a start still under
+/// way (a stop signal only).
+fn forward_signals(
+    to: Sender<Message>,
+    signalled: Arc<AtomicBool>,
+    upgrades: bool,
+) -> Result<(), WorkersError> {
+    let upgrade = upgrades.then_some(SIGUSR2);
+    let caught = STOP_SIGNALS.into_iter().chain(upgrade);
+    let mut signals =
+        signal_hook::iterator::Signals::new(caught).map_err(|source| WorkersError::Spawn {
             what: "the signal handler".into(),
             source,
-        }
-    })?;
+        })?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
-            signalled.store(true, Ordering::SeqCst);
+            if signal != SIGUSR2 {
+                signalled.store(true, Ordering::SeqCst);
+            }
             if to.send(Message::Signal(signal)).is_err() {
                 return;
             }

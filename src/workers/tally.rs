@@ -25,6 +25,9 @@ pub struct Tally {
     /// Everything the workers that have ended counted.
     retired: ServerStats,
     retired_log_lines_dropped: u64,
+    /// Live upgrades of a worker the parent gave up itself (the new binary could not be
+    /// started, say), which no worker counted.
+    upgrades_failed_in_parent: u64,
 }
 
 impl Tally {
@@ -48,9 +51,15 @@ impl Tally {
         self.retired_log_lines_dropped += gauges.log_lines_dropped;
     }
 
+    /// A worker's live upgrade given up by the parent itself, before any worker knew of it.
+    pub fn upgrade_failed_in_parent(&mut self) {
+        self.upgrades_failed_in_parent += 1;
+    }
+
     /// Everything counted so far: the retired totals and every running worker's last report.
     pub fn merged(&self) -> Report {
         let mut stats = self.retired.clone();
+        stats.upgrades_failed += self.upgrades_failed_in_parent;
         let mut gauges = Gauges {
             buffered_bytes: 0,
             log_lines_dropped: self.retired_log_lines_dropped,
@@ -122,6 +131,21 @@ mod tests {
         let mut both = a.stats.clone();
         both.merge(&b.stats);
         assert_eq!(tally.merged().stats, both);
+    }
+
+    /// An upgrade the parent gave up itself is counted once, beside the workers' own counts,
+    /// and stays counted when workers come and go.
+    #[test]
+    fn upgrades_given_up_by_the_parent_add_to_the_workers_own() {
+        let mut tally = Tally::default();
+        let mut a = report(1, 0, 0);
+        a.stats.upgrades_failed = 2;
+        tally.report(0, a);
+        tally.upgrade_failed_in_parent();
+        assert_eq!(tally.merged().stats.upgrades_failed, 3);
+        tally.retire(0);
+        tally.report(0, report(0, 0, 0));
+        assert_eq!(tally.merged().stats.upgrades_failed, 3);
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
+pub(super) const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+pub(super) const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 /// Only a hang guard: every wait ends on the state it waits for.
-const GUARD: Duration = Duration::from_secs(60);
+pub(super) const GUARD: Duration = Duration::from_secs(60);
 
 /// Waits for `done`, at most [`GUARD`].
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < GUARD, "timed out waiting for {what}");
@@ -25,7 +25,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Lines a process printed, collected as they come.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
+pub(super) struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
     fn collect(stream: impl Read + Send + 'static) -> Lines {
@@ -39,16 +39,16 @@ impl Lines {
         lines
     }
 
-    fn all(&self) -> Vec<String> {
+    pub(super) fn all(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 
-    fn count(&self, start: &str) -> usize {
+    pub(super) fn count(&self, start: &str) -> usize {
         self.all().iter().filter(|l| l.starts_with(start)).count()
     }
 }
 
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         !stat
             .rsplit(')')
@@ -59,7 +59,7 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn kill(signal: &str, pid: u32) {
+pub(super) fn kill(signal: &str, pid: u32) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
@@ -68,18 +68,18 @@ fn kill(signal: &str, pid: u32) {
 }
 
 /// The server run from a copy in a temporary directory, followed across its upgrades.
-struct Upgradable {
-    dir: tempfile::TempDir,
-    first: Child,
+pub(super) struct Upgradable {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) first: Child,
     /// The process serving now (the first, or the one the last upgrade started).
-    pid: u32,
-    port: u16,
-    stdout: Lines,
-    stderr: Lines,
+    pub(super) pid: u32,
+    pub(super) port: u16,
+    pub(super) stdout: Lines,
+    pub(super) stderr: Lines,
 }
 
 impl Upgradable {
-    fn start(args: &[&str]) -> Upgradable {
+    pub(super) fn start(args: &[&str]) -> Upgradable {
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("server");
         std::fs::copy(SERVER, &exe).unwrap();
@@ -111,11 +111,11 @@ impl Upgradable {
         }
     }
 
-    fn exe(&self) -> PathBuf {
+    pub(super) fn exe(&self) -> PathBuf {
         self.dir.path().join("server")
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
@@ -150,7 +150,7 @@ impl Upgradable {
     }
 
     /// SIGTERM to the serving process; waits for it to end and returns what it printed last.
-    fn stop(self) -> String {
+    pub(super) fn stop(self) -> String {
         kill("-TERM", self.pid);
         eventually("the last process to exit", || !alive(self.pid));
         eventually("its summary", || {
@@ -175,7 +175,7 @@ impl Drop for Upgradable {
 }
 
 /// The process whose command line starts with `exe`, if one runs.
-fn running_from(exe: &Path) -> Option<u32> {
+pub(super) fn running_from(exe: &Path) -> Option<u32> {
     let want = exe.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")
         .ok()?
@@ -189,7 +189,7 @@ fn running_from(exe: &Path) -> Option<u32> {
 }
 
 /// Sockets process `pid` holds (its peers, its listener, its signal pipe).
-fn sockets(pid: u32) -> usize {
+pub(super) fn sockets(pid: u32) -> usize {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return 0;
     };
@@ -200,13 +200,13 @@ fn sockets(pid: u32) -> usize {
         .count()
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub(super) fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(GUARD)).unwrap();
     stream
 }
 
-fn read_line(stream: &mut impl Read) -> String {
+pub(super) fn read_line(stream: &mut impl Read) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while stream.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
@@ -330,27 +330,6 @@ fn unsent_output_to_a_slow_reader_crosses_the_upgrade() {
     }
     writing.join().unwrap();
     drop(server.stop());
-}
-
-/// `--workers`: SIGUSR2 to the parent is refused in one line; it used to end the parent
-/// (and every worker with it) without a word to any peer.
-#[test]
-fn with_workers_sigusr2_is_refused_and_the_server_serves_on() {
-    let mut server = Upgradable::start(&["--workers", "2"]);
-    let mut peer = connect(server.addr());
-    peer.write_all(b"before\n").unwrap();
-    assert_eq!(read_line(&mut peer), "Echoing...before");
-    kill("-USR2", server.pid);
-    let log = server.stderr.clone();
-    let refused = "received SIGUSR2: live upgrade with --workers is not built yet; ignored";
-    eventually("the refusal", || {
-        log.all().iter().any(|l| l.contains(refused))
-    });
-    peer.write_all(b"after\n").unwrap();
-    assert_eq!(read_line(&mut peer), "Echoing...after");
-    kill("-TERM", server.pid);
-    assert!(server.first.wait().unwrap().success());
-    assert_eq!(read_line(&mut peer), "End Connection");
 }
 
 /// The event log of both processes (one file) says `handed_over` and then `taken_over`, with
