@@ -129,6 +129,11 @@ pub struct ServerArgs {
     /// subject is logged. Refused peers are counted by reason
     #[arg(long, value_name = "PATH")]
     pub tls_client_ca: Option<PathBuf>,
+    /// After a live upgrade (SIGUSR2) with --tls-cert, the old process serves its TLS peers
+    /// (a TLS session cannot move) until they leave or this long has passed, then tells the
+    /// rest End Connection spread over --drain (without it, 1 ms per peer) and exits
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "60s")]
+    pub tls_upgrade_keep: Duration,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -188,6 +193,7 @@ impl ServerArgs {
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
             drain: self.drain,
+            tls_upgrade_keep: self.tls_upgrade_keep,
             jitter_percent: self.jitter,
             jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
             metrics: self.metrics,
