@@ -143,7 +143,7 @@ SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connecti
 summary is printed (one JSON line with --json), exit 0. SIGUSR1 reopens --log-file and
 --events (log rotation). SIGUSR2: live upgrade, the binary now at the path the server was
 started from takes over the listening socket and every peer (no peer notices; on any failure
-this process serves on; not with --workers yet). SIGALRM is ignored. Under systemd
+this process serves on; not with --workers yet; TLS peers stay, see --tls-upgrade-keep). SIGALRM is ignored. Under systemd
 (NOTIFY_SOCKET set) it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
