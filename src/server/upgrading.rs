@@ -5,9 +5,10 @@
 //! server: [`Server::take_over`] builds the loop around the sockets and state handed over,
 //! batch by batch as they come.
 //!
-//! With `--tls-cert`, TLS peers stay with the old process: rustls cannot take a session into
-//! another process (only its secret extraction could, and hand-made record crypto is ruled
-//! out), and the socket alone would be read there as plain lines. So the new process takes
+//! With `--tls-cert`, TLS peers stay with the old process: rustls can hand a session's
+//! secrets out (for kernel TLS) but cannot build a session from them in another process,
+//! record crypto by hand is ruled out, and the socket alone would be read there as plain
+//! lines. So the new process takes
 //! the listening sockets and every plain peer (there are some only after an upgrade that
 //! turned TLS on); the old one, listening no more, serves its TLS peers, and those still in
 //! their PROXY header or TLS handshake, as before until they leave or `--tls-upgrade-keep`

@@ -392,3 +392,46 @@ fn plain_peers_move_and_tls_peers_stay_when_an_upgrade_turned_tls_on() {
     kill("-TERM", third);
     eventually("every process to exit", || !alive(new) && !alive(third));
 }
+
+/// With `--proxy-protocol`, a peer still owing its PROXY header at the upgrade was accepted
+/// by the old process and stays there: the old process, with no TLS peer yet, waits for it
+/// instead of exiting, then serves it (header, handshake, echo) until it is stopped.
+#[test]
+fn a_peer_still_in_its_proxy_header_stays_with_the_old_process_and_is_served_there() {
+    let pki = Pki::new();
+    let mut args = tls_args(&pki);
+    args.extend([
+        "--proxy-protocol".into(),
+        "--tls-upgrade-keep".into(),
+        "10m".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = Servers::start(&args);
+    let old = servers.first.id();
+    // Accepted now, silent until after the upgrade (within the header's 5 s: the upgrade
+    // itself must be done within its own 5 s).
+    let mut stream = TcpStream::connect(servers.addr()).unwrap();
+    let new = servers.upgrade(
+        old,
+        "keeping 0 TLS peers (and 1 in their handshake or PROXY header)",
+    );
+    stream
+        .write_all(&heartbeat::cores::proxy::encode(
+            &heartbeat::cores::proxy::Header::Proxied {
+                source: "198.51.100.7:4000".parse().unwrap(),
+                destination: "203.0.113.1:8000".parse().unwrap(),
+            },
+        ))
+        .unwrap();
+    let mut late = TlsPeer::over(stream, pki.client(None));
+    echoed(&mut late, "behind a balancer");
+    assert_eq!(serving(&late, servers.port, &[old, new]), Some(old));
+    kill("-TERM", old);
+    ended_cleanly(&mut late);
+    let status = servers.first.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        servers.log_has("(1 accepted from handshakes under way): 0 left, 1 told End Connection")
+    );
+    kill("-TERM", new);
+}
