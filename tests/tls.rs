@@ -2,7 +2,8 @@
 //! and in-process rustls clients, certificates made here by `rcgen`. Plain bytes to a TLS
 //! port are refused and the next TLS peer served; mutual TLS refuses no certificate and
 //! another CA's, serves ours; heartbeats, End Connection and stop carry close_notify; the
-//! PROXY header comes before TLS; bad files are one line, exit 2.
+//! PROXY header comes before TLS; bad files are one line, exit 2. `tls/upgrade.rs`: a live
+//! upgrade, whose old process keeps its TLS peers.
 
 mod common;
 #[path = "tls/upgrade.rs"]

@@ -114,9 +114,14 @@ struct Servers {
 
 impl Servers {
     fn start(args: &[&str]) -> Servers {
+        Servers::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Servers {
         let mut first = Command::new(SERVER)
             .args(["--port", "0", "--no-prompt", "--log-level", "info"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -434,4 +439,44 @@ fn a_peer_still_in_its_proxy_header_stays_with_the_old_process_and_is_served_the
         servers.log_has("(1 accepted from handshakes under way): 0 left, 1 told End Connection")
     );
     kill("-TERM", new);
+}
+
+/// Under systemd (`NOTIFY_SOCKET`): the new process says `MAINPID=` itself and `READY=1`;
+/// the old one, stopped by SIGTERM while it keeps a TLS peer, says nothing more (no
+/// `STOPPING=1`: the service goes on in the new process), which says it when it stops.
+#[test]
+fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let next = || {
+        let mut buf = [0; 1024];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut args = tls_args(&pki);
+    args.extend(["--tls-upgrade-keep".into(), "10m".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap())];
+    let mut servers = Servers::start_with_env(&args, &env);
+    assert!(next().starts_with("READY=1\n"));
+    let old = servers.first.id();
+    let mut kept = TlsPeer::connect(servers.addr(), pki.client(None));
+    echoed(&mut kept, "before");
+    let new = servers.upgrade(old, "keeping 1 TLS peers");
+    assert!(next().starts_with(&format!("MAINPID={new}\nREADY=1\n")));
+    kill("-TERM", old);
+    ended_cleanly(&mut kept);
+    assert!(servers.first.wait().unwrap().success());
+    notify.set_nonblocking(true).unwrap();
+    let mut buf = [0; 1024];
+    let more = notify
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(more.is_err(), "the old process said {more:?}");
+    notify.set_nonblocking(false).unwrap();
+    kill("-TERM", new);
+    assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
 }
