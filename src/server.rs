@@ -191,7 +191,8 @@ impl Server {
         self.run_to_end().map(|(stats, _)| stats)
     }
 
-    /// [`run`](Self::run), and whether the peers were handed over to a new process.
+    /// [`run`](Self::run), and whether the peers were handed over to a new process (TLS
+    /// peers kept until they had gone, with `--tls-cert`).
     pub fn run_to_end(mut self) -> Result<(ServerStats, bool), SetupError> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -231,7 +232,8 @@ impl Server {
                 report::PEER_LINES_PER_SECOND
             );
         }
-        let handed_over = self.upgrade.handed_over;
+        self.report_kept();
+        let handed_over = self.upgrade.handed_over || self.is_keeping();
         Ok((self.core.into_stats(), handed_over))
     }
 
@@ -257,7 +259,7 @@ impl Server {
                 _ => self.on_socket_event(event, now),
             }
         }
-        if self.stop.is_requested() && !self.core.is_stopping() {
+        if self.stop.is_requested() && !self.core.is_stop_asked() {
             self.begin_stop(now);
         }
         let stamp = self.fire_timers(now);

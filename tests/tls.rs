@@ -2,9 +2,12 @@
 //! and in-process rustls clients, certificates made here by `rcgen`. Plain bytes to a TLS
 //! port are refused and the next TLS peer served; mutual TLS refuses no certificate and
 //! another CA's, serves ours; heartbeats, End Connection and stop carry close_notify; the
-//! PROXY header comes before TLS; bad files are one line, exit 2.
+//! PROXY header comes before TLS; bad files are one line, exit 2. `tls/upgrade.rs`: a live
+//! upgrade, whose old process keeps its TLS peers.
 
 mod common;
+#[path = "tls/upgrade.rs"]
+mod upgrade;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -621,33 +624,4 @@ fn the_load_client_names_a_close_during_the_handshake() {
     let reasons = failed["tls_failed_by_reason"].to_string();
     assert!(reasons.contains("closed during the handshake"), "{failed}");
     assert_eq!(failed["errors"], 0, "{failed}");
-}
-
-/// A live upgrade (SIGUSR2) with `--tls-cert` is refused in one line and the TLS peer is
-/// served on by the same process: TLS sessions do not move to a new process, and the new
-/// one would have read the peer's ciphertext as lines.
-#[test]
-fn with_tls_sigusr2_is_refused_and_the_tls_peer_is_served_on() {
-    let pki = Pki::new();
-    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
-    let server = ServerProcess::start_logged(&[
-        "--tls-cert",
-        &path("server.pem"),
-        "--tls-key",
-        &path("server.key"),
-    ]);
-    let mut peer = TlsPeer::connect(server.addr(), pki.client(None));
-    peer.send(b"before\n").unwrap();
-    assert_eq!(peer.line().unwrap().as_deref(), Some("Echoing...before"));
-    let pid = server.child.id().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-USR2", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let log = server.log.as_ref().unwrap();
-    let refused = "received SIGUSR2: live upgrade with --tls-cert is not built yet; ignored";
-    assert!(log.wait_for(refused, HANG_GUARD), "{:?}", log.snapshot());
-    peer.send(b"after\n").unwrap();
-    assert_eq!(peer.line().unwrap().as_deref(), Some("Echoing...after"));
 }

@@ -129,6 +129,11 @@ pub struct ServerArgs {
     /// subject is logged. Refused peers are counted by reason
     #[arg(long, value_name = "PATH")]
     pub tls_client_ca: Option<PathBuf>,
+    /// After a live upgrade (SIGUSR2) with --tls-cert, the old process serves its TLS peers
+    /// (a TLS session cannot move) until they leave or this long has passed, then tells the
+    /// rest End Connection spread over --drain (without it, 1 ms per peer) and exits
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "60s")]
+    pub tls_upgrade_keep: Duration,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -138,7 +143,7 @@ SIGINT, SIGTERM or SIGHUP (a closing terminal): every peer is told `End Connecti
 summary is printed (one JSON line with --json), exit 0. SIGUSR1 reopens --log-file and
 --events (log rotation). SIGUSR2: live upgrade, the binary now at the path the server was
 started from takes over the listening socket and every peer (no peer notices; on any failure
-this process serves on; not with --workers yet). SIGALRM is ignored. Under systemd
+this process serves on; not with --workers yet; TLS peers stay, see --tls-upgrade-keep). SIGALRM is ignored. Under systemd
 (NOTIFY_SOCKET set) it reports READY=1 once listening and STOPPING=1 when stopping.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad configuration.";
 
@@ -188,6 +193,7 @@ impl ServerArgs {
             allow: self.allow.clone().unwrap_or_default(),
             backlog: self.backlog,
             drain: self.drain,
+            tls_upgrade_keep: self.tls_upgrade_keep,
             jitter_percent: self.jitter,
             jitter_seed: self.seed.unwrap_or_else(seed_from_clock),
             metrics: self.metrics,

@@ -177,6 +177,12 @@ impl Collector for Moment {
             "Peers handed from one process to the next in live upgrades.",
             s.handed_over,
         )?;
+        counter(
+            e,
+            "heartbeat_upgrade_tls_peers_kept",
+            "TLS peers kept by the old process in live upgrades (a TLS session cannot move).",
+            s.tls_kept,
+        )?;
         gauge(
             e,
             "heartbeat_upgrade_pause_microseconds",

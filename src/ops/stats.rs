@@ -86,6 +86,9 @@ pub struct ServerStats {
     pub upgrades_failed: u64,
     /// Peers handed from one process to the next in those upgrades.
     pub handed_over: u64,
+    /// TLS peers kept by the old process in those upgrades (a TLS session cannot move): it
+    /// serves them until they leave or `--tls-upgrade-keep` has passed.
+    pub tls_kept: u64,
     /// The last upgrade's pause, from the old loop's last turn to the new one's first (µs).
     pub upgrade_pause_us: u64,
 }
@@ -320,6 +323,7 @@ impl ServerStats {
             upgrades,
             upgrades_failed,
             handed_over,
+            tls_kept,
             upgrade_pause_us,
         } = other;
         for (sum, add) in [
@@ -348,6 +352,7 @@ impl ServerStats {
             (&mut self.upgrades, upgrades),
             (&mut self.upgrades_failed, upgrades_failed),
             (&mut self.handed_over, handed_over),
+            (&mut self.tls_kept, tls_kept),
         ] {
             *sum += *add;
         }
@@ -380,10 +385,14 @@ impl ServerStats {
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
         ];
-        let when_any: [(&str, u64); 15] = [
+        let when_any: [(&str, u64); 16] = [
             ("live upgrades (SIGUSR2)", self.upgrades),
             ("live upgrades given up (served on)", self.upgrades_failed),
             ("peers handed over in live upgrades", self.handed_over),
+            (
+                "TLS peers kept by the old process in live upgrades",
+                self.tls_kept,
+            ),
             ("last live upgrade's pause (us)", self.upgrade_pause_us),
             ("closed on error", self.closed_on_error),
             ("closed over --max-buffered", self.closed_over_budget),
@@ -511,6 +520,7 @@ mod tests {
             upgrades: 1022,
             upgrades_failed: 1023,
             handed_over: 1024,
+            tls_kept: 1026 + TlsRefusal::ALL.len() as u64,
             upgrade_pause_us: 1025,
         };
         let text = s.summary();
@@ -518,7 +528,7 @@ mod tests {
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1025 + TlsRefusal::ALL.len() as u64 {
+        for v in 1001..=1026 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

@@ -85,6 +85,7 @@ use crate::edge::turn::READ_BUFFER;
 use crate::ops::stats::ServerStats;
 
 use self::ending::Drain;
+pub use self::handover::KEPT_SPREAD_PER_PEER;
 pub use self::sessions::Session;
 use self::sessions::Sessions;
 pub use self::types::{Action, Admission, Event, Reason, Refusal, Settings, Timer};
@@ -194,6 +195,9 @@ pub struct ServerCore {
     accept_paused_until: Option<Instant>,
     /// `Some` once stopping.
     drain: Option<Drain>,
+    /// After a live upgrade that left peers here (TLS sessions do not move): until when
+    /// they are served before a drain ends them (see `handover`).
+    kept: Option<Instant>,
     /// Open records whose peer has closed its side: they hold no place (`--max-connections`).
     peers_gone: usize,
     wakeup: Wakeup,
@@ -222,6 +226,7 @@ impl ServerCore {
             segments: output::Segments::with_capacity(TIMERS_PER_BATCH),
             accept_paused_until: None,
             drain: None,
+            kept: None,
             peers_gone: 0,
             wakeup: Wakeup {
                 woke: now,
@@ -278,7 +283,7 @@ impl ServerCore {
 
     /// Whether the loop should accept peers now.
     pub fn is_accepting(&self) -> bool {
-        self.drain.is_none() && self.accept_paused_until.is_none()
+        self.drain.is_none() && self.kept.is_none() && self.accept_paused_until.is_none()
     }
 
     /// How many bytes to read for `key` at most; 0 while its reading is paused. Sized so
@@ -458,16 +463,20 @@ impl ServerCore {
     /// [`handle_timeout`](Self::handle_timeout) batches), giving each [`STOP_LINGER`] to take
     /// it; peers not told yet are served as usual meanwhile. A second call ends the drain:
     /// everyone left is told at once. [`is_done`](Self::is_done) once every peer is closed.
+    /// After a live upgrade that kept peers here, the first call stops as above, whether the
+    /// kept peers' deadline has come or not (its drain gives way to this one).
     pub fn handle_stop(&mut self, now: Instant) {
         match &mut self.drain {
-            Some(drain) => drain.span = Duration::ZERO,
-            None => {
+            Some(drain) if !drain.after_upgrade => drain.span = Duration::ZERO,
+            _ => {
+                self.kept = None;
                 self.drain = Some(Drain {
                     start: now,
                     span: self.settings.drain,
                     total: self.conns.len(),
                     told: 0,
                     next_key: 0,
+                    after_upgrade: false,
                 })
             }
         }
@@ -475,13 +484,24 @@ impl ServerCore {
         self.tell_due(now, now, &mut left);
     }
 
+    /// Telling peers `End Connection` (a stop, or the end of the peers kept after a live
+    /// upgrade): no one is admitted any more.
     pub fn is_stopping(&self) -> bool {
         self.drain.is_some()
     }
 
-    /// Stopped and every peer closed: the loop can return.
+    /// A stop was asked for ([`handle_stop`](Self::handle_stop)): the next one ends its
+    /// drain.
+    pub fn is_stop_asked(&self) -> bool {
+        self.drain.is_some_and(|drain| !drain.after_upgrade)
+    }
+
+    /// Stopped and every peer closed, or after a live upgrade every peer kept here gone and
+    /// none still in its PROXY header or TLS handshake: the loop can return.
     pub fn is_done(&self) -> bool {
-        self.drain.is_some() && self.conns.is_empty()
+        let arriving = self.waiting(Stage::ProxyHeader) + self.waiting(Stage::TlsHandshake);
+        let kept_all_gone = self.kept.is_some() && arriving == 0;
+        self.conns.is_empty() && (self.drain.is_some() || kept_all_gone)
     }
 
     /// The next thing to do, or `None` when there is nothing until the next input. Only

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// On SIGTERM, spread the `End Connection`s over this long; zero: all at once.
     pub drain: Duration,
+    /// After a live upgrade, how long the old process keeps serving its TLS peers (which
+    /// cannot move) before it ends them (`--tls-upgrade-keep`).
+    pub tls_upgrade_keep: Duration,
     /// Delay each peer's first heartbeat after silence by up to this percent of `interval`.
     pub jitter_percent: u8,
     pub jitter_seed: u64,
@@ -56,6 +59,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Large enough for a burst of a thousand connects between two loop turns; the kernel caps
 /// it at `net.core.somaxconn`.
 pub const DEFAULT_BACKLOG: i32 = 4096;
+/// A minute: long enough for peers that come and go on their own (a device that reconnects,
+/// a short session) to leave and come back to the new process without being told to;
+/// short enough that the old binary, and the certificate an upgrade may have replaced,
+/// do not serve on for long.
+pub const DEFAULT_TLS_UPGRADE_KEEP: Duration = Duration::from_secs(60);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -70,6 +78,7 @@ impl Default for ServerConfig {
             allow: AllowList::default(),
             backlog: DEFAULT_BACKLOG,
             drain: Duration::ZERO,
+            tls_upgrade_keep: DEFAULT_TLS_UPGRADE_KEEP,
             jitter_percent: 0,
             jitter_seed: 0,
             metrics: None,

@@ -27,7 +27,9 @@ impl Server {
             return;
         };
         let name = crate::edge::stop::signal_name(signal);
-        if !self.core.is_stopping() {
+        // The drain that ends TLS peers kept after a live upgrade is no stop: a first
+        // signal then stops as ever.
+        if !self.core.is_stop_asked() {
             info!("received {name}: stopping");
             return;
         }

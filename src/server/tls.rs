@@ -96,6 +96,12 @@ impl Tls {
     fn peer(&mut self, key: usize) -> Option<&mut Peer> {
         self.peers.get_mut(key).and_then(Option::as_mut)
     }
+
+    /// Whether the admitted peer `key` speaks TLS (one handed over plain by a process
+    /// without `--tls-cert` does not).
+    pub(super) fn has_session(&self, key: usize) -> bool {
+        self.peers.get(key).is_some_and(Option::is_some)
+    }
 }
 
 /// Whether `token` is a handshaking peer's (ask after the loop's fixed tokens and
@@ -323,9 +329,7 @@ impl Server {
 
     /// Whether `key` speaks TLS.
     pub(super) fn is_tls(&self, key: usize) -> bool {
-        self.tls
-            .as_ref()
-            .is_some_and(|t| t.peers.get(key).is_some_and(Option::is_some))
+        self.tls.as_ref().is_some_and(|t| t.has_session(key))
     }
 
     /// Hook (`read_peer`): `n` bytes of ciphertext were read into the read buffer for the

@@ -5,20 +5,32 @@
 //! server: [`Server::take_over`] builds the loop around the sockets and state handed over,
 //! batch by batch as they come.
 //!
+//! With `--tls-cert`, TLS peers stay with the old process: rustls can hand a session's
+//! secrets out (for kernel TLS) but cannot build a session from them in another process,
+//! record crypto by hand is ruled out, and the socket alone would be read there as plain
+//! lines. So the new process takes
+//! the listening sockets and every plain peer (there are some only after an upgrade that
+//! turned TLS on); the old one, listening no more, serves its TLS peers, and those still in
+//! their PROXY header or TLS handshake, as before until they leave or `--tls-upgrade-keep`
+//! has passed, then ends the rest as a drain does (`core::handover`), logs how they ended,
+//! and exits with its summary. Each peer is served by exactly one process.
+//!
 //! Owns the upgrade's place in the loop (its token, its deadline beside the core's, the
-//! pause's measure). Does not own the protocol (`cores::upgrade`), the channel
-//! (`edge::handover`) nor a peer's state (`core::handover`).
+//! pause's measure, the peers kept). Does not own the protocol (`cores::upgrade`), the
+//! channel (`edge::handover`) nor a peer's state (`core::handover`).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
+use super::core::{Stage, KEPT_SPREAD_PER_PEER};
 use super::takeover::{self, GiveUp, Taken};
 use super::upgrade::{StartedAs, Step, Upgrader};
 use super::{Server, ServerConfig, Socket};
+use crate::cores::vocab::format_duration;
 use crate::edge::handover::Channel;
 use crate::edge::net::{describe, SetupError};
 use crate::edge::turn::token;
@@ -41,6 +53,14 @@ pub(super) struct Upgrading {
     pause_began: Option<(Instant, u64)>,
     /// In a `--workers` worker: its parent asked for the upgrade (see `parent`).
     pub(super) asked_by_parent: bool,
+    /// With `--tls-cert`: how long TLS peers are kept after the listener went
+    /// (`--tls-upgrade-keep`).
+    keep: Duration,
+    /// `--drain`, for the log line that says how the kept peers will be ended.
+    drain: Duration,
+    /// After a live upgrade that kept TLS peers here: the counters then, to tell at exit how
+    /// the kept peers ended.
+    kept: Option<Box<ServerStats>>,
 }
 
 impl Upgrading {
@@ -60,12 +80,21 @@ impl Server {
     pub fn enable_upgrade(&mut self, started_as: StartedAs, config: &ServerConfig) {
         self.stop.take_upgrades();
         self.upgrade.upgrader = Some(Upgrader::new(started_as, config.fixed_for_upgrade()));
+        self.upgrade.keep = config.tls_upgrade_keep;
+        self.upgrade.drain = config.drain;
+    }
+
+    /// Whether this process handed its listener over and serves only the TLS peers it kept.
+    pub(super) fn is_keeping(&self) -> bool {
+        self.upgrade.kept.is_some()
     }
 
     /// In a `--workers` worker: its parent asks for live upgrades (a channel to the new
     /// worker it started comes with each ask); SIGUSR2 to the worker itself stays ignored.
     pub fn enable_upgrade_by_parent(&mut self, config: &ServerConfig) {
         self.upgrade.upgrader = Some(Upgrader::for_worker(config.fixed_for_upgrade()));
+        self.upgrade.keep = config.tls_upgrade_keep;
+        self.upgrade.drain = config.drain;
     }
 
     /// At the start of the new process's first turn, woken at `now`: the pause is over.
@@ -117,11 +146,11 @@ impl Server {
             info!("received SIGUSR2 while stopping: no live upgrade");
             return;
         }
-        // Hook (tls): a TLS session does not move to another process (that would need
-        // rustls' secret extraction, not used here), and its socket without it would be read
-        // as plain lines there. TLS peers stay: this process serves on.
-        if self.tls.is_some() {
-            warn!("received SIGUSR2: live upgrade with --tls-cert is not built yet; ignored");
+        if self.is_keeping() {
+            info!(
+                "received SIGUSR2: this process has handed its listening socket over and \
+                 serves only the TLS peers it kept; ignored (signal the new process)"
+            );
             return;
         }
         let open = self.core.open();
@@ -154,13 +183,18 @@ impl Server {
                 self.upgrade_step(step, now);
             }
             Step::Exit { peers } => {
-                self.upgrade.handed_over = true;
                 let stats = self.core.stats_mut();
                 stats.upgrades += 1;
                 stats.handed_over += peers;
-                info!("live upgrade: {peers} peers handed over to the new process; exiting");
                 if let Some(events) = &mut self.events {
                     events.record_upgrade(now, peers, None);
+                }
+                // Hook (tls): TLS peers stay (see the module notes).
+                if self.tls.is_some() {
+                    self.keep_tls_peers(now, peers);
+                } else {
+                    self.upgrade.handed_over = true;
+                    info!("live upgrade: {peers} peers handed over to the new process; exiting");
                 }
             }
             Step::RolledBack { reason } => {
@@ -171,8 +205,78 @@ impl Server {
         }
     }
 
+    /// The new process has the listeners and every plain peer (`handed` of them), at `now`:
+    /// this one forgets those, listens no more, and serves the TLS peers it keeps until they
+    /// leave or `--tls-upgrade-keep` has passed (the core's `handle_upgraded`); with none to
+    /// keep, it exits at once as without TLS.
+    fn keep_tls_peers(&mut self, now: Instant, handed: u64) {
+        let moved: Vec<usize> = self.core.keys().filter(|key| !self.is_tls(*key)).collect();
+        for key in moved {
+            self.core.forget_peer(now, key);
+        }
+        self.carry_out(now);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // The metrics listener went too; scrapes under way here are closed.
+        self.scrapers = None;
+        // Which also closes the channel: the upgrade is over for this process, and the new
+        // one is the service's main process (it said MAINPID=); none of its notifications
+        // (STOPPING=1) may come from here.
+        self.upgrade.upgrader = None;
+        crate::ops::notify::handed_over();
+        let kept = self.core.open();
+        let arriving =
+            self.core.waiting(Stage::ProxyHeader) + self.core.waiting(Stage::TlsHandshake);
+        self.core.stats_mut().tls_kept += kept as u64;
+        self.core.handle_upgraded(now, self.upgrade.keep);
+        if kept + arriving == 0 {
+            self.upgrade.handed_over = true;
+            info!("live upgrade: {handed} peers handed over to the new process; no TLS peer to keep; exiting");
+            return;
+        }
+        let keep = format_duration(self.upgrade.keep);
+        let spread = match self.upgrade.drain {
+            drain if drain.is_zero() => {
+                format!("{} per peer", format_duration(KEPT_SPREAD_PER_PEER))
+            }
+            drain => format!("{} (--drain)", format_duration(drain)),
+        };
+        info!(
+            "live upgrade: {handed} peers handed over to the new process; keeping {kept} TLS \
+             peers (and {arriving} in their handshake or PROXY header) here, as a TLS session \
+             cannot move: served until they leave, or for {keep} (--tls-upgrade-keep), then \
+             told End Connection spread over {spread}; accepting no one"
+        );
+        self.upgrade.kept = Some(Box::new(self.core.stats().clone()));
+    }
+
+    /// At exit, after a live upgrade that kept TLS peers here: how they ended.
+    pub(super) fn report_kept(&self) {
+        let (Some(then), now) = (&self.upgrade.kept, self.core.stats()) else {
+            return;
+        };
+        let since = |now: u64, then: u64| now.saturating_sub(then);
+        info!(
+            "live upgrade: the peers kept here have all gone ({} accepted from handshakes \
+             under way): {} left, {} told End Connection (time up, or stopped), {} closed as \
+             dead, {} on error, {} in other ways; exiting",
+            since(now.accepted, then.accepted),
+            since(now.closed_by_peer, then.closed_by_peer),
+            since(now.closed_at_shutdown, then.closed_at_shutdown),
+            since(now.closed_dead, then.closed_dead),
+            since(now.closed_on_error, then.closed_on_error),
+            since(
+                now.closed_over_budget + now.closed_probe,
+                then.closed_over_budget + then.closed_probe
+            ),
+        );
+    }
+
     /// The loop has stopped at `now` (it turns no more until this returns): every listener
-    /// and peer goes to the new process, with the counters so far.
+    /// and every plain peer goes to the new process, with the counters so far. TLS peers
+    /// stay (see the module notes): they are not counted open in what the new one carries
+    /// on.
     fn hand_over(&mut self, now: Instant) -> Step {
         let Server {
             listener,
@@ -182,8 +286,11 @@ impl Server {
             sockets,
             handshakes,
             upgrade,
+            tls,
             ..
         } = self;
+        let tls = tls.as_ref();
+        let moves = |key: usize| !tls.is_some_and(|tls| tls.has_session(key));
         let Some(upgrader) = &mut upgrade.upgrader else {
             return Step::Continue;
         };
@@ -194,14 +301,21 @@ impl Server {
         if let Some(scrapers) = scrapers.as_ref() {
             listeners.push((scrapers.local_addr(), scrapers.listener().as_fd()));
         }
-        let peers = core.keys().filter_map(|key| {
-            let socket = sockets.get(key)?.as_ref()?;
+        let socket = |key: usize| sockets.get(key).and_then(Option::as_ref);
+        let moving = core
+            .keys()
+            .filter(|key| moves(*key) && socket(*key).is_some());
+        let (moving, kept) = (moving.count() as u64, core.open() as u64);
+        let peers = core.keys().filter(|key| moves(*key)).filter_map(|key| {
+            let socket = socket(key)?;
             let mut state = core.export_peer(now, key)?;
             state.real_addr = handshakes.real_addr(key, socket.generation);
             Some((state, socket.stream.as_fd()))
         });
-        let stats = core.stats().to_exact_json();
-        upgrader.hand_over(&listeners, peers, stats, now)
+        let mut stats = core.stats().clone();
+        stats.open = moving;
+        stats.tls_kept += kept.saturating_sub(moving);
+        upgrader.hand_over(&listeners, peers, stats.to_exact_json(), now)
     }
 
     /// The new process's start: takes over from the running server on `channel` (see

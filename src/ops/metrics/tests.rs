@@ -106,6 +106,9 @@ heartbeat_upgrades_total{{result=\"failed\"}} 0
 # HELP heartbeat_upgrade_peers_handed_over Peers handed from one process to the next in live upgrades.
 # TYPE heartbeat_upgrade_peers_handed_over counter
 heartbeat_upgrade_peers_handed_over_total 0
+# HELP heartbeat_upgrade_tls_peers_kept TLS peers kept by the old process in live upgrades (a TLS session cannot move).
+# TYPE heartbeat_upgrade_tls_peers_kept counter
+heartbeat_upgrade_tls_peers_kept_total 0
 # HELP heartbeat_upgrade_pause_microseconds The last live upgrade's pause, from the old loop's last turn to the new one's first.
 # TYPE heartbeat_upgrade_pause_microseconds gauge
 heartbeat_upgrade_pause_microseconds 0
@@ -251,7 +254,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 25, "{kinds:?}");
+    assert_eq!(kinds.len(), 26, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 

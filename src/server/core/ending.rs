@@ -18,6 +18,9 @@ pub(super) struct Drain {
     pub(super) told: usize,
     /// Keys below this have been told (or were closed already).
     pub(super) next_key: usize,
+    /// Begun by the deadline of the peers kept after a live upgrade (`handover`), not by a
+    /// stop signal: a stop signal then begins a stop drain of its own instead of ending this.
+    pub(super) after_upgrade: bool,
 }
 
 impl Drain {

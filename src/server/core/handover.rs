@@ -9,16 +9,30 @@
 //! nothing times out because of the pause, and a changed setting (interval, idle, count)
 //! applies from the import on, except that the timer then running keeps its time left if
 //! that is later (so does a smaller share of the jitter, which depends on the new key). Nothing is stored per peer for the upgrade's sake.
+//!
+//! Peers that cannot move stay (a TLS session: rustls cannot take it into another process):
+//! the old process forgets the peers it handed over ([`ServerCore::forget_peer`]) and, told
+//! [`ServerCore::handle_upgraded`], serves the rest as before, accepting no one, until a
+//! deadline (row [`Timer::Kept`](super::Timer::Kept)); then it tells those still there
+//! `End Connection` in a drain spread over `--drain`, or without one over
+//! [`KEPT_SPREAD_PER_PEER`] each, and is done once they have gone.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::ending::Drain;
 use super::{timing_for, Action, Lifecycle, Reason, Record, ServerCore};
 use crate::cores::buffers::Buffers;
 use crate::cores::liveness::{Carried, Peer};
 use crate::cores::timer::later;
 use crate::cores::upgrade::wire::{PeerState, Stage};
 use crate::ops::stats::ServerStats;
+
+/// Without `--drain`, the `End Connection`s to the peers kept after a live upgrade are
+/// spread over this much per peer: 1,000 reconnects a second, well under the TLS handshakes
+/// one core of the new process completes (about 2,500 a second at 0.4 ms of CPU each), so
+/// that they do not all reconnect at once.
+pub const KEPT_SPREAD_PER_PEER: Duration = Duration::from_millis(1);
 
 impl ServerCore {
     /// The state of the connection under `key` at `now`, for another process (without the
@@ -142,6 +156,70 @@ impl ServerCore {
         key
     }
 
+    /// `key` was handed over to the new process (at `now`): it is that process's peer now,
+    /// so it is forgotten here without a word, a report or a close counted (only `open`
+    /// goes down); the loop closes this process's copy of its socket (`Action::Close`).
+    pub fn forget_peer(&mut self, now: Instant, key: usize) {
+        let Some(record) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let Lifecycle::Ending {
+            peer_done: true, ..
+        } = record.lifecycle
+        {
+            self.peers_gone -= 1;
+        }
+        if let Some(i) = self.segments.find(key) {
+            self.segments.done(i, &mut self.output);
+        }
+        self.budget_changed(now, key, record.accounted as usize, 0);
+        self.timers.cancel(key);
+        self.stats.open = self.stats.open.saturating_sub(1);
+        self.actions.push_back(Action::Close(key));
+    }
+
+    /// A live upgrade took the listening socket at `now`, and every peer that could move
+    /// (the others have been [forgotten](Self::forget_peer)). The peers left are served as
+    /// before until `now + keep`, then told `End Connection` as a stop's drain does, spread
+    /// over `--drain`, or without one over [`KEPT_SPREAD_PER_PEER`] each; no one is
+    /// accepted. [`is_done`](Self::is_done) once they have all gone (a PROXY header or TLS
+    /// handshake under way is awaited: its peer was accepted here). A stop
+    /// ([`handle_stop`](Self::handle_stop)) is a stop as ever, deadline or not.
+    pub fn handle_upgraded(&mut self, now: Instant, keep: Duration) {
+        if self.drain.is_none() {
+            self.kept = Some(later(now, keep));
+        }
+    }
+
+    /// When the peers kept after a live upgrade are to be ended, until that has begun.
+    pub fn kept_until(&self) -> Option<Instant> {
+        self.kept
+    }
+
+    /// Row [`Timer::Kept`](super::Timer::Kept): the kept peers' time is up (it was due by
+    /// `due_by`); those still here are told `End Connection`, spread, beginning at `now`.
+    pub(super) fn end_kept(&mut self, now: Instant, due_by: Instant, left: &mut usize) {
+        let Some(until) = self.kept.take() else {
+            return;
+        };
+        let total = self.conns.len();
+        let span = match self.settings.drain {
+            drain if drain.is_zero() => {
+                KEPT_SPREAD_PER_PEER.saturating_mul(u32::try_from(total).unwrap_or(u32::MAX))
+            }
+            drain => drain,
+        };
+        self.drain = Some(Drain {
+            start: until,
+            span,
+            total,
+            told: 0,
+            next_key: 0,
+            after_upgrade: true,
+        });
+        self.tell_due(now, due_by, left);
+    }
+
     /// Carries on the counters of the process that handed over (its summary's and metrics'
     /// totals), adding this one's.
     pub fn carry_on(&mut self, earlier: &ServerStats) {
@@ -188,5 +266,7 @@ fn reason_of(n: u8) -> Reason {
         .unwrap_or(Reason::Failed)
 }
 
+#[cfg(test)]
+mod kept;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 //! | [`Timer::MemoryGrace`]       | all buffers over `--max-buffered` for their grace     |
 //! | [`Timer::FirstBytes`]        | a socket's time to send its first bytes, per stage    |
 //! |                              | (PROXY header, scrape, busy, TLS handshake done)      |
+//! | [`Timer::Kept`]              | after a live upgrade, the end of the peers kept here  |
 //! | [`Timer::Drain`]             | the next peer told `End Connection` while stopping    |
 //! | the wheel                    | each connection's one timer: [`Timer::Liveness`] or   |
 //! |                              | [`Timer::Linger`], by its lifecycle                   |
@@ -28,13 +29,14 @@ use crate::cores::liveness;
 use crate::cores::protocol;
 
 /// The rows outside the connections' wheel, in the order they fire in a turn.
-const SERVER_TIMERS: [Timer; 7] = [
+const SERVER_TIMERS: [Timer; 8] = [
     Timer::AcceptBackoff,
     Timer::MemoryGrace,
     Timer::FirstBytes(Stage::ProxyHeader),
     Timer::FirstBytes(Stage::Scrape),
     Timer::FirstBytes(Stage::Busy),
     Timer::FirstBytes(Stage::TlsHandshake),
+    Timer::Kept,
     Timer::Drain,
 ];
 
@@ -55,6 +57,7 @@ impl ServerCore {
             Timer::AcceptBackoff => self.accept_paused_until,
             Timer::MemoryGrace => self.budget.deadline(),
             Timer::FirstBytes(stage) => self.waiting.next_deadline(stage),
+            Timer::Kept => self.kept,
             Timer::Drain => self.drain.and_then(|drain| drain.next_due()),
             Timer::Liveness | Timer::Linger => self.timers.next_wakeup(),
         }
@@ -112,6 +115,7 @@ impl ServerCore {
                 }
             }
             Timer::FirstBytes(stage) => self.expire_waiting(stage, due_by, left),
+            Timer::Kept => self.end_kept(now, due_by, left),
             Timer::Drain => self.tell_due(now, due_by, left),
             // Connection timers fire from the wheel, by the connection's own kind.
             Timer::Liveness | Timer::Linger => {}
@@ -130,7 +134,11 @@ impl ServerCore {
                 let reason = record.failure_reason();
                 self.close(now, key, reason);
             }
-            Timer::AcceptBackoff | Timer::MemoryGrace | Timer::FirstBytes(_) | Timer::Drain => {}
+            Timer::AcceptBackoff
+            | Timer::MemoryGrace
+            | Timer::FirstBytes(_)
+            | Timer::Kept
+            | Timer::Drain => {}
         }
     }
 

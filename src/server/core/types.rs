@@ -86,4 +86,7 @@ pub enum Timer {
     FirstBytes(Stage),
     /// Stopping: the next peer's turn in the drain has come: tell it `End Connection`.
     Drain,
+    /// After a live upgrade, the peers kept here (TLS sessions) have had their time: begin
+    /// a drain that tells them `End Connection`.
+    Kept,
 }
