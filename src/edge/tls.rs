@@ -10,6 +10,8 @@
 //! of CPU for both ends with X25519 and 2.1 ms when secp384r1 was negotiated. Does not own
 //! sessions (`cores::tls`) nor any socket.
 
+mod provider;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,11 +71,11 @@ pub fn provider() -> Arc<CryptoProvider> {
     use ring::cipher_suite::*;
     Arc::new(CryptoProvider {
         cipher_suites: vec![
-            TLS13_CHACHA20_POLY1305_SHA256,
+            provider::tls13_chacha20_poly1305(),
             TLS13_AES_128_GCM_SHA256,
             TLS13_AES_256_GCM_SHA384,
-            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            provider::tls12_ecdsa_chacha20_poly1305(),
+            provider::tls12_rsa_chacha20_poly1305(),
             TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,

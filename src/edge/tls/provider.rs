@@ -1,0 +1,300 @@
+//! The cipher suites of our crypto provider, for a host where memory per peer is what runs
+//! out: ring's suites, whose record keys are kept as their raw bytes (32 B and a 12-B IV)
+//! instead of a ring key object (560 B each, two per session: ring sizes every key for
+//! AES-GCM's expanded schedule, ChaCha20 included). ring's key is built on the stack for
+//! each record: for ChaCha20-Poly1305 that is a copy of the 32 bytes; for AES-GCM it is a
+//! key expansion and a GHASH table per record, which is why AES-GCM keeps ring's own keys
+//! here (callgrind figures in the README, "Memory per idle TLS peer").
+//!
+//! Owns only the AEAD glue between rustls' record layer and ring's `aead` (the nonce and
+//! additional data of RFC 8446 §5.2-5.3 and RFC 7905, written as rustls' own ring provider
+//! writes them in `crypto/ring/tls13.rs` and `tls12.rs`): no cryptography of its own, and
+//! no key schedule (ring's HKDF is kept: after a handshake rustls holds no HKDF or HMAC
+//! key, only three 64-B secrets, so a smaller one would save nothing on an idle peer). Does
+//! not own which suites, versions and groups are offered (`edge::tls`).
+
+use std::sync::LazyLock;
+
+use ring::aead;
+use rustls::crypto::cipher::{
+    make_tls12_aad, make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv,
+    KeyBlockShape, MessageDecrypter, MessageEncrypter, Nonce, OutboundOpaqueMessage,
+    OutboundPlainMessage, PrefixedPayload, Tls12AeadAlgorithm, Tls13AeadAlgorithm,
+    UnsupportedOperationError, NONCE_LEN,
+};
+use rustls::crypto::CipherSuiteCommon;
+use rustls::{
+    ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
+    Tls12CipherSuite, Tls13CipherSuite,
+};
+
+/// ChaCha20-Poly1305's tag: what a record's ciphertext adds to its plaintext.
+const TAG_LEN: usize = 16;
+/// The most plaintext a TLS record may carry (RFC 8446 §5.1): a longer one is refused.
+const MAX_FRAGMENT_LEN: usize = 16_384;
+
+/// TLS 1.3's `TLS_CHACHA20_POLY1305_SHA256` with raw record keys.
+pub fn tls13_chacha20_poly1305() -> SupportedCipherSuite {
+    SupportedCipherSuite::Tls13(&TLS13_CHACHA20_POLY1305)
+}
+
+/// TLS 1.2's `ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256` with raw record keys.
+pub fn tls12_ecdsa_chacha20_poly1305() -> SupportedCipherSuite {
+    SupportedCipherSuite::Tls12(&TLS12_ECDSA_CHACHA20_POLY1305)
+}
+
+/// TLS 1.2's `ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256` with raw record keys.
+pub fn tls12_rsa_chacha20_poly1305() -> SupportedCipherSuite {
+    SupportedCipherSuite::Tls12(&TLS12_RSA_CHACHA20_POLY1305)
+}
+
+// ring's suites with only their AEAD replaced: the same suite number, hash, HKDF or PRF,
+// signature schemes and limits. rustls' structs are not `Clone`, so the fields are copied.
+// Not usable for QUIC (`quic: None`): this server speaks TCP only.
+static TLS13_CHACHA20_POLY1305: LazyLock<Tls13CipherSuite> = LazyLock::new(|| {
+    #[allow(deprecated)]
+    let base = rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
+    let SupportedCipherSuite::Tls13(base) = base else {
+        unreachable!("ring's TLS13_* suite is a TLS 1.3 suite")
+    };
+    Tls13CipherSuite {
+        common: common(&base.common),
+        hkdf_provider: base.hkdf_provider,
+        aead_alg: &RawChacha20Poly1305,
+        quic: None,
+    }
+});
+
+static TLS12_ECDSA_CHACHA20_POLY1305: LazyLock<Tls12CipherSuite> = LazyLock::new(|| {
+    tls12(rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
+});
+
+static TLS12_RSA_CHACHA20_POLY1305: LazyLock<Tls12CipherSuite> = LazyLock::new(|| {
+    tls12(rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256)
+});
+
+fn common(base: &CipherSuiteCommon) -> CipherSuiteCommon {
+    CipherSuiteCommon {
+        suite: base.suite,
+        hash_provider: base.hash_provider,
+        confidentiality_limit: base.confidentiality_limit,
+    }
+}
+
+fn tls12(base: SupportedCipherSuite) -> Tls12CipherSuite {
+    let SupportedCipherSuite::Tls12(base) = base else {
+        unreachable!("ring's TLS_ECDHE_* suites are TLS 1.2 suites")
+    };
+    Tls12CipherSuite {
+        common: common(&base.common),
+        prf_provider: base.prf_provider,
+        kx: base.kx,
+        sign: base.sign,
+        aead_alg: &RawChacha20Poly1305,
+    }
+}
+
+/// ChaCha20-Poly1305 whose encrypters and decrypters hold the key's bytes.
+struct RawChacha20Poly1305;
+
+/// A record key as bytes, and the IV its nonces are made from. ring's key is made from it
+/// for each record ([`RawKey::ring`]): for ChaCha20 that is a 32-byte copy, cheaper than
+/// the record's own encryption, and 500 B less held per key.
+struct RawKey {
+    /// Zeroed when dropped (rustls' `AeadKey` does that).
+    key: AeadKey,
+    iv: Iv,
+}
+
+impl RawKey {
+    fn new(key: AeadKey, iv: Iv) -> RawKey {
+        RawKey { key, iv }
+    }
+
+    /// ring's key for one record. Fails only for a key of the wrong length, which rustls'
+    /// key schedule never gives (it asks [`Tls13AeadAlgorithm::key_len`]): that record is
+    /// refused, never a panic.
+    fn ring(&self, error: Error) -> Result<aead::LessSafeKey, Error> {
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, self.key.as_ref())
+            .map(aead::LessSafeKey::new)
+            .map_err(|_| error)
+    }
+
+    fn nonce(&self, seq: u64) -> aead::Nonce {
+        aead::Nonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0)
+    }
+}
+
+impl Tls13AeadAlgorithm for RawChacha20Poly1305 {
+    fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
+        Box::new(Tls13Seal(RawKey::new(key, iv)))
+    }
+
+    fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
+        Box::new(Tls13Open(RawKey::new(key, iv)))
+    }
+
+    fn key_len(&self) -> usize {
+        aead::CHACHA20_POLY1305.key_len()
+    }
+
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        iv: Iv,
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+        Ok(ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv })
+    }
+
+    fn fips(&self) -> bool {
+        false // ChaCha20-Poly1305 is not FIPS-approved
+    }
+}
+
+impl Tls12AeadAlgorithm for RawChacha20Poly1305 {
+    fn encrypter(&self, key: AeadKey, iv: &[u8], _explicit: &[u8]) -> Box<dyn MessageEncrypter> {
+        Box::new(Tls12Seal(RawKey::new(key, Iv::copy(iv))))
+    }
+
+    fn decrypter(&self, key: AeadKey, iv: &[u8]) -> Box<dyn MessageDecrypter> {
+        Box::new(Tls12Open(RawKey::new(key, Iv::copy(iv))))
+    }
+
+    fn key_block_shape(&self) -> KeyBlockShape {
+        KeyBlockShape {
+            enc_key_len: 32,
+            fixed_iv_len: NONCE_LEN,
+            explicit_nonce_len: 0,
+        }
+    }
+
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        iv: &[u8],
+        _explicit: &[u8],
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+        Ok(ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key,
+            iv: Iv::copy(iv),
+        })
+    }
+
+    fn fips(&self) -> bool {
+        false
+    }
+}
+
+// One direction's key each: rustls boxes it (`Box<dyn …>`), one 56-B allocation.
+struct Tls13Seal(RawKey);
+struct Tls13Open(RawKey);
+struct Tls12Seal(RawKey);
+struct Tls12Open(RawKey);
+
+impl MessageEncrypter for Tls13Seal {
+    fn encrypt(
+        &mut self,
+        msg: OutboundPlainMessage<'_>,
+        seq: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
+        let total_len = self.encrypted_payload_len(msg.payload.len());
+        let mut payload = PrefixedPayload::with_capacity(total_len);
+        let nonce = self.0.nonce(seq);
+        let aad = aead::Aad::from(make_tls13_aad(total_len));
+        payload.extend_from_chunks(&msg.payload);
+        payload.extend_from_slice(&msg.typ.to_array());
+        self.0
+            .ring(Error::EncryptError)?
+            .seal_in_place_append_tag(nonce, aad, &mut payload)
+            .map_err(|_| Error::EncryptError)?;
+        // Every TLS 1.3 record says TLS 1.2 and application data on the outside (RFC 8446
+        // §5.1-5.2); the real type is the last byte inside.
+        Ok(OutboundOpaqueMessage::new(
+            ContentType::ApplicationData,
+            ProtocolVersion::TLSv1_2,
+            payload,
+        ))
+    }
+
+    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+        payload_len + 1 + TAG_LEN
+    }
+}
+
+impl MessageDecrypter for Tls13Open {
+    fn decrypt<'a>(
+        &mut self,
+        mut msg: InboundOpaqueMessage<'a>,
+        seq: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
+        let payload = &mut msg.payload;
+        if payload.len() < TAG_LEN {
+            return Err(Error::DecryptError);
+        }
+        let nonce = self.0.nonce(seq);
+        let aad = aead::Aad::from(make_tls13_aad(payload.len()));
+        let plain_len = self
+            .0
+            .ring(Error::DecryptError)?
+            .open_in_place(nonce, aad, payload)
+            .map_err(|_| Error::DecryptError)?
+            .len();
+        payload.truncate(plain_len);
+        msg.into_tls13_unpadded_message()
+    }
+}
+
+impl MessageEncrypter for Tls12Seal {
+    fn encrypt(
+        &mut self,
+        msg: OutboundPlainMessage<'_>,
+        seq: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
+        let total_len = self.encrypted_payload_len(msg.payload.len());
+        let mut payload = PrefixedPayload::with_capacity(total_len);
+        let nonce = self.0.nonce(seq);
+        let aad = aead::Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
+        payload.extend_from_chunks(&msg.payload);
+        self.0
+            .ring(Error::EncryptError)?
+            .seal_in_place_append_tag(nonce, aad, &mut payload)
+            .map_err(|_| Error::EncryptError)?;
+        Ok(OutboundOpaqueMessage::new(msg.typ, msg.version, payload))
+    }
+
+    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+        payload_len + TAG_LEN
+    }
+}
+
+impl MessageDecrypter for Tls12Open {
+    fn decrypt<'a>(
+        &mut self,
+        mut msg: InboundOpaqueMessage<'a>,
+        seq: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
+        let payload = &msg.payload;
+        if payload.len() < TAG_LEN {
+            return Err(Error::DecryptError);
+        }
+        let nonce = self.0.nonce(seq);
+        let aad = aead::Aad::from(make_tls12_aad(
+            seq,
+            msg.typ,
+            msg.version,
+            payload.len() - TAG_LEN,
+        ));
+        let payload = &mut msg.payload;
+        let plain_len = self
+            .0
+            .ring(Error::DecryptError)?
+            .open_in_place(nonce, aad, payload)
+            .map_err(|_| Error::DecryptError)?
+            .len();
+        if plain_len > MAX_FRAGMENT_LEN {
+            return Err(Error::PeerSentOversizedRecord);
+        }
+        payload.truncate(plain_len);
+        Ok(msg.into_plain_message())
+    }
+}
