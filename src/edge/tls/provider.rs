@@ -111,13 +111,20 @@ impl RawKey {
         RawKey { key, iv }
     }
 
-    /// ring's key for one record. Fails only for a key of the wrong length, which rustls'
-    /// key schedule never gives (it asks [`Tls13AeadAlgorithm::key_len`]): that record is
-    /// refused, never a panic.
-    fn ring(&self, error: Error) -> Result<aead::LessSafeKey, Error> {
-        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, self.key.as_ref())
-            .map(aead::LessSafeKey::new)
-            .map_err(|_| error)
+    /// Runs `f` with ring's key for one record; `error` if it fails. ring refuses only a
+    /// key of the wrong length, which rustls' key schedule never gives (it asks
+    /// [`Tls13AeadAlgorithm::key_len`]): that record is refused, never a panic. The key
+    /// is lent, not returned: each move of ring's 540-B key is a `memcpy`.
+    #[inline(always)]
+    fn with_ring<R>(
+        &self,
+        error: Error,
+        f: impl FnOnce(&aead::LessSafeKey) -> Result<R, ring::error::Unspecified>,
+    ) -> Result<R, Error> {
+        let Ok(key) = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, self.key.as_ref()) else {
+            return Err(error);
+        };
+        f(&aead::LessSafeKey::new(key)).map_err(|_| error)
     }
 
     fn nonce(&self, seq: u64) -> aead::Nonce {
@@ -203,10 +210,9 @@ impl MessageEncrypter for Tls13Seal {
         let aad = aead::Aad::from(make_tls13_aad(total_len));
         payload.extend_from_chunks(&msg.payload);
         payload.extend_from_slice(&msg.typ.to_array());
-        self.0
-            .ring(Error::EncryptError)?
-            .seal_in_place_append_tag(nonce, aad, &mut payload)
-            .map_err(|_| Error::EncryptError)?;
+        self.0.with_ring(Error::EncryptError, |key| {
+            key.seal_in_place_append_tag(nonce, aad, &mut payload)
+        })?;
         // Every TLS 1.3 record says TLS 1.2 and application data on the outside (RFC 8446
         // §5.1-5.2); the real type is the last byte inside.
         Ok(OutboundOpaqueMessage::new(
@@ -233,12 +239,10 @@ impl MessageDecrypter for Tls13Open {
         }
         let nonce = self.0.nonce(seq);
         let aad = aead::Aad::from(make_tls13_aad(payload.len()));
-        let plain_len = self
-            .0
-            .ring(Error::DecryptError)?
-            .open_in_place(nonce, aad, payload)
-            .map_err(|_| Error::DecryptError)?
-            .len();
+        let plain_len = self.0.with_ring(Error::DecryptError, |key| {
+            key.open_in_place(nonce, aad, payload)
+                .map(|plain| plain.len())
+        })?;
         payload.truncate(plain_len);
         msg.into_tls13_unpadded_message()
     }
@@ -255,10 +259,9 @@ impl MessageEncrypter for Tls12Seal {
         let nonce = self.0.nonce(seq);
         let aad = aead::Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
         payload.extend_from_chunks(&msg.payload);
-        self.0
-            .ring(Error::EncryptError)?
-            .seal_in_place_append_tag(nonce, aad, &mut payload)
-            .map_err(|_| Error::EncryptError)?;
+        self.0.with_ring(Error::EncryptError, |key| {
+            key.seal_in_place_append_tag(nonce, aad, &mut payload)
+        })?;
         Ok(OutboundOpaqueMessage::new(msg.typ, msg.version, payload))
     }
 
@@ -285,16 +288,236 @@ impl MessageDecrypter for Tls12Open {
             payload.len() - TAG_LEN,
         ));
         let payload = &mut msg.payload;
-        let plain_len = self
-            .0
-            .ring(Error::DecryptError)?
-            .open_in_place(nonce, aad, payload)
-            .map_err(|_| Error::DecryptError)?
-            .len();
+        let plain_len = self.0.with_ring(Error::DecryptError, |key| {
+            key.open_in_place(nonce, aad, payload)
+                .map(|plain| plain.len())
+        })?;
         if plain_len > MAX_FRAGMENT_LEN {
             return Err(Error::PeerSentOversizedRecord);
         }
         payload.truncate(plain_len);
         Ok(msg.into_plain_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rustls::crypto::{ring as stock, CryptoProvider};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{
+        ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+        SupportedCipherSuite,
+    };
+
+    /// rustls' ring provider as shipped, offering only `suite`: the peer our suites must
+    /// interoperate with (a record sealed by one is opened by the other).
+    #[allow(deprecated)]
+    fn stock(suite: SupportedCipherSuite) -> Arc<CryptoProvider> {
+        Arc::new(CryptoProvider {
+            cipher_suites: vec![suite],
+            ..stock::default_provider()
+        })
+    }
+
+    /// A P-256 certificate for "localhost" and its key.
+    fn identity() -> (
+        rustls::pki_types::CertificateDer<'static>,
+        PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (cert.der().clone(), key)
+    }
+
+    /// A connected pair: `server_provider` serving, `client_provider` connecting, `version`.
+    fn pair(
+        server_provider: Arc<CryptoProvider>,
+        client_provider: Arc<CryptoProvider>,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (ServerConnection, ClientConnection) {
+        let (cert, key) = identity();
+        let server = ServerConfig::builder_with_provider(server_provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(client_provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut server = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
+        for _ in 0..10 {
+            move_bytes(&mut client, &mut server).unwrap();
+            move_bytes(&mut server, &mut client).unwrap();
+        }
+        assert!(!server.is_handshaking() && !client.is_handshaking());
+        (server, client)
+    }
+
+    /// Everything `from` has to send, into `to`.
+    fn move_bytes(
+        from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+        to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    ) -> Result<(), rustls::Error> {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut reader = &wire[..];
+        while !reader.is_empty() {
+            to.read_tls(&mut reader).unwrap();
+        }
+        to.process_new_packets().map(|_| ())
+    }
+
+    /// `line` sealed by `from`, opened by `to`.
+    fn say(from: &mut Connection, to: &mut Connection, line: &[u8]) -> Vec<u8> {
+        from.writer().write_all(line).unwrap();
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut reader = &wire[..];
+        while !reader.is_empty() {
+            to.read_tls(&mut reader).unwrap();
+        }
+        to.process_new_packets().unwrap();
+        let mut got = vec![0; 64];
+        let n = to.reader().read(&mut got).unwrap();
+        got.truncate(n);
+        got
+    }
+
+    fn ours(suite: SupportedCipherSuite) -> Arc<CryptoProvider> {
+        Arc::new(CryptoProvider {
+            cipher_suites: vec![suite],
+            ..(*crate::edge::tls::provider()).clone()
+        })
+    }
+
+    /// Our suite and stock ring's, each end both ways, for one version: the handshake ends
+    /// (its Finished messages are sealed with these keys), the suite is the one asked for,
+    /// and lines go both ways.
+    fn interoperates(
+        our_suite: SupportedCipherSuite,
+        stock_suite: SupportedCipherSuite,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) {
+        for (server, client) in [
+            (ours(our_suite), stock(stock_suite)),
+            (stock(stock_suite), ours(our_suite)),
+            (ours(our_suite), ours(our_suite)),
+        ] {
+            let (server, client) = pair(server, client, version);
+            let (mut server, mut client) = (Connection::from(server), Connection::from(client));
+            assert_eq!(
+                server.negotiated_cipher_suite().map(|s| s.suite()),
+                Some(stock_suite.suite())
+            );
+            assert_eq!(server.protocol_version(), Some(version.version));
+            for _ in 0..3 {
+                assert_eq!(
+                    say(&mut client, &mut server, b"Hello, there\n"),
+                    b"Hello, there\n"
+                );
+                assert_eq!(
+                    say(&mut server, &mut client, b"Echoing...Hello, there\n"),
+                    b"Echoing...Hello, there\n"
+                );
+            }
+        }
+    }
+
+    /// TLS 1.3 ChaCha20-Poly1305 with raw keys talks to rustls' own ring suite.
+    #[test]
+    #[allow(deprecated)]
+    fn tls13_chacha20_interoperates_with_stock_ring() {
+        interoperates(
+            super::tls13_chacha20_poly1305(),
+            stock::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            &rustls::version::TLS13,
+        );
+    }
+
+    /// TLS 1.2 ECDHE-ECDSA ChaCha20-Poly1305 with raw keys talks to rustls' own ring suite.
+    #[test]
+    #[allow(deprecated)]
+    fn tls12_chacha20_interoperates_with_stock_ring() {
+        interoperates(
+            super::tls12_ecdsa_chacha20_poly1305(),
+            stock::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            &rustls::version::TLS12,
+        );
+    }
+
+    /// The server's configuration prefers our raw-key ChaCha20 (not ring's) whatever a
+    /// stock client that offers everything prefers (AES-GCM first).
+    #[test]
+    #[allow(deprecated)]
+    fn the_server_config_negotiates_our_chacha20_with_a_default_client() {
+        let (cert, key) = identity();
+        let server = crate::edge::tls::server_config_from(vec![cert.clone()], key, None).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(Arc::new(stock::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut server = ServerConnection::new(server).unwrap();
+        let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
+        for _ in 0..10 {
+            move_bytes(&mut client, &mut server).unwrap();
+            move_bytes(&mut server, &mut client).unwrap();
+        }
+        let ours: &'static rustls::Tls13CipherSuite = &super::TLS13_CHACHA20_POLY1305;
+        assert!(matches!(
+            server.negotiated_cipher_suite(),
+            Some(SupportedCipherSuite::Tls13(suite)) if std::ptr::eq(suite, ours)
+        ));
+    }
+
+    /// A record changed on the way is refused (its tag does not verify), in both versions:
+    /// the raw-key decrypter authenticates, it does not only decrypt.
+    #[test]
+    fn a_tampered_record_is_refused() {
+        for (suite, version) in [
+            (super::tls13_chacha20_poly1305(), &rustls::version::TLS13),
+            (
+                super::tls12_ecdsa_chacha20_poly1305(),
+                &rustls::version::TLS12,
+            ),
+        ] {
+            let (server, client) = pair(ours(suite), ours(suite), version);
+            let (mut server, mut client) = (Connection::from(server), Connection::from(client));
+            client.writer().write_all(b"Hello, there\n").unwrap();
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            let last = wire.len() - 1;
+            wire[last] ^= 1;
+            let mut reader = &wire[..];
+            while !reader.is_empty() {
+                server.read_tls(&mut reader).unwrap();
+            }
+            assert_eq!(
+                server.process_new_packets().unwrap_err(),
+                rustls::Error::DecryptError,
+                "{version:?}"
+            );
+        }
     }
 }
