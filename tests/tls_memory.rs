@@ -10,7 +10,7 @@ use heartbeat::cores::tls::TlsSession;
 use heartbeat::edge::tls::server_config_from;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::crypto::{ring, CryptoProvider};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -44,30 +44,70 @@ fn stock_ring() -> Arc<CryptoProvider> {
     })
 }
 
-/// Our server's configuration, the same with stock ring's record keys (what it was before
-/// our provider), and a client on stock ring: our server must serve a stock peer.
-fn configs() -> (Arc<ServerConfig>, Arc<ServerConfig>, Arc<ClientConfig>) {
-    let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+/// The configurations measured.
+struct Configs {
+    /// Our server's.
+    ours: Arc<ServerConfig>,
+    /// The same with stock ring's record keys (what it was before our provider).
+    stock: Arc<ServerConfig>,
+    /// A client on stock ring: our server must serve a stock peer.
+    client: Arc<ClientConfig>,
+    /// Ours with mutual TLS, and a client with a certificate of `client_cert_len` bytes.
+    mutual: Arc<ServerConfig>,
+    mutual_client: Arc<ClientConfig>,
+    client_cert_len: usize,
+}
+
+fn self_signed(name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let params = CertificateParams::new(vec![name.to_string()]).unwrap();
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let ours = server_config_from(vec![cert.der().clone()], key.clone_key(), None).unwrap();
+    (cert.der().clone(), key)
+}
+
+fn roots(cert: &CertificateDer<'static>) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    roots
+}
+
+fn configs() -> Configs {
+    let (cert, key) = self_signed("localhost");
+    let ours = server_config_from(vec![cert.clone()], key.clone_key(), None).unwrap();
+    let (device, device_key) = self_signed("device-7");
+    let mutual = server_config_from(
+        vec![cert.clone()],
+        key.clone_key(),
+        Some(Arc::new(roots(&device))),
+    )
+    .unwrap();
     let mut stock = ServerConfig::builder_with_provider(stock_ring())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
+        .with_single_cert(vec![cert.clone()], key)
         .unwrap();
     stock.ignore_client_order = ours.ignore_client_order;
     stock.ticketer = ring::Ticketer::new().unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let client = ClientConfig::builder_with_provider(stock_ring())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (ours, Arc::new(stock), Arc::new(client))
+    let client = || {
+        ClientConfig::builder_with_provider(stock_ring())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots(&cert))
+    };
+    Configs {
+        ours,
+        stock: Arc::new(stock),
+        client: Arc::new(client().with_no_client_auth()),
+        mutual,
+        client_cert_len: device.len(),
+        mutual_client: Arc::new(
+            client()
+                .with_client_auth_cert(vec![device], device_key)
+                .unwrap(),
+        ),
+    }
 }
 
 /// What `PEERS` idle sessions made by `make` hold: bytes and blocks per peer.
@@ -170,31 +210,40 @@ fn buffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> rustls::S
 /// 2,000 idle TLS sessions after a handshake and a line each way: each holds no buffer of
 /// ours, and the whole of what the server keeps for it (rustls state, traffic keys, key
 /// schedule, plus its share of the session cache) is printed, beside the same with stock
-/// ring's keys and with rustls' buffered `ServerConnection`. Ours must stay under the bound
+/// ring's keys, with mutual TLS (rustls keeps the client's certificate), and with rustls'
+/// buffered `ServerConnection`. Ours must stay under the bound
 /// our provider reached (2,321 B measured with rustls 0.23.48, ring 0.17.14): back on
 /// ring's key objects it is 3,329 B and fails. One test in this binary, so that no other
 /// test's allocations are counted.
 #[test]
 fn an_idle_tls_peer_holds_no_buffer_and_a_few_kilobytes_of_rustls_state() {
-    let (ours, stock, client) = configs();
+    let c = configs();
     // Warm up anything allocated once (the provider, the suites, the ticketer's state).
-    for config in [&ours, &stock] {
+    for (server, client) in [
+        (&c.ours, &c.client),
+        (&c.stock, &c.client),
+        (&c.mutual, &c.mutual_client),
+    ] {
         for _ in 0..10 {
-            drop(handshake(config, &client));
+            drop(handshake(server, client));
         }
     }
-    let (per_peer, blocks) = idle_cost(|| handshake(&ours, &client));
-    let (per_stock, _) = idle_cost(|| handshake(&stock, &client));
-    let (per_buffered, _) = idle_cost(|| buffered(&ours, &client));
+    let (per_peer, blocks) = idle_cost(|| handshake(&c.ours, &c.client));
+    let (per_stock, _) = idle_cost(|| handshake(&c.stock, &c.client));
+    let (per_mutual, _) = idle_cost(|| handshake(&c.mutual, &c.mutual_client));
+    let (per_buffered, _) = idle_cost(|| buffered(&c.ours, &c.client));
     let session = std::mem::size_of::<TlsSession>() as isize;
+    let rest = per_peer - session;
+    let cert_len = c.client_cert_len;
     println!(
         "heap bytes per idle TLS peer ({PEERS} peers, TLS 1.3 ChaCha20-Poly1305, X25519, \
          P-256 certificate):\n\
          \x20 TlsSession, our provider (raw record keys)  {per_peer:>6} B in {blocks:.1} blocks: \
-         the session {session} B, rustls' state, keys, queues {} B\n\
+         the session {session} B, rustls' state, keys, queues {rest} B\n\
          \x20 TlsSession, stock ring record keys          {per_stock:>6} B\n\
+         \x20 TlsSession, ours, mutual TLS                {per_mutual:>6} B \
+         (the client's certificate is {cert_len} B)\n\
          \x20 rustls ServerConnection (buffered)          {per_buffered:>6} B",
-        per_peer - session
     );
     // 2,321 B: the session 1,144 (the unbuffered connection inline), rustls' handshake
     // deframer 640 (a 16-span Vec it keeps for the connection's life), the TLS 1.3 traffic
@@ -206,6 +255,13 @@ fn an_idle_tls_peer_holds_no_buffer_and_a_few_kilobytes_of_rustls_state() {
         per_stock - per_peer >= 900,
         "raw keys save {} B against ring's",
         per_stock - per_peer
+    );
+    // Mutual TLS adds the client's certificate, which rustls keeps, and little else.
+    let extra = per_mutual - per_peer;
+    assert!(
+        extra <= c.client_cert_len as isize + 128,
+        "mutual TLS adds {extra} B for a {} B certificate",
+        c.client_cert_len
     );
     assert!(
         per_peer * 4 <= per_buffered * 3,
