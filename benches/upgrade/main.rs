@@ -174,6 +174,9 @@ impl Settings {
 /// What one row measured: each half, or why it failed.
 pub struct Measured {
     pub row: Row,
+    /// CPUs other processes used in the second before the row (none of the bench's children
+    /// ran then): how busy the machine was.
+    pub others_cpus: Option<f64>,
     pub upgrade: Result<upgrade::Outcome, String>,
     pub restart: Result<restart::Restarted, String>,
 }
@@ -228,6 +231,7 @@ fn main() -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
+        let others_cpus = others_cpus(Duration::from_secs(1), settings.tick_ns);
         progress(&format!("{name}: live upgrade"));
         let upgrade = upgrade::run(&settings, row);
         if let Err(why) = &upgrade {
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
         }
         measured.push(Measured {
             row: *row,
+            others_cpus,
             upgrade,
             restart,
         });
@@ -278,6 +283,23 @@ fn duration(name: &str, default: Duration) -> Result<Duration, String> {
         }
         _ => Ok(default),
     }
+}
+
+/// CPUs the machine's other processes used over `over` (user + nice + system, less this
+/// process's own), waited for here.
+fn others_cpus(over: Duration, tick_ns: u64) -> Option<f64> {
+    let read = || -> Option<(u64, u64)> {
+        let machine = proc::machine_cpu_ticks()?;
+        let busy = machine.first()? + machine.get(1)? + machine.get(2)?;
+        Some((busy, proc::own_cpu_ticks()?))
+    };
+    let (busy0, own0) = read()?;
+    std::thread::sleep(over);
+    let (busy1, own1) = read()?;
+    let ticks = busy1
+        .saturating_sub(busy0)
+        .saturating_sub(own1.saturating_sub(own0));
+    Some(ticks as f64 * tick_ns as f64 / over.as_nanos() as f64)
 }
 
 fn clk_tck() -> u64 {

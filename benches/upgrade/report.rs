@@ -48,9 +48,9 @@ pub fn print(s: &Settings, measured: &[Measured]) -> bool {
             "| peers | server processes | live upgrade: pause | SIGUSR2 → old process gone | \
              CPU: server, old + new | CPU: client | client: closed / reconnects / errors / \
              unanswered | restart, --drain {drain}: reconnects | every peer back after | \
-             CPU: server, old + new | CPU: client |"
+             CPU: server, old + new | CPU: client | other processes, the second before |"
         ),
-        "|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|".to_string(),
+        "|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|".to_string(),
     ];
     let mut ok = true;
     let mut failures = Vec::new();
@@ -109,6 +109,10 @@ pub fn print(s: &Settings, measured: &[Measured]) -> bool {
                 cells.extend(["–"; 3].map(String::from));
             }
         }
+        cells.push(
+            m.others_cpus
+                .map_or("?".to_string(), |c| format!("{c:.2} CPUs")),
+        );
         lines.push(format!("| {} |", cells.join(" | ")));
     }
     println!("{}", lines.join("\n"));
@@ -142,7 +146,9 @@ fn notes(s: &Settings) -> String {
          peers on a server with --drain {}, SIGTERM, a new server on the same port once the \
          old one has dropped its listener, the client with --reconnect (back-off from 100 ms); \
          reconnects are the client's, the time runs from SIGTERM until the new server holds \
-         every peer, CPU over the window until then and until the old server has exited.",
+         every peer, CPU over the window until then and until the old server has exited. \
+         Other processes: the CPUs the machine's other processes used in the second before \
+         the row (/proc/stat); with more than a few hundredths, times and pauses are noisy.",
         format_duration(s.hold),
         format_duration(s.drain)
     )
