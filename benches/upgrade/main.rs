@@ -144,6 +144,14 @@ impl Settings {
         self
     }
 
+    /// Puts a fresh copy of the built binary where the servers are started from: each half
+    /// of a row starts from it (an upgrade renames another copy over it).
+    pub fn fresh_binary(&self) -> Result<(), String> {
+        std::fs::copy(&self.source_exe, &self.exe)
+            .map(drop)
+            .map_err(|e| format!("copying {}: {e}", self.source_exe.display()))
+    }
+
     /// The command that repeats this run.
     pub fn reproduce(&self) -> String {
         let single: Vec<String> = self
@@ -223,14 +231,6 @@ fn main() -> ExitCode {
     let mut measured = Vec::new();
     for row in &settings.rows {
         let name = report::row_name(row);
-        // Every row starts from the built binary (the last one renamed a copy over it).
-        if let Err(e) = std::fs::copy(&settings.source_exe, &settings.exe) {
-            eprintln!(
-                "upgrade bench: copying {}: {e}",
-                settings.source_exe.display()
-            );
-            return ExitCode::FAILURE;
-        }
         let others_cpus = others_cpus(Duration::from_secs(1), settings.tick_ns);
         progress(&format!("{name}: live upgrade"));
         let upgrade = upgrade::run(&settings, row);

@@ -34,6 +34,7 @@ pub struct Restarted {
 }
 
 pub fn run(s: &Settings, row: &Row) -> Result<Restarted, String> {
+    s.fresh_binary()?;
     let mut old = start::server(s, row, "the old server", 0, None)?;
     let client = start::client(s, row, old.addr, true)?;
     start::connected(&old, &client, row.peers)?;

@@ -7,7 +7,8 @@
 //! user + system, where `stat`'s `utime`/`stime` come in 10 ms ticks, too coarse for a pause
 //! of milliseconds), plus the children a member has reaped (`cutime` + `cstime`, in ticks). A
 //! process that has exited is read as a zombie before it is reaped: its loop thread's time is
-//! there; its log-writing thread's, a few lines' worth, is not.
+//! there; its log-writing thread's, a few lines' worth, is not. Without schedstat (a kernel
+//! built without it), `utime` + `stime` in ticks.
 
 use std::collections::BTreeSet;
 
@@ -92,28 +93,37 @@ pub fn cpu_ns(pgid: u32, tick_ns: u64) -> u64 {
 }
 
 fn process_cpu_ns(pid: u32, tick_ns: u64) -> u64 {
-    let mut ns = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            // A thread may end between the listing and the reading: it is skipped.
-            let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            ns += text
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
+    let Some(f) = stat_fields(pid) else { return 0 };
+    let ticks = |range: std::ops::Range<usize>| -> u64 {
+        f.get(range)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum()
+    };
+    // Without schedstat (a kernel built without CONFIG_SCHED_INFO): utime + stime, in ticks.
+    let own = schedstat_ns(pid).unwrap_or_else(|| ticks(11..13) * tick_ns);
+    own + ticks(13..15) * tick_ns
+}
+
+/// The time on the CPU of the process's threads, if the kernel keeps it.
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut ns = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread may end between the listing and the reading: it is skipped.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let task_ns = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok());
+        if let Some(task_ns) = task_ns {
+            ns = Some(ns.unwrap_or(0) + task_ns);
         }
     }
-    let reaped: u64 = stat_fields(pid)
-        .map(|f| {
-            f.get(13..15)
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(|t| t.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    ns + reaped * tick_ns
+    ns
 }

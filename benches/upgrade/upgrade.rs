@@ -39,6 +39,7 @@ pub enum Outcome {
 pub const MUST_BE_ZERO: [&str; 4] = ["closed_by_server", "reconnects", "errors", "unanswered"];
 
 pub fn run(s: &Settings, row: &Row) -> Result<Outcome, String> {
+    s.fresh_binary()?;
     let server = start::server(s, row, "the server", 0, None)?;
     let client = start::client(s, row, server.addr, false)?;
     start::connected(&server, &client, row.peers)?;
@@ -70,6 +71,9 @@ pub fn run(s: &Settings, row: &Row) -> Result<Outcome, String> {
     let mut peers_taken = 0;
     while pauses_us.len() < row.workers {
         let Some(line) = group.next_line(deadline)? else {
+            if !group.alive() {
+                return Err(format!("the server exited after SIGUSR2{}", group.said()));
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "{} of {} takeover lines within {} s of SIGUSR2{}",
