@@ -285,6 +285,19 @@ fn duration(name: &str, default: Duration) -> Result<Duration, String> {
     }
 }
 
+/// Waits `for_`, giving up if the run is interrupted.
+pub fn wait(for_: Duration) -> Result<(), String> {
+    let until = Instant::now() + for_;
+    while Instant::now() < until {
+        if interrupted() {
+            return Err("interrupted".to_string());
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    Ok(())
+}
+
 /// CPUs the machine's other processes used over `over` (user + nice + system, less this
 /// process's own), waited for here.
 fn others_cpus(over: Duration, tick_ns: u64) -> Option<f64> {

@@ -38,7 +38,7 @@ pub fn run(s: &Settings, row: &Row) -> Result<Restarted, String> {
     let mut old = start::server(s, row, "the old server", 0, None)?;
     let client = start::client(s, row, old.addr, true)?;
     start::connected(&old, &client, row.peers)?;
-    thread::sleep(s.settle);
+    crate::wait(s.settle)?;
     let (old0, client0) = (
         tree::cpu_ns(old.group.pgid, s.tick_ns),
         tree::cpu_ns(client.pgid, s.tick_ns),

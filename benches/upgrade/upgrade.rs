@@ -43,7 +43,7 @@ pub fn run(s: &Settings, row: &Row) -> Result<Outcome, String> {
     let server = start::server(s, row, "the server", 0, None)?;
     let client = start::client(s, row, server.addr, false)?;
     start::connected(&server, &client, row.peers)?;
-    thread::sleep(s.settle);
+    crate::wait(s.settle)?;
     let mut group = server.group;
     // The operator's step: a new build renamed over the file (the running one keeps its
     // inode; the path now names the new file).
@@ -124,7 +124,7 @@ pub fn run(s: &Settings, row: &Row) -> Result<Outcome, String> {
         window.as_secs_f64() * 1e3,
         s.hold.as_secs_f64()
     ));
-    thread::sleep(s.hold);
+    crate::wait(s.hold)?;
     if !client.alive() {
         return Err(format!(
             "the load client exited during the hold{}",
