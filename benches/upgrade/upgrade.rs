@@ -89,7 +89,9 @@ pub fn run(s: &Settings, row: &Row) -> Result<Outcome, String> {
             let said = line.split_once("] ").map_or(line.as_str(), |(_, m)| m);
             return Ok(Outcome::NotAvailable(said.to_string()));
         }
-        if line.contains("live upgrade given up") {
+        // The server's `live upgrade given up: …`, or a `--workers` parent's `live upgrade
+        // of worker K given up: …`.
+        if line.contains("live upgrade") && line.contains(" given up: ") {
             return Err(format!("the upgrade failed: {line}"));
         }
         if let Some((peers, us)) = takeover(&line) {
