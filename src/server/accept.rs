@@ -42,7 +42,8 @@ impl Server {
                 Ok((stream, addr)) if self.handshakes.enabled() => {
                     self.await_header(stream, addr, now)
                 }
-                // Hook (tls): a handshake first; the core admits the peer after it.
+                // Hook (tls): judged as a plain peer is, then a handshake; the core admits
+                // the peer after it.
                 Ok((stream, addr)) if self.tls.is_some() => self.begin_handshake(stream, addr, now),
                 Ok((stream, addr)) => admitted |= self.admit(stream, addr, now).is_some(),
                 Err(e) if would_block(&e) => return,
@@ -107,7 +108,13 @@ impl Server {
         watched.then_some(key)
     }
 
-    fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {
+    pub(super) fn refuse(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        refusal: Refusal,
+        now: Instant,
+    ) {
         match refusal {
             Refusal::NotAllowed => {
                 if self.log_limiter.allow("not allowed", now) {
@@ -115,8 +122,9 @@ impl Server {
                 }
             }
             Refusal::Full { open } => {
-                // Best effort: a fresh socket has room for one short line. A TLS peer was
-                // told inside its session already (hook: tls).
+                // Best effort: a fresh socket has room for one short line. A TLS peer is
+                // told by the TLS path: an alert at accept, before any handshake, or the
+                // line inside its session if its place went while it shook hands (hook: tls).
                 if self.tls.is_none() {
                     let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
                     let _ = stream.write_vectored(&line);
