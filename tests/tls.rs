@@ -726,3 +726,49 @@ fn a_tls_peer_whose_place_went_during_its_handshake_is_told_inside_tls() {
     assert_eq!(stats.rejected_full, 1);
     assert_eq!(stats.tls_handshakes, 2);
 }
+
+/// The load client keeps at most 512 connections between `connect()` and the end of their
+/// handshake (`MAX_HANDSHAKES_IN_FLIGHT`: half the server's cap of 1,024, past which it
+/// would close the oldest), whatever `--connect-rate` says: against a listener that takes
+/// connections and never answers, 600 asked for at up to 100,000 a second make 512, and one
+/// more once one of them is closed.
+#[test]
+fn the_load_client_keeps_at_most_512_handshakes_in_flight() {
+    let pki = Pki::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            if tx.send(stream).is_err() {
+                return;
+            }
+        }
+    });
+    let ca = pki.path("ca.pem").to_string_lossy().into_owned();
+    let port = addr.port().to_string();
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
+        .args(["--no-prompt", "--host", "127.0.0.1", "--port", &port])
+        .args(["--tls", "--tls-ca", &ca, "--tls-server-name", "localhost"])
+        .args(["--connections", "600", "--connect-rate", "100000"])
+        .args(["--interval", "0", "--duration", "60s", "--log-level", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("client runs");
+    let mut held: Vec<TcpStream> = Vec::new();
+    while held.len() < 512 {
+        held.push(rx.recv_timeout(HANG_GUARD).expect("the first 512 connect"));
+    }
+    // None past the cap while all 512 wait for the server (it never answers).
+    assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
+    drop(held.swap_remove(0));
+    held.push(
+        rx.recv_timeout(HANG_GUARD)
+            .expect("one more once one is gone"),
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    let _ = client.kill();
+    let _ = client.wait();
+}
