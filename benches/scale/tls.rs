@@ -11,7 +11,8 @@
 //! accept, the handshake, admission), and its CPU per echoed line when C connections each
 //! send a line every `SCALE_TLS_ECHO_INTERVAL` (one line per read and per record, like
 //! request–response, not pipelined). Every handshake is a full one: the bench's client config
-//! disables resumption (a reconnecting fleet that kept its tickets does better).
+//! disables resumption (a reconnecting fleet that kept its tickets does better:
+//! `SCALE_TLS_RESUME=1` measures that). `SCALE_TLS_FRONTS=tls,plain,haproxy` picks fronts.
 //!
 //! The certificate is made here (rcgen: a P-256 key, self-signed for `localhost` and
 //! 127.0.0.1), written to a temporary folder with the key, and trusted by the client.
@@ -30,6 +31,7 @@ use heartbeat::edge::tls::provider;
 use rustls::pki_types::ServerName;
 use rustls::RootCertStore;
 
+use crate::figures::SKIPPED;
 use crate::load::{client_line, idle_config, Load};
 use crate::proc::{cpu_ticks, rss_bytes};
 use crate::server::ServerProc;
@@ -45,6 +47,15 @@ pub enum Front {
 
 impl Front {
     pub const ALL: [Front; 3] = [Front::Tls, Front::Plain, Front::Haproxy];
+
+    /// As `SCALE_TLS_FRONTS` names it.
+    fn name(self) -> &'static str {
+        match self {
+            Front::Plain => "plain",
+            Front::Tls => "tls",
+            Front::Haproxy => "haproxy",
+        }
+    }
 
     pub fn title(self) -> &'static str {
         match self {
@@ -62,6 +73,9 @@ pub struct TlsSizes {
     pub echo_conns: usize,
     pub echo_interval: Duration,
     pub echo_secs: u64,
+    /// `SCALE_TLS_RESUME=1`: the client keeps its tickets (rustls' default cache), so that
+    /// most handshakes after the first few hundred are resumptions.
+    pub resume: bool,
 }
 
 impl TlsSizes {
@@ -73,18 +87,20 @@ impl TlsSizes {
             echo_conns: env_or("SCALE_TLS_ECHO_CONNS", pick(1_000, 100) as usize),
             echo_interval: Duration::from_millis(env_or("SCALE_TLS_ECHO_INTERVAL_MS", 100)),
             echo_secs: env_or("SCALE_TLS_ECHO_SECS", pick(5, 1)),
+            resume: env_or("SCALE_TLS_RESUME", 0u8) != 0,
         }
     }
 
     pub fn reproduce(&self) -> String {
         format!(
             "SCALE_TLS_PEERS={} SCALE_TLS_RATE={} SCALE_TLS_ECHO_CONNS={} \
-             SCALE_TLS_ECHO_INTERVAL_MS={} SCALE_TLS_ECHO_SECS={} ",
+             SCALE_TLS_ECHO_INTERVAL_MS={} SCALE_TLS_ECHO_SECS={} SCALE_TLS_RESUME={} ",
             self.peers,
             self.rate,
             self.echo_conns,
             self.echo_interval.as_millis(),
-            self.echo_secs
+            self.echo_secs,
+            u8::from(self.resume)
         )
     }
 }
@@ -131,7 +147,7 @@ pub fn tls_phase(run: &Run) -> TlsFigures {
         notes: Vec::new(),
         sizes,
     };
-    let pki = match Pki::new() {
+    let pki = match Pki::new(figures.sizes.resume) {
         Ok(pki) => pki,
         Err(why) => {
             figures.fronts = Front::ALL
@@ -141,7 +157,12 @@ pub fn tls_phase(run: &Run) -> TlsFigures {
             return figures;
         }
     };
+    let chosen = std::env::var("SCALE_TLS_FRONTS").unwrap_or_default();
     for front in Front::ALL {
+        if !chosen.trim().is_empty() && !chosen.split(',').any(|f| f.trim() == front.name()) {
+            figures.fronts.push(FrontFigures::new(front, SKIPPED));
+            continue;
+        }
         progress(&format!("tls: {} front", front.title()));
         let mut fig = FrontFigures::new(front, "not run");
         if let Err(why) = measure(run, &figures.sizes, &pki, &mut fig, &mut figures.notes) {
@@ -169,7 +190,7 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Result<Pki, String> {
+    fn new(resume: bool) -> Result<Pki, String> {
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
@@ -189,8 +210,11 @@ impl Pki {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // Every handshake a full one: what a fleet reconnecting without tickets costs.
-        config.resumption = rustls::client::Resumption::disabled();
+        // Every handshake a full one unless asked: what a fleet reconnecting without tickets
+        // costs (after a server restart, every ticket key is new).
+        if !resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         let client = ClientTls {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost").map_err(|e| e.to_string())?,
@@ -203,15 +227,24 @@ impl Pki {
     }
 }
 
+/// Descriptors HAProxy needs besides two per connection (listeners, logs, its own).
+const HAPROXY_SPARE_FDS: usize = 400;
+
 /// A `haproxy` child process, terminating TLS in front of `backend`; killed on drop.
 struct Haproxy {
     child: Child,
     addr: SocketAddr,
+    /// Peers it can hold within the open-file limit (two descriptors each, front and back).
+    peers: usize,
 }
 
 impl Haproxy {
     fn start(pki: &Pki, backend: SocketAddr, peers: usize) -> Result<Haproxy, String> {
         let addr = free_port()?;
+        // HAProxy asks for 2 × maxconn descriptors and a few hundred more, and will not start
+        // past the hard limit it inherits: fewer peers then, said in the notes.
+        let limit = heartbeat::edge::net::raise_open_file_limit().unwrap_or(1024) as usize;
+        let peers = peers.min(limit.saturating_sub(HAPROXY_SPARE_FDS) / 2);
         let config = format!(
             "global\n  maxconn {max}\n  nbthread 1\n  log stderr format short local0 err\n\
              defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  \
@@ -219,7 +252,7 @@ impl Haproxy {
              frontend tls\n  bind {addr} ssl crt {crt}\n  maxconn {max}\n  \
              default_backend heartbeat\n\
              backend heartbeat\n  server hb {backend} maxconn {max}\n",
-            max = peers * 2 + 100,
+            max = peers + 10,
             crt = pki.path("haproxy.pem"),
         );
         let path = pki.dir.path().join("haproxy.cfg");
@@ -233,7 +266,7 @@ impl Haproxy {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start haproxy: {e}"))?;
-        let haproxy = Haproxy { child, addr };
+        let haproxy = Haproxy { child, addr, peers };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline {
@@ -372,10 +405,24 @@ fn measure(
     let tls = (front != Front::Plain).then(|| pki.client.clone());
     thread::sleep(Duration::from_millis(300));
     let clk = run.machine.clk_tck as f64;
-    let n = sizes.peers;
+    let n = match &haproxy {
+        Some(h) => h.peers,
+        None => sizes.peers,
+    };
+    if n < sizes.peers {
+        notes.push(format!(
+            "{}: {n} peers, not {}: HAProxy needs two descriptors per peer and the open-file \
+             limit allows no more",
+            front.title(),
+            sizes.peers
+        ));
+    }
 
     // N idle peers: the rate, the CPU per connection opened, the RSS per peer.
     let (rss0, ticks0, hb_rss0) = (rss_bytes(pid)?, cpu_ticks(pid)?, rss_bytes(server.pid())?);
+    // This process: the load client's thread, and this one polling the metrics.
+    let own = std::process::id();
+    let own0 = cpu_ticks(own)?;
     let c0 = scrape(metrics)?;
     let mut config = idle_config(addr, n, sizes.rate);
     config.tls = tls.clone();
@@ -385,6 +432,7 @@ fn measure(
         Err(why) => return Err(load.explain(why)),
     };
     let ticks = cpu_ticks(pid)? - ticks0;
+    let own_ticks = cpu_ticks(own)? - own0;
     let secs = (reached - load.started).as_secs_f64();
     fig.rate = Ok(n as f64 / secs);
     fig.cpu_open = Ok(ticks as f64 * 1e9 / clk / n as f64);
@@ -418,11 +466,13 @@ fn measure(
         .map(|(why, k)| format!("{why} {k}"))
         .collect();
     notes.push(format!(
-        "{}: {n} peers in {secs:.2} s ({:.0}/s; client capped at {}/s), {ticks} CPU ticks; RSS \
-         {:.1} → {:.1} MiB{handshakes}; TLS failures: {}; client: {}",
+        "{}: {n} peers in {secs:.2} s ({:.0}/s; client capped at {}/s), the front's CPU {ticks} \
+         ticks, the load client's {own_ticks} ({:.0} us per connection); RSS {:.1} → {:.1} \
+         MiB{handshakes}; TLS failures: {}; client: {}",
         front.title(),
         n as f64 / secs,
         sizes.rate,
+        own_ticks as f64 * 1e6 / clk / n as f64,
         rss0 as f64 / 1048576.0,
         rss1 as f64 / 1048576.0,
         match tls_failed.is_empty() {
@@ -495,8 +545,12 @@ pub fn table(figures: &TlsFigures) -> String {
         ),
         (
             format!(
-                "T2. connect (+ full TLS handshake) rate, load client to the front on this host \
-                 (client capped at {}/s)",
+                "T2. connect (+ {} TLS handshake) rate, load client to the front on this host \
+                 (client capped at {}/s, and at 512 handshakes in flight)",
+                match s.resume {
+                    true => "resumed",
+                    false => "full",
+                },
                 s.rate
             ),
             |f| &f.rate,
@@ -527,6 +581,7 @@ pub fn table(figures: &TlsFigures) -> String {
         for f in &figures.fronts {
             row.push(match get(f) {
                 Ok(v) => format!("{v:.0}{unit}"),
+                Err(e) if e == SKIPPED => SKIPPED.to_string(),
                 Err(_) => "n/a".to_string(),
             });
         }
@@ -556,12 +611,16 @@ pub fn table(figures: &TlsFigures) -> String {
     let mut out = vec![
         String::new(),
         format!(
-            "TLS (issue 18): the same load client with --tls (every handshake a full one: TLS \
-             1.3, X25519, a P-256 certificate, no resumption) against heartbeat with \
+            "TLS (issue 18): the same load client with --tls ({}: TLS 1.3, X25519, a P-256 \
+             certificate) against heartbeat with \
              --tls-cert, against HAProxy + OpenSSL terminating TLS in front of a plain \
              heartbeat (one thread), and plain heartbeat for reference; \"the front\" is the \
              process the clients connect to; reproduce: {}SCALE_PHASES=tls cargo bench --bench \
              scale",
+            match s.resume {
+                true => "resumption on: the client keeps its tickets",
+                false => "every handshake a full one, no resumption",
+            },
             s.reproduce()
         ),
         String::new(),
@@ -589,7 +648,8 @@ pub fn missing(figures: &TlsFigures) -> Vec<String> {
         for value in [&f.rate, &f.rss, &f.cpu_open, &f.cpu_line] {
             if let Err(why) = value {
                 let line = format!("tls: {}: {why}", f.front.title());
-                if !why.contains("not installed") && !lines.contains(&line) {
+                let expected = why == SKIPPED || why.contains("not installed");
+                if !expected && !lines.contains(&line) {
                     lines.push(line);
                 }
             }
