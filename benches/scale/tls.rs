@@ -11,8 +11,10 @@
 //! accept, the handshake, admission), and its CPU per echoed line when C connections each
 //! send a line every `SCALE_TLS_ECHO_INTERVAL` (one line per read and per record, like
 //! request–response, not pipelined). Every handshake is a full one: the bench's client config
-//! disables resumption (a reconnecting fleet that kept its tickets does better:
-//! `SCALE_TLS_RESUME=1` measures that). `SCALE_TLS_FRONTS=tls,plain,haproxy` picks fronts.
+//! disables resumption. (A fleet of devices that each kept a ticket would do better, but one
+//! load client cannot stand for it: rustls' client cache keeps 8 tickets per server name,
+//! and a burst of hundreds of connects finds it empty: most handshakes were full anyway.)
+//! `SCALE_TLS_FRONTS=tls,plain,haproxy` picks fronts.
 //!
 //! The certificate is made here (rcgen: a P-256 key, self-signed for `localhost` and
 //! 127.0.0.1), written to a temporary folder with the key, and trusted by the client.
@@ -73,9 +75,6 @@ pub struct TlsSizes {
     pub echo_conns: usize,
     pub echo_interval: Duration,
     pub echo_secs: u64,
-    /// `SCALE_TLS_RESUME=1`: the client keeps its tickets (rustls' default cache), so that
-    /// most handshakes after the first few hundred are resumptions.
-    pub resume: bool,
 }
 
 impl TlsSizes {
@@ -87,20 +86,18 @@ impl TlsSizes {
             echo_conns: env_or("SCALE_TLS_ECHO_CONNS", pick(1_000, 100) as usize),
             echo_interval: Duration::from_millis(env_or("SCALE_TLS_ECHO_INTERVAL_MS", 100)),
             echo_secs: env_or("SCALE_TLS_ECHO_SECS", pick(5, 1)),
-            resume: env_or("SCALE_TLS_RESUME", 0u8) != 0,
         }
     }
 
     pub fn reproduce(&self) -> String {
         format!(
             "SCALE_TLS_PEERS={} SCALE_TLS_RATE={} SCALE_TLS_ECHO_CONNS={} \
-             SCALE_TLS_ECHO_INTERVAL_MS={} SCALE_TLS_ECHO_SECS={} SCALE_TLS_RESUME={} ",
+             SCALE_TLS_ECHO_INTERVAL_MS={} SCALE_TLS_ECHO_SECS={} ",
             self.peers,
             self.rate,
             self.echo_conns,
             self.echo_interval.as_millis(),
-            self.echo_secs,
-            u8::from(self.resume)
+            self.echo_secs
         )
     }
 }
@@ -147,7 +144,7 @@ pub fn tls_phase(run: &Run) -> TlsFigures {
         notes: Vec::new(),
         sizes,
     };
-    let pki = match Pki::new(figures.sizes.resume) {
+    let pki = match Pki::new() {
         Ok(pki) => pki,
         Err(why) => {
             figures.fronts = Front::ALL
@@ -190,7 +187,7 @@ struct Pki {
 }
 
 impl Pki {
-    fn new(resume: bool) -> Result<Pki, String> {
+    fn new() -> Result<Pki, String> {
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
@@ -210,11 +207,9 @@ impl Pki {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // Every handshake a full one unless asked: what a fleet reconnecting without tickets
-        // costs (after a server restart, every ticket key is new).
-        if !resume {
-            config.resumption = rustls::client::Resumption::disabled();
-        }
+        // Every handshake a full one: what a fleet reconnecting without tickets costs (after
+        // a server restart, every ticket key is new).
+        config.resumption = rustls::client::Resumption::disabled();
         let client = ClientTls {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost").map_err(|e| e.to_string())?,
@@ -545,12 +540,8 @@ pub fn table(figures: &TlsFigures) -> String {
         ),
         (
             format!(
-                "T2. connect (+ {} TLS handshake) rate, load client to the front on this host \
+                "T2. connect (+ full TLS handshake) rate, load client to the front on this host \
                  (client capped at {}/s, and at 512 handshakes in flight)",
-                match s.resume {
-                    true => "resumed",
-                    false => "full",
-                },
                 s.rate
             ),
             |f| &f.rate,
@@ -611,16 +602,12 @@ pub fn table(figures: &TlsFigures) -> String {
     let mut out = vec![
         String::new(),
         format!(
-            "TLS (issue 18): the same load client with --tls ({}: TLS 1.3, X25519, a P-256 \
-             certificate) against heartbeat with \
+            "TLS (issue 18): the same load client with --tls (every handshake a full one, no \
+             resumption: TLS 1.3, X25519, a P-256 certificate) against heartbeat with \
              --tls-cert, against HAProxy + OpenSSL terminating TLS in front of a plain \
              heartbeat (one thread), and plain heartbeat for reference; \"the front\" is the \
              process the clients connect to; reproduce: {}SCALE_PHASES=tls cargo bench --bench \
              scale",
-            match s.resume {
-                true => "resumption on: the client keeps its tickets",
-                false => "every handshake a full one, no resumption",
-            },
             s.reproduce()
         ),
         String::new(),
