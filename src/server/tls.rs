@@ -184,6 +184,12 @@ impl Server {
         self.advance_handshake(wk, now);
     }
 
+    /// Hook (`accept_all`): whether [`HANDSHAKE_CAP`] handshakes are in flight, so that a
+    /// newcomer would close the oldest.
+    pub(super) fn handshakes_full(&self) -> bool {
+        self.tls.is_some() && self.core.waiting(Stage::TlsHandshake) >= HANDSHAKE_CAP
+    }
+
     /// Hook (the turn's events): an event for a handshaking peer.
     pub(super) fn on_handshake_event(&mut self, token: Token, now: Instant) {
         let (key, generation) = split(token);
