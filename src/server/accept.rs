@@ -53,8 +53,10 @@ impl Server {
                 // Hook (tls): judged as a plain peer is, then a handshake; the core admits
                 // the peer after it.
                 Ok((stream, addr)) if self.tls.is_some() => {
+                    // Taken in, unless it was refused at once (as `admit` says for a plain peer).
+                    let begun = self.core.stats().tls_handshakes;
                     self.begin_handshake(stream, addr, now);
-                    admitted = true;
+                    admitted |= self.core.stats().tls_handshakes > begun;
                 }
                 Ok((stream, addr)) => admitted |= self.admit(stream, addr, now).is_some(),
                 Err(e) if would_block(&e) => return,
