@@ -1271,3 +1271,27 @@ fn many_timers_due_at_one_exact_time_cost_one_wake_up_not_one_each() {
         "nothing more due now"
     );
 }
+
+/// A TLS peer is judged before its handshake (`handle_screen`) as `handle_accept` judges a
+/// plain one: outside `--allow` or past `--max-connections` it is refused and counted; a
+/// peer let through holds no place until it is accepted.
+#[test]
+fn screening_before_a_handshake_judges_as_accept_and_takes_no_place() {
+    let mut h = Harness::new(Settings {
+        allow: "127.0.0.0/24".parse().expect("an allow list"),
+        max_connections: 1,
+        ..settings(FAST)
+    });
+    let outside = SocketAddr::from(([10, 0, 0, 1], 40_000));
+    assert_eq!(h.core.handle_screen(outside), Err(Refusal::NotAllowed));
+    assert_eq!(h.core.handle_screen(addr(1)), Ok(()));
+    assert_eq!(h.core.handle_screen(addr(2)), Ok(()), "no place taken");
+    assert_eq!(h.core.open(), 0);
+    assert!(h.try_connect(addr(1)).is_ok());
+    assert_eq!(
+        h.core.handle_screen(addr(2)),
+        Err(Refusal::Full { open: 1 })
+    );
+    let stats = h.core.stats();
+    assert_eq!((stats.rejected_not_allowed, stats.rejected_full), (1, 1));
+}

@@ -500,29 +500,6 @@ fn a_flood_of_silent_handshakes_evicts_the_oldest_and_real_peers_get_in() {
     );
 }
 
-/// At `--max-connections`, a TLS peer is told `Error: server full` inside TLS, then closed.
-#[test]
-fn a_full_server_tells_a_tls_peer_inside_tls() {
-    let pki = Pki::new();
-    let server = pki.server(
-        false,
-        ServerConfig {
-            max_connections: 1,
-            ..ServerConfig::default()
-        },
-    );
-    let mut first = TlsPeer::connect(server.addr, pki.client(None));
-    first.send(b"in\n").unwrap();
-    assert_eq!(first.line().unwrap().as_deref(), Some("Echoing...in"));
-    let mut second = TlsPeer::connect(server.addr, pki.client(None));
-    assert_eq!(
-        second.line().unwrap().as_deref(),
-        Some("Error: server full")
-    );
-    let stats = server.stop();
-    assert_eq!(stats.rejected_full, 1);
-}
-
 /// HAProxy (OpenSSL) with `ssl` to our TLS server, sending a PROXY header first: a plain
 /// peer in front of it is echoed through TLS, and the server logs the peer's real address
 /// with the certificate check done by HAProxy (`verify required`). Needs `haproxy`; without
@@ -624,4 +601,148 @@ fn the_load_client_names_a_close_during_the_handshake() {
     let reasons = failed["tls_failed_by_reason"].to_string();
     assert!(reasons.contains("closed during the handshake"), "{failed}");
     assert_eq!(failed["errors"], 0, "{failed}");
+}
+
+/// At `--max-connections`, a TLS peer is refused at accept, before any handshake: it is told
+/// so in a fatal `internal_error` alert (it cannot read the plain `Error: server full`
+/// line), counted `rejected_full`, and the server begins no handshake for it.
+#[test]
+fn a_full_server_refuses_a_tls_peer_before_its_handshake_with_an_alert() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        },
+    );
+    let mut first = TlsPeer::connect(server.addr, pki.client(None));
+    first.send(b"in\n").unwrap();
+    assert_eq!(first.line().unwrap().as_deref(), Some("Echoing...in"));
+    let mut second = TlsPeer::connect(server.addr, pki.client(None));
+    let error = second.line().expect_err("refused, not a line");
+    let alert = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        alert,
+        Some(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::InternalError
+        )),
+        "{error:?}"
+    );
+    let stats = server.stop();
+    assert_eq!(stats.rejected_full, 1);
+    assert_eq!(stats.tls_handshakes, 1, "the first peer's only");
+    assert_eq!(stats.rejected_tls.total(), 0);
+}
+
+/// A TLS peer outside `--allow` is refused at accept as a plain one is: closed with nothing
+/// said, counted `rejected_not_allowed`, and no handshake begun (the load client names it
+/// `closed during the handshake`; the server's `tls_handshakes` stays 0).
+#[test]
+fn a_tls_peer_outside_allow_is_refused_before_any_handshake() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            allow: "10.0.0.0/8".parse().unwrap(),
+            ..ServerConfig::default()
+        },
+    );
+    let ca = pki.path("ca.pem").to_string_lossy().into_owned();
+    let args = ["--tls", "--tls-ca", &ca, "--tls-server-name", "localhost"];
+    let failed = load_client(server.addr, &[&args[..], &["--connections", "3"]].concat());
+    assert_eq!(failed["handshake_time"]["count"], 0, "{failed}");
+    let reasons = failed["tls_failed_by_reason"].to_string();
+    assert!(reasons.contains("closed during the handshake"), "{failed}");
+    let stats = server.stop();
+    assert!(stats.rejected_not_allowed >= 3, "{stats:?}");
+    assert_eq!(stats.tls_handshakes, 0);
+    assert_eq!(stats.rejected_tls.total(), 0);
+    assert_eq!(stats.accepted, 0);
+}
+
+/// A peer judged at accept while a place was free, whose place went to another while it
+/// shook hands (a handshake holds no place), is still refused once its handshake is done,
+/// and told `Error: server full` inside TLS, then closed.
+#[test]
+fn a_tls_peer_whose_place_went_during_its_handshake_is_told_inside_tls() {
+    let pki = Pki::new();
+    let server = pki.server(
+        false,
+        ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        },
+    );
+    // The late peer's handshake, up to its last flight: the server's answer proves it was
+    // accepted (and judged) while the one place was free.
+    let mut late_tcp = TcpStream::connect(server.addr).unwrap();
+    late_tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut late = ClientConnection::new(pki.client(None), name).unwrap();
+    late.write_tls(&mut late_tcp).unwrap();
+    while late.is_handshaking() {
+        assert!(
+            late.read_tls(&mut late_tcp).unwrap() > 0,
+            "the server's flight"
+        );
+        late.process_new_packets().unwrap();
+    }
+    let mut first = TlsPeer::connect(server.addr, pki.client(None));
+    first.send(b"in\n").unwrap();
+    assert_eq!(first.line().unwrap().as_deref(), Some("Echoing...in"));
+    // Its last flight now: the handshake ends with no place left.
+    let mut late = TlsPeer(BufReader::new(StreamOwned::new(late, late_tcp)));
+    assert_eq!(late.line().unwrap().as_deref(), Some("Error: server full"));
+    let stats = server.stop();
+    assert_eq!(stats.rejected_full, 1);
+    assert_eq!(stats.tls_handshakes, 2);
+}
+
+/// The load client keeps at most 512 connections between `connect()` and the end of their
+/// handshake (`MAX_HANDSHAKES_IN_FLIGHT`: half the server's cap of 1,024, past which it
+/// would close the oldest), whatever `--connect-rate` says: against a listener that takes
+/// connections and never answers, 600 asked for at up to 100,000 a second make 512, and one
+/// more once one of them is closed.
+#[test]
+fn the_load_client_keeps_at_most_512_handshakes_in_flight() {
+    let pki = Pki::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            if tx.send(stream).is_err() {
+                return;
+            }
+        }
+    });
+    let ca = pki.path("ca.pem").to_string_lossy().into_owned();
+    let port = addr.port().to_string();
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-client"))
+        .args(["--no-prompt", "--host", "127.0.0.1", "--port", &port])
+        .args(["--tls", "--tls-ca", &ca, "--tls-server-name", "localhost"])
+        .args(["--connections", "600", "--connect-rate", "100000"])
+        .args(["--interval", "0", "--duration", "60s", "--log-level", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("client runs");
+    let mut held: Vec<TcpStream> = Vec::new();
+    while held.len() < 512 {
+        held.push(rx.recv_timeout(HANG_GUARD).expect("the first 512 connect"));
+    }
+    // None past the cap while all 512 wait for the server (it never answers).
+    assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
+    drop(held.swap_remove(0));
+    held.push(
+        rx.recv_timeout(HANG_GUARD)
+            .expect("one more once one is gone"),
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    let _ = client.kill();
+    let _ = client.wait();
 }

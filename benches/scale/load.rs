@@ -23,6 +23,23 @@ pub fn source_address(index: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0))
 }
 
+/// The load client's configuration for `connections` idle connections (they send nothing
+/// and answer heartbeats) opened at `rate` per second from the bench's source addresses.
+pub fn idle_config(server: SocketAddr, connections: usize, rate: u32) -> ClientConfig {
+    ClientConfig {
+        server,
+        bind: (0..SOURCE_ADDRESSES as usize).map(source_address).collect(),
+        connections,
+        connect_rate: rate,
+        interval: Duration::ZERO,
+        // A backstop only: the phase stops the client long before.
+        duration: Some(Duration::from_secs(900)),
+        verbose: false,
+        status_line: false,
+        ..Default::default()
+    }
+}
+
 /// The crate's load client running in its own thread; stopped on drop.
 pub struct Load {
     stopper: Stopper,
@@ -32,18 +49,11 @@ pub struct Load {
 
 impl Load {
     pub fn start(server: SocketAddr, connections: usize, rate: u32) -> Result<Load, String> {
-        let config = ClientConfig {
-            server,
-            bind: (0..SOURCE_ADDRESSES as usize).map(source_address).collect(),
-            connections,
-            connect_rate: rate,
-            interval: Duration::ZERO,
-            // A backstop only: the phase stops the client long before.
-            duration: Some(Duration::from_secs(900)),
-            verbose: false,
-            status_line: false,
-            ..Default::default()
-        };
+        Load::start_with(idle_config(server, connections, rate))
+    }
+
+    /// The load client with `config` (see [`idle_config`]).
+    pub fn start_with(config: ClientConfig) -> Result<Load, String> {
         let (tx, rx) = mpsc::channel();
         let handle = thread::Builder::new()
             .name("load-client".into())
@@ -70,7 +80,7 @@ impl Load {
         })
     }
 
-    fn is_running(&self) -> bool {
+    pub fn is_running(&self) -> bool {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
 

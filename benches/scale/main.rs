@@ -5,7 +5,9 @@
 //!
 //! Figures: connections held, memory per idle connection (user space: the server's RSS;
 //! kernel: `Slab` growth, both ends), accept rate, server CPU per echoed line (pipelined, and
-//! request–response one line at a time), close lateness of silent peers, idle wake-ups. Each
+//! request–response one line at a time), close lateness of silent peers, idle wake-ups; and in
+//! a table of their own (`SCALE_PHASES=tls`), the same for TLS peers, heartbeat against
+//! HAProxy + OpenSSL terminating TLS in front of it (see [`tls`]). Each
 //! server runs in its own process and is measured from outside through `/proc`, the same way
 //! for all; close lateness is also measured inside heartbeat, which reports it when it stops.
 //! The baselines are this very binary, re-executed with `HEARTBEAT_SCALE_ROLE` set (see
@@ -22,6 +24,7 @@
 //! |------------|------------------------------------------------------------------------|
 //! | `phases`   | figures 1–4 and 6: warm-up, hold, idle and pipelining phases           |
 //! | `silent`   | figure 5: silent peers; lateness from heartbeat's summary and at peers |
+//! | `tls`      | the TLS table: heartbeat with TLS, plain, and HAProxy terminating TLS  |
 //! | `request`  | figure 4b: request–response, one line at a time per connection         |
 //! | `drivers`  | tokio drivers: pipelining connections, silent peers                    |
 //! | `load`     | the crate's load client in a thread; waiting for a server's sockets    |
@@ -45,6 +48,7 @@ mod report;
 mod request;
 mod server;
 mod silent;
+mod tls;
 mod tuned;
 
 use std::process::ExitCode;
@@ -142,7 +146,14 @@ fn main() -> ExitCode {
     let sizes = Sizes::from_env();
     let machine = Machine::read();
     let limit = heartbeat::edge::net::raise_open_file_limit().unwrap_or(1024);
-    let needed = sizes.connections.max(sizes.silent).max(sizes.rr_conns) as u64 + 500;
+    let tls_sizes = tls::TlsSizes::from_env(sizes.quick);
+    let needed = sizes
+        .connections
+        .max(sizes.silent)
+        .max(sizes.rr_conns)
+        .max(tls_sizes.peers)
+        .max(tls_sizes.echo_conns) as u64
+        + 500;
     assert!(
         needed <= limit,
         "this process holds one descriptor per client connection: {needed} needed, the \
@@ -196,7 +207,18 @@ fn main() -> ExitCode {
             }
         }
     }
-    if report::print(&sizes, &machine, &results, others_at_start) {
+    // Issue 18's figures: heartbeat's alone (the tokio baselines speak no TLS), in a table
+    // of their own beside HAProxy terminating TLS.
+    let tls = wants("tls").then(|| tls::tls_phase(&run));
+    let main_phases = PHASES.iter().any(|(name, _)| wants(name));
+    if report::print(
+        &sizes,
+        &machine,
+        &results,
+        others_at_start,
+        main_phases,
+        tls.as_ref(),
+    ) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -9,6 +9,7 @@ use crate::figures::{
     SERVER_LOOP, SERVER_WAKE, SKIPPED, WAKE_N,
 };
 use crate::machine::{Machine, OthersCpu};
+use crate::tls::{self, TlsFigures};
 use crate::{duration_arg, Sizes, SILENT_TIMING};
 
 /// Margin over one tick within which every End Connection must be sent.
@@ -51,16 +52,24 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
 
 /// Prints the table, the targets, the others' CPU, the notes and what is missing; returns
 /// whether every figure that should have been measured was.
+/// `main_phases`: any of the comparison's phases ran (else only the TLS table is printed).
 pub fn print(
     sizes: &Sizes,
     machine: &Machine,
     results: &[Figures; 3],
     others_at_start: Option<OthersCpu>,
+    main_phases: bool,
+    tls: Option<&TlsFigures>,
 ) -> bool {
     let [hb, typical, tuned] = results;
-    println!("{}", table(sizes, hb, typical, tuned));
-    if !hb.skipped {
-        println!("{}", targets(sizes, hb, machine.clk_tck));
+    if main_phases {
+        println!("{}", table(sizes, hb, typical, tuned));
+        if !hb.skipped {
+            println!("{}", targets(sizes, hb, machine.clk_tck));
+        }
+    }
+    if let Some(tls) = tls {
+        println!("{}", tls::table(tls));
     }
     if let (Some(start), Some(end)) = (others_at_start, OthersCpu::now()) {
         println!("{}", start.report(&end, machine.clk_tck));
@@ -71,7 +80,11 @@ pub fn print(
             println!("  {}: {note}", figures.kind.name());
         }
     }
-    let missing: Vec<String> = results.iter().flat_map(Figures::missing).collect();
+    for note in tls.iter().flat_map(|t| &t.notes) {
+        println!("  tls: {note}");
+    }
+    let mut missing: Vec<String> = results.iter().flat_map(Figures::missing).collect();
+    missing.extend(tls.iter().flat_map(|t| tls::missing(t)));
     if missing.is_empty() {
         return true;
     }

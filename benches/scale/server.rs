@@ -19,6 +19,8 @@ pub struct ServerProc {
     kind: Kind,
     child: Child,
     pub addr: SocketAddr,
+    /// Heartbeat's `--metrics` address, when it was given one (`start_with`).
+    pub metrics: Option<SocketAddr>,
     /// The baseline exits when its stdin closes: a safety net if this process dies.
     stdin: Option<ChildStdin>,
     output: Option<JoinHandle<Vec<String>>>,
@@ -28,6 +30,16 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts a server with `timing`; `tick` is heartbeat's `--tick` (the baseline has none).
     pub fn start(kind: Kind, timing: Timing, tick: Duration) -> Result<ServerProc, String> {
+        ServerProc::start_with(kind, timing, tick, &[])
+    }
+
+    /// [`ServerProc::start`] with more arguments for heartbeat (`--tls-cert`, `--metrics`).
+    pub fn start_with(
+        kind: Kind,
+        timing: Timing,
+        tick: Duration,
+        extra: &[String],
+    ) -> Result<ServerProc, String> {
         let mut command = match kind {
             Kind::Heartbeat => {
                 let mut command = Command::new(env!("CARGO_BIN_EXE_heartbeat-server"));
@@ -38,6 +50,7 @@ impl ServerProc {
                     .args(["--count", &timing.count.to_string()])
                     .args(["--idle", &duration_arg(timing.idle)])
                     .args(["--tick", &duration_arg(tick)])
+                    .args(extra)
                     .stdin(Stdio::null());
                 command
             }
@@ -68,6 +81,7 @@ impl ServerProc {
             kind,
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: None,
             stdin,
             output: Some(output),
             stopped: false,
@@ -84,6 +98,12 @@ impl ServerProc {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
             .ok_or_else(|| format!("unexpected first line from the server: {first:?}"))?;
+        // `…; metrics at http://ADDR/metrics`
+        server.metrics = first
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok());
         Ok(server)
     }
 

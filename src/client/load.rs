@@ -64,6 +64,9 @@ struct Conn {
     tls: Option<Box<rustls::ClientConnection>>,
     /// `--tls`: when its handshake began, until it is done.
     handshake_since: Option<Instant>,
+    /// `--tls`: counted in `Client::handshakes_in_flight` (from `connect()` until its
+    /// handshake is done or it is gone).
+    shaking: bool,
 }
 
 /// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
@@ -98,6 +101,9 @@ pub struct Client {
     baseline_rss: u64,
     stop: StopSignal,
     first_error: Option<String>,
+    /// `--tls`: connections between `connect()` and the end of their handshake; no new
+    /// connection starts at [`tls::MAX_HANDSHAKES_IN_FLIGHT`].
+    handshakes_in_flight: usize,
 }
 
 impl Client {
@@ -132,6 +138,7 @@ impl Client {
             baseline_rss,
             stop,
             first_error: None,
+            handshakes_in_flight: 0,
             config,
         })
     }
@@ -271,7 +278,8 @@ impl Client {
 
     /// When the next new connection or reconnect is due, if any.
     fn next_connect_at(&self) -> Option<Instant> {
-        if self.draining() {
+        // Hook (tls): at the cap, a handshake's end (an event) lets the next one start.
+        if self.draining() || self.at_handshake_cap() {
             return None;
         }
         let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
@@ -284,6 +292,10 @@ impl Client {
         let began = Instant::now();
         let mut now = began;
         while within_budget(began, now) {
+            // Hook (tls): no more handshakes in flight than the cap.
+            if self.at_handshake_cap() {
+                return;
+            }
             if let Some(slot) = self.pacer.take(now) {
                 self.start_one(slot as u32, 0, false, false);
             } else if let Some(&Reverse((at, slot, attempt, served))) = self.retries.peek() {
@@ -337,7 +349,10 @@ impl Client {
             peer,
             tls: None,
             handshake_since: None,
+            shaking: false,
         });
+        // Hook (tls): counted until its handshake is done.
+        self.handshake_begun(key);
         self.rearm(key);
     }
 
@@ -473,6 +488,8 @@ impl Client {
 
     fn forget(&mut self, key: usize) {
         self.timers.cancel(key);
+        // Hook (tls): a connection gone in its handshake frees its place.
+        self.handshake_over(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }

@@ -140,6 +140,12 @@ impl Collector for Moment {
                 ("no_proxy_header", s.rejected_proxy_header),
             ],
         )?;
+        counter(
+            e,
+            "heartbeat_tls_handshakes",
+            "TLS handshakes begun (--tls-cert); a peer refused at accept (--allow, --max-connections) begins none.",
+            s.tls_handshakes,
+        )?;
         let tls: Vec<(&str, u64)> = s
             .rejected_tls
             .by_reason()

@@ -56,6 +56,9 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// Closed without a valid PROXY protocol v2 header (`--proxy-protocol`).
     pub rejected_proxy_header: u64,
+    /// TLS handshakes begun (`--tls-cert`): each costs the server CPU, so a peer refused at
+    /// accept (`--allow`, `--max-connections`) begins none.
+    pub tls_handshakes: u64,
     /// TLS handshakes refused, by reason (`--tls-cert`; `cores::tls::Refusal`).
     pub rejected_tls: TlsRefusals,
     /// Of those, closed to make room while the most peers allowed were waiting for one.
@@ -194,6 +197,10 @@ impl ServerStats {
     }
 
     /// A peer sent no valid PROXY protocol header (`--proxy-protocol`).
+    pub fn on_tls_handshake(&mut self) {
+        self.tls_handshakes += 1;
+    }
+
     pub fn on_refused_tls(&mut self, refusal: TlsRefusal) {
         self.rejected_tls.0[refusal as usize] += 1;
     }
@@ -311,6 +318,7 @@ impl ServerStats {
             rejected_not_allowed,
             accept_errors,
             rejected_proxy_header,
+            tls_handshakes,
             rejected_tls,
             proxy_header_evicted,
             metrics_busy,
@@ -345,6 +353,7 @@ impl ServerStats {
             (&mut self.rejected_not_allowed, rejected_not_allowed),
             (&mut self.accept_errors, accept_errors),
             (&mut self.rejected_proxy_header, rejected_proxy_header),
+            (&mut self.tls_handshakes, tls_handshakes),
             (&mut self.proxy_header_evicted, proxy_header_evicted),
             (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
@@ -385,7 +394,8 @@ impl ServerStats {
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
         ];
-        let when_any: [(&str, u64); 16] = [
+        let when_any: [(&str, u64); 17] = [
+            ("TLS handshakes begun", self.tls_handshakes),
             ("live upgrades (SIGUSR2)", self.upgrades),
             ("live upgrades given up (served on)", self.upgrades_failed),
             ("peers handed over in live upgrades", self.handed_over),
@@ -522,13 +532,14 @@ mod tests {
             handed_over: 1024,
             tls_kept: 1026 + TlsRefusal::ALL.len() as u64,
             upgrade_pause_us: 1025,
+            tls_handshakes: 1027 + TlsRefusal::ALL.len() as u64,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1026 + TlsRefusal::ALL.len() as u64 {
+        for v in 1001..=1027 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

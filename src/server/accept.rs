@@ -24,6 +24,13 @@ impl Server {
     /// have hung up already, and their end of stream frees their place once read. So when
     /// this call has admitted anyone, or the last turn did not already wait, it waits a turn
     /// (the loop then polls without sleeping) instead of refusing.
+    ///
+    /// So too at the cap of TLS handshakes in flight, before a newcomer closes the oldest:
+    /// under load, many handshakes the clients have finished wait only for the server to
+    /// read their last flight (the client counts itself done one flight before the server
+    /// does), and closing one of those to begin another wastes both. A newcomer waits in the
+    /// kernel's backlog for a turn of reads; only if the stage is still full after it (a flood
+    /// of silent handshakes) does it close the oldest.
     pub(super) fn accept_all(&mut self, now: Instant) {
         self.accept_deferred = false;
         let waited_for_reads = std::mem::take(&mut self.waiting_for_room);
@@ -33,7 +40,8 @@ impl Server {
                 self.accept_deferred = true;
                 return;
             }
-            if !self.core.has_room() && (admitted || !waited_for_reads) {
+            let full = !self.core.has_room() || self.handshakes_full();
+            if full && (admitted || !waited_for_reads) {
                 self.waiting_for_room = true;
                 self.accept_deferred = true;
                 return;
@@ -42,8 +50,14 @@ impl Server {
                 Ok((stream, addr)) if self.handshakes.enabled() => {
                     self.await_header(stream, addr, now)
                 }
-                // Hook (tls): a handshake first; the core admits the peer after it.
-                Ok((stream, addr)) if self.tls.is_some() => self.begin_handshake(stream, addr, now),
+                // Hook (tls): judged as a plain peer is, then a handshake; the core admits
+                // the peer after it.
+                Ok((stream, addr)) if self.tls.is_some() => {
+                    // Taken in, unless it was refused at once (as `admit` says for a plain peer).
+                    let begun = self.core.stats().tls_handshakes;
+                    self.begin_handshake(stream, addr, now);
+                    admitted |= self.core.stats().tls_handshakes > begun;
+                }
                 Ok((stream, addr)) => admitted |= self.admit(stream, addr, now).is_some(),
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
@@ -107,7 +121,13 @@ impl Server {
         watched.then_some(key)
     }
 
-    fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr, refusal: Refusal, now: Instant) {
+    pub(super) fn refuse(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        refusal: Refusal,
+        now: Instant,
+    ) {
         match refusal {
             Refusal::NotAllowed => {
                 if self.log_limiter.allow("not allowed", now) {
@@ -115,8 +135,9 @@ impl Server {
                 }
             }
             Refusal::Full { open } => {
-                // Best effort: a fresh socket has room for one short line. A TLS peer was
-                // told inside its session already (hook: tls).
+                // Best effort: a fresh socket has room for one short line. A TLS peer is
+                // told by the TLS path: an alert at accept, before any handshake, or the
+                // line inside its session if its place went while it shook hands (hook: tls).
                 if self.tls.is_none() {
                     let line = [IoSlice::new(protocol::SERVER_FULL), IoSlice::new(b"\n")];
                     let _ = stream.write_vectored(&line);

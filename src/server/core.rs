@@ -11,6 +11,7 @@
 //! | call                          | when                                                    |
 //! |-------------------------------|---------------------------------------------------------|
 //! | [`handle_accept`]             | a peer was accepted; says whether to keep it            |
+//! | [`handle_screen`]             | the same judgement, for a peer before its TLS handshake |
 //! | [`handle_accept_failed`]      | `accept` failed (out of descriptors): back off           |
 //! | [`handle_read`]               | bytes were read; read at most [`read_budget`] at a time |
 //! | [`handle_eof`]                | the peer closed its sending side                        |
@@ -44,6 +45,7 @@
 //! the clock again for the next batch.
 //!
 //! [`handle_accept`]: ServerCore::handle_accept
+//! [`handle_screen`]: ServerCore::handle_screen
 //! [`handle_accept_failed`]: ServerCore::handle_accept_failed
 //! [`handle_read`]: ServerCore::handle_read
 //! [`read_budget`]: ServerCore::read_budget
@@ -239,12 +241,8 @@ impl ServerCore {
 
     /// A peer was accepted at `now` from `addr`.
     pub fn handle_accept(&mut self, now: Instant, addr: SocketAddr) -> Admission {
-        if !self.settings.allow.allows(addr.ip()) {
-            return self.refuse(Refusal::NotAllowed);
-        }
-        let in_place = self.conns.len() - self.peers_gone;
-        if in_place >= self.settings.max_connections {
-            return self.refuse(Refusal::Full { open: in_place });
+        if let Err(refusal) = self.handle_screen(addr) {
+            return Admission::Refused(refusal);
         }
         let liveness = Peer::new(now);
         let key = self.conns.insert(Record {
@@ -262,9 +260,24 @@ impl ServerCore {
         Admission::Admitted(key)
     }
 
-    fn refuse(&mut self, refusal: Refusal) -> Admission {
+    /// Judges a peer from `addr` as [`handle_accept`](Self::handle_accept) would now
+    /// (`--allow`, `--max-connections`), without taking it in; a refusal is counted. For a
+    /// peer that must finish a TLS handshake before it is taken in: judged at accept, so a
+    /// refused peer costs no handshake. Places are counted as `handle_accept` counts them
+    /// (handshakes in flight hold none: silent ones must not keep real peers out), so the
+    /// last place can still be taken meanwhile, and `handle_accept` judges again after.
+    pub fn handle_screen(&mut self, addr: SocketAddr) -> Result<(), Refusal> {
+        let refusal = if !self.settings.allow.allows(addr.ip()) {
+            Refusal::NotAllowed
+        } else {
+            let in_place = self.conns.len() - self.peers_gone;
+            if in_place < self.settings.max_connections {
+                return Ok(());
+            }
+            Refusal::Full { open: in_place }
+        };
         self.stats.on_refused(refusal);
-        Admission::Refused(refusal)
+        Err(refusal)
     }
 
     /// `accept` failed at `now` with something other than "nothing waiting" (out of

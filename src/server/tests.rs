@@ -160,3 +160,80 @@ fn silent_scrapers_give_their_slots_up_after_a_second() {
         assert!(matches!(stream.read_to_end(&mut got), Ok(0)));
     }
 }
+
+/// At the cap of TLS handshakes in flight, a newcomer waits a turn of reads before it
+/// closes the oldest: handshakes whose clients have sent their last flight are finished,
+/// not closed. 1,024 clients are one flight from done when 100 newcomers connect (a turn
+/// sees them: without the wait, the first closes the oldest handshake at once); then every
+/// client sends its last flight, and with 64 events a poll, each turn reads 64 of them and
+/// takes in as many newcomers, none closed.
+#[test]
+fn at_the_handshake_cap_finished_handshakes_are_read_before_the_oldest_is_closed() {
+    use crate::cores::tls::Refusal;
+    use crate::edge::tls::{provider, server_config_from};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Arc;
+
+    let _ = crate::edge::net::raise_open_file_limit();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = params.self_signed(&key).expect("a certificate");
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let tls = server_config_from(vec![cert.der().clone()], der, None).expect("TLS");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).expect("a root");
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let name = ServerName::try_from("localhost").expect("a name");
+    let mut l = Loop::new(ServerConfig {
+        tls: Some(tls),
+        ..ServerConfig::default()
+    });
+    let addr = l.server.local_addr();
+    let cap = super::HANDSHAKE_CAP;
+    let mut shaking = Vec::with_capacity(cap);
+    for _ in 0..cap {
+        let mut tcp = TcpStream::connect(addr).expect("connects");
+        tcp.set_read_timeout(Some(HANG_GUARD)).expect("a timeout");
+        let mut conn = rustls::ClientConnection::new(client.clone(), name.clone()).expect("TLS");
+        conn.write_tls(&mut tcp).expect("its first flight");
+        shaking.push((conn, tcp));
+    }
+    l.turn_until(Duration::ZERO, |s| {
+        s.core.waiting(Stage::TlsHandshake) == cap
+    });
+    // Filling the stage ended at the cap: a turn with nothing more to accept clears that.
+    l.turn_until(Duration::ZERO, |s| {
+        !s.waiting_for_room && !s.accept_deferred
+    });
+    // The server answered every first flight: each client is done but for its last.
+    for (conn, tcp) in &mut shaking {
+        while conn.is_handshaking() {
+            assert!(conn.read_tls(tcp).expect("the server's flight") > 0);
+            conn.process_new_packets().expect("a good flight");
+        }
+    }
+    let newcomers: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(addr).expect("connects"))
+        .collect();
+    let evicted = |s: &Server| s.core.stats().rejected_tls.0[Refusal::Evicted as usize];
+    l.turn_until(Duration::ZERO, |s| s.waiting_for_room || evicted(s) > 0);
+    assert_eq!(
+        evicted(&l.server),
+        0,
+        "a newcomer closed the oldest at once"
+    );
+    for (conn, tcp) in &mut shaking {
+        while conn.wants_write() {
+            conn.write_tls(tcp).expect("its last flight");
+        }
+    }
+    l.turn_until(Duration::ZERO, |s| s.core.open() == cap);
+    assert_eq!(evicted(&l.server), 0);
+    assert_eq!(l.server.core.waiting(Stage::TlsHandshake), newcomers.len());
+}

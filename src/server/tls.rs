@@ -14,7 +14,7 @@
 //! in at a few marked hooks (`accept_all`, `admit_proxied`, `read_peer`, `carry_out`,
 //! `on_socket_event`, the turn's deadlines and events).
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use log::{info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::core::{Arrival, Stage, WaitEnd, WaitKey};
+use super::core::{Arrival, Refusal as AcceptRefusal, Stage, WaitEnd, WaitKey};
 use super::Server;
 use crate::cores::escape::Escaped;
 use crate::cores::protocol;
@@ -38,6 +38,14 @@ pub use super::core::waiting::{HANDSHAKE_CAP, HANDSHAKE_DEADLINE};
 /// Marks a handshaking peer's key in its token: below `proxied`'s mark (bit 31), above any
 /// core key; the loop's fixed tokens (at the very top) are matched before this is asked.
 const HANDSHAKING: usize = 1 << 30;
+
+/// What a TLS peer turned away at accept for `--max-connections` is told instead of the
+/// plain peer's `Error: server full` line (which it could not read, and which no session
+/// exists to seal): a fatal `internal_error` alert (RFC 8446 §6.2: a condition of the server,
+/// not of the peer), in the plaintext record every alert before a handshake travels in
+/// (content type 21, version 0x0303, 2 bytes). No crypto: nothing has been negotiated yet.
+/// A peer outside `--allow` is told nothing, as a plain one.
+const FULL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 
 /// A peer in its handshake.
 struct Shaking {
@@ -124,12 +132,23 @@ fn flush(stream: &mut TcpStream, session: &mut TlsSession) -> io::Result<bool> {
 impl Server {
     /// Hook (accept, or a PROXY header read): `stream` from `addr` begins its handshake. At
     /// the cap of handshakes in flight, the core closes the oldest to make room.
+    ///
+    /// First it is judged as a plain peer is at accept (`--allow`, `--max-connections`):
+    /// a refused peer is closed before any TLS work, so it costs no handshake CPU, and is
+    /// counted and logged as a refused plain peer (told [`FULL_ALERT`] when full).
     pub(super) fn begin_handshake(
         &mut self,
         mut stream: TcpStream,
         addr: SocketAddr,
         now: Instant,
     ) {
+        if let Err(refusal) = self.core.handle_screen(addr) {
+            if let AcceptRefusal::Full { .. } = refusal {
+                // Best effort, as the plain line: a fresh socket has room for 7 bytes.
+                let _ = stream.write(&FULL_ALERT);
+            }
+            return self.refuse(stream, addr, refusal, now);
+        }
         let Some(tls) = &self.tls else {
             return;
         };
@@ -169,6 +188,12 @@ impl Server {
             early: Vec::new(),
         });
         self.advance_handshake(wk, now);
+    }
+
+    /// Hook (`accept_all`): whether [`HANDSHAKE_CAP`] handshakes are in flight, so that a
+    /// newcomer would close the oldest.
+    pub(super) fn handshakes_full(&self) -> bool {
+        self.tls.is_some() && self.core.waiting(Stage::TlsHandshake) >= HANDSHAKE_CAP
     }
 
     /// Hook (the turn's events): an event for a handshaking peer.
@@ -281,8 +306,10 @@ impl Server {
             return;
         }
         if !self.core.has_room() {
-            // Told as a plain peer is, but inside TLS (`refuse` writes nothing to a TLS
-            // peer); the core refuses and counts it in `admit_real`.
+            // The last places went to others while it shook hands (it was judged at accept,
+            // but a handshake holds no place): told as a plain peer is, but inside TLS
+            // (`refuse` writes nothing to a TLS peer); the core refuses and counts it in
+            // `admit_real`.
             let line = [protocol::SERVER_FULL, b"\n"].concat();
             if let Some(tls) = &mut self.tls {
                 if let Some(n) = session.seal(&line, &mut tls.sealed) {

@@ -294,6 +294,9 @@ impl ServerCore {
             let end = WaitEnd::Evicted { waiting };
             self.actions.push_back(Action::EndWait(stage, oldest, end));
         }
+        if stage == Stage::TlsHandshake {
+            self.stats.on_tls_handshake();
+        }
         Arrival::Waiting(self.waiting.table(stage).insert(now))
     }
 
