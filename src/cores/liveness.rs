@@ -7,7 +7,9 @@
 //!
 //! 1. [`Peer::new`] when the peer connects, then arms its timer at [`Peer::deadline`];
 //! 2. [`Peer::on_data`] whenever any bytes arrive (it does *not* touch the timer: re-arming is
-//!    lazy, which keeps the hot path free of timer work);
+//!    lazy, which keeps the hot path free of timer work; only when it returns non-zero, an
+//!    answer, at most once per heartbeat, may the caller re-arm at once for the new
+//!    [`Peer::deadline`], which is cheaper than letting the old one come due);
 //! 3. [`Peer::on_timer`] when the timer comes due, and does what the returned action says at
 //!    that same `now`: a heartbeat is taken to leave at the `now` it was decided at.
 //!

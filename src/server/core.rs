@@ -320,6 +320,16 @@ impl ServerCore {
             session.bytes_in += bytes.len() as u64;
         }
         if let Some(asked_at) = asked_at {
+            // The timer waits for `s_k + interval`, which no longer decides anything: file it
+            // for `L + idle` now, rather than let it come due only to be filed again (at most
+            // once per heartbeat; other data leaves the timer alone).
+            let timing = timing_for(&self.settings, key);
+            match record.liveness.last_seen() {
+                Some(seen) if seen == now => self.timers.arm_exact_after(key, now, timing.idle),
+                _ => self
+                    .timers
+                    .arm_exact(key, record.liveness.deadline(&timing)),
+            }
             self.stats.on_heartbeat_answered();
             let rtt = now.saturating_duration_since(asked_at);
             self.report(key, Event::HeartbeatAnswered { rtt });
