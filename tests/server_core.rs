@@ -1271,3 +1271,29 @@ fn many_timers_due_at_one_exact_time_cost_one_wake_up_not_one_each() {
         "nothing more due now"
     );
 }
+
+/// An answer to a heartbeat re-arms the peer's timer for `L + idle` at once: after the
+/// heartbeat at 400 ms and its answer at 401 ms, the next time the core asks to be woken for
+/// the peer is 801 ms (its next heartbeat), not 500 ms, when the timer armed for the
+/// heartbeat's full interval would come due only to be filed again.
+#[test]
+fn an_answered_heartbeat_moves_the_timer_to_the_next_idle_deadline_at_once() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect_answering(MS);
+    h.run_until(h.at(MS * 401));
+    assert_eq!(h.lines(key), [(ms(400), "heartbeat")]);
+    assert_eq!(h.core.stats().heartbeats_answered, 1);
+    // Wake at every deadline the core names until the next heartbeat: none before 801 ms
+    // but the wheel's own cascades (a level's slot moved down), and none at 500 ms.
+    let mut wakeups = Vec::new();
+    while h.lines(key).len() < 2 {
+        let next = h.core.poll_timeout().expect("armed");
+        wakeups.push((next - h.t0).as_micros());
+        h.wake(next);
+    }
+    assert_eq!(h.lines(key)[1], (ms(801), "heartbeat"));
+    assert!(
+        !wakeups.contains(&ms(500)) && wakeups.last() == Some(&ms(801)),
+        "{wakeups:?}"
+    );
+}
