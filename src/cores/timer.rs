@@ -344,6 +344,7 @@ impl Near {
 
 /// `now + delay`, or a time centuries away if that cannot be represented: a timeout too
 /// long to matter is "never", not a panic.
+#[inline]
 pub fn later(now: Instant, delay: Duration) -> Instant {
     now.checked_add(delay)
         .or_else(|| now.checked_add(FAR_FUTURE))

@@ -550,6 +550,7 @@ impl ServerCore {
 /// of the jitter (so only the first heartbeat after a silence moves, and only later). The
 /// share depends only on the seed and the key: nothing is stored per peer. A free function so
 /// that the timer table can recompute a deadline while it holds the wheel.
+#[inline]
 fn timing_for(settings: &Settings, key: usize) -> Timing {
     let timing = settings.timing;
     let percent = u64::from(settings.jitter_percent.min(100));
