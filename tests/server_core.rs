@@ -1297,3 +1297,51 @@ fn an_answered_heartbeat_moves_the_timer_to_the_next_idle_deadline_at_once() {
         "{wakeups:?}"
     );
 }
+
+/// In a batch where a close and a heartbeat fall due at the same time, the close is decided
+/// (and so written) first, whichever peer the timers give back first: here one peer is due
+/// its End Connection and another its first heartbeat, both at 700.3 ms (between 1 ms
+/// ticks, where equal deadlines come back by key), with the keys both ways round.
+#[test]
+fn a_close_due_with_a_heartbeat_is_fired_first() {
+    for dying_has_the_lower_key in [true, false] {
+        let mut h = Harness::new(Settings {
+            tick: MS,
+            ..settings(FAST)
+        });
+        h.run_until(h.at(300 * US));
+        // The silent peer: End Connection at 700.3 ms; the other: heartbeat 1 then.
+        let (dying, asked) = if dying_has_the_lower_key {
+            let dying = h.connect();
+            h.run_until(h.at(MS * 300 + 300 * US));
+            (dying, h.connect())
+        } else {
+            // The later peer gets the lower key: the slot of a third, which leaves at once.
+            let spare = h.connect();
+            let dying = h.connect();
+            h.close_side(spare);
+            h.run_until(h.at(MS * 300 + 300 * US));
+            (dying, h.connect())
+        };
+        assert_eq!(dying < asked, dying_has_the_lower_key);
+        let due = MS * 700 + 300 * US;
+        h.run_until(h.at(due));
+        let order: Vec<(usize, &str)> = h
+            .events
+            .iter()
+            .filter(|(t, ..)| *t == due)
+            .filter_map(|(_, key, event)| match event {
+                Event::Dead { .. } => Some((*key, "dead")),
+                Event::HeartbeatSent { .. } => Some((*key, "heartbeat")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [(dying, "dead"), (asked, "heartbeat")],
+            "keys {dying} and {asked}"
+        );
+        assert_eq!(h.lines(dying).last(), Some(&(ms(700) + 300, "End Connection")));
+        assert_eq!(h.lines(asked), [(ms(700) + 300, "heartbeat")]);
+    }
+}
