@@ -1341,7 +1341,10 @@ fn a_close_due_with_a_heartbeat_is_fired_first() {
             [(dying, "dead"), (asked, "heartbeat")],
             "keys {dying} and {asked}"
         );
-        assert_eq!(h.lines(dying).last(), Some(&(ms(700) + 300, "End Connection")));
+        assert_eq!(
+            h.lines(dying).last(),
+            Some(&(ms(700) + 300, "End Connection"))
+        );
         assert_eq!(h.lines(asked), [(ms(700) + 300, "heartbeat")]);
     }
 }

@@ -87,7 +87,7 @@ impl Timers {
         let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
         let was_parked = self.wheel.parked(key).is_some();
         // Filed at the start of the tick it rounds up to: due once that tick has come.
-        let start = tick.checked_mul(self.tick_nanos).unwrap_or(u64::MAX);
+        let start = tick.saturating_mul(self.tick_nanos);
         self.wheel.insert(key, start);
         if was_parked {
             self.drop_stale();

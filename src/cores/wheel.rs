@@ -594,7 +594,11 @@ mod tests {
         }
         assert_eq!(wheel.deadline(2), Some(70_001));
         assert_eq!(wheel.next_deadline(), Some(0));
-        assert_eq!(wheel.poll(0), Some((3, 999)), "due at its tick, value whole");
+        assert_eq!(
+            wheel.poll(0),
+            Some((3, 999)),
+            "due at its tick, value whole"
+        );
         assert_eq!(wheel.poll(3), None);
         assert_eq!(wheel.poll(4), Some((0, 4_999)));
         assert_eq!(wheel.poll(4), None);
