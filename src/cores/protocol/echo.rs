@@ -206,48 +206,6 @@ mod tests {
         }
     }
 
-    /// Many reads' worth of lines through the stage (over 4 KiB of echoes, so it fills and
-    /// is flushed mid-read), lengths cycling through short, block-sized and long, with `\r\n`
-    /// endings, heartbeat answers and overlong lines mixed in: the same bytes and counts as
-    /// the reference, line by line.
-    #[test]
-    fn a_read_that_fills_the_stage_many_times_answers_like_the_reference() {
-        let max_line = 90;
-        let mut input = Vec::new();
-        for k in 0..2_000usize {
-            match k % 11 {
-                3 => input.extend_from_slice(HEARTBEAT_REPLY),
-                7 => input.extend(std::iter::repeat_n(b'x', max_line + 1 + k % 5)),
-                _ => input.extend((0..(k * 7) % 75).map(|b| b'a' + (b % 26) as u8)),
-            }
-            input.extend_from_slice(if k % 3 == 0 { b"\r\n" } else { b"\n" });
-        }
-        input.extend_from_slice(b"unfinished");
-        let mut want = b"kept".to_vec();
-        let mut lines = 0;
-        let body = &input[..input.len() - b"unfinished".len()];
-        for raw in body.split(|b| *b == b'\n').take(2_000) {
-            if raw.len() > max_line {
-                encode_too_long(&mut want, max_line);
-                continue;
-            }
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line != HEARTBEAT_REPLY {
-                want.extend_from_slice(ECHO_PREFIX);
-                want.extend_from_slice(line);
-                want.push(b'\n');
-                lines += 1;
-            }
-        }
-        let mut out = b"kept".to_vec();
-        let echoed = echo_lines(max_line, &input, &mut out);
-        assert!(want.len() > 3 * STAGE_BYTES);
-        assert_eq!(out, want);
-        assert_eq!(echoed.lines, lines);
-        assert_eq!((echoed.replies, echoed.too_long), (182, 182));
-        assert_eq!(echoed.consumed, body.len());
-    }
-
     /// Lines of every length around the block size and the long-line switch, ending in `\n`
     /// or `\r\n`, echoed whole; the output keeps what it held before and gains no scratch.
     #[test]
