@@ -7,8 +7,7 @@
 //! - a `memchr` call per line: its set-up (vector loads, alignment) is paid again for every
 //!   13 bytes. Instead the read is scanned 8 bytes at a time for `\n` (SWAR: one word, a few
 //!   integer operations, every newline in it as one bit), and a line that runs on past
-//!   [`LONG_LINE`] bytes hands the search for its end to `memchr`, which is faster there,
-//!   and so do the lines after it until a short one comes.
+//!   [`LONG_LINE`] bytes hands the search for its end to `memchr`, which is faster there.
 //! - a `memcpy` call, a capacity check and a length update of the output per piece copied.
 //!   Instead a line shorter than [`BLOCK`] bytes is copied as one fixed-size block from the
 //!   read (a few vector moves) into a 4 KiB stage, which goes to the output in one piece
@@ -23,9 +22,8 @@ use super::{encode_too_long, Echoed, ECHO_PREFIX, HEARTBEAT_REPLY};
 /// A line (without its `\r`) shorter than this is copied as one block of this size (two
 /// vector moves).
 const BLOCK: usize = 32;
-/// Past this many bytes without a newline, `memchr` looks for the line's end (and for the
-/// next line's, until a short line comes).
-const LONG_LINE: usize = BLOCK;
+/// Past this many bytes without a newline, `memchr` looks for the line's end.
+const LONG_LINE: usize = 64;
 /// Every byte `\n`.
 const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
 /// The low 7 bits of every byte.
@@ -65,32 +63,20 @@ fn scan(input: &[u8], writer: &mut Writer<'_>) -> usize {
     // `start`: where the current line starts; `i`: the next word to scan.
     let mut start = 0;
     let mut i = 0;
-    // Whether the line being looked for follows a long one: then `memchr` finds its end at
-    // once, as long lines tend to come together.
-    let mut long = false;
-    loop {
-        if long {
-            let Some(offset) = memchr(b'\n', input.get(start..).unwrap_or_default()) else {
-                return start;
-            };
-            let end = start + offset;
-            writer.line(input, start, end);
-            long = offset > LONG_LINE;
-            start = end + 1;
-            i = start;
-            continue;
-        }
-        let Some(bytes) = input.get(i..i + 8) else {
-            break;
-        };
+    while let Some(bytes) = input.get(i..i + 8) {
         let Ok(word) = <[u8; 8]>::try_from(bytes) else {
             break;
         };
         let mut found = newlines(u64::from_le_bytes(word));
         if found == 0 {
             i += 8;
-            // Past a short line's length: `memchr` finds this line's end.
-            long = i - start > LONG_LINE;
+            if i - start > LONG_LINE {
+                // A long line: `memchr` finds its end; scanning goes on from there.
+                match memchr(b'\n', &input[i..]) {
+                    Some(offset) => i += offset,
+                    None => return start,
+                }
+            }
             continue;
         }
         while found != 0 {
@@ -166,6 +152,7 @@ impl Writer<'_> {
             }
             _ => {
                 self.flush();
+                self.out.reserve(ECHO_PREFIX.len() + line.len() + 1);
                 self.out.extend_from_slice(ECHO_PREFIX);
                 self.out.extend_from_slice(line);
                 self.out.push(b'\n');
@@ -175,10 +162,8 @@ impl Writer<'_> {
 
     /// Appends what the stage holds to the output.
     fn flush(&mut self) {
-        if self.at > 0 {
-            self.out.extend_from_slice(&self.stage[..self.at]);
-            self.at = 0;
-        }
+        self.out.extend_from_slice(&self.stage[..self.at]);
+        self.at = 0;
     }
 }
 
