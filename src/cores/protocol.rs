@@ -23,7 +23,6 @@
 //! the decoder reports [`Frame::TooLong`] once, drops its bytes up to and including the next
 //! `\n`, and carries on with the line after it.
 
-mod echo;
 mod handover;
 
 use std::io::Write as _;
@@ -242,9 +241,40 @@ pub struct Echoed {
 ///
 /// The answers are exactly those of [`LineDecoder::feed`] + [`classify`] + [`encode_echo`] /
 /// [`encode_too_long`] line by line (a property test holds the two paths to it), but with no
-/// call per line: how, in `protocol/echo.rs`.
+/// call per line, and a line ending in a plain `\n` is copied with its `\n` in one piece.
 pub fn echo_lines(max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
-    echo::echo_lines(max_line, input, out)
+    let mut echoed = Echoed::default();
+    let mut start = 0;
+    for end in memchr_iter(b'\n', input) {
+        // `raw` is the line before its `\n`; `wire` is the same with the `\n`.
+        let wire = &input[start..=end];
+        let raw = &wire[..wire.len() - 1];
+        start = end + 1;
+        if raw.len() > max_line {
+            encode_too_long(out, max_line);
+            echoed.too_long += 1;
+            continue;
+        }
+        let (line, crlf) = match raw.strip_suffix(b"\r") {
+            Some(line) => (line, true),
+            None => (raw, false),
+        };
+        if line == HEARTBEAT_REPLY {
+            echoed.replies += 1;
+            continue;
+        }
+        out.extend_from_slice(ECHO_PREFIX);
+        if crlf {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        } else {
+            // The line and its `\n` as they arrived: one copy.
+            out.extend_from_slice(wire);
+        }
+        echoed.lines += 1;
+    }
+    echoed.consumed = start;
+    echoed
 }
 
 /// The server's answer to one frame, line by line: an echo for data, nothing for a heartbeat
