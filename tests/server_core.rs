@@ -1295,3 +1295,80 @@ fn screening_before_a_handshake_judges_as_accept_and_takes_no_place() {
     let stats = h.core.stats();
     assert_eq!((stats.rejected_not_allowed, stats.rejected_full), (1, 1));
 }
+
+/// An answer to a heartbeat re-arms the peer's timer for `L + idle` at once: after the
+/// heartbeat at 400 ms and its answer at 401 ms, the next time the core asks to be woken for
+/// the peer is 801 ms (its next heartbeat), not 500 ms, when the timer armed for the
+/// heartbeat's full interval would come due only to be filed again.
+#[test]
+fn an_answered_heartbeat_moves_the_timer_to_the_next_idle_deadline_at_once() {
+    let mut h = Harness::new(settings(FAST));
+    let key = h.connect_answering(MS);
+    h.run_until(h.at(MS * 401));
+    assert_eq!(h.lines(key), [(ms(400), "heartbeat")]);
+    assert_eq!(h.core.stats().heartbeats_answered, 1);
+    // Wake at every deadline the core names until the next heartbeat: none before 801 ms
+    // but the wheel's own cascades (a level's slot moved down), and none at 500 ms.
+    let mut wakeups = Vec::new();
+    while h.lines(key).len() < 2 {
+        let next = h.core.poll_timeout().expect("armed");
+        wakeups.push((next - h.t0).as_micros());
+        h.wake(next);
+    }
+    assert_eq!(h.lines(key)[1], (ms(801), "heartbeat"));
+    assert!(
+        !wakeups.contains(&ms(500)) && wakeups.last() == Some(&ms(801)),
+        "{wakeups:?}"
+    );
+}
+
+/// In a batch where a close and a heartbeat fall due at the same time, the close is decided
+/// (and so written) first, whichever peer the timers give back first: here one peer is due
+/// its End Connection and another its first heartbeat, both at 700.3 ms (between 1 ms
+/// ticks, where equal deadlines come back by key), with the keys both ways round.
+#[test]
+fn a_close_due_with_a_heartbeat_is_fired_first() {
+    for dying_has_the_lower_key in [true, false] {
+        let mut h = Harness::new(Settings {
+            tick: MS,
+            ..settings(FAST)
+        });
+        h.run_until(h.at(300 * US));
+        // The silent peer: End Connection at 700.3 ms; the other: heartbeat 1 then.
+        let (dying, asked) = if dying_has_the_lower_key {
+            let dying = h.connect();
+            h.run_until(h.at(MS * 300 + 300 * US));
+            (dying, h.connect())
+        } else {
+            // The later peer gets the lower key: the slot of a third, which leaves at once.
+            let spare = h.connect();
+            let dying = h.connect();
+            h.close_side(spare);
+            h.run_until(h.at(MS * 300 + 300 * US));
+            (dying, h.connect())
+        };
+        assert_eq!(dying < asked, dying_has_the_lower_key);
+        let due = MS * 700 + 300 * US;
+        h.run_until(h.at(due));
+        let order: Vec<(usize, &str)> = h
+            .events
+            .iter()
+            .filter(|(t, ..)| *t == due)
+            .filter_map(|(_, key, event)| match event {
+                Event::Dead { .. } => Some((*key, "dead")),
+                Event::HeartbeatSent { .. } => Some((*key, "heartbeat")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [(dying, "dead"), (asked, "heartbeat")],
+            "keys {dying} and {asked}"
+        );
+        assert_eq!(
+            h.lines(dying).last(),
+            Some(&(ms(700) + 300, "End Connection"))
+        );
+        assert_eq!(h.lines(asked), [(ms(700) + 300, "heartbeat")]);
+    }
+}

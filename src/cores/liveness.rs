@@ -7,7 +7,9 @@
 //!
 //! 1. [`Peer::new`] when the peer connects, then arms its timer at [`Peer::deadline`];
 //! 2. [`Peer::on_data`] whenever any bytes arrive (it does *not* touch the timer: re-arming is
-//!    lazy, which keeps the hot path free of timer work);
+//!    lazy, which keeps the hot path free of timer work; only when it returns non-zero, an
+//!    answer, at most once per heartbeat, may the caller re-arm at once for the new
+//!    [`Peer::deadline`], which is cheaper than letting the old one come due);
 //! 3. [`Peer::on_timer`] when the timer comes due, and does what the returned action says at
 //!    that same `now`: a heartbeat is taken to leave at the `now` it was decided at.
 //!
@@ -144,6 +146,7 @@ impl Peer {
 
     /// Records that bytes arrived at `now`. Returns how many heartbeats were outstanding
     /// (0 if none): a non-zero value means the peer has just answered.
+    #[inline]
     pub fn on_data(&mut self, now: Instant) -> u32 {
         // `max` so that a clock read earlier in the same loop turn never moves L backwards.
         self.since = self.since.max(now);
@@ -153,6 +156,7 @@ impl Peer {
 
     /// When the next action falls due: `L + idle` with no heartbeat outstanding, else a full
     /// interval after heartbeat k left, `s_k + interval`.
+    #[inline]
     pub fn deadline(&self, timing: &Timing) -> Instant {
         match self.heartbeats_sent {
             0 => later(self.since, timing.idle),
@@ -161,6 +165,7 @@ impl Peer {
     }
 
     /// The peer's timer came due at `now`. A heartbeat it returns leaves at `now`.
+    #[inline]
     pub fn on_timer(&mut self, now: Instant, timing: &Timing) -> Action {
         let due = self.deadline(timing);
         if now < due {

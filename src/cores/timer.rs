@@ -13,8 +13,11 @@
 //! |                   |                         | recomputes from its own state (`exact` in  |
 //! |                   |                         | [`poll_due`])                              |
 //!
-//! An exact timer: the wheel only finds what is near. What it yields whose exact deadline is
-//! still ahead (less than a tick) waits in `near`, ordered by exact deadline, and the key is
+//! An exact timer: the wheel only finds what is near. It is filed by its exact nanoseconds
+//! (the wheel's unit is a tick's nanoseconds), so what the wheel yields says by itself whether
+//! its time has come. What it yields whose exact deadline is still ahead (less than a tick)
+//! waits in `near` (the caller is not asked: a deadline only ever moves later unless
+//! re-armed), ordered by exact deadline, and the key is
 //! *parked* in the wheel with that deadline, in the node it already has: a re-arm or a
 //! cancel ends the parking, which makes the near entry stale (skipped), so nothing is added
 //! per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours to the
@@ -31,6 +34,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use crate::cores::wheel::Wheel;
@@ -65,10 +69,13 @@ impl Timers {
     /// Timers whose tick 0 is `origin`. `tick` is the wheel's resolution: a rounded timer
     /// fires at most one tick (plus the loop's own latency) after its deadline.
     pub fn new(origin: Instant, tick: Duration, keys: usize) -> Timers {
+        let tick_nanos = NonZeroU64::new(u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(NonZeroU64::MIN);
         Timers {
-            wheel: Wheel::with_capacity(keys),
+            // Entries are filed by their nanoseconds: the wheel finds their tick.
+            wheel: Wheel::with_unit(keys, tick_nanos),
             origin,
-            tick_nanos: u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1),
+            tick_nanos: tick_nanos.get(),
             near: Near::default(),
             last_due: None,
             last_sent: None,
@@ -79,7 +86,9 @@ impl Timers {
     pub fn arm(&mut self, key: usize, deadline: Instant) {
         let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
         let was_parked = self.wheel.parked(key).is_some();
-        self.wheel.insert(key, tick);
+        // Filed at the start of the tick it rounds up to: due once that tick has come.
+        let start = tick.saturating_mul(self.tick_nanos);
+        self.wheel.insert(key, start);
         if was_parked {
             self.drop_stale();
         }
@@ -113,7 +122,7 @@ impl Timers {
         if tick <= self.wheel.elapsed() {
             self.park(key, nanos);
         } else {
-            self.wheel.insert(key, tick);
+            self.wheel.insert(key, nanos);
         }
         if was_parked {
             self.drop_stale();
@@ -173,7 +182,18 @@ impl Timers {
                     self.drop_stale();
                     key
                 }
-                _ => self.wheel.poll(due.tick)?.0,
+                _ => {
+                    let (key, nanos) = self.wheel.poll(due.tick)?;
+                    if nanos > due.nanos {
+                        // An exact timer whose tick has come, not its time (a rounded one is
+                        // filed at its tick's start): near, without asking `exact`, as its
+                        // deadline can only have moved later.
+                        *left -= 1;
+                        self.park(key, nanos);
+                        continue;
+                    }
+                    key
+                }
             };
             *left -= 1;
             // The caller's state may have moved the deadline on since it was armed (a peer
@@ -186,7 +206,7 @@ impl Timers {
                     if nanos / self.tick_nanos <= due.tick {
                         self.park(key, nanos);
                     } else {
-                        self.wheel.insert(key, nanos / self.tick_nanos);
+                        self.wheel.insert(key, nanos);
                     }
                 }
                 _ => return Some(key),
@@ -218,7 +238,7 @@ impl Timers {
             None => self
                 .wheel
                 .deadline(key)
-                .map(|tick| self.instant_of_tick(tick)),
+                .map(|nanos| self.instant_of_tick(nanos / self.tick_nanos)),
         }
     }
 
@@ -324,6 +344,7 @@ impl Near {
 
 /// `now + delay`, or a time centuries away if that cannot be represented: a timeout too
 /// long to matter is "never", not a panic.
+#[inline]
 pub fn later(now: Instant, delay: Duration) -> Instant {
     now.checked_add(delay)
         .or_else(|| now.checked_add(FAR_FUTURE))

@@ -27,12 +27,19 @@
 //! costs one pass per window crossed, not per tick). Deadlines at or before `elapsed` wait in
 //! a `pending` list and come out of the next `poll`.
 //!
+//! An entry's deadline is given as a *value* in units of `unit` (1 unless made
+//! [`with_unit`](Wheel::with_unit)): its tick is `value / unit`, and [`poll`](Wheel::poll)
+//! gives the value back. `timer.rs` files a timer by its exact nanoseconds with one tick's
+//! nanoseconds as the unit, so what comes due at a tick says whether its exact time has come
+//! too, without asking the caller (and with no more memory per key).
+//!
 //! A key may instead be *parked*: out of the wheel (never polled, not in `len`), holding one
 //! caller's value in its node (`timer.rs` parks a timer whose tick has come but whose exact
 //! deadline, the value, is still ahead, and keeps the order itself). Parking uses the node
 //! that the key already has, so it costs no memory.
 
 use std::fmt;
+use std::num::NonZeroU64;
 
 /// Slots per level, as a power of two: a level's occupancy is one `u64` bitmap, so the next
 /// occupied slot is one `trailing_zeros`, and a slot index is 6 bits of the tick.
@@ -75,6 +82,8 @@ impl Link {
 /// and a list is empty when the unlinked node's neighbours are both its head.
 #[derive(Clone, Copy, Debug)]
 struct Node {
+    /// The value the entry was inserted with (its tick is `deadline / unit`), or the parked
+    /// value.
     deadline: u64,
     link: Link,
 }
@@ -91,6 +100,8 @@ pub struct Wheel {
     /// entries are placed, not raised by removals (`next_deadline` may come early, not late).
     list_min: [u64; 2],
     elapsed: u64,
+    /// What one tick is in an entry's values (non-zero: no check per division).
+    unit: NonZeroU64,
     len: usize,
     /// Keys parked.
     parked: usize,
@@ -119,12 +130,19 @@ impl Wheel {
 
     /// A wheel with room for keys `0..keys` before its per-key storage grows.
     pub fn with_capacity(keys: usize) -> Wheel {
+        Wheel::with_unit(keys, NonZeroU64::MIN)
+    }
+
+    /// A wheel whose entries' values are in units of `1 / unit` tick: the value `v` is due
+    /// at the tick `v / unit`.
+    pub fn with_unit(keys: usize, unit: NonZeroU64) -> Wheel {
         Wheel {
             nodes: Vec::with_capacity(keys),
             heads: std::array::from_fn(|list| Link::empty(list as u32)),
             occupied: [0; LEVELS as usize],
             list_min: [u64::MAX; 2],
             elapsed: 0,
+            unit,
             len: 0,
             parked: 0,
         }
@@ -136,8 +154,9 @@ impl Wheel {
         self.elapsed
     }
 
-    /// Schedules `key` at `deadline` (a tick). Replaces the key's existing entry or parked
-    /// value if any. A deadline at or before `elapsed()` is due at the next `poll`.
+    /// Schedules `key` with the value `deadline`, due at the tick `deadline / unit`.
+    /// Replaces the key's existing entry or parked value if any. A tick at or before
+    /// `elapsed()` is due at the next `poll`.
     ///
     /// # Panics
     /// If `key` does not fit in a `u32` link (over four billion keys).
@@ -225,6 +244,7 @@ impl Wheel {
         Some(deadline)
     }
 
+    /// The value `key`'s entry was inserted with, if it is in the wheel (not parked).
     pub fn deadline(&self, key: usize) -> Option<u64> {
         let node = self.nodes.get(key)?;
         (node.link.prev < PARKED).then_some(node.deadline)
@@ -254,8 +274,8 @@ impl Wheel {
         }
     }
 
-    /// Advances to `now` and returns one entry whose deadline <= now, removing it, as
-    /// (key, deadline). Call repeatedly until None. Never returns an entry early.
+    /// Advances to the tick `now` and returns one entry whose tick <= now, removing it, as
+    /// (key, value). Call repeatedly until None. Never returns an entry early.
     /// A `now` before `elapsed()` counts as `elapsed()`.
     pub fn poll(&mut self, now: u64) -> Option<(usize, u64)> {
         let now = now.max(self.elapsed);
@@ -315,7 +335,7 @@ impl Wheel {
 
     /// Links the node `link` (not in any list) at the front of the list for its deadline.
     fn place(&mut self, link: u32) {
-        let deadline = self.nodes[(link - LISTS) as usize].deadline;
+        let deadline = self.nodes[(link - LISTS) as usize].deadline / self.unit;
         let list = self.list_for(deadline);
         if list >= PENDING {
             let empty = self.list_is_empty(list);
@@ -562,6 +582,30 @@ mod tests {
             assert_eq!(fired, ((1, deadline), deadline));
             assert!(wakeups <= 2 * LEVELS, "{wakeups} wake-ups for {deadline}");
         }
+    }
+
+    #[test]
+    fn values_in_units_are_due_at_their_tick_and_come_back_whole() {
+        let unit = NonZeroU64::new(1000).expect("non-zero");
+        let mut wheel = Wheel::with_unit(4, unit);
+        // Ticks 4 (4,999), 5 (5,000), 70 (70,001: level 1) and 0 (999).
+        for (key, value) in [(0, 4_999), (1, 5_000), (2, 70_001), (3, 999)] {
+            wheel.insert(key, value);
+        }
+        assert_eq!(wheel.deadline(2), Some(70_001));
+        assert_eq!(wheel.next_deadline(), Some(0));
+        assert_eq!(
+            wheel.poll(0),
+            Some((3, 999)),
+            "due at its tick, value whole"
+        );
+        assert_eq!(wheel.poll(3), None);
+        assert_eq!(wheel.poll(4), Some((0, 4_999)));
+        assert_eq!(wheel.poll(4), None);
+        assert_eq!(wheel.poll(5), Some((1, 5_000)));
+        assert_eq!(wheel.poll(69), None, "cascaded from level 1, not early");
+        assert_eq!(wheel.poll(70), Some((2, 70_001)));
+        assert!(wheel.is_empty());
     }
 
     #[test]

@@ -338,6 +338,16 @@ impl ServerCore {
             session.bytes_in += bytes.len() as u64;
         }
         if let Some(asked_at) = asked_at {
+            // The timer waits for `s_k + interval`, which no longer decides anything: file it
+            // for `L + idle` now, rather than let it come due only to be filed again (at most
+            // once per heartbeat; other data leaves the timer alone).
+            let timing = timing_for(&self.settings, key);
+            match record.liveness.last_seen() {
+                Some(seen) if seen == now => self.timers.arm_exact_after(key, now, timing.idle),
+                _ => self
+                    .timers
+                    .arm_exact(key, record.liveness.deadline(&timing)),
+            }
             self.stats.on_heartbeat_answered();
             let rtt = now.saturating_duration_since(asked_at);
             self.report(key, Event::HeartbeatAnswered { rtt });
@@ -573,6 +583,7 @@ impl ServerCore {
 /// of the jitter (so only the first heartbeat after a silence moves, and only later). The
 /// share depends only on the seed and the key: nothing is stored per peer. A free function so
 /// that the timer table can recompute a deadline while it holds the wheel.
+#[inline]
 fn timing_for(settings: &Settings, key: usize) -> Timing {
     let timing = settings.timing;
     let percent = u64::from(settings.jitter_percent.min(100));

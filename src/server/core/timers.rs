@@ -64,7 +64,8 @@ impl ServerCore {
     }
 
     /// Fires, in one batch of at most [`TIMERS_PER_BATCH`], what was due when the turn woke
-    /// ([`handle_wakeup`](Self::handle_wakeup)), sending it at `now`; returns whether more
+    /// ([`handle_wakeup`](Self::handle_wakeup)), sending it at `now`, the batch's closes
+    /// ahead of its heartbeats in the actions; returns whether more
     /// was due then (call again, with the clock read anew: see the send-time rule in the
     /// module notes). Call after the turn's reads, so that bytes that arrived while the loop
     /// was away count before any peer is judged silent.
@@ -81,6 +82,8 @@ impl ServerCore {
                 self.fire_server_timer(kind, now, due_by, &mut left);
             }
         }
+        // The batch's closes' actions go before its heartbeats' (see `fire`).
+        let mut closes_end = self.actions.len();
         loop {
             // A connection's liveness deadline is recomputed from its record, exactly; a
             // linger was armed rounded up, and its tick is its time.
@@ -95,7 +98,18 @@ impl ServerCore {
             let Some(key) = self.timers.poll_due(due_by, &mut left, exact) else {
                 break;
             };
-            self.fire(now, key);
+            let before = self.actions.len();
+            if self.fire(now, key) == Fired::Close {
+                // Closes first: the loop writes in the order of the actions, and a close's
+                // lateness is what ends a peer; a heartbeat written a little later only
+                // moves that peer's next step later (its full interval counts from `now`).
+                // Only a close pays for the move (at most a batch's actions).
+                let added = self.actions.len() - before;
+                if before > closes_end {
+                    self.actions.make_contiguous()[closes_end..].rotate_right(added);
+                }
+                closes_end += added;
+            }
         }
         self.poll_timeout().is_some_and(|at| at <= due_by)
     }
@@ -123,9 +137,9 @@ impl ServerCore {
     }
 
     /// A connection's timer fired: what it does is its kind's.
-    fn fire(&mut self, now: Instant, key: usize) {
+    fn fire(&mut self, now: Instant, key: usize) -> Fired {
         let Some(record) = self.conns.get(key) else {
-            return;
+            return Fired::Other;
         };
         match record.timer() {
             Timer::Liveness => self.on_liveness_timer(now, key),
@@ -133,23 +147,27 @@ impl ServerCore {
                 // The peer had its time to take its last output; close regardless.
                 let reason = record.failure_reason();
                 self.close(now, key, reason);
+                Fired::Other
             }
             Timer::AcceptBackoff
             | Timer::MemoryGrace
             | Timer::FirstBytes(_)
             | Timer::Kept
-            | Timer::Drain => {}
+            | Timer::Drain => Fired::Other,
         }
     }
 
-    fn on_liveness_timer(&mut self, now: Instant, key: usize) {
+    fn on_liveness_timer(&mut self, now: Instant, key: usize) -> Fired {
         let timing = timing_for(&self.settings, key);
         let Some(record) = self.conns.get_mut(key) else {
-            return;
+            return Fired::Other;
         };
         match record.liveness.on_timer(now, &timing) {
             // Not met when the timer table recomputed the deadline first; kept for safety.
-            liveness::Action::Rearm(at) => self.timers.arm_exact(key, at),
+            liveness::Action::Rearm(at) => {
+                self.timers.arm_exact(key, at);
+                Fired::Other
+            }
             liveness::Action::SendHeartbeat { number, .. } => {
                 self.stats.on_heartbeat_sent();
                 // The liveness record's next deadline, `later(now, interval)`, with `now`
@@ -158,6 +176,7 @@ impl ServerCore {
                 let count = timing.count;
                 self.report(key, super::Event::HeartbeatSent { number, count });
                 self.queue_line(now, key, protocol::HEARTBEAT);
+                Fired::Other
             }
             liveness::Action::Close => {
                 // `Close` leaves the record as it was: its deadline is the one just met.
@@ -171,7 +190,17 @@ impl ServerCore {
                 self.report(key, super::Event::Dead { count, late });
                 self.queue_line(now, key, protocol::END_CONNECTION);
                 self.begin_ending(key, Reason::Dead, now, DEAD_LINGER, false);
+                Fired::Close
             }
         }
     }
+}
+
+/// What firing a connection's timer did, as far as the order of a batch's actions goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fired {
+    /// `End Connection` to a silent peer.
+    Close,
+    /// A heartbeat, a linger's end, a re-arm.
+    Other,
 }
