@@ -480,3 +480,110 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
     kill("-TERM", new);
     assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
 }
+
+/// The worker processes of `parent` (its children).
+fn children(parent: u32) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").unwrap();
+    let pids = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok());
+    pids.filter(|pid| stat(*pid).is_some_and(|(state, ppid)| ppid == parent && state != 'Z'))
+        .collect()
+}
+
+/// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with
+/// the old worker that served it (echoes go on there), newcomers go to the new workers, and
+/// the old workers linger beside them. SIGTERM to the parent ends every peer (kept ones
+/// included) with End Connection and close_notify, waits for every process, and its summary
+/// counts each peer's accept and close exactly once, the kept peers' echoes and their
+/// leaving included.
+#[test]
+fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
+    let pki = Pki::new();
+    let mut args = tls_args(&pki);
+    args.extend(["--tls-upgrade-keep", "10m", "--workers", "2", "--json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = Servers::start(&args);
+    let parent = servers.first.id();
+    let old_workers = children(parent);
+    assert_eq!(old_workers.len(), 2, "{old_workers:?}");
+    let mut kept: Vec<TlsPeer> = (0..4)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut kept {
+        echoed(peer, "before");
+    }
+    let mut echoes = kept.len() as u64;
+
+    kill("-USR2", parent);
+    assert!(
+        servers
+            .log
+            .wait_for("live upgrade: 2 of 2 workers replaced", HANG_GUARD),
+        "{:?}",
+        servers.log.snapshot()
+    );
+    let workers = children(parent);
+    let new_workers: Vec<u32> = workers
+        .iter()
+        .copied()
+        .filter(|pid| !old_workers.contains(pid))
+        .collect();
+    assert_eq!(new_workers.len(), 2, "{workers:?} after {old_workers:?}");
+    assert_eq!(listening(servers.port, &workers), new_workers);
+    for peer in &mut kept {
+        echoed(peer, "after");
+        echoes += 1;
+        let at = serving(peer, servers.port, &workers);
+        assert!(at.is_some_and(|pid| old_workers.contains(&pid)), "{at:?}");
+    }
+    let mut newcomers: Vec<TlsPeer> = (0..3)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut newcomers {
+        echoed(peer, "hello, new worker");
+        echoes += 1;
+        let at = serving(peer, servers.port, &workers);
+        assert!(at.is_some_and(|pid| new_workers.contains(&pid)), "{at:?}");
+    }
+
+    // One kept peer leaves on its own: its close is the old worker's to count.
+    let leaves = kept.remove(0);
+    drop(leaves);
+    let held_by_old = || {
+        let sockets = server_sockets(servers.port);
+        let held = |inode: &u64| old_workers.iter().any(|pid| holds(*pid, *inode));
+        sockets
+            .iter()
+            .filter(|(inode, remote)| remote.is_some() && held(inode))
+            .count()
+    };
+    eventually("an old worker to see a peer leave", || held_by_old() == 3);
+    // The parent asks every worker for its counts each second, the old ones included.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    kill("-TERM", parent);
+    for peer in kept.iter_mut().chain(&mut newcomers) {
+        ended_cleanly(peer);
+    }
+    let status = servers.first.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for pid in old_workers.iter().chain(&new_workers) {
+        eventually("every worker to have exited", || !alive(*pid));
+    }
+    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
+    let stdout = servers.stdout.snapshot();
+    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {json}"))
+    };
+    assert_eq!(count("accepted"), 7, "{json}");
+    assert_eq!(count("open"), 0, "{json}");
+    assert_eq!(count("closed_by_peer"), 1, "{json}");
+    assert_eq!(count("closed_at_shutdown"), 6, "{json}");
+    assert_eq!(count("lines_echoed"), echoes, "{json}");
+    assert_eq!(count("tls_kept"), 4, "{json}");
+    assert_eq!(count("upgrades"), 2, "{json}");
+    assert_eq!(count("workers_lost"), 0, "{json}");
+}
