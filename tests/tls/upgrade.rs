@@ -587,3 +587,87 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     assert_eq!(count("upgrades"), 2, "{json}");
     assert_eq!(count("workers_lost"), 0, "{json}");
 }
+
+/// With `--workers 2`: a second SIGUSR2 while the first round's old workers still keep TLS
+/// peers replaces the workers again (whose TLS peers stay with them in turn); at
+/// `--tls-upgrade-keep` each old worker ends its peers cleanly and exits by itself; a
+/// worker killed afterwards is started again; and the parent's summary still counts each
+/// peer's accept and close exactly once, across four processes per slot.
+#[test]
+fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once() {
+    let pki = Pki::new();
+    let mut args = tls_args(&pki);
+    args.extend(["--tls-upgrade-keep", "3s", "--workers", "2", "--json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = Servers::start(&args);
+    let parent = servers.first.id();
+    let first = children(parent);
+    let mut peers: Vec<TlsPeer> = (0..2)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut peers {
+        echoed(peer, "first");
+    }
+    let round = "live upgrade: 2 of 2 workers replaced";
+    kill("-USR2", parent);
+    eventually("the first round", || {
+        servers.count(&servers.log, round) == 1
+    });
+    let mut second: Vec<TlsPeer> = (0..2)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut second {
+        echoed(peer, "second");
+    }
+    kill("-USR2", parent);
+    eventually("the second round", || {
+        servers.count(&servers.log, round) == 2
+    });
+    let mut last = TlsPeer::connect(servers.addr(), pki.client(None));
+    echoed(&mut last, "third");
+    // Each kept peer is ended at its old worker's deadline, cleanly; the new one serves on.
+    for peer in peers.iter_mut().chain(&mut second) {
+        ended_cleanly(peer);
+    }
+    echoed(&mut last, "served on");
+    let workers = children(parent);
+    for pid in &first {
+        eventually("the first workers to have exited", || !alive(*pid));
+    }
+    eventually("only the newest workers to run", || {
+        children(parent).len() == 2
+    });
+    let workers = children(parent).into_iter().filter(|p| workers.contains(p));
+    let workers: Vec<u32> = workers.collect();
+    let idle = workers
+        .iter()
+        .copied()
+        .find(|pid| serving(&last, servers.port, &[*pid]).is_none())
+        .unwrap();
+    // Its counts reach the parent within a second (each worker is asked every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    kill("-KILL", idle);
+    assert!(servers.log.wait_for("is running again", HANG_GUARD));
+    echoed(&mut last, "after a restart");
+
+    kill("-TERM", parent);
+    ended_cleanly(&mut last);
+    assert!(servers.first.wait().unwrap().success());
+    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
+    let stdout = servers.stdout.snapshot();
+    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {json}"))
+    };
+    assert_eq!(count("accepted"), 5, "{json}");
+    assert_eq!(count("open"), 0, "{json}");
+    assert_eq!(count("closed_at_shutdown"), 5, "{json}");
+    assert_eq!(count("lines_echoed"), 7, "{json}");
+    assert_eq!(count("tls_kept"), 4, "{json}");
+    assert_eq!(count("upgrades"), 4, "{json}");
+    assert_eq!(count("worker_restarts"), 1, "{json}");
+    assert_eq!(count("workers_lost"), 1, "{json}");
+}
