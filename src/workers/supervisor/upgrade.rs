@@ -21,6 +21,12 @@
 //! new one could not be started; the parent logs one line with the reason and ends the round
 //! there: the other workers keep their binary, and a later SIGUSR2 may try again.
 //!
+//! With `--tls-cert`, an old worker that handed over keeps its TLS peers (`server::upgrading`)
+//! and lingers in [`Upgrades::leaving`] with its link (whose end would stop it): asked for its
+//! counts (only what happened since the handover, which the parent adds), stopped like any
+//! worker, waited for before the parent's summary. A later round replaces the slots' new
+//! workers while old ones linger.
+//!
 //! A stop signal during a round ends the round; the old worker, stopping, gives the upgrade
 //! up, unless it had already handed its peers over: then the new worker is passed the
 //! signal as soon as it serves.
