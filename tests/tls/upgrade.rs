@@ -481,6 +481,19 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
     assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
 }
 
+/// The `--metrics` page at `addr`.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::Read;
+    let mut scraper = TcpStream::connect(addr).unwrap();
+    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    scraper.read_to_string(&mut page).unwrap();
+    page
+}
+
 /// The worker processes of `parent` (its children).
 fn children(parent: u32) -> Vec<u32> {
     let entries = std::fs::read_dir("/proc").unwrap();
@@ -490,18 +503,27 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 /// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with
-/// the old worker that served it (echoes go on there), newcomers go to the new workers, and
-/// the old workers linger beside them. SIGTERM to the parent ends every peer (kept ones
-/// included) with End Connection and close_notify, waits for every process, and its summary
-/// counts each peer's accept and close exactly once, the kept peers' echoes and their
-/// leaving included.
+/// the old worker that served it (echoes go on there), newcomers go to the new workers, the
+/// old workers linger beside them, and the parent's metrics count the kept peers once.
+/// SIGTERM to the parent ends every peer (kept ones included) with End Connection and
+/// close_notify, waits for every process, and its summary counts each peer's accept and
+/// close exactly once, the kept peers' echoes and their leaving included.
 #[test]
 fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     let pki = Pki::new();
     let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep", "10m", "--workers", "2", "--json"].map(String::from));
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let more = ["--tls-upgrade-keep", "10m", "--workers", "2", "--json"];
+    args.extend(more.into_iter().chain(metrics).map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut servers = Servers::start(&args);
+    let listening_line = servers.stdout.snapshot()[0].clone();
+    let metrics: std::net::SocketAddr = listening_line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("{listening_line}"));
     let parent = servers.first.id();
     let old_workers = children(parent);
     assert_eq!(old_workers.len(), 2, "{old_workers:?}");
@@ -557,8 +579,21 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
             .count()
     };
     eventually("an old worker to see a peer leave", || held_by_old() == 3);
-    // The parent asks every worker for its counts each second, the old ones included.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The parent asks every worker for its counts each second, the old ones included: its
+    // metrics count the kept peers open, and the one that left, once.
+    let mut page = String::new();
+    eventually(
+        "the parent's metrics to count the kept peer's leaving",
+        || {
+            page = scrape(metrics);
+            page.contains("heartbeat_connections_closed_total{reason=\"peer_closed\"} 1\n")
+        },
+    );
+    assert!(page.contains("heartbeat_connections_open 6\n"), "{page}");
+    assert!(
+        page.contains("heartbeat_connections_accepted_total 7\n"),
+        "{page}"
+    );
 
     kill("-TERM", parent);
     for peer in kept.iter_mut().chain(&mut newcomers) {
