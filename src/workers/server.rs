@@ -8,7 +8,9 @@
 //! siblings, answers each ask with a [`Message::Stats`] line, and ends with one. On SIGUSR2
 //! the parent's [`Supervisor`] replaces the workers one at a time (live upgrade); a new
 //! worker takes over from the old one instead of binding, and an old worker whose upgrade
-//! was given up says why in a [`Message::UpgradeGivenUp`] line.
+//! was given up says why in a [`Message::UpgradeGivenUp`] line. With `--tls-cert` an old
+//! worker that handed over serves on the TLS peers it kept, and its counts say only what
+//! happened since the handover (`since_handover`), which the tally adds to its successor's.
 //!
 //! Owns the parent's flow and the message format. Does not own the processes (the
 //! [`Supervisor`]), the merge rules ([`Tally`]), the endpoint ([`super::metrics`]) or the
