@@ -45,6 +45,9 @@ pub const CHANNEL: u8 = b'C';
 pub enum ToParent<'a> {
     /// The counts, as asked.
     Counts(&'a ServerStats, &'a Gauges),
+    /// The counts of a worker that handed over and keeps TLS peers: only what happened since
+    /// the handover (the new worker carries the rest on), as asked and once more at its end.
+    SinceHandover(&'a ServerStats, &'a Gauges),
     /// The live upgrade asked for was given up, for this reason; this worker serves on.
     UpgradeGivenUp(&'a str),
 }
@@ -80,6 +83,7 @@ impl super::Server {
     /// The link is readable: answer the asks that came (once however many), take an
     /// upgrade's channel, or stop.
     pub(super) fn on_parent_event(&mut self) {
+        let keeping = self.is_keeping();
         let Some(parent) = &mut self.parent else {
             return;
         };
@@ -121,7 +125,11 @@ impl super::Server {
                 buffered_bytes: self.core.buffered() as u64,
                 log_lines_dropped: crate::ops::logging::dropped_lines(),
             };
-            (parent.snapshot)(ToParent::Counts(self.core.stats(), &gauges));
+            let stats = self.core.stats();
+            (parent.snapshot)(match keeping {
+                true => ToParent::SinceHandover(stats, &gauges),
+                false => ToParent::Counts(stats, &gauges),
+            });
         }
         if gone {
             if let Some(parent) = self.parent.take() {
@@ -131,6 +139,18 @@ impl super::Server {
                     .deregister(&mut SourceFd(&parent.link.as_raw_fd()));
             }
             self.stop.stopper().stop();
+        }
+    }
+
+    /// This worker's last word, at its end after a handover that kept TLS peers: what they
+    /// did since (the counts were started afresh then; see `upgrading`).
+    pub(super) fn tell_parent_since_handover(&mut self) {
+        if let Some(parent) = &mut self.parent {
+            let gauges = Gauges {
+                buffered_bytes: 0,
+                log_lines_dropped: crate::ops::logging::dropped_lines(),
+            };
+            (parent.snapshot)(ToParent::SinceHandover(self.core.stats(), &gauges));
         }
     }
 

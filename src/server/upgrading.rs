@@ -230,6 +230,16 @@ impl Server {
             self.core.waiting(Stage::ProxyHeader) + self.core.waiting(Stage::TlsHandshake);
         self.core.stats_mut().tls_kept += kept as u64;
         self.core.handle_upgraded(now, self.upgrade.keep);
+        if self.parent.is_some() {
+            // A `--workers` worker: the new worker carries every count up to now on, and
+            // the parent adds what this one reports from here (`ToParent::SinceHandover`),
+            // so the counts start afresh but for the peers still open here.
+            let stats = self.core.stats_mut();
+            *stats = ServerStats {
+                open: stats.open,
+                ..ServerStats::default()
+            };
+        }
         if kept + arriving == 0 {
             self.upgrade.handed_over = true;
             info!("live upgrade: {handed} peers handed over to the new process; no TLS peer to keep; exiting");
@@ -251,8 +261,12 @@ impl Server {
         self.upgrade.kept = Some(Box::new(self.core.stats().clone()));
     }
 
-    /// At exit, after a live upgrade that kept TLS peers here: how they ended.
-    pub(super) fn report_kept(&self) {
+    /// At exit, after a live upgrade that kept TLS peers here: how they ended (and, in a
+    /// `--workers` worker, the parent learns what they did since the handover).
+    pub(super) fn report_kept(&mut self) {
+        if self.is_keeping() {
+            self.tell_parent_since_handover();
+        }
         let (Some(then), now) = (&self.upgrade.kept, self.core.stats()) else {
             return;
         };

@@ -81,7 +81,7 @@ struct Reports {
 }
 
 impl Watch for Reports {
-    fn line(&mut self, slot: usize, line: &str) {
+    fn line(&mut self, slot: usize, _: u32, line: &str) {
         if self.last.len() <= slot {
             self.last.resize(slot + 1, None);
         }

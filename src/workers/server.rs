@@ -8,7 +8,9 @@
 //! siblings, answers each ask with a [`Message::Stats`] line, and ends with one. On SIGUSR2
 //! the parent's [`Supervisor`] replaces the workers one at a time (live upgrade); a new
 //! worker takes over from the old one instead of binding, and an old worker whose upgrade
-//! was given up says why in a [`Message::UpgradeGivenUp`] line.
+//! was given up says why in a [`Message::UpgradeGivenUp`] line. With `--tls-cert` an old
+//! worker that handed over serves on the TLS peers it kept, and its counts say only what
+//! happened since the handover (`since_handover`), which the tally adds to its successor's.
 //!
 //! Owns the parent's flow and the message format. Does not own the processes (the
 //! [`Supervisor`]), the merge rules ([`Tally`]), the endpoint ([`super::metrics`]) or the
@@ -45,11 +47,15 @@ pub enum Message {
     /// The first line: the worker listens at `addr`.
     Ready { addr: SocketAddr },
     /// The worker's counts, on each ask and once more at its end: `stats` as
-    /// [`ServerStats::to_exact_json`] writes them (histograms whole).
+    /// [`ServerStats::to_exact_json`] writes them (histograms whole). `since_handover`: from
+    /// an old worker that handed over and keeps TLS peers, only what happened since the
+    /// handover (the new worker carries the rest on).
     Stats {
         stats: serde_json::Value,
         buffered_bytes: u64,
         log_lines_dropped: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        since_handover: bool,
     },
     /// The live upgrade the parent asked for was given up, for `reason`: the worker serves
     /// on with the binary it has.
@@ -59,10 +65,17 @@ pub enum Message {
 impl Message {
     /// The line for `stats` and `gauges`.
     pub fn stats_line(stats: &ServerStats, gauges: &Gauges) -> String {
+        Message::counts_line(stats, gauges, false)
+    }
+
+    /// The line for `stats` and `gauges`, of all the worker counted or (`since_handover`)
+    /// only since it handed over.
+    fn counts_line(stats: &ServerStats, gauges: &Gauges, since_handover: bool) -> String {
         let message = Message::Stats {
             stats: serde_json::from_str(&stats.to_exact_json()).unwrap_or_default(),
             buffered_bytes: gauges.buffered_bytes,
             log_lines_dropped: gauges.log_lines_dropped,
+            since_handover,
         };
         serde_json::to_string(&message).unwrap_or_default()
     }
@@ -77,21 +90,28 @@ impl Message {
 
     /// The report in a [`Message::Stats`] line; `None` for any other line.
     pub fn report_in(line: &str) -> Option<Report> {
+        Message::counts_in(line).map(|(report, _)| report)
+    }
+
+    /// The report in a [`Message::Stats`] line, and whether it counts only since a handover.
+    pub fn counts_in(line: &str) -> Option<(Report, bool)> {
         let Message::Stats {
             stats,
             buffered_bytes,
             log_lines_dropped,
+            since_handover,
         } = serde_json::from_str(line).ok()?
         else {
             return None;
         };
-        Some(Report {
+        let report = Report {
             stats: ServerStats::from_exact_json(&stats.to_string()).ok()?,
             gauges: Gauges {
                 buffered_bytes,
                 log_lines_dropped,
             },
-        })
+        };
+        Some((report, since_handover))
     }
 }
 
@@ -138,6 +158,9 @@ pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
     server.enable_upgrade_by_parent(&config);
     server.answer_parent(Box::new(|told| match told {
         ToParent::Counts(stats, gauges) => say(&Message::stats_line(stats, gauges)),
+        ToParent::SinceHandover(stats, gauges) => {
+            say(&Message::counts_line(stats, gauges, true));
+        }
         ToParent::UpgradeGivenUp(reason) => {
             let reason = reason.to_string();
             say(&serde_json::to_string(&Message::UpgradeGivenUp { reason }).unwrap_or_default());
@@ -147,12 +170,16 @@ pub fn run_server_worker(mut config: ServerConfig) -> Result<(), WorkersError> {
         addr: server.local_addr(),
     };
     say(&serde_json::to_string(&ready).unwrap_or_default());
-    let stats = server.run()?;
-    let gauges = Gauges {
-        buffered_bytes: 0,
-        log_lines_dropped: logging::dropped_lines(),
-    };
-    say(&Message::stats_line(&stats, &gauges));
+    let (stats, handed_over) = server.run_to_end()?;
+    // After a handover the new worker carries the counts on; one that kept TLS peers has
+    // said what they did since, at its end (`ToParent::SinceHandover`).
+    if !handed_over {
+        let gauges = Gauges {
+            buffered_bytes: 0,
+            log_lines_dropped: logging::dropped_lines(),
+        };
+        say(&Message::stats_line(&stats, &gauges));
+    }
     Ok(())
 }
 
@@ -189,10 +216,23 @@ pub(super) fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 }
 
 impl Watch for Keep {
-    fn line(&mut self, slot: usize, line: &str) {
-        if let Some(report) = Message::report_in(line) {
-            self.tally().report(slot, report);
+    fn line(&mut self, slot: usize, generation: u32, line: &str) {
+        match Message::counts_in(line) {
+            Some((report, true)) => self.tally().report_kept(slot, generation, report),
+            Some((report, false)) => self.tally().report(slot, report),
+            None => {}
         }
+    }
+
+    fn old_line(&mut self, slot: usize, generation: u32, line: &str) {
+        // A report from before the handover is the new worker's to carry on.
+        if let Some((report, true)) = Message::counts_in(line) {
+            self.tally().report_kept(slot, generation, report);
+        }
+    }
+
+    fn process_ended(&mut self, slot: usize, generation: u32) {
+        self.tally().retire_kept(slot, generation);
     }
 
     fn ended(&mut self, slot: usize, _: ExitStatus) {

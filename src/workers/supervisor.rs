@@ -37,8 +37,14 @@ use crate::server::upgrade::StartedAs;
 
 /// What a parent does with its workers' messages.
 pub trait Watch {
-    /// Worker `slot` printed `line` (one JSON message).
-    fn line(&mut self, slot: usize, line: &str);
+    /// Worker `slot`'s running process (its `generation`) printed `line` (one JSON message).
+    fn line(&mut self, slot: usize, generation: u32, line: &str);
+    /// A process of `slot` that has handed its peers over to a new one (its `generation`)
+    /// printed `line`: with `--tls-cert` it serves the TLS peers it kept, and says what
+    /// happened since the handover.
+    fn old_line(&mut self, _slot: usize, _generation: u32, _line: &str) {}
+    /// The process `generation` of `slot` has ended, whichever it was, after its last line.
+    fn process_ended(&mut self, _slot: usize, _generation: u32) {}
     /// Worker `slot` has ended with `status`, after its last line.
     fn ended(&mut self, slot: usize, status: ExitStatus);
     /// The reason in `line` if it says that a live upgrade asked of the worker was given up.
@@ -336,6 +342,7 @@ impl Supervisor {
     /// A worker's stdout closed: the running worker, the one taking over from it, or one
     /// that handed its peers over.
     fn take_eof(&mut self, slot: usize, generation: u32, watch: &mut dyn Watch) {
+        watch.process_ended(slot, generation);
         let current = &self.slots[slot];
         if current.generation == generation && current.child.is_some() {
             match current.incoming.is_some() {
@@ -365,7 +372,7 @@ impl Supervisor {
         }
         slot.ready = true;
         slot.asked = false;
-        watch.line(index, line);
+        watch.line(index, generation, line);
     }
 
     /// Asks every ready worker that has answered its last ask for its counts.
@@ -377,6 +384,12 @@ impl Supervisor {
             if let Some(stdin) = &mut slot.stdin {
                 // A worker that has just ended (EPIPE) is seen ending on its stdout.
                 slot.asked = stdin.write_all(&[ASK]).is_ok();
+            }
+        }
+        // Old workers that kept TLS peers count what those do until they end.
+        for old in self.upgrades.iter_mut().flat_map(|u| &mut u.leaving) {
+            if let (false, Some(link)) = (old.asked, &mut old.link) {
+                old.asked = link.write_all(&[ASK]).is_ok();
             }
         }
     }
@@ -446,9 +459,11 @@ impl Supervisor {
                 send_signal(child, signal);
             }
         }
-        // Old workers that handed over hold no peer, and are on their way out: hurried.
-        for (_, _, old) in self.upgrades.iter().flat_map(|u| &u.leaving) {
-            send_signal(old, signal);
+        // Old workers that handed over and still serve the TLS peers they kept stop as any
+        // worker does: End Connection (over `--drain`) and close_notify to each; `run`
+        // waits for them too.
+        for old in self.upgrades.iter().flat_map(|u| &u.leaving) {
+            send_signal(&old.child, signal);
         }
     }
 

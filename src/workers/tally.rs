@@ -5,6 +5,12 @@
 //! parent's; the worker started in its place counts from zero on top of them. Counts a
 //! killed worker made after its last report (at most one ask interval) are lost.
 //!
+//! With `--tls-cert`, an old worker that handed over after a live upgrade serves on the TLS
+//! peers it kept, beside the new worker of its slot, which carries every count up to the
+//! handover. Such a worker reports only what happened since the handover (its kept peers
+//! still open, their lines, bytes and closes, handshakes completed): kept apart by process
+//! and added, so that each peer's accept and close is counted exactly once.
+//!
 //! Owns the merge rules for workers that come and go. Does not own the messages' format
 //! ([`super::server::Message`]), the processes or the endpoint.
 
@@ -22,6 +28,9 @@ pub struct Report {
 pub struct Tally {
     /// By worker slot: the last report of the worker running there now.
     live: Vec<Option<Report>>,
+    /// Old workers keeping TLS peers after a handover, by (slot, generation): their last
+    /// report of what happened since the handover.
+    kept: Vec<(usize, u32, Report)>,
     /// Everything the workers that have ended counted.
     retired: ServerStats,
     retired_log_lines_dropped: u64,
@@ -51,6 +60,35 @@ impl Tally {
         self.retired_log_lines_dropped += gauges.log_lines_dropped;
     }
 
+    /// Old worker `generation` of `slot`, which handed over and keeps TLS peers, reports
+    /// what happened since the handover: it replaces that process's earlier such report.
+    pub fn report_kept(&mut self, slot: usize, generation: u32, report: Report) {
+        match self
+            .kept
+            .iter_mut()
+            .find(|(s, g, _)| (*s, *g) == (slot, generation))
+        {
+            Some((_, _, last)) => *last = report,
+            None => self.kept.push((slot, generation, report)),
+        }
+    }
+
+    /// Process `generation` of `slot` has ended: what it reported since a handover becomes
+    /// the parent's (nothing when it made no such report). Its peers are gone with it.
+    pub fn retire_kept(&mut self, slot: usize, generation: u32) {
+        let Some(at) = self
+            .kept
+            .iter()
+            .position(|(s, g, _)| (*s, *g) == (slot, generation))
+        else {
+            return;
+        };
+        let (_, _, Report { mut stats, gauges }) = self.kept.swap_remove(at);
+        stats.open = 0;
+        self.retired.merge(&stats);
+        self.retired_log_lines_dropped += gauges.log_lines_dropped;
+    }
+
     /// A worker's live upgrade given up by the parent itself, before any worker knew of it.
     pub fn upgrade_failed_in_parent(&mut self) {
         self.upgrades_failed_in_parent += 1;
@@ -64,7 +102,8 @@ impl Tally {
             buffered_bytes: 0,
             log_lines_dropped: self.retired_log_lines_dropped,
         };
-        for report in self.live.iter().flatten() {
+        let kept = self.kept.iter().map(|(_, _, report)| report);
+        for report in self.live.iter().flatten().chain(kept) {
             stats.merge(&report.stats);
             gauges.buffered_bytes += report.gauges.buffered_bytes;
             gauges.log_lines_dropped += report.gauges.log_lines_dropped;
@@ -146,6 +185,45 @@ mod tests {
         tally.retire(0);
         tally.report(0, report(0, 0, 0));
         assert_eq!(tally.merged().stats.upgrades_failed, 3);
+    }
+
+    /// A live upgrade with TLS peers kept: the new worker carries the counts at the handover
+    /// (5 accepted, 3 of them kept TLS peers, none moved), the old one reports only what
+    /// happened since (2 of its kept peers closed, 1 still open, 4 lines). While both run,
+    /// and once the old one has ended, each accept and close is counted once and what is open
+    /// is the sum; the old one's earlier report (from before the handover) is gone with its
+    /// slot's.
+    #[test]
+    fn an_old_worker_keeping_tls_peers_adds_what_happened_since_the_handover_once() {
+        let mut tally = Tally::default();
+        tally.report(0, report(5, 3, 0));
+        let mut carried = report(5, 0, 0);
+        carried.stats.closed_by_peer = 2;
+        carried.stats.tls_kept = 3;
+        tally.report(0, carried);
+        let mut since = report(0, 3, 1);
+        tally.report_kept(0, 1, since.clone());
+        since.stats.open = 1;
+        since.stats.closed_by_peer = 2;
+        since.stats.lines_echoed = 4;
+        tally.report_kept(0, 1, since);
+        let both = tally.merged();
+        assert_eq!(both.stats.accepted, 5);
+        assert_eq!(both.stats.open, 1);
+        assert_eq!(both.stats.closed_by_peer, 4);
+        assert_eq!(both.stats.lines_echoed, 4);
+        assert_eq!(both.stats.tls_kept, 3);
+        assert_eq!(both.gauges.log_lines_dropped, 1);
+        tally.retire_kept(0, 2);
+        assert_eq!(tally.merged().stats, both.stats, "another process: nothing");
+        tally.retire_kept(0, 1);
+        let after = tally.merged();
+        assert_eq!(after.stats.accepted, 5);
+        assert_eq!(after.stats.open, 0);
+        assert_eq!(after.stats.closed_by_peer, 4);
+        assert_eq!(after.stats.lines_echoed, 4);
+        tally.retire_kept(0, 1);
+        assert_eq!(tally.merged().stats, after.stats, "retired once");
     }
 
     #[test]

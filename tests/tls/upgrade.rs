@@ -480,3 +480,229 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
     kill("-TERM", new);
     assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
 }
+
+/// The `--metrics` page at `addr`.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::Read;
+    let mut scraper = TcpStream::connect(addr).unwrap();
+    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    scraper.read_to_string(&mut page).unwrap();
+    page
+}
+
+/// The worker processes of `parent` (its children).
+fn children(parent: u32) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").unwrap();
+    let pids = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok());
+    pids.filter(|pid| stat(*pid).is_some_and(|(state, ppid)| ppid == parent && state != 'Z'))
+        .collect()
+}
+
+/// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with
+/// the old worker that served it (echoes go on there), newcomers go to the new workers, the
+/// old workers linger beside them, and the parent's metrics count the kept peers once.
+/// SIGTERM to the parent ends every peer (kept ones included) with End Connection and
+/// close_notify, waits for every process, and its summary counts each peer's accept and
+/// close exactly once, the kept peers' echoes and their leaving included.
+#[test]
+fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
+    let pki = Pki::new();
+    let mut args = tls_args(&pki);
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let more = ["--tls-upgrade-keep", "10m", "--workers", "2", "--json"];
+    args.extend(more.into_iter().chain(metrics).map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = Servers::start(&args);
+    let listening_line = servers.stdout.snapshot()[0].clone();
+    let metrics: std::net::SocketAddr = listening_line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("{listening_line}"));
+    let parent = servers.first.id();
+    let old_workers = children(parent);
+    assert_eq!(old_workers.len(), 2, "{old_workers:?}");
+    let mut kept: Vec<TlsPeer> = (0..4)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut kept {
+        echoed(peer, "before");
+    }
+    let mut echoes = kept.len() as u64;
+
+    kill("-USR2", parent);
+    assert!(
+        servers
+            .log
+            .wait_for("live upgrade: 2 of 2 workers replaced", HANG_GUARD),
+        "{:?}",
+        servers.log.snapshot()
+    );
+    let workers = children(parent);
+    let new_workers: Vec<u32> = workers
+        .iter()
+        .copied()
+        .filter(|pid| !old_workers.contains(pid))
+        .collect();
+    assert_eq!(new_workers.len(), 2, "{workers:?} after {old_workers:?}");
+    assert_eq!(listening(servers.port, &workers), new_workers);
+    for peer in &mut kept {
+        echoed(peer, "after");
+        echoes += 1;
+        let at = serving(peer, servers.port, &workers);
+        assert!(at.is_some_and(|pid| old_workers.contains(&pid)), "{at:?}");
+    }
+    let mut newcomers: Vec<TlsPeer> = (0..3)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut newcomers {
+        echoed(peer, "hello, new worker");
+        echoes += 1;
+        let at = serving(peer, servers.port, &workers);
+        assert!(at.is_some_and(|pid| new_workers.contains(&pid)), "{at:?}");
+    }
+
+    // One kept peer leaves on its own: its close is the old worker's to count.
+    let leaves = kept.remove(0);
+    drop(leaves);
+    let held_by_old = || {
+        let sockets = server_sockets(servers.port);
+        let held = |inode: &u64| old_workers.iter().any(|pid| holds(*pid, *inode));
+        sockets
+            .iter()
+            .filter(|(inode, remote)| remote.is_some() && held(inode))
+            .count()
+    };
+    eventually("an old worker to see a peer leave", || held_by_old() == 3);
+    // The parent asks every worker for its counts each second, the old ones included: its
+    // metrics count the kept peers open, and the one that left, once.
+    let mut page = String::new();
+    eventually(
+        "the parent's metrics to count the kept peer's leaving",
+        || {
+            page = scrape(metrics);
+            page.contains("heartbeat_connections_closed_total{reason=\"peer_closed\"} 1\n")
+        },
+    );
+    assert!(page.contains("heartbeat_connections_open 6\n"), "{page}");
+    assert!(
+        page.contains("heartbeat_connections_accepted_total 7\n"),
+        "{page}"
+    );
+
+    kill("-TERM", parent);
+    for peer in kept.iter_mut().chain(&mut newcomers) {
+        ended_cleanly(peer);
+    }
+    let status = servers.first.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for pid in old_workers.iter().chain(&new_workers) {
+        eventually("every worker to have exited", || !alive(*pid));
+    }
+    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
+    let stdout = servers.stdout.snapshot();
+    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {json}"))
+    };
+    assert_eq!(count("accepted"), 7, "{json}");
+    assert_eq!(count("open"), 0, "{json}");
+    assert_eq!(count("closed_by_peer"), 1, "{json}");
+    assert_eq!(count("closed_at_shutdown"), 6, "{json}");
+    assert_eq!(count("lines_echoed"), echoes, "{json}");
+    assert_eq!(count("tls_kept"), 4, "{json}");
+    assert_eq!(count("upgrades"), 2, "{json}");
+    assert_eq!(count("workers_lost"), 0, "{json}");
+}
+
+/// With `--workers 2`: a second SIGUSR2 while the first round's old workers still keep TLS
+/// peers replaces the workers again (whose TLS peers stay with them in turn); at
+/// `--tls-upgrade-keep` each old worker ends its peers cleanly and exits by itself; a
+/// worker killed afterwards is started again; and the parent's summary still counts each
+/// peer's accept and close exactly once, across four processes per slot.
+#[test]
+fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once() {
+    let pki = Pki::new();
+    let mut args = tls_args(&pki);
+    args.extend(["--tls-upgrade-keep", "3s", "--workers", "2", "--json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut servers = Servers::start(&args);
+    let parent = servers.first.id();
+    let first = children(parent);
+    let mut peers: Vec<TlsPeer> = (0..2)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut peers {
+        echoed(peer, "first");
+    }
+    let round = "live upgrade: 2 of 2 workers replaced";
+    kill("-USR2", parent);
+    eventually("the first round", || {
+        servers.count(&servers.log, round) == 1
+    });
+    let mut second: Vec<TlsPeer> = (0..2)
+        .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
+        .collect();
+    for peer in &mut second {
+        echoed(peer, "second");
+    }
+    kill("-USR2", parent);
+    eventually("the second round", || {
+        servers.count(&servers.log, round) == 2
+    });
+    let mut last = TlsPeer::connect(servers.addr(), pki.client(None));
+    echoed(&mut last, "third");
+    // Each kept peer is ended at its old worker's deadline, cleanly; the new one serves on.
+    for peer in peers.iter_mut().chain(&mut second) {
+        ended_cleanly(peer);
+    }
+    echoed(&mut last, "served on");
+    let workers = children(parent);
+    for pid in &first {
+        eventually("the first workers to have exited", || !alive(*pid));
+    }
+    eventually("only the newest workers to run", || {
+        children(parent).len() == 2
+    });
+    let workers = children(parent).into_iter().filter(|p| workers.contains(p));
+    let workers: Vec<u32> = workers.collect();
+    let idle = workers
+        .iter()
+        .copied()
+        .find(|pid| serving(&last, servers.port, &[*pid]).is_none())
+        .unwrap();
+    // Its counts reach the parent within a second (each worker is asked every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    kill("-KILL", idle);
+    assert!(servers.log.wait_for("is running again", HANG_GUARD));
+    echoed(&mut last, "after a restart");
+
+    kill("-TERM", parent);
+    ended_cleanly(&mut last);
+    assert!(servers.first.wait().unwrap().success());
+    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
+    let stdout = servers.stdout.snapshot();
+    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {json}"))
+    };
+    assert_eq!(count("accepted"), 5, "{json}");
+    assert_eq!(count("open"), 0, "{json}");
+    assert_eq!(count("closed_at_shutdown"), 5, "{json}");
+    assert_eq!(count("lines_echoed"), 7, "{json}");
+    assert_eq!(count("tls_kept"), 4, "{json}");
+    assert_eq!(count("upgrades"), 4, "{json}");
+    assert_eq!(count("worker_restarts"), 1, "{json}");
+    assert_eq!(count("workers_lost"), 1, "{json}");
+}

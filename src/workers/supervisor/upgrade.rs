@@ -21,6 +21,12 @@
 //! new one could not be started; the parent logs one line with the reason and ends the round
 //! there: the other workers keep their binary, and a later SIGUSR2 may try again.
 //!
+//! With `--tls-cert`, an old worker that handed over keeps its TLS peers (`server::upgrading`)
+//! and lingers in [`Upgrades::leaving`] with its link (whose end would stop it): asked for its
+//! counts (only what happened since the handover, which the parent adds), stopped like any
+//! worker, waited for before the parent's summary. A later round replaces the slots' new
+//! workers while old ones linger.
+//!
 //! A stop signal during a round ends the round; the old worker, stopping, gives the upgrade
 //! up, unless it had already handed its peers over: then the new worker is passed the
 //! signal as soon as it serves.
@@ -48,8 +54,22 @@ pub(super) struct Upgrades {
     known: bool,
     /// The round under way: the next slot to replace, and how many were replaced.
     round: Option<Round>,
-    /// Old workers that handed their peers over, until they end: (slot, generation, process).
-    pub(super) leaving: Vec<(usize, u32, Child)>,
+    /// Old workers that handed their peers over, until they end.
+    pub(super) leaving: Vec<Leaving>,
+}
+
+/// An old worker that handed its peers over. Without TLS it is on its way out; with
+/// `--tls-cert` it serves the TLS peers it kept (see `server::upgrading`) until they leave,
+/// `--tls-upgrade-keep` passes, or a stop: it is asked for its counts (what happened since
+/// the handover) like any worker, and stopped like any worker.
+pub(super) struct Leaving {
+    pub(super) slot: usize,
+    pub(super) generation: u32,
+    pub(super) child: Child,
+    /// Its link, kept open: its end would stop the worker, ending its kept peers at once.
+    pub(super) link: Option<UnixStream>,
+    /// Asked for its counts and not answered yet.
+    pub(super) asked: bool,
 }
 
 struct Round {
@@ -189,7 +209,13 @@ impl Supervisor {
     ) {
         let slot = &mut self.slots[index];
         let Some(incoming) = slot.incoming.take_if(|i| i.generation == generation) else {
-            // An old worker's last report: the new one carries its counts on.
+            // An old worker's line: what its kept peers did since the handover, or a report
+            // from before it (the new worker carries those counts on: `watch` drops it).
+            let leaving = self.upgrades.iter_mut().flat_map(|u| &mut u.leaving);
+            for old in leaving.filter(|o| (o.slot, o.generation) == (index, generation)) {
+                old.asked = false;
+            }
+            watch.old_line(index, generation, line);
             return;
         };
         let Some(child) = incoming.child else {
@@ -199,9 +225,16 @@ impl Supervisor {
         if let Some(signal) = self.stopped_by {
             send_signal(&child, signal);
         }
+        let old_link = slot.stdin.take();
         if let Some(old) = slot.child.replace(child) {
             if let Some(upgrades) = &mut self.upgrades {
-                upgrades.leaving.push((index, slot.generation, old));
+                upgrades.leaving.push(Leaving {
+                    slot: index,
+                    generation: slot.generation,
+                    child: old,
+                    link: old_link,
+                    asked: slot.asked,
+                });
             }
         } else if let Some(status) = incoming.old_ended.filter(|s| !s.success()) {
             warn!(
@@ -216,7 +249,7 @@ impl Supervisor {
         slot.asked = false;
         slot.backoff = FIRST_BACKOFF;
         info!("live upgrade: worker {index} runs the new binary (pid {pid})");
-        watch.line(index, line);
+        watch.line(index, generation, line);
         if let Some(round) = self.upgrades.as_mut().and_then(|u| u.round.as_mut()) {
             round.replaced += 1;
         }
@@ -230,9 +263,9 @@ impl Supervisor {
             if let Some(at) = upgrades
                 .leaving
                 .iter()
-                .position(|(i, g, _)| (*i, *g) == (index, generation))
+                .position(|o| (o.slot, o.generation) == (index, generation))
             {
-                let (_, _, mut old) = upgrades.leaving.swap_remove(at);
+                let mut old = upgrades.leaving.swap_remove(at).child;
                 match old.wait() {
                     Ok(status) if !status.success() => {
                         warn!(
