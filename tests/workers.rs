@@ -8,41 +8,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::procs::{children, sockets};
 use common::{eventually, summary_value, ServerProcess};
 use heartbeat::workers::metrics::{metrics_addr_in, SLOTS, TURNED_AWAY};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
-
-/// Process ids whose parent is `pid`, from `/proc`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // Fields after the command name: state, then the parent's id.
-            let after = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
-            after.split_whitespace().nth(1) == Some(&pid.to_string())
-        })
-        .collect();
-    found.sort_unstable();
-    found
-}
-
-/// Sockets process `pid` holds.
-fn sockets(pid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with("socket:"))
-        .count()
-}
 
 /// Waits for the server's `n` workers and returns their ids with the sockets each holds
 /// before any peer.

@@ -5,42 +5,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
+use super::common::procs::{alive, children, eventually, kill, start_logged, Logged};
 use super::common::{summary_value, Lines};
 use super::{Pki, TlsPeer, HANG_GUARD};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
-
-/// Waits for `done` (only a hang guard limits it).
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < HANG_GUARD, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Fields of `/proc/PID/stat` after the command name: (state, parent pid).
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut after = stat.rsplit(')').next()?.split_whitespace();
-    let state = after.next()?.chars().next()?;
-    Some((state, after.next()?.parse().ok()?))
-}
-
-fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z')
-}
 
 /// The socket inodes of the listening and established IPv4 TCP sockets on `port` (the
 /// server's side), with the remote port (`None` for the listener).
@@ -118,24 +90,12 @@ impl Servers {
     }
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Servers {
-        let mut first = Command::new(SERVER)
-            .args(["--port", "0", "--no-prompt", "--log-level", "info"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::collect(first.stdout.take().unwrap());
-        let log = Lines::collect(first.stderr.take().unwrap());
-        assert!(stdout.wait_for("Listening on", HANG_GUARD));
-        let line = stdout.snapshot()[0].clone();
-        let port = line
-            .strip_prefix("Listening on 127.0.0.1:")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let Logged {
+            child: first,
+            port,
+            stdout,
+            stderr: log,
+        } = start_logged(SERVER.as_ref(), args, env);
         let pids = vec![first.id()];
         Servers {
             first,
@@ -150,23 +110,19 @@ impl Servers {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn count(&self, lines: &Lines, text: &str) -> usize {
-        lines.snapshot().iter().filter(|l| l.contains(text)).count()
-    }
-
     /// SIGUSR2 to `pid`; waits until a new process (its child) listens and `pid` has let
     /// go (it has said `text`). Returns the new process's pid.
     fn upgrade(&mut self, pid: u32, text: &str) -> u32 {
         let (said, listening_before) = (
-            self.count(&self.log, text),
-            self.count(&self.stdout, "Listening on"),
+            self.log.containing(text),
+            self.stdout.containing("Listening on"),
         );
         kill("-USR2", pid);
         eventually(&format!("{text:?}; log: {:?}", self.log.snapshot()), || {
-            self.count(&self.log, text) > said
+            self.log.containing(text) > said
         });
         eventually("the new process's Listening line", || {
-            self.count(&self.stdout, "Listening on") > listening_before
+            self.stdout.containing("Listening on") > listening_before
         });
         // The new process is `pid`'s child, or was (a process that exits leaves its child
         // to init): it is the one holding the listening socket now.
@@ -185,7 +141,7 @@ impl Servers {
     }
 
     fn log_has(&self, text: &str) -> bool {
-        self.count(&self.log, text) > 0
+        self.log.containing(text) > 0
     }
 }
 
@@ -494,14 +450,6 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     page
 }
 
-/// The worker processes of `parent` (its children).
-fn children(parent: u32) -> Vec<u32> {
-    let entries = std::fs::read_dir("/proc").unwrap();
-    let pids = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok());
-    pids.filter(|pid| stat(*pid).is_some_and(|(state, ppid)| ppid == parent && state != 'Z'))
-        .collect()
-}
-
 /// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with
 /// the old worker that served it (echoes go on there), newcomers go to the new workers, the
 /// old workers linger beside them, and the parent's metrics count the kept peers once.
@@ -645,9 +593,7 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
     }
     let round = "live upgrade: 2 of 2 workers replaced";
     kill("-USR2", parent);
-    eventually("the first round", || {
-        servers.count(&servers.log, round) == 1
-    });
+    eventually("the first round", || servers.log.containing(round) == 1);
     let mut second: Vec<TlsPeer> = (0..2)
         .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
         .collect();
@@ -655,9 +601,7 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
         echoed(peer, "second");
     }
     kill("-USR2", parent);
-    eventually("the second round", || {
-        servers.count(&servers.log, round) == 2
-    });
+    eventually("the second round", || servers.log.containing(round) == 2);
     let mut last = TlsPeer::connect(servers.addr(), pki.client(None));
     echoed(&mut last, "third");
     // Each kept peer is ended at its old worker's deadline, cleanly; the new one serves on.

@@ -7,43 +7,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::binaries::{
-    alive, connect, eventually, kill, read_line, sockets, Upgradable, CLIENT, SERVER,
-};
-
-/// Process ids whose parent is `pid`, from `/proc`, sorted.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // Fields after the command name: state, then the parent's id.
-            let after = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
-            after.split_whitespace().nth(1) == Some(&pid.to_string()) && alive(*child)
-        })
-        .collect();
-    found.sort_unstable();
-    found
-}
+use super::binaries::{connect, read_line, Upgradable, CLIENT, SERVER};
+use crate::common::procs::{alive, children, eventually, kill, sockets};
 
 /// The parent's `n` workers, once there are `n`.
 fn workers(server: &Upgradable, n: usize) -> Vec<u32> {
     eventually(&format!("{n} workers"), || children(server.pid).len() == n);
     children(server.pid)
-}
-
-/// Lines the server logged that contain `text`.
-fn logged(server: &Upgradable, text: &str) -> usize {
-    server
-        .stderr
-        .all()
-        .iter()
-        .filter(|l| l.contains(text))
-        .count()
 }
 
 /// Installs a new copy by rename and signals the parent; waits until its round has replaced
@@ -55,11 +25,12 @@ fn upgrade_workers(server: &mut Upgradable, n: usize) {
     std::fs::rename(&next, server.exe()).unwrap();
     let old = workers(server, n);
     let done = format!("live upgrade: {n} of {n} workers replaced");
-    let rounds = logged(server, &done);
+    let rounds = server.stderr.containing(&done);
     kill("-USR2", server.pid);
-    eventually(&format!("{done}; log: {:?}", server.stderr.all()), || {
-        logged(server, &done) == rounds + 1
-    });
+    eventually(
+        &format!("{done}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&done) == rounds + 1,
+    );
     eventually("the old workers to exit", || old.iter().all(|p| !alive(*p)));
     let new = workers(server, n);
     for pid in &new {
@@ -149,7 +120,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
 #[test]
 fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
     let mut server = Upgradable::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
-    let first = server.stdout.all()[0].clone();
+    let first = server.stdout.snapshot()[0].clone();
     let metrics = heartbeat::workers::metrics::metrics_addr_in(&first).expect(&first);
     let before = workers(&server, 2);
     let mut peers: Vec<TcpStream> = (0..8).map(|_| connect(server.addr())).collect();
@@ -163,9 +134,10 @@ fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
          directory; it serves on with the binary it had; worker 1 keeps its own too",
         server.exe().display()
     );
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, &why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&why) == 1,
+    );
     for peer in &mut peers {
         echo(peer, "after");
     }
@@ -225,9 +197,10 @@ fn with_workers_a_refusal_is_told_by_the_parent_and_counted_once() {
         "live upgrade of worker 0 given up: the new binary refused: the listening address \
          changed from 127.0.0.1:{port} to 127.0.0.2:{port}"
     );
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, &why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&why) == 1,
+    );
     echo(&mut peer, "after");
     assert_eq!(children(server.pid), before, "no worker was replaced");
     let summary = server.stop();
@@ -257,7 +230,7 @@ fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
         assert_eq!(read_line(peer), "End Connection");
     }
     assert!(server.first.wait().unwrap().success());
-    eventually("the summary", || server.stdout.count("Summary:") == 1);
+    eventually("the summary", || server.stdout.starting("Summary:") == 1);
     for pid in before {
         eventually("the old workers to end", || !alive(pid));
     }
@@ -309,12 +282,12 @@ fn with_workers_a_binary_that_fails_is_given_up_and_the_worker_serves_on() {
     kill("-USR2", server.pid);
     let given_up = "live upgrade of worker 0 given up: ";
     eventually(
-        &format!("{given_up}; log: {:?}", server.stderr.all()),
-        || logged(&server, given_up) == 1,
+        &format!("{given_up}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(given_up) == 1,
     );
     let line = server
         .stderr
-        .all()
+        .snapshot()
         .into_iter()
         .find(|l| l.contains(given_up))
         .unwrap();
@@ -370,9 +343,10 @@ fn with_workers_a_silent_binary_is_given_up_after_five_seconds_and_ended() {
     });
     let why = "live upgrade of worker 0 given up: no answer from the new binary within 5 s; \
                it serves on with the binary it had";
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(why) == 1,
+    );
     eventually("the silent process ended", || {
         children(server.pid) == before
     });
