@@ -183,7 +183,11 @@ enum Stderr {
 
 /// Lines a child printed, collected by a thread as they come.
 #[derive(Clone, Default)]
-pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set once the stream ended: every line is in `lines`.
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Lines {
     /// Starts a thread that collects the lines of `stream` until it ends.
@@ -192,15 +196,22 @@ impl Lines {
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { return };
-                sink.0.lock().expect("lines").push(line);
+                let Ok(line) = line else { break };
+                sink.lines.lock().expect("lines").push(line);
             }
+            sink.ended.store(true, std::sync::atomic::Ordering::Release);
         });
         lines
     }
 
+    /// The stream ended (every process holding it exited) and all its lines are collected: a
+    /// process's last lines may still be on their way until then.
+    pub fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().expect("lines").clone()
+        self.lines.lock().expect("lines").clone()
     }
 
     /// How many lines so far start with `start`.

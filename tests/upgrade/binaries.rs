@@ -90,9 +90,13 @@ impl Upgradable {
     pub(super) fn stop(self) -> String {
         kill("-TERM", self.pid);
         eventually("the last process to exit", || !alive(self.pid));
-        eventually("its summary", || {
-            self.stdout.starting("Summary:") >= self.stdout.starting("Listening on")
-        });
+        // Its summary is whole only once its output has ended (the lines may lag the exit).
+        eventually("its output to end", || self.stdout.ended());
+        assert!(
+            self.stdout.starting("Summary:") >= self.stdout.starting("Listening on"),
+            "a summary from each process: {:?}",
+            self.stdout.snapshot()
+        );
         let all = self.stdout.snapshot();
         let last = all.iter().rposition(|l| l.starts_with("Summary:")).unwrap();
         all[last..].join("\n")
