@@ -4,10 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::binaries::{connect, read_line, Upgradable, CLIENT, SERVER};
+use super::binaries::{connect, load_client, read_line, saw_nothing, Upgradable};
 use crate::common::procs::{alive, children, eventually, kill, sockets};
 
 /// The parent's `n` workers, once there are `n`.
@@ -20,9 +19,7 @@ fn workers(server: &Upgradable, n: usize) -> Vec<u32> {
 /// all `n` workers, and checks that each process serving now runs the file at the path (not
 /// the deleted one) and that none of the old workers is left.
 fn upgrade_workers(server: &mut Upgradable, n: usize) {
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     let old = workers(server, n);
     let done = format!("live upgrade: {n} of {n} workers replaced");
     let rounds = server.stderr.containing(&done);
@@ -67,15 +64,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
     let peers = 300;
     let mut server = Upgradable::start(&["--workers", "2", "--max-connections", "10000"]);
     let idle: usize = workers(&server, 2).into_iter().map(sockets).sum();
-    let client = Command::new(CLIENT)
-        .args(["--port", &server.port.to_string(), "--no-prompt", "--json"])
-        .args(["--connections", &peers.to_string(), "--interval", "500ms"])
-        .args(["--duration", "15s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let client = load_client(server.port, peers, "15s");
     eventually("every peer connected", || {
         children(server.pid).into_iter().map(sockets).sum::<usize>() >= idle + peers
     });
@@ -86,22 +75,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
     let mut late = connect(server.addr());
     echo(&mut late, "late");
     drop(late);
-    let output = client.wait_with_output().unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for zero in [
-        "closed_by_server",
-        "reconnects",
-        "errors",
-        "unanswered",
-        "failed",
-    ] {
-        assert_eq!(json[zero], 0, "{zero}: {json}");
-    }
-    assert_eq!(json["opened"], peers, "{json}");
-    assert!(
-        json["echoes_received"].as_u64().unwrap() > 2 * peers as u64,
-        "{json}"
-    );
+    saw_nothing(client, peers);
     let summary = server.stop();
     // Counted once each, though three processes in turn served each worker's share.
     let accepted = format!("Summary: {} connections accepted", peers + 1);
@@ -221,9 +195,7 @@ fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
     for peer in &mut peers {
         echo(peer, "hello");
     }
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     kill("-USR2", server.pid);
     kill("-TERM", server.pid);
     for peer in &mut peers {
@@ -247,9 +219,7 @@ fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
 fn with_workers_a_worker_started_again_runs_the_file_at_the_path() {
     let server = Upgradable::start(&["--workers", "2"]);
     let before = workers(&server, 2);
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     kill("-KILL", before[0]);
     eventually("the worker started again", || {
         let now = children(server.pid);
@@ -275,10 +245,7 @@ fn with_workers_a_binary_that_fails_is_given_up_and_the_worker_serves_on() {
     let before = workers(&server, 2);
     let mut peer = connect(server.addr());
     echo(&mut peer, "before");
-    let next = server.dir.path().join("server.new");
-    std::fs::write(&next, "#!/bin/sh\nexit 3\n").unwrap();
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_script("exit 3");
     kill("-USR2", server.pid);
     let given_up = "live upgrade of worker 0 given up: ";
     eventually(
@@ -333,10 +300,7 @@ fn with_workers_a_silent_binary_is_given_up_after_five_seconds_and_ended() {
     let before = workers(&server, 2);
     let mut peer = connect(server.addr());
     echo(&mut peer, "before");
-    let next = server.dir.path().join("server.new");
-    std::fs::write(&next, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_script("exec sleep 600");
     kill("-USR2", server.pid);
     eventually("the silent process started", || {
         children(server.pid).len() == 3
