@@ -140,8 +140,39 @@ impl Servers {
         holders[0]
     }
 
+    /// The `--json` summary the server printed when it stopped, once it is there.
+    fn json_summary(&self) -> JsonSummary {
+        assert!(self.stdout.wait_for("\"accepted\"", HANG_GUARD));
+        let stdout = self.stdout.snapshot();
+        let text = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+        JsonSummary {
+            value: serde_json::from_str(text).unwrap(),
+            text: text.clone(),
+        }
+    }
+
     fn log_has(&self, text: &str) -> bool {
         self.log.containing(text) > 0
+    }
+}
+
+/// A `--json` summary line: its counts, and its text for failure messages.
+struct JsonSummary {
+    value: serde_json::Value,
+    text: String,
+}
+
+impl JsonSummary {
+    fn count(&self, key: &str) -> u64 {
+        self.value[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {}", self.text))
+    }
+}
+
+impl std::fmt::Display for JsonSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -552,23 +583,15 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     for pid in old_workers.iter().chain(&new_workers) {
         eventually("every worker to have exited", || !alive(*pid));
     }
-    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
-    let stdout = servers.stdout.snapshot();
-    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
-    let count = |key: &str| {
-        summary[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{key}: {json}"))
-    };
-    assert_eq!(count("accepted"), 7, "{json}");
-    assert_eq!(count("open"), 0, "{json}");
-    assert_eq!(count("closed_by_peer"), 1, "{json}");
-    assert_eq!(count("closed_at_shutdown"), 6, "{json}");
-    assert_eq!(count("lines_echoed"), echoes, "{json}");
-    assert_eq!(count("tls_kept"), 4, "{json}");
-    assert_eq!(count("upgrades"), 2, "{json}");
-    assert_eq!(count("workers_lost"), 0, "{json}");
+    let summary = servers.json_summary();
+    assert_eq!(summary.count("accepted"), 7, "{summary}");
+    assert_eq!(summary.count("open"), 0, "{summary}");
+    assert_eq!(summary.count("closed_by_peer"), 1, "{summary}");
+    assert_eq!(summary.count("closed_at_shutdown"), 6, "{summary}");
+    assert_eq!(summary.count("lines_echoed"), echoes, "{summary}");
+    assert_eq!(summary.count("tls_kept"), 4, "{summary}");
+    assert_eq!(summary.count("upgrades"), 2, "{summary}");
+    assert_eq!(summary.count("workers_lost"), 0, "{summary}");
 }
 
 /// With `--workers 2`: a second SIGUSR2 while the first round's old workers still keep TLS
@@ -632,21 +655,13 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
     kill("-TERM", parent);
     ended_cleanly(&mut last);
     assert!(servers.first.wait().unwrap().success());
-    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
-    let stdout = servers.stdout.snapshot();
-    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
-    let count = |key: &str| {
-        summary[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{key}: {json}"))
-    };
-    assert_eq!(count("accepted"), 5, "{json}");
-    assert_eq!(count("open"), 0, "{json}");
-    assert_eq!(count("closed_at_shutdown"), 5, "{json}");
-    assert_eq!(count("lines_echoed"), 7, "{json}");
-    assert_eq!(count("tls_kept"), 4, "{json}");
-    assert_eq!(count("upgrades"), 4, "{json}");
-    assert_eq!(count("worker_restarts"), 1, "{json}");
-    assert_eq!(count("workers_lost"), 1, "{json}");
+    let summary = servers.json_summary();
+    assert_eq!(summary.count("accepted"), 5, "{summary}");
+    assert_eq!(summary.count("open"), 0, "{summary}");
+    assert_eq!(summary.count("closed_at_shutdown"), 5, "{summary}");
+    assert_eq!(summary.count("lines_echoed"), 7, "{summary}");
+    assert_eq!(summary.count("tls_kept"), 4, "{summary}");
+    assert_eq!(summary.count("upgrades"), 4, "{summary}");
+    assert_eq!(summary.count("worker_restarts"), 1, "{summary}");
+    assert_eq!(summary.count("workers_lost"), 1, "{summary}");
 }
