@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::procs::{children, sockets};
+use common::procs::{children, scrape, sockets};
 use common::{eventually, summary_value, ServerProcess};
 use heartbeat::workers::metrics::{metrics_addr_in, SLOTS, TURNED_AWAY};
 
@@ -345,18 +345,6 @@ fn one_scrape_address_counts_every_workers_peers() {
     assert_eq!(value("heartbeat_connections_accepted_total"), "40");
     assert_eq!(value("heartbeat_lines_echoed_total"), "40");
     assert_eq!(value("heartbeat_build_info{version=\"0.1.0\"}"), "1");
-}
-
-/// One whole scrape of `metrics`: the response, head and body.
-fn scrape(metrics: std::net::SocketAddr) -> String {
-    let mut scraper = TcpStream::connect(metrics).expect("connects to the metrics address");
-    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut scraper, &mut response).expect("response");
-    response
 }
 
 /// The value of the sample `name` (with its labels, if any) in a metrics text.

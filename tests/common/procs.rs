@@ -1,8 +1,10 @@
 //! The server processes a test runs, seen from outside as an operator sees them: started
 //! from a given binary with their output collected, signalled with `kill`, and read from
-//! `/proc` (alive or not, whose children, how many sockets). Linux only, like the tests that
+//! `/proc` (alive or not, whose children, how many sockets), their metrics scraped. Linux only, like the tests that
 //! use it. What a test then asserts about them is the test's own.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,4 +105,16 @@ pub fn sockets(pid: u32) -> usize {
         .filter_map(|entry| std::fs::read_link(entry.path()).ok())
         .filter(|target| target.to_string_lossy().starts_with("socket:"))
         .count()
+}
+
+/// One whole scrape of the `--metrics` endpoint at `metrics`: the response, head and body.
+pub fn scrape(metrics: SocketAddr) -> String {
+    let mut scraper = TcpStream::connect(metrics).unwrap();
+    scraper.set_read_timeout(Some(GUARD)).unwrap();
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    scraper.read_to_string(&mut response).unwrap();
+    response
 }

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use super::common::procs::{alive, children, eventually, kill, start_logged, Logged};
+use super::common::procs::{alive, children, eventually, kill, scrape, start_logged, Logged};
 use super::common::{summary_value, Lines};
 use super::{Pki, TlsPeer, HANG_GUARD};
 
@@ -466,19 +466,6 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
     notify.set_nonblocking(false).unwrap();
     kill("-TERM", new);
     assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
-}
-
-/// The `--metrics` page at `addr`.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::Read;
-    let mut scraper = TcpStream::connect(addr).unwrap();
-    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    scraper.read_to_string(&mut page).unwrap();
-    page
 }
 
 /// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with

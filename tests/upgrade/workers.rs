@@ -2,12 +2,12 @@
 //! now at the path the parent was started from, and every peer stays; a worker whose upgrade
 //! fails serves on, the parent says why and stops the round there.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use super::binaries::{connect, load_client, read_line, saw_nothing, Upgradable};
-use crate::common::procs::{alive, children, eventually, kill, sockets};
+use crate::common::procs::{alive, children, eventually, kill, scrape, sockets};
 
 /// The parent's `n` workers, once there are `n`.
 fn workers(server: &Upgradable, n: usize) -> Vec<u32> {
@@ -38,17 +38,6 @@ fn upgrade_workers(server: &mut Upgradable, n: usize) {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
         assert_eq!(exe, server.exe(), "the new file runs, not the deleted one");
     }
-}
-
-/// The parent's metrics text.
-fn scrape(metrics: SocketAddr) -> String {
-    let mut scraper = connect(metrics);
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    scraper.read_to_string(&mut response).unwrap();
-    response
 }
 
 fn echo(peer: &mut TcpStream, line: &str) {
