@@ -215,7 +215,7 @@ fn main() -> ExitCode {
         start: Instant::now(),
         at_start,
         caches_at_start: host::slab_caches(),
-        clk_tck: report::clk_tck(),
+        clk_tck: proc::clk_tck().unwrap_or(100),
         interrupted,
     };
     progress("starting");
