@@ -29,10 +29,13 @@
 //! | `start`   | starting a server and a client, waiting until every peer is connected   |
 //! | `child`   | a child process in its own group: its lines, signals, stopping, cleanup |
 //! | `tree`    | a process group from `/proc`: members, descriptors, CPU in nanoseconds  |
+//! | `lines`   | (scale's) a child's stdout read by a thread: first line, then all       |
 //! | `report`  | the header, the table, the notes, the verdict                           |
 #![forbid(unsafe_code)]
 
 mod child;
+#[path = "../scale/lines.rs"]
+mod lines;
 #[path = "../scale/proc.rs"]
 #[allow(dead_code)]
 mod proc;
