@@ -89,6 +89,19 @@ impl Servers {
         Servers::start_with_env(args, &[])
     }
 
+    /// The server with `pki`'s certificate and key, then `more` arguments, and `env` set.
+    fn start_tls(pki: &Pki, more: &[&str], env: &[(&str, &str)]) -> Servers {
+        let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+        let tls = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let args: Vec<&str> = tls.iter().chain(more).copied().collect();
+        Servers::start_with_env(&args, env)
+    }
+
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Servers {
         let Logged {
             child: first,
@@ -203,16 +216,6 @@ fn ended_cleanly(peer: &mut TlsPeer) {
     assert_eq!(peer.line().unwrap(), None);
 }
 
-fn tls_args(pki: &Pki) -> Vec<String> {
-    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
-    vec![
-        "--tls-cert".into(),
-        path("server.pem"),
-        "--tls-key".into(),
-        path("server.key"),
-    ]
-}
-
 /// TLS peers connected before SIGUSR2 stay with the old process and keep their echoes; the
 /// new process holds the listening socket (the old one no more) and serves the peers that
 /// connect after it; a second SIGUSR2 to the new process while the old one lingers works as
@@ -221,10 +224,7 @@ fn tls_args(pki: &Pki) -> Vec<String> {
 #[test]
 fn kept_tls_peers_stay_with_the_old_process_and_new_ones_go_to_the_new_process() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "10m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "10m"], &[]);
     let old = servers.first.id();
     let mut stays = TlsPeer::connect(servers.addr(), pki.client(None));
     echoed(&mut stays, "before");
@@ -300,10 +300,7 @@ fn kept_tls_peers_stay_with_the_old_process_and_new_ones_go_to_the_new_process()
 #[test]
 fn at_the_deadline_the_old_process_ends_its_tls_peers_cleanly_and_exits_0() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "1s".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "1s"], &[]);
     let old = servers.first.id();
     let mut peers: Vec<TlsPeer> = (0..2)
         .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
@@ -391,14 +388,8 @@ fn plain_peers_move_and_tls_peers_stay_when_an_upgrade_turned_tls_on() {
 #[test]
 fn a_peer_still_in_its_proxy_header_stays_with_the_old_process_and_is_served_there() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend([
-        "--proxy-protocol".into(),
-        "--tls-upgrade-keep".into(),
-        "10m".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = ["--proxy-protocol", "--tls-upgrade-keep", "10m"];
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let old = servers.first.id();
     // Accepted now, silent until after the upgrade (within the header's 5 s: the upgrade
     // itself must be done within its own 5 s).
@@ -443,11 +434,8 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "10m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap())];
-    let mut servers = Servers::start_with_env(&args, &env);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "10m"], &env);
     assert!(next().starts_with("READY=1\n"));
     let old = servers.first.id();
     let mut kept = TlsPeer::connect(servers.addr(), pki.client(None));
@@ -477,12 +465,9 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
 #[test]
 fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    let metrics = ["--metrics", "127.0.0.1:0"];
     let more = ["--tls-upgrade-keep", "10m", "--workers", "2", "--json"];
-    args.extend(more.into_iter().chain(metrics).map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = [&more[..], &["--metrics", "127.0.0.1:0"]].concat();
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let listening_line = servers.stdout.snapshot()[0].clone();
     let metrics: std::net::SocketAddr = listening_line
         .split("metrics at http://")
@@ -589,10 +574,8 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
 #[test]
 fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep", "3s", "--workers", "2", "--json"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = ["--tls-upgrade-keep", "3s", "--workers", "2", "--json"];
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let parent = servers.first.id();
     let first = children(parent);
     let mut peers: Vec<TlsPeer> = (0..2)
