@@ -8,6 +8,7 @@
 
 #[path = "upgrade/binaries.rs"]
 mod binaries;
+mod common;
 #[path = "upgrade/workers.rs"]
 mod workers;
 

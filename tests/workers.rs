@@ -8,41 +8,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::procs::{children, scrape, sockets};
 use common::{eventually, summary_value, ServerProcess};
 use heartbeat::workers::metrics::{metrics_addr_in, SLOTS, TURNED_AWAY};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
-
-/// Process ids whose parent is `pid`, from `/proc`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // Fields after the command name: state, then the parent's id.
-            let after = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
-            after.split_whitespace().nth(1) == Some(&pid.to_string())
-        })
-        .collect();
-    found.sort_unstable();
-    found
-}
-
-/// Sockets process `pid` holds.
-fn sockets(pid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with("socket:"))
-        .count()
-}
 
 /// Waits for the server's `n` workers and returns their ids with the sockets each holds
 /// before any peer.
@@ -375,18 +345,6 @@ fn one_scrape_address_counts_every_workers_peers() {
     assert_eq!(value("heartbeat_connections_accepted_total"), "40");
     assert_eq!(value("heartbeat_lines_echoed_total"), "40");
     assert_eq!(value("heartbeat_build_info{version=\"0.1.0\"}"), "1");
-}
-
-/// One whole scrape of `metrics`: the response, head and body.
-fn scrape(metrics: std::net::SocketAddr) -> String {
-    let mut scraper = TcpStream::connect(metrics).expect("connects to the metrics address");
-    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut scraper, &mut response).expect("response");
-    response
 }
 
 /// The value of the sample `name` (with its labels, if any) in a metrics text.

@@ -7,7 +7,7 @@
 //! SIGKILL. [`Fleet`]'s `Drop` stops every child still running on every other exit path
 //! (an error, a panic, an interrupted run): SIGTERM, then SIGKILL after a deadline.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::lines::read_stdout;
 use crate::proc::{fd_count, rss_bytes};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,20 +63,7 @@ impl Proc {
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         let pid = child.id();
-        let (tx, first_line) = mpsc::channel();
-        let out = child.stdout.take();
-        let stdout = thread::spawn(move || {
-            let mut lines = Vec::new();
-            let Some(out) = out else { return lines };
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if lines.is_empty() {
-                    let _ = tx.send(line.clone());
-                }
-                lines.push(line);
-            }
-            lines
-        });
+        let (first_line, stdout) = read_stdout(child.stdout.take());
         let err = child.stderr.take();
         let stderr = thread::spawn(move || {
             let mut kept = Vec::new();

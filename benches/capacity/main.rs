@@ -28,12 +28,15 @@
 //! |---------|---------------------------------------------------------------------------|
 //! | `fleet` | the child processes: start, watch, stop, what they printed                |
 //! | `host`  | memory, open files, slab caches, machine CPU, from `/proc`                |
+//! | `lines` | (scale's) a child's stdout read by a thread: first line, then all         |
 //! | `step`  | one step: checks, ramp, hold, the figures                                 |
 //! | `report`| the header, the table, the summaries merged from every child's JSON       |
 #![forbid(unsafe_code)]
 
 mod fleet;
 mod host;
+#[path = "../scale/lines.rs"]
+mod lines;
 #[path = "../scale/proc.rs"]
 #[allow(dead_code)]
 mod proc;
@@ -215,7 +218,7 @@ fn main() -> ExitCode {
         start: Instant::now(),
         at_start,
         caches_at_start: host::slab_caches(),
-        clk_tck: report::clk_tck(),
+        clk_tck: proc::clk_tck().unwrap_or(100),
         interrupted,
     };
     progress("starting");

@@ -3,7 +3,6 @@
 //! that grew, and why the run stopped.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -15,17 +14,6 @@ use crate::step::{Row, Stop};
 use crate::{Run, Settings};
 
 const GIB: f64 = 1_073_741_824.0;
-
-pub fn clk_tck() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).map_or("?".to_string(), |s| s.trim().to_string())
@@ -94,7 +82,7 @@ fn background_load(cpus: usize) -> String {
     match (before, machine_busy_ticks()) {
         (Some(a), Some(b)) => format!(
             "background load before start: {:.2} of {cpus} CPUs busy over 1 s, load average {}",
-            (b - a) as f64 / clk_tck() as f64,
+            (b - a) as f64 / crate::proc::clk_tck().unwrap_or(100) as f64,
             read("/proc/loadavg")
                 .split_whitespace()
                 .take(3)

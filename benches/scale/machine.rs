@@ -3,7 +3,6 @@
 //! while it ran (both skew every figure); how late it wakes a thread whose timer is due
 //! (the floor under every timer figure).
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,12 +34,7 @@ impl Machine {
         let memory = proc::field_kb(&meminfo, "MemTotal:").map_or("?".to_string(), |kb| {
             format!("{:.1} GiB", kb as f64 / 1048576.0)
         });
-        let getconf = Command::new("getconf").arg("CLK_TCK").output();
-        let parsed = getconf
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .filter(|&t| t > 0);
+        let parsed = proc::clk_tck();
         Machine {
             cpus: thread::available_parallelism().map_or(1, |n| n.get()),
             model,

@@ -32,6 +32,7 @@
 //! | `baseline` | the tokio baseline server roles, and the typical one's connections     |
 //! | `tuned`    | the tuned tokio baseline's connections                                 |
 //! | `proc`     | reading `/proc`: RSS, CPU, descriptors, context switches               |
+//! | `lines`    | a child's stdout read by a thread: the first line at once, all at end  |
 //! | `machine`  | the machine, its background load, other processes' CPU during the run  |
 //! | `figures`  | the table's rows and each server's figures, checks and notes           |
 //! | `report`   | the header, the table with ratios, the targets, the notes              |
@@ -40,6 +41,7 @@
 mod baseline;
 mod drivers;
 mod figures;
+mod lines;
 mod load;
 mod machine;
 mod phases;

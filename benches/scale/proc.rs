@@ -1,6 +1,7 @@
 //! Reading `/proc`: a server's RSS, CPU time, open descriptors and context switches, the CPU
-//! counters of the machine and of this process, and the kernel's slab memory. Every figure about a server is read
-//! here, from outside the process, the same way for both servers.
+//! counters of the machine and of this process, the clock tick they are counted in, and the
+//! kernel's slab memory. Every figure about a server is read here, from outside the process,
+//! the same way for both servers.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,6 +10,18 @@ use std::ops::Range;
 /// and parentheses): 11 is utime, 12 stime, 13 cutime, 14 cstime, all in clock ticks.
 const UTIME_STIME: Range<usize> = 11..13;
 const UTIME_TO_CSTIME: Range<usize> = 11..15;
+
+/// Clock ticks per second, the unit of every CPU figure read here (`getconf CLK_TCK`);
+/// `None` if that cannot be run or says nothing usable (callers assume Linux's usual 100).
+pub fn clk_tck() -> Option<u64> {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+}
 
 fn read_proc(pid: u32, file: &str) -> Result<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))

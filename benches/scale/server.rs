@@ -2,15 +2,14 @@
 //! binary in the baseline role), its address read from its first line, stopped with
 //! SIGTERM, and everything it printed on stdout handed back (heartbeat's exit summary).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use heartbeat::cores::liveness::Timing;
 
+use crate::lines::read_stdout;
 use crate::{baseline, duration_arg, Kind, START_TIMEOUT, STOP_TIMEOUT};
 
 /// A server child process. Dropping it (also while unwinding from a panic) stops it: SIGTERM,
@@ -63,20 +62,8 @@ impl ServerProc {
             .map_err(|e| format!("cannot start the {} server: {e}", kind.name()))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
-        let (tx, rx) = mpsc::channel();
         // Reads every line until the server exits: the first is sent at once, all are kept.
-        let output = thread::spawn(move || {
-            let mut lines = Vec::new();
-            let Some(stdout) = stdout else { return lines };
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines.is_empty() {
-                    let _ = tx.send(line.clone());
-                }
-                lines.push(line);
-            }
-            lines
-        });
+        let (rx, output) = read_stdout(stdout);
         let mut server = ServerProc {
             kind,
             child,

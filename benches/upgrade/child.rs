@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::lines::read_stdout;
 use crate::{interrupted, tree};
 
 /// Lines of stderr kept, to say why a child failed.
@@ -51,20 +52,7 @@ impl Group {
             .spawn()
             .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
         let pgid = child.id();
-        let (first_tx, stdout_first) = mpsc::channel();
-        let out = child.stdout.take();
-        let stdout = thread::spawn(move || {
-            let mut lines = Vec::new();
-            let Some(out) = out else { return lines };
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if lines.is_empty() {
-                    let _ = first_tx.send(line.clone());
-                }
-                lines.push(line);
-            }
-            lines
-        });
+        let (stdout_first, stdout) = read_stdout(child.stdout.take());
         let (tx, stderr_lines) = mpsc::channel();
         let kept = Arc::new(Mutex::new(VecDeque::new()));
         let keep = Arc::clone(&kept);

@@ -29,10 +29,13 @@
 //! | `start`   | starting a server and a client, waiting until every peer is connected   |
 //! | `child`   | a child process in its own group: its lines, signals, stopping, cleanup |
 //! | `tree`    | a process group from `/proc`: members, descriptors, CPU in nanoseconds  |
+//! | `lines`   | (scale's) a child's stdout read by a thread: first line, then all       |
 //! | `report`  | the header, the table, the notes, the verdict                           |
 #![forbid(unsafe_code)]
 
 mod child;
+#[path = "../scale/lines.rs"]
+mod lines;
 #[path = "../scale/proc.rs"]
 #[allow(dead_code)]
 mod proc;
@@ -43,7 +46,7 @@ mod tree;
 mod upgrade;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -133,7 +136,7 @@ impl Settings {
                 s(1)
             },
             hold: Duration::ZERO,
-            tick_ns: 1_000_000_000 / clk_tck(),
+            tick_ns: 1_000_000_000 / proc::clk_tck().unwrap_or(100),
         }
         .with_hold())
     }
@@ -313,17 +316,6 @@ fn others_cpus(over: Duration, tick_ns: u64) -> Option<f64> {
         .saturating_sub(busy0)
         .saturating_sub(own1.saturating_sub(own0));
     Some(ticks as f64 * tick_ns as f64 / over.as_nanos() as f64)
-}
-
-fn clk_tck() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
 }
 
 /// Progress on stderr, so that a long run can be followed.

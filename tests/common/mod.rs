@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: a server started in-process on 127.0.0.1:0 with
 //! millisecond timings, a blocking line-based peer with timeouts, so no test can hang, the
-//! built server as a child process, and a binary run to its one-line failure.
+//! built server as a child process, and a binary run to its one-line failure. `procs`: server
+//! processes seen from outside (started with their output collected, signalled, read from
+//! `/proc`), for the tests that upgrade or supervise them.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +14,8 @@ use heartbeat::cores::liveness::Timing;
 use heartbeat::edge::stop::{Stoppable, Stopper};
 use heartbeat::ops::stats::ServerStats;
 use heartbeat::server::{Server, ServerConfig};
+
+pub mod procs;
 
 pub const MS: Duration = Duration::from_millis(1);
 
@@ -179,7 +183,11 @@ enum Stderr {
 
 /// Lines a child printed, collected by a thread as they come.
 #[derive(Clone, Default)]
-pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set once the stream ended: every line is in `lines`.
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Lines {
     /// Starts a thread that collects the lines of `stream` until it ends.
@@ -188,15 +196,35 @@ impl Lines {
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { return };
-                sink.0.lock().expect("lines").push(line);
+                let Ok(line) = line else { break };
+                sink.lines.lock().expect("lines").push(line);
             }
+            sink.ended.store(true, std::sync::atomic::Ordering::Release);
         });
         lines
     }
 
+    /// The stream ended (every process holding it exited) and all its lines are collected: a
+    /// process's last lines may still be on their way until then.
+    pub fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().expect("lines").clone()
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// How many lines so far start with `start`.
+    pub fn starting(&self, start: &str) -> usize {
+        self.snapshot()
+            .iter()
+            .filter(|l| l.starts_with(start))
+            .count()
+    }
+
+    /// How many lines so far contain `text`.
+    pub fn containing(&self, text: &str) -> usize {
+        self.snapshot().iter().filter(|l| l.contains(text)).count()
     }
 
     /// Waits up to `limit` for a line containing `text`.
@@ -243,10 +271,7 @@ impl ServerProcess {
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut listening = String::new();
         stdout.read_line(&mut listening).expect("a first line");
-        let port = listening
-            .strip_prefix("Listening on 127.0.0.1:")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
+        let port = listening_port(&listening)
             .unwrap_or_else(|| panic!("unexpected first line {listening:?}"));
         let mut server = ServerProcess {
             child,
@@ -290,14 +315,7 @@ impl ServerProcess {
 
     /// Sockets the server process has open (its listener included), from `/proc`.
     pub fn open_sockets(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-            .filter(|target| target.to_string_lossy().starts_with("socket:"))
-            .count()
+        procs::sockets(self.child.id())
     }
 
     /// Waits up to `limit` until the server holds `peers` connections, counted as sockets
@@ -349,6 +367,15 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The port of a server's first line, `Listening on 127.0.0.1:PORT (...)`.
+pub fn listening_port(line: &str) -> Option<u16> {
+    line.strip_prefix("Listening on 127.0.0.1:")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Runs `binary` with `args` and no input until it exits, and checks that it failed as the

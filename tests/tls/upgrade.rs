@@ -5,42 +5,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
+use super::common::procs::{alive, children, eventually, kill, scrape, start_logged, Logged};
 use super::common::{summary_value, Lines};
 use super::{Pki, TlsPeer, HANG_GUARD};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
-
-/// Waits for `done` (only a hang guard limits it).
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < HANG_GUARD, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Fields of `/proc/PID/stat` after the command name: (state, parent pid).
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut after = stat.rsplit(')').next()?.split_whitespace();
-    let state = after.next()?.chars().next()?;
-    Some((state, after.next()?.parse().ok()?))
-}
-
-fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z')
-}
 
 /// The socket inodes of the listening and established IPv4 TCP sockets on `port` (the
 /// server's side), with the remote port (`None` for the listener).
@@ -117,25 +89,26 @@ impl Servers {
         Servers::start_with_env(args, &[])
     }
 
+    /// The server with `pki`'s certificate and key, then `more` arguments, and `env` set.
+    fn start_tls(pki: &Pki, more: &[&str], env: &[(&str, &str)]) -> Servers {
+        let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+        let tls = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let args: Vec<&str> = tls.iter().chain(more).copied().collect();
+        Servers::start_with_env(&args, env)
+    }
+
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Servers {
-        let mut first = Command::new(SERVER)
-            .args(["--port", "0", "--no-prompt", "--log-level", "info"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::collect(first.stdout.take().unwrap());
-        let log = Lines::collect(first.stderr.take().unwrap());
-        assert!(stdout.wait_for("Listening on", HANG_GUARD));
-        let line = stdout.snapshot()[0].clone();
-        let port = line
-            .strip_prefix("Listening on 127.0.0.1:")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let Logged {
+            child: first,
+            port,
+            stdout,
+            stderr: log,
+        } = start_logged(SERVER.as_ref(), args, env);
         let pids = vec![first.id()];
         Servers {
             first,
@@ -150,23 +123,19 @@ impl Servers {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn count(&self, lines: &Lines, text: &str) -> usize {
-        lines.snapshot().iter().filter(|l| l.contains(text)).count()
-    }
-
     /// SIGUSR2 to `pid`; waits until a new process (its child) listens and `pid` has let
     /// go (it has said `text`). Returns the new process's pid.
     fn upgrade(&mut self, pid: u32, text: &str) -> u32 {
         let (said, listening_before) = (
-            self.count(&self.log, text),
-            self.count(&self.stdout, "Listening on"),
+            self.log.containing(text),
+            self.stdout.containing("Listening on"),
         );
         kill("-USR2", pid);
         eventually(&format!("{text:?}; log: {:?}", self.log.snapshot()), || {
-            self.count(&self.log, text) > said
+            self.log.containing(text) > said
         });
         eventually("the new process's Listening line", || {
-            self.count(&self.stdout, "Listening on") > listening_before
+            self.stdout.containing("Listening on") > listening_before
         });
         // The new process is `pid`'s child, or was (a process that exits leaves its child
         // to init): it is the one holding the listening socket now.
@@ -184,8 +153,39 @@ impl Servers {
         holders[0]
     }
 
+    /// The `--json` summary the server printed when it stopped, once it is there.
+    fn json_summary(&self) -> JsonSummary {
+        assert!(self.stdout.wait_for("\"accepted\"", HANG_GUARD));
+        let stdout = self.stdout.snapshot();
+        let text = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
+        JsonSummary {
+            value: serde_json::from_str(text).unwrap(),
+            text: text.clone(),
+        }
+    }
+
     fn log_has(&self, text: &str) -> bool {
-        self.count(&self.log, text) > 0
+        self.log.containing(text) > 0
+    }
+}
+
+/// A `--json` summary line: its counts, and its text for failure messages.
+struct JsonSummary {
+    value: serde_json::Value,
+    text: String,
+}
+
+impl JsonSummary {
+    fn count(&self, key: &str) -> u64 {
+        self.value[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {}", self.text))
+    }
+}
+
+impl std::fmt::Display for JsonSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -216,16 +216,6 @@ fn ended_cleanly(peer: &mut TlsPeer) {
     assert_eq!(peer.line().unwrap(), None);
 }
 
-fn tls_args(pki: &Pki) -> Vec<String> {
-    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
-    vec![
-        "--tls-cert".into(),
-        path("server.pem"),
-        "--tls-key".into(),
-        path("server.key"),
-    ]
-}
-
 /// TLS peers connected before SIGUSR2 stay with the old process and keep their echoes; the
 /// new process holds the listening socket (the old one no more) and serves the peers that
 /// connect after it; a second SIGUSR2 to the new process while the old one lingers works as
@@ -234,10 +224,7 @@ fn tls_args(pki: &Pki) -> Vec<String> {
 #[test]
 fn kept_tls_peers_stay_with_the_old_process_and_new_ones_go_to_the_new_process() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "10m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "10m"], &[]);
     let old = servers.first.id();
     let mut stays = TlsPeer::connect(servers.addr(), pki.client(None));
     echoed(&mut stays, "before");
@@ -313,10 +300,7 @@ fn kept_tls_peers_stay_with_the_old_process_and_new_ones_go_to_the_new_process()
 #[test]
 fn at_the_deadline_the_old_process_ends_its_tls_peers_cleanly_and_exits_0() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "1s".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "1s"], &[]);
     let old = servers.first.id();
     let mut peers: Vec<TlsPeer> = (0..2)
         .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
@@ -404,14 +388,8 @@ fn plain_peers_move_and_tls_peers_stay_when_an_upgrade_turned_tls_on() {
 #[test]
 fn a_peer_still_in_its_proxy_header_stays_with_the_old_process_and_is_served_there() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend([
-        "--proxy-protocol".into(),
-        "--tls-upgrade-keep".into(),
-        "10m".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = ["--proxy-protocol", "--tls-upgrade-keep", "10m"];
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let old = servers.first.id();
     // Accepted now, silent until after the upgrade (within the header's 5 s: the upgrade
     // itself must be done within its own 5 s).
@@ -456,11 +434,8 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep".into(), "10m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap())];
-    let mut servers = Servers::start_with_env(&args, &env);
+    let mut servers = Servers::start_tls(&pki, &["--tls-upgrade-keep", "10m"], &env);
     assert!(next().starts_with("READY=1\n"));
     let old = servers.first.id();
     let mut kept = TlsPeer::connect(servers.addr(), pki.client(None));
@@ -481,27 +456,6 @@ fn under_systemd_the_new_process_is_mainpid_and_the_lingering_one_says_nothing()
     assert_eq!(next(), "STOPPING=1\nSTATUS=Stopping\n");
 }
 
-/// The `--metrics` page at `addr`.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::Read;
-    let mut scraper = TcpStream::connect(addr).unwrap();
-    scraper.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    scraper.read_to_string(&mut page).unwrap();
-    page
-}
-
-/// The worker processes of `parent` (its children).
-fn children(parent: u32) -> Vec<u32> {
-    let entries = std::fs::read_dir("/proc").unwrap();
-    let pids = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok());
-    pids.filter(|pid| stat(*pid).is_some_and(|(state, ppid)| ppid == parent && state != 'Z'))
-        .collect()
-}
-
 /// With `--workers 2`: SIGUSR2 to the parent replaces both workers; each TLS peer stays with
 /// the old worker that served it (echoes go on there), newcomers go to the new workers, the
 /// old workers linger beside them, and the parent's metrics count the kept peers once.
@@ -511,12 +465,9 @@ fn children(parent: u32) -> Vec<u32> {
 #[test]
 fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    let metrics = ["--metrics", "127.0.0.1:0"];
     let more = ["--tls-upgrade-keep", "10m", "--workers", "2", "--json"];
-    args.extend(more.into_iter().chain(metrics).map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = [&more[..], &["--metrics", "127.0.0.1:0"]].concat();
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let listening_line = servers.stdout.snapshot()[0].clone();
     let metrics: std::net::SocketAddr = listening_line
         .split("metrics at http://")
@@ -580,19 +531,20 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     };
     eventually("an old worker to see a peer leave", || held_by_old() == 3);
     // The parent asks every worker for its counts each second, the old ones included: its
-    // metrics count the kept peers open, and the one that left, once.
-    let mut page = String::new();
+    // metrics count the kept peers open, and the one that left, once. Each worker answers on
+    // its own second, so the old worker's news of the leaving may come before a new worker's
+    // of its newcomers: the page is read until it holds all three.
+    let want = [
+        "heartbeat_connections_closed_total{reason=\"peer_closed\"} 1\n",
+        "heartbeat_connections_open 6\n",
+        "heartbeat_connections_accepted_total 7\n",
+    ];
     eventually(
-        "the parent's metrics to count the kept peer's leaving",
+        "the parent's metrics to count the kept peer's leaving, 6 open, 7 accepted",
         || {
-            page = scrape(metrics);
-            page.contains("heartbeat_connections_closed_total{reason=\"peer_closed\"} 1\n")
+            let page = scrape(metrics);
+            want.iter().all(|line| page.contains(line))
         },
-    );
-    assert!(page.contains("heartbeat_connections_open 6\n"), "{page}");
-    assert!(
-        page.contains("heartbeat_connections_accepted_total 7\n"),
-        "{page}"
     );
 
     kill("-TERM", parent);
@@ -604,23 +556,15 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
     for pid in old_workers.iter().chain(&new_workers) {
         eventually("every worker to have exited", || !alive(*pid));
     }
-    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
-    let stdout = servers.stdout.snapshot();
-    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
-    let count = |key: &str| {
-        summary[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{key}: {json}"))
-    };
-    assert_eq!(count("accepted"), 7, "{json}");
-    assert_eq!(count("open"), 0, "{json}");
-    assert_eq!(count("closed_by_peer"), 1, "{json}");
-    assert_eq!(count("closed_at_shutdown"), 6, "{json}");
-    assert_eq!(count("lines_echoed"), echoes, "{json}");
-    assert_eq!(count("tls_kept"), 4, "{json}");
-    assert_eq!(count("upgrades"), 2, "{json}");
-    assert_eq!(count("workers_lost"), 0, "{json}");
+    let summary = servers.json_summary();
+    assert_eq!(summary.count("accepted"), 7, "{summary}");
+    assert_eq!(summary.count("open"), 0, "{summary}");
+    assert_eq!(summary.count("closed_by_peer"), 1, "{summary}");
+    assert_eq!(summary.count("closed_at_shutdown"), 6, "{summary}");
+    assert_eq!(summary.count("lines_echoed"), echoes, "{summary}");
+    assert_eq!(summary.count("tls_kept"), 4, "{summary}");
+    assert_eq!(summary.count("upgrades"), 2, "{summary}");
+    assert_eq!(summary.count("workers_lost"), 0, "{summary}");
 }
 
 /// With `--workers 2`: a second SIGUSR2 while the first round's old workers still keep TLS
@@ -631,10 +575,8 @@ fn with_workers_kept_tls_peers_stay_with_old_workers_and_are_counted_once() {
 #[test]
 fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once() {
     let pki = Pki::new();
-    let mut args = tls_args(&pki);
-    args.extend(["--tls-upgrade-keep", "3s", "--workers", "2", "--json"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut servers = Servers::start(&args);
+    let more = ["--tls-upgrade-keep", "3s", "--workers", "2", "--json"];
+    let mut servers = Servers::start_tls(&pki, &more, &[]);
     let parent = servers.first.id();
     let first = children(parent);
     let mut peers: Vec<TlsPeer> = (0..2)
@@ -645,9 +587,7 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
     }
     let round = "live upgrade: 2 of 2 workers replaced";
     kill("-USR2", parent);
-    eventually("the first round", || {
-        servers.count(&servers.log, round) == 1
-    });
+    eventually("the first round", || servers.log.containing(round) == 1);
     let mut second: Vec<TlsPeer> = (0..2)
         .map(|_| TlsPeer::connect(servers.addr(), pki.client(None)))
         .collect();
@@ -655,9 +595,7 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
         echoed(peer, "second");
     }
     kill("-USR2", parent);
-    eventually("the second round", || {
-        servers.count(&servers.log, round) == 2
-    });
+    eventually("the second round", || servers.log.containing(round) == 2);
     let mut last = TlsPeer::connect(servers.addr(), pki.client(None));
     echoed(&mut last, "third");
     // Each kept peer is ended at its old worker's deadline, cleanly; the new one serves on.
@@ -688,21 +626,13 @@ fn with_workers_a_second_round_while_old_workers_linger_and_a_restart_count_once
     kill("-TERM", parent);
     ended_cleanly(&mut last);
     assert!(servers.first.wait().unwrap().success());
-    assert!(servers.stdout.wait_for("\"accepted\"", HANG_GUARD));
-    let stdout = servers.stdout.snapshot();
-    let json = stdout.iter().find(|l| l.contains("\"accepted\"")).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(json).unwrap();
-    let count = |key: &str| {
-        summary[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{key}: {json}"))
-    };
-    assert_eq!(count("accepted"), 5, "{json}");
-    assert_eq!(count("open"), 0, "{json}");
-    assert_eq!(count("closed_at_shutdown"), 5, "{json}");
-    assert_eq!(count("lines_echoed"), 7, "{json}");
-    assert_eq!(count("tls_kept"), 4, "{json}");
-    assert_eq!(count("upgrades"), 4, "{json}");
-    assert_eq!(count("worker_restarts"), 1, "{json}");
-    assert_eq!(count("workers_lost"), 1, "{json}");
+    let summary = servers.json_summary();
+    assert_eq!(summary.count("accepted"), 5, "{summary}");
+    assert_eq!(summary.count("open"), 0, "{summary}");
+    assert_eq!(summary.count("closed_at_shutdown"), 5, "{summary}");
+    assert_eq!(summary.count("lines_echoed"), 7, "{summary}");
+    assert_eq!(summary.count("tls_kept"), 4, "{summary}");
+    assert_eq!(summary.count("upgrades"), 4, "{summary}");
+    assert_eq!(summary.count("worker_restarts"), 1, "{summary}");
+    assert_eq!(summary.count("workers_lost"), 1, "{summary}");
 }

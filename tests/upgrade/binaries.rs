@@ -4,68 +4,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common::procs::{alive, eventually, kill, sockets, start_logged, Logged, GUARD};
+use crate::common::Lines;
 
 pub(super) const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
 pub(super) const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
-/// Only a hang guard: every wait ends on the state it waits for.
-pub(super) const GUARD: Duration = Duration::from_secs(60);
-
-/// Waits for `done`, at most [`GUARD`].
-pub(super) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < GUARD, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Lines a process printed, collected as they come.
-#[derive(Clone, Default)]
-pub(super) struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn collect(stream: impl Read + Send + 'static) -> Lines {
-        let lines = Lines::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                sink.0.lock().unwrap().push(line);
-            }
-        });
-        lines
-    }
-
-    pub(super) fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    pub(super) fn count(&self, start: &str) -> usize {
-        self.all().iter().filter(|l| l.starts_with(start)).count()
-    }
-}
-
-pub(super) fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-pub(super) fn kill(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
 
 /// The server run from a copy in a temporary directory, followed across its upgrades.
 pub(super) struct Upgradable {
@@ -83,23 +32,12 @@ impl Upgradable {
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("server");
         std::fs::copy(SERVER, &exe).unwrap();
-        let mut first = Command::new(&exe)
-            .args(["--port", "0", "--no-prompt", "--log-level", "info"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::collect(first.stdout.take().unwrap());
-        let stderr = Lines::collect(first.stderr.take().unwrap());
-        eventually("Listening on", || stdout.count("Listening on") == 1);
-        let line = stdout.all()[0].clone();
-        let port = line
-            .strip_prefix("Listening on 127.0.0.1:")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let Logged {
+            child: first,
+            port,
+            stdout,
+            stderr,
+        } = start_logged(&exe, args, &[]);
         let pid = first.id();
         Upgradable {
             dir,
@@ -119,14 +57,34 @@ impl Upgradable {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Moves a new copy of the server binary over the file it runs from, as `mv` does.
+    pub(super) fn install_build(&self) {
+        self.install(|next| {
+            std::fs::copy(SERVER, next).unwrap();
+        });
+    }
+
+    /// Moves a shell script running `script` over the file, in place of a build.
+    pub(super) fn install_script(&self, script: &str) {
+        self.install(|next| {
+            std::fs::write(next, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(next, PermissionsExt::from_mode(0o755)).unwrap();
+        });
+    }
+
+    /// `write` makes a file beside the one the server runs from, then it is renamed over it.
+    fn install(&self, write: impl FnOnce(&Path)) {
+        let next = self.dir.path().join("server.new");
+        write(&next);
+        std::fs::rename(&next, self.exe()).unwrap();
+    }
+
     /// Installs a new copy of the binary by rename, signals SIGUSR2, and waits until the old
     /// process has exited and another runs the file now at the path.
     fn upgrade(&mut self) {
-        let next = self.dir.path().join("server.new");
-        std::fs::copy(SERVER, &next).unwrap();
-        std::fs::rename(&next, self.exe()).unwrap();
+        self.install_build();
         let old = self.pid;
-        let listening = self.stdout.count("Listening on");
+        let listening = self.stdout.starting("Listening on");
         kill("-USR2", old);
         eventually("the old process to exit", || !alive(old));
         if old == self.first.id() {
@@ -136,10 +94,10 @@ impl Upgradable {
         // The new process says it listens once the old one has let go: maybe just after.
         let stdout = self.stdout.clone();
         let log = self.stderr.clone();
-        let said = move || stdout.count("Listening on") == listening + 1;
+        let said = move || stdout.starting("Listening on") == listening + 1;
         if !said() {
             eventually(
-                &format!("the new process's first line; log: {:?}", log.all()),
+                &format!("the new process's first line; log: {:?}", log.snapshot()),
                 said,
             );
         }
@@ -153,10 +111,14 @@ impl Upgradable {
     pub(super) fn stop(self) -> String {
         kill("-TERM", self.pid);
         eventually("the last process to exit", || !alive(self.pid));
-        eventually("its summary", || {
-            self.stdout.count("Summary:") >= self.stdout.count("Listening on")
-        });
-        let all = self.stdout.all();
+        // Its summary is whole only once its output has ended (the lines may lag the exit).
+        eventually("its output to end", || self.stdout.ended());
+        assert!(
+            self.stdout.starting("Summary:") >= self.stdout.starting("Listening on"),
+            "a summary from each process: {:?}",
+            self.stdout.snapshot()
+        );
+        let all = self.stdout.snapshot();
         let last = all.iter().rposition(|l| l.starts_with("Summary:")).unwrap();
         all[last..].join("\n")
     }
@@ -188,18 +150,6 @@ pub(super) fn running_from(exe: &Path) -> Option<u32> {
         })
 }
 
-/// Sockets process `pid` holds (its peers, its listener, its signal pipe).
-pub(super) fn sockets(pid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-        .filter(|target| target.to_string_lossy().starts_with("socket:"))
-        .count()
-}
-
 pub(super) fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(GUARD)).unwrap();
@@ -215,28 +165,23 @@ pub(super) fn read_line(stream: &mut impl Read) -> String {
     String::from_utf8_lossy(&line).into_owned()
 }
 
-/// A load client's peers echoing every 500 ms see nothing of two upgrades by rename: no
-/// close, no reconnect, no error, no line unanswered; the last process's summary counts both
-/// upgrades and every peer handed over, and SIGTERM ends the run as usual.
-#[test]
-fn a_load_client_sees_nothing_of_two_upgrades() {
-    // 2,000 peers as the issue asks; the machine these tests run on is shared and busy, and
-    // the peers are what matters, not the speed.
-    let peers = 2_000;
-    let mut server = Upgradable::start(&["--max-connections", "10000"]);
-    let client = Command::new(CLIENT)
-        .args(["--port", &server.port.to_string(), "--no-prompt", "--json"])
+/// A load client on 127.0.0.1:`port` with `peers` peers echoing every 500 ms for `duration`.
+pub(super) fn load_client(port: u16, peers: usize, duration: &str) -> Child {
+    Command::new(CLIENT)
+        .args(["--port", &port.to_string(), "--no-prompt", "--json"])
         .args(["--connections", &peers.to_string(), "--interval", "500ms"])
-        .args(["--duration", "20s"])
+        .args(["--duration", duration])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    eventually("every peer connected", || sockets(server.pid) > peers);
-    server.upgrade();
-    std::thread::sleep(Duration::from_secs(2));
-    server.upgrade();
+        .unwrap()
+}
+
+/// Waits for `client` to end and checks from its JSON report that its peers saw nothing:
+/// no close, reconnect, error or unanswered line; each opened once; more than two echoes
+/// each answered.
+pub(super) fn saw_nothing(client: Child, peers: usize) {
     let output = client.wait_with_output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for zero in [
@@ -253,6 +198,23 @@ fn a_load_client_sees_nothing_of_two_upgrades() {
         json["echoes_received"].as_u64().unwrap() > 2 * peers as u64,
         "{json}"
     );
+}
+
+/// A load client's peers echoing every 500 ms see nothing of two upgrades by rename: no
+/// close, no reconnect, no error, no line unanswered; the last process's summary counts both
+/// upgrades and every peer handed over, and SIGTERM ends the run as usual.
+#[test]
+fn a_load_client_sees_nothing_of_two_upgrades() {
+    // 2,000 peers as the issue asks; the machine these tests run on is shared and busy, and
+    // the peers are what matters, not the speed.
+    let peers = 2_000;
+    let mut server = Upgradable::start(&["--max-connections", "10000"]);
+    let client = load_client(server.port, peers, "20s");
+    eventually("every peer connected", || sockets(server.pid) > peers);
+    server.upgrade();
+    std::thread::sleep(Duration::from_secs(2));
+    server.upgrade();
+    saw_nothing(client, peers);
     let summary = server.stop();
     assert!(summary.contains("live upgrades (SIGUSR2): 2"), "{summary}");
     let handed = format!("peers handed over in live upgrades: {}", 2 * peers);
@@ -387,7 +349,7 @@ fn a_stop_during_an_upgrade_stops_and_hands_nothing_over() {
     assert!(server.first.wait().unwrap().success());
     let exe = server.exe();
     eventually("no process left", || running_from(&exe).is_none());
-    let log = server.stderr.all().join("\n");
+    let log = server.stderr.snapshot().join("\n");
     assert!(!log.contains("handed over to the new process"), "{log}");
 }
 
@@ -406,11 +368,11 @@ fn the_configuration_is_read_afresh_and_a_changed_address_refused() {
     write("127.0.0.1", "7s");
     let config_arg = config.to_str().unwrap().to_string();
     let mut server = Upgradable::start(&["--config", &config_arg, "--idle", "60s"]);
-    assert!(server.stdout.all()[0].contains("heartbeat every 7s"));
+    assert!(server.stdout.snapshot()[0].contains("heartbeat every 7s"));
     let mut peer = connect(server.addr());
     write("127.0.0.1", "9s");
     server.upgrade();
-    let said = server.stdout.all();
+    let said = server.stdout.snapshot();
     let listening: Vec<_> = said
         .iter()
         .filter(|l| l.starts_with("Listening on"))
@@ -423,7 +385,7 @@ fn the_configuration_is_read_afresh_and_a_changed_address_refused() {
     let refused = "live upgrade given up: the new binary refused: the listening address changed \
                    from 127.0.0.1:0 to 127.0.0.2:0";
     eventually("the refusal", || {
-        log.all().iter().any(|l| l.contains(refused))
+        log.snapshot().iter().any(|l| l.contains(refused))
     });
     assert!(alive(pid), "the old process serves on");
     peer.write_all(b"still served\n").unwrap();

@@ -2,33 +2,12 @@
 //! now at the path the parent was started from, and every peer stays; a worker whose upgrade
 //! fails serves on, the parent says why and stops the round there.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use super::binaries::{
-    alive, connect, eventually, kill, read_line, sockets, Upgradable, CLIENT, SERVER,
-};
-
-/// Process ids whose parent is `pid`, from `/proc`, sorted.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // Fields after the command name: state, then the parent's id.
-            let after = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
-            after.split_whitespace().nth(1) == Some(&pid.to_string()) && alive(*child)
-        })
-        .collect();
-    found.sort_unstable();
-    found
-}
+use super::binaries::{connect, load_client, read_line, saw_nothing, Upgradable};
+use crate::common::procs::{alive, children, eventually, kill, scrape, sockets};
 
 /// The parent's `n` workers, once there are `n`.
 fn workers(server: &Upgradable, n: usize) -> Vec<u32> {
@@ -36,30 +15,19 @@ fn workers(server: &Upgradable, n: usize) -> Vec<u32> {
     children(server.pid)
 }
 
-/// Lines the server logged that contain `text`.
-fn logged(server: &Upgradable, text: &str) -> usize {
-    server
-        .stderr
-        .all()
-        .iter()
-        .filter(|l| l.contains(text))
-        .count()
-}
-
 /// Installs a new copy by rename and signals the parent; waits until its round has replaced
 /// all `n` workers, and checks that each process serving now runs the file at the path (not
 /// the deleted one) and that none of the old workers is left.
 fn upgrade_workers(server: &mut Upgradable, n: usize) {
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     let old = workers(server, n);
     let done = format!("live upgrade: {n} of {n} workers replaced");
-    let rounds = logged(server, &done);
+    let rounds = server.stderr.containing(&done);
     kill("-USR2", server.pid);
-    eventually(&format!("{done}; log: {:?}", server.stderr.all()), || {
-        logged(server, &done) == rounds + 1
-    });
+    eventually(
+        &format!("{done}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&done) == rounds + 1,
+    );
     eventually("the old workers to exit", || old.iter().all(|p| !alive(*p)));
     let new = workers(server, n);
     for pid in &new {
@@ -70,17 +38,6 @@ fn upgrade_workers(server: &mut Upgradable, n: usize) {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
         assert_eq!(exe, server.exe(), "the new file runs, not the deleted one");
     }
-}
-
-/// The parent's metrics text.
-fn scrape(metrics: SocketAddr) -> String {
-    let mut scraper = connect(metrics);
-    scraper
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    scraper.read_to_string(&mut response).unwrap();
-    response
 }
 
 fn echo(peer: &mut TcpStream, line: &str) {
@@ -96,15 +53,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
     let peers = 300;
     let mut server = Upgradable::start(&["--workers", "2", "--max-connections", "10000"]);
     let idle: usize = workers(&server, 2).into_iter().map(sockets).sum();
-    let client = Command::new(CLIENT)
-        .args(["--port", &server.port.to_string(), "--no-prompt", "--json"])
-        .args(["--connections", &peers.to_string(), "--interval", "500ms"])
-        .args(["--duration", "15s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let client = load_client(server.port, peers, "15s");
     eventually("every peer connected", || {
         children(server.pid).into_iter().map(sockets).sum::<usize>() >= idle + peers
     });
@@ -115,22 +64,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
     let mut late = connect(server.addr());
     echo(&mut late, "late");
     drop(late);
-    let output = client.wait_with_output().unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for zero in [
-        "closed_by_server",
-        "reconnects",
-        "errors",
-        "unanswered",
-        "failed",
-    ] {
-        assert_eq!(json[zero], 0, "{zero}: {json}");
-    }
-    assert_eq!(json["opened"], peers, "{json}");
-    assert!(
-        json["echoes_received"].as_u64().unwrap() > 2 * peers as u64,
-        "{json}"
-    );
+    saw_nothing(client, peers);
     let summary = server.stop();
     // Counted once each, though three processes in turn served each worker's share.
     let accepted = format!("Summary: {} connections accepted", peers + 1);
@@ -149,7 +83,7 @@ fn with_workers_a_load_client_sees_nothing_of_two_upgrades() {
 #[test]
 fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
     let mut server = Upgradable::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
-    let first = server.stdout.all()[0].clone();
+    let first = server.stdout.snapshot()[0].clone();
     let metrics = heartbeat::workers::metrics::metrics_addr_in(&first).expect(&first);
     let before = workers(&server, 2);
     let mut peers: Vec<TcpStream> = (0..8).map(|_| connect(server.addr())).collect();
@@ -163,9 +97,10 @@ fn with_workers_a_missing_binary_is_given_up_and_every_peer_served() {
          directory; it serves on with the binary it had; worker 1 keeps its own too",
         server.exe().display()
     );
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, &why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&why) == 1,
+    );
     for peer in &mut peers {
         echo(peer, "after");
     }
@@ -225,9 +160,10 @@ fn with_workers_a_refusal_is_told_by_the_parent_and_counted_once() {
         "live upgrade of worker 0 given up: the new binary refused: the listening address \
          changed from 127.0.0.1:{port} to 127.0.0.2:{port}"
     );
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, &why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(&why) == 1,
+    );
     echo(&mut peer, "after");
     assert_eq!(children(server.pid), before, "no worker was replaced");
     let summary = server.stop();
@@ -248,16 +184,14 @@ fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
     for peer in &mut peers {
         echo(peer, "hello");
     }
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     kill("-USR2", server.pid);
     kill("-TERM", server.pid);
     for peer in &mut peers {
         assert_eq!(read_line(peer), "End Connection");
     }
     assert!(server.first.wait().unwrap().success());
-    eventually("the summary", || server.stdout.count("Summary:") == 1);
+    eventually("the summary", || server.stdout.starting("Summary:") == 1);
     for pid in before {
         eventually("the old workers to end", || !alive(pid));
     }
@@ -274,9 +208,7 @@ fn with_workers_a_stop_during_an_upgrade_ends_every_peer_and_every_process() {
 fn with_workers_a_worker_started_again_runs_the_file_at_the_path() {
     let server = Upgradable::start(&["--workers", "2"]);
     let before = workers(&server, 2);
-    let next = server.dir.path().join("server.new");
-    std::fs::copy(SERVER, &next).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_build();
     kill("-KILL", before[0]);
     eventually("the worker started again", || {
         let now = children(server.pid);
@@ -302,19 +234,16 @@ fn with_workers_a_binary_that_fails_is_given_up_and_the_worker_serves_on() {
     let before = workers(&server, 2);
     let mut peer = connect(server.addr());
     echo(&mut peer, "before");
-    let next = server.dir.path().join("server.new");
-    std::fs::write(&next, "#!/bin/sh\nexit 3\n").unwrap();
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_script("exit 3");
     kill("-USR2", server.pid);
     let given_up = "live upgrade of worker 0 given up: ";
     eventually(
-        &format!("{given_up}; log: {:?}", server.stderr.all()),
-        || logged(&server, given_up) == 1,
+        &format!("{given_up}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(given_up) == 1,
     );
     let line = server
         .stderr
-        .all()
+        .snapshot()
         .into_iter()
         .find(|l| l.contains(given_up))
         .unwrap();
@@ -360,19 +289,17 @@ fn with_workers_a_silent_binary_is_given_up_after_five_seconds_and_ended() {
     let before = workers(&server, 2);
     let mut peer = connect(server.addr());
     echo(&mut peer, "before");
-    let next = server.dir.path().join("server.new");
-    std::fs::write(&next, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, server.exe()).unwrap();
+    server.install_script("exec sleep 600");
     kill("-USR2", server.pid);
     eventually("the silent process started", || {
         children(server.pid).len() == 3
     });
     let why = "live upgrade of worker 0 given up: no answer from the new binary within 5 s; \
                it serves on with the binary it had";
-    eventually(&format!("{why}; log: {:?}", server.stderr.all()), || {
-        logged(&server, why) == 1
-    });
+    eventually(
+        &format!("{why}; log: {:?}", server.stderr.snapshot()),
+        || server.stderr.containing(why) == 1,
+    );
     eventually("the silent process ended", || {
         children(server.pid) == before
     });

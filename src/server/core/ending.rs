@@ -149,8 +149,21 @@ impl ServerCore {
     }
 
     pub(super) fn close(&mut self, now: Instant, key: usize, reason: Reason) {
-        let Some(record) = self.conns.try_remove(key) else {
+        if !self.remove(now, key) {
             return;
+        }
+        self.stats.on_close(reason);
+        self.report(key, Event::Closed(reason));
+        self.actions.push_back(Action::Close(key));
+    }
+
+    /// Drops `key`'s record and all this core holds for it (its pending output, its share of
+    /// the budget, its timer), so that a close and a handover free exactly the same things.
+    /// False if `key` was gone already. Counting and telling are the caller's: a close is
+    /// counted and reported, a peer handed over is not.
+    pub(super) fn remove(&mut self, now: Instant, key: usize) -> bool {
+        let Some(record) = self.conns.try_remove(key) else {
+            return false;
         };
         if let Lifecycle::Ending {
             peer_done: true, ..
@@ -161,11 +174,8 @@ impl ServerCore {
         if let Some(i) = self.segments.find(key) {
             self.segments.done(i, &mut self.output);
         }
-        let held = record.accounted as usize;
-        self.budget_changed(now, key, held, 0);
+        self.budget_changed(now, key, record.accounted as usize, 0);
         self.timers.cancel(key);
-        self.stats.on_close(reason);
-        self.report(key, Event::Closed(reason));
-        self.actions.push_back(Action::Close(key));
+        true
     }
 }

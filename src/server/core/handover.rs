@@ -160,20 +160,9 @@ impl ServerCore {
     /// so it is forgotten here without a word, a report or a close counted (only `open`
     /// goes down); the loop closes this process's copy of its socket (`Action::Close`).
     pub fn forget_peer(&mut self, now: Instant, key: usize) {
-        let Some(record) = self.conns.try_remove(key) else {
+        if !self.remove(now, key) {
             return;
-        };
-        if let Lifecycle::Ending {
-            peer_done: true, ..
-        } = record.lifecycle
-        {
-            self.peers_gone -= 1;
         }
-        if let Some(i) = self.segments.find(key) {
-            self.segments.done(i, &mut self.output);
-        }
-        self.budget_changed(now, key, record.accounted as usize, 0);
-        self.timers.cancel(key);
         self.stats.open = self.stats.open.saturating_sub(1);
         self.actions.push_back(Action::Close(key));
     }

@@ -3,12 +3,11 @@
 //! `--drain`, or 1 ms per peer without it), done once they have gone; a stop is a stop as
 //! ever; a peer handed over is forgotten without a word.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::super::{Action, Admission, Arrival, Event, ServerCore, Settings, Stage};
+use super::tests::{addr, settings_with};
 use super::KEPT_SPREAD_PER_PEER;
-use crate::cores::allow::AllowList;
 use crate::cores::liveness::Timing;
 
 const MS: Duration = Duration::from_millis(1);
@@ -18,28 +17,14 @@ const KEEP: Duration = Duration::from_secs(60);
 /// Peers that answer nothing get their first heartbeat only after an hour: what happens
 /// within the test is the upgrade's doing alone.
 fn settings(drain: Duration) -> Settings {
-    Settings {
-        timing: Timing {
+    settings_with(
+        Timing {
             idle: Duration::from_secs(3600),
             interval: Duration::from_secs(1),
             count: 3,
         },
-        tick: US,
-        max_line: 64 * 1024,
-        max_write_buffer: 1 << 20,
-        max_buffered: 256 << 20,
-        max_connections: 100,
-        allow: AllowList::default(),
         drain,
-        jitter_percent: 0,
-        jitter_seed: 1,
-        sessions: false,
-        max_header_waits: 4,
-    }
-}
-
-fn addr(n: usize) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 40_000 + n as u16))
+    )
 }
 
 /// What the loop was asked to do: (time since t0, key, line written or `<closed>`, ...).

@@ -12,19 +12,28 @@ use crate::cores::liveness::Timing;
 const MS: Duration = Duration::from_millis(1);
 
 fn settings() -> Settings {
-    Settings {
-        timing: Timing {
+    settings_with(
+        Timing {
             idle: Duration::from_millis(400),
             interval: Duration::from_millis(100),
             count: 3,
         },
+        Duration::ZERO,
+    )
+}
+
+/// The settings of every handover test (here and in `kept`): a 1 µs tick and limits no test
+/// reaches; only the liveness timing and `--drain` differ between them.
+pub(super) fn settings_with(timing: Timing, drain: Duration) -> Settings {
+    Settings {
+        timing,
         tick: Duration::from_micros(1),
         max_line: 64 * 1024,
         max_write_buffer: 1 << 20,
         max_buffered: 256 << 20,
         max_connections: 100,
         allow: AllowList::default(),
-        drain: Duration::ZERO,
+        drain,
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: false,
@@ -32,7 +41,8 @@ fn settings() -> Settings {
     }
 }
 
-fn addr(n: usize) -> SocketAddr {
+/// Peer `n`'s address.
+pub(super) fn addr(n: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 40_000 + n as u16))
 }
 
