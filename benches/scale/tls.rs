@@ -213,6 +213,7 @@ impl Pki {
         let client = ClientTls {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost").map_err(|e| e.to_string())?,
+            resume: false,
         };
         Ok(Pki { dir, client })
     }

@@ -67,6 +67,9 @@ struct Conn {
     /// `--tls`: counted in `Client::handshakes_in_flight` (from `connect()` until its
     /// handshake is done or it is gone).
     shaking: bool,
+    /// `--tls`: its session took a ticket; counted in `Client::resumed_in_flight` while
+    /// `shaking`.
+    resuming: bool,
 }
 
 /// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
@@ -104,12 +107,24 @@ pub struct Client {
     /// `--tls`: connections between `connect()` and the end of their handshake; no new
     /// connection starts at [`tls::MAX_HANDSHAKES_IN_FLIGHT`].
     handshakes_in_flight: usize,
+    /// `--tls`: of those, the ones whose session took a ticket.
+    resumed_in_flight: usize,
+    /// `--tls`: handshakes done since the start.
+    handshakes_done: u64,
+    /// `--tls` with resumption: the run's tickets (`tls::TicketStore`).
+    tickets: Option<std::sync::Arc<tls::TicketStore>>,
 }
 
 impl Client {
     /// Prepares the loop; checks the open-file limit before any connection is made.
-    pub fn new(config: ClientConfig) -> Result<Client, SetupError> {
+    pub fn new(mut config: ClientConfig) -> Result<Client, SetupError> {
         let baseline_rss = memory::rss_bytes();
+        // Hook (tls): resumption on or off, and the run's ticket store.
+        let connections = config.connections;
+        let tickets = config
+            .tls
+            .as_mut()
+            .and_then(|tls| tls::resumption(tls, connections));
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
@@ -139,6 +154,9 @@ impl Client {
             stop,
             first_error: None,
             handshakes_in_flight: 0,
+            resumed_in_flight: 0,
+            handshakes_done: 0,
+            tickets,
             config,
         })
     }
@@ -350,6 +368,7 @@ impl Client {
             tls: None,
             handshake_since: None,
             shaking: false,
+            resuming: false,
         });
         // Hook (tls): counted until its handshake is done.
         self.handshake_begun(key);

@@ -3,19 +3,32 @@
 //! handshake starts once TCP is established and is timed on its own; a connection that fails
 //! in TLS is counted by [`TlsFailure`]. At most [`MAX_HANDSHAKES_IN_FLIGHT`] connections are
 //! between `connect()` and the end of their handshake: new ones wait (the connect rate's
-//! schedule with them), so a fast `--connect-rate` never outruns the server's handshakes. Part of the loop in `load` (an `impl` block of the
-//! same `Client`), called at marked hooks: `opened`, `on_readable`, `on_writable`, `send`,
-//! and the half-close fault.
+//! schedule with them), so a fast `--connect-rate` never outruns the server's handshakes.
+//!
+//! Resumption (unless `--no-tls-resume`): tickets are kept in a [`TicketStore`] for the run,
+//! and a warm-up decides how a burst gets them: while the store is short, connections that
+//! would start without a ticket wait once [`WARM_UP_FULL`] of them are in flight, for the
+//! tickets those bring (TLS's own slow start: the tickets double each round trip). A server
+//! that has given no ticket after that many handshakes is not waited for. A handshake is
+//! counted full or resumed as rustls saw it (`handshake_kind`).
+//!
+//! Part of the loop in `load` (an `impl` block of the same `Client`), called at marked
+//! hooks: `opened`, `on_readable`, `on_writable`, `send`, and the half-close fault.
+
+mod tickets;
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
 use mio::net::TcpStream;
-use rustls::ClientConnection;
+use rustls::client::Resumption;
+use rustls::{ClientConnection, HandshakeKind};
 
 use super::Client;
 use crate::client::peer::ServerClose;
+use crate::client::ClientTls;
 use crate::edge::net::{interrupted, would_block};
 use crate::edge::turn::READS_PER_TURN;
 use crate::ops::stats::client::TlsFailure;
@@ -27,6 +40,28 @@ use crate::ops::stats::client::TlsFailure;
 /// server busy (on loopback a few dozen would) and leaves room for other clients; at 50 ms
 /// of round trip it still allows ~10,000 handshakes a second.
 pub const MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
+
+/// With resumption, handshakes without a ticket in flight at most beyond the tickets in the
+/// store: enough to keep a loopback server busy while the first tickets come (each full
+/// handshake brings two), few enough that a burst is not mostly full handshakes.
+pub const WARM_UP_FULL: usize = 16;
+
+pub use tickets::TicketStore;
+
+/// `--tls`'s configuration for a run of `connections`: with a [`TicketStore`] of its own
+/// when `tls.resume` (returned, for the warm-up to see), else with resumption off.
+pub(super) fn resumption(tls: &mut ClientTls, connections: usize) -> Option<Arc<TicketStore>> {
+    let mut config = (*tls.config).clone();
+    let store = tls
+        .resume
+        .then(|| Arc::new(TicketStore::for_connections(connections)));
+    config.resumption = match &store {
+        Some(store) => Resumption::store(store.clone()),
+        None => Resumption::disabled(),
+    };
+    tls.config = Arc::new(config);
+    store
+}
 
 /// Writes what `tls` has for the server until the kernel takes no more.
 pub(super) fn flush(stream: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
@@ -52,7 +87,20 @@ fn read_more(read: &io::Result<usize>) -> bool {
 impl Client {
     /// Whether new connections must wait for handshakes in flight to end.
     pub(super) fn at_handshake_cap(&self) -> bool {
-        self.handshakes_in_flight >= MAX_HANDSHAKES_IN_FLIGHT
+        self.handshakes_in_flight >= MAX_HANDSHAKES_IN_FLIGHT || self.warming_up()
+    }
+
+    /// Whether a new connection waits for tickets (the module's `//!`): those in flight
+    /// without one (not yet started, or full) are as many as the store's tickets plus
+    /// [`WARM_UP_FULL`], and the server gives tickets (or has not done enough handshakes to
+    /// tell).
+    fn warming_up(&self) -> bool {
+        let Some(store) = &self.tickets else {
+            return false;
+        };
+        let without = self.handshakes_in_flight - self.resumed_in_flight;
+        without >= store.waiting() + WARM_UP_FULL
+            && (store.received() > 0 || self.handshakes_done < WARM_UP_FULL as u64)
     }
 
     /// Hook (`track`): `key`'s `connect()` was made; with `--tls` it counts as in flight.
@@ -71,6 +119,9 @@ impl Client {
             if std::mem::take(&mut conn.shaking) {
                 self.handshakes_in_flight -= 1;
             }
+            if std::mem::take(&mut conn.resuming) {
+                self.resumed_in_flight -= 1;
+            }
         }
     }
 
@@ -80,6 +131,7 @@ impl Client {
             return true;
         };
         let conn = &mut self.conns[key];
+        let tickets_before = self.tickets.as_ref().map_or(0, |store| store.waiting());
         let session = match ClientConnection::new(tls.config.clone(), tls.server_name.clone()) {
             Ok(session) => Box::new(session),
             Err(e) => {
@@ -87,6 +139,12 @@ impl Client {
                 return false;
             }
         };
+        // It took a ticket (one loop thread: nothing else touched the store meanwhile).
+        if self.tickets.as_ref().map_or(0, |store| store.waiting()) < tickets_before && conn.shaking
+        {
+            conn.resuming = true;
+            self.resumed_in_flight += 1;
+        }
         conn.tls = Some(session);
         conn.handshake_since = Some(now);
         self.tls_flush(key, now)
@@ -161,8 +219,10 @@ impl Client {
             }
             if !tls.is_handshaking() {
                 if let Some(since) = conn.handshake_since.take() {
+                    let resumed = tls.handshake_kind() == Some(HandshakeKind::Resumed);
                     self.stats
-                        .on_handshake(now.saturating_duration_since(since));
+                        .on_handshake(now.saturating_duration_since(since), resumed);
+                    self.handshakes_done += 1;
                     self.handshake_over(key);
                 }
             }

@@ -151,6 +151,13 @@ fn counters(s: &ClientSummary) -> Result<(ClientStats, RunFacts), String> {
             true => Latencies::default(),
             false => decode("handshake_time", &s.histograms.handshake_time)?,
         },
+        resumed_handshake_time: match s.histograms.resumed_handshake_time.is_empty() {
+            true => Latencies::default(),
+            false => decode(
+                "resumed_handshake_time",
+                &s.histograms.resumed_handshake_time,
+            )?,
+        },
         tls_failed,
         series: s.series.clone(),
     };
@@ -241,7 +248,7 @@ mod tests {
         let tls_run = |handshake_ms: u64| {
             let mut c = ClientStats::new(2);
             c.start_series(Instant::now(), SystemTime::now());
-            c.on_handshake(Duration::from_millis(handshake_ms));
+            c.on_handshake(Duration::from_millis(handshake_ms), false);
             c.on_tls_failed(TlsFailure::UnknownCa);
             c.summary(&RunFacts {
                 runs: 1,
