@@ -786,4 +786,8 @@ fn the_load_client_resumes_later_connections_with_tickets() {
     let full = load_client(server.addr, &[&args[..], &["--no-tls-resume"]].concat());
     assert_eq!(full["handshake_time"]["count"], 300, "{full}");
     assert_eq!(full["resumed_handshake_time"]["count"], 0, "{full}");
+    // The server counts the same resumptions, from its own side of the handshake.
+    let stats = server.stop();
+    assert_eq!(stats.tls_handshakes, 600);
+    assert_eq!(Some(stats.tls_resumed), count);
 }
