@@ -128,3 +128,83 @@ impl ClientSessionStore for TicketStore {
         inner.tls13.remove(at).map(|(_, value)| value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::Resumption;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
+
+    use super::TicketStore;
+    use crate::edge::tls::{provider, server_config_from};
+
+    /// Our server's configuration (two stateless tickets per handshake) and a client that
+    /// keeps its tickets in `store`.
+    fn configs(store: Arc<TicketStore>) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let server = server_config_from(vec![cert.der().clone()], key, None).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let mut client = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.resumption = Resumption::store(store);
+        (server, Arc::new(client))
+    }
+
+    /// One handshake in memory, until both ends are quiet (the tickets read): its kind.
+    fn handshake(server: &Arc<rustls::ServerConfig>, client: &Arc<ClientConfig>) -> HandshakeKind {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = ClientConnection::new(client.clone(), name).unwrap();
+        let mut s = ServerConnection::new(server.clone()).unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut wire).unwrap();
+            }
+            let mut reader = &wire[..];
+            while !reader.is_empty() {
+                c.read_tls(&mut reader).unwrap();
+            }
+            c.process_new_packets().unwrap();
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        c.handshake_kind().unwrap()
+    }
+
+    /// A full handshake fills the store with the server's two tickets; the next handshakes
+    /// resume, each taking one ticket (given out once) and getting two; the store keeps no
+    /// more than its capacity (the oldest dropped), while counting every ticket received.
+    #[test]
+    fn tickets_are_kept_for_later_connections_within_the_bound() {
+        let store = Arc::new(TicketStore::with_capacity(3));
+        let (server, client) = configs(store.clone());
+        assert_eq!(handshake(&server, &client), HandshakeKind::Full);
+        assert_eq!((store.waiting(), store.received()), (2, 2));
+        assert_eq!(handshake(&server, &client), HandshakeKind::Resumed);
+        assert_eq!((store.waiting(), store.received()), (3, 4));
+        assert_eq!(handshake(&server, &client), HandshakeKind::Resumed);
+        assert_eq!((store.waiting(), store.received()), (3, 6));
+    }
+
+    /// rustls' default (8 tickets per server name) would keep 8: the store is sized per
+    /// connection of the run, two each.
+    #[test]
+    fn a_run_keeps_two_tickets_per_connection() {
+        assert_eq!(TicketStore::for_connections(10_000).capacity, 20_000);
+        assert_eq!(TicketStore::for_connections(1).capacity, 16);
+    }
+}
