@@ -119,7 +119,7 @@ impl ClientSummary {
         if self.handshake_time.count > 0 {
             lines.push(self.handshake_time.row("TLS handshake"));
             if self.resumed_handshake_time.count > 0 {
-                lines.push(self.resumed_handshake_time.row("  of which resumed"));
+                lines.push(self.resumed_handshake_time.row("TLS resumed"));
             }
         }
         for (why, n) in &self.tls_failed_by_reason {
