@@ -778,10 +778,12 @@ fn the_load_client_resumes_later_connections_with_tickets() {
     assert_eq!(resumed["opened"], 300, "{resumed}");
     assert_eq!(resumed["handshake_time"]["count"], 300, "{resumed}");
     let count = resumed["resumed_handshake_time"]["count"].as_u64();
-    // The warm-up lets 16 full handshakes run beyond the tickets in hand: most of a burst
-    // of 300 resumes (~210-265 on a busy 2-core host; with rustls' own cache of 8 tickets
-    // per name, all 300 started at once and nearly all were full).
-    assert!(count >= Some(150), "{resumed}");
+    // The warm-up starts a connection on a ticket in hand, or while fewer than 16 that will
+    // bring tickets are unresolved: most of a burst of 300 resumes (259-277 on a busy 2-core
+    // host, with this file's other tests running; with rustls' own cache of 8 tickets per
+    // name, all 300 started at once and nearly all were full; counting tickets on their way
+    // as in hand, 6-250).
+    assert!(count >= Some(200), "{resumed}");
 
     let full = load_client(server.addr, &[&args[..], &["--no-tls-resume"]].concat());
     assert_eq!(full["handshake_time"]["count"], 300, "{full}");

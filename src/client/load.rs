@@ -70,6 +70,9 @@ struct Conn {
     /// `--tls`: its session took a ticket; counted in `Client::resumed_in_flight` while
     /// `shaking`.
     resuming: bool,
+    /// `--tls` with resumption: its handshake is done and the server's tickets for it have
+    /// not come yet; counted in `Client::awaiting_tickets`.
+    awaiting: bool,
 }
 
 /// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
@@ -109,8 +112,12 @@ pub struct Client {
     handshakes_in_flight: usize,
     /// `--tls`: of those, the ones whose session took a ticket.
     resumed_in_flight: usize,
-    /// `--tls`: handshakes done since the start.
-    handshakes_done: u64,
+    /// `--tls`: of those, the ones not yet at their handshake (TCP connecting).
+    pending: usize,
+    /// `--tls` with resumption: connections whose tickets are on their way.
+    awaiting_tickets: usize,
+    /// `--tls`: when the first handshake was done.
+    first_done: Option<Instant>,
     /// `--tls` with resumption: the run's tickets (`tls::TicketStore`).
     tickets: Option<std::sync::Arc<tls::TicketStore>>,
 }
@@ -155,7 +162,9 @@ impl Client {
             first_error: None,
             handshakes_in_flight: 0,
             resumed_in_flight: 0,
-            handshakes_done: 0,
+            pending: 0,
+            awaiting_tickets: 0,
+            first_done: None,
             tickets,
             config,
         })
@@ -297,8 +306,11 @@ impl Client {
     /// When the next new connection or reconnect is due, if any.
     fn next_connect_at(&self) -> Option<Instant> {
         // Hook (tls): at the cap, a handshake's end (an event) lets the next one start.
-        if self.draining() || self.at_handshake_cap() {
+        if self.draining() {
             return None;
+        }
+        if self.at_handshake_cap() {
+            return self.warm_up_deadline();
         }
         let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
         earliest([self.pacer.next_at(), retry])
@@ -369,6 +381,7 @@ impl Client {
             handshake_since: None,
             shaking: false,
             resuming: false,
+            awaiting: false,
         });
         // Hook (tls): counted until its handshake is done.
         self.handshake_begun(key);

@@ -61,7 +61,7 @@ impl TicketStore {
         self.lock().tls13.len()
     }
 
-    /// Tickets the server has given since the start (kept or not).
+    /// Tickets the server has given since the start (kept or not; a TLS 1.2 session counts).
     pub fn received(&self) -> u64 {
         self.lock().received
     }
@@ -91,7 +91,10 @@ impl ClientSessionStore for TicketStore {
     }
 
     fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
-        self.lock().tls12.insert(server_name, value);
+        // A TLS 1.2 session is reused, not taken: it counts as the server's ticket.
+        let mut inner = self.lock();
+        inner.received += 1;
+        inner.tls12.insert(server_name, value);
     }
 
     fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
