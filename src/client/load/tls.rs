@@ -13,8 +13,8 @@
 //! start, the tickets double each round trip. Tickets that are only promised are not counted
 //! on: a busy server reads our last flight (and sends tickets) late, and connections started
 //! on the promise found none and were full. A server that has given no ticket
-//! [`NO_TICKETS_WAIT`] after the first handshake was done is not waited for. A handshake is counted full or resumed as
-//! rustls saw it (`handshake_kind`).
+//! [`NO_TICKETS_WAIT`] after the first handshake was done is not waited for. A handshake is
+//! counted full or resumed as rustls saw it (`handshake_kind`).
 //!
 //! Part of the loop in `load` (an `impl` block of the same `Client`), called at marked
 //! hooks: `opened`, `on_readable`, `on_writable`, `send`, and the half-close fault.
