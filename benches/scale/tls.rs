@@ -2,7 +2,11 @@
 //! client, three ways, one after the other on the same machine:
 //!
 //! - **plain**: heartbeat without TLS (the reference);
-//! - **TLS**: heartbeat with `--tls-cert` (rustls in its loop), the client with `--tls`;
+//! - **TLS**: heartbeat with `--tls-cert` (rustls in its loop), the client with `--tls`
+//!   and `--no-tls-resume`: every handshake a full one;
+//! - **TLS resumed**: the same with the client's resumption on (its default): after a
+//!   warm-up of a few full handshakes, the burst resumes with tickets the server gave
+//!   earlier connections (TLS 1.3 PSK with X25519: no certificate, no signature);
 //! - **HAProxy**: when `haproxy` is installed, HAProxy + OpenSSL terminating TLS (`bind …
 //!   ssl crt`, TCP mode, one thread) in front of a plain heartbeat, the same TLS clients.
 //!
@@ -10,11 +14,11 @@
 //! growth over N, read after the peers are in), the front's CPU per connection opened (the
 //! accept, the handshake, admission), and its CPU per echoed line when C connections each
 //! send a line every `SCALE_TLS_ECHO_INTERVAL` (one line per read and per record, like
-//! request–response, not pipelined). Every handshake is a full one: the bench's client config
-//! disables resumption. (A fleet of devices that each kept a ticket would do better, but one
-//! load client cannot stand for it: rustls' client cache keeps 8 tickets per server name,
-//! and a burst of hundreds of connects finds it empty: most handshakes were full anyway.)
-//! `SCALE_TLS_FRONTS=tls,plain,haproxy` picks fronts.
+//! request–response, not pipelined). The TLS and HAProxy columns' handshakes are all full;
+//! the resumed column's are counted full and resumed in its note (the load client's
+//! `TicketStore` keeps two tickets per connection, where rustls' own cache kept 8 per
+//! server name and a burst found it empty).
+//! `SCALE_TLS_FRONTS=tls,resumed,plain,haproxy` picks fronts.
 //!
 //! The certificate is made here (rcgen: a P-256 key, self-signed for `localhost` and
 //! 127.0.0.1), written to a temporary folder with the key, and trusted by the client.
@@ -44,17 +48,24 @@ use crate::{env_or, progress, Kind, Run, CONNECT_TIMEOUT, FAR_TIMING};
 pub enum Front {
     Plain,
     Tls,
+    TlsResumed,
     Haproxy,
 }
 
 impl Front {
-    pub const ALL: [Front; 3] = [Front::Tls, Front::Plain, Front::Haproxy];
+    pub const ALL: [Front; 4] = [Front::Tls, Front::TlsResumed, Front::Plain, Front::Haproxy];
+
+    /// Heartbeat itself speaks TLS (`--tls-cert`).
+    fn ours_tls(self) -> bool {
+        matches!(self, Front::Tls | Front::TlsResumed)
+    }
 
     /// As `SCALE_TLS_FRONTS` names it.
     fn name(self) -> &'static str {
         match self {
             Front::Plain => "plain",
             Front::Tls => "tls",
+            Front::TlsResumed => "resumed",
             Front::Haproxy => "haproxy",
         }
     }
@@ -63,6 +74,7 @@ impl Front {
         match self {
             Front::Plain => "heartbeat, plain",
             Front::Tls => "heartbeat, TLS (rustls)",
+            Front::TlsResumed => "heartbeat, TLS resumed",
             Front::Haproxy => "HAProxy 2.6 + OpenSSL",
         }
     }
@@ -213,6 +225,7 @@ impl Pki {
         let client = ClientTls {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost").map_err(|e| e.to_string())?,
+            resume: false,
         };
         Ok(Pki { dir, client })
     }
@@ -377,7 +390,7 @@ fn measure(
         return Ok(());
     }
     let mut args: Vec<String> = vec!["--metrics".into(), "127.0.0.1:0".into()];
-    if front == Front::Tls {
+    if front.ours_tls() {
         args.extend([
             "--tls-cert".into(),
             pki.path("cert.pem"),
@@ -397,7 +410,10 @@ fn measure(
         Some(h) => (h.child.id(), h.addr),
         None => (server.pid(), server.addr),
     };
-    let tls = (front != Front::Plain).then(|| pki.client.clone());
+    let tls = (front != Front::Plain).then(|| ClientTls {
+        resume: front == Front::TlsResumed,
+        ..pki.client.clone()
+    });
     thread::sleep(Duration::from_millis(300));
     let clk = run.machine.clk_tck as f64;
     let n = match &haproxy {
@@ -438,12 +454,16 @@ fn measure(
     let outcome = load.finish()?;
     let s = &outcome.summary;
     let handshakes = match front {
-        Front::Tls => format!(
-            "; heartbeat began {} handshakes, the client timed {} (p50 {:.2} ms, p99 {:.2} ms)",
+        Front::Tls | Front::TlsResumed => format!(
+            "; heartbeat began {} handshakes, the client timed {} (p50 {:.2} ms, p99 {:.2} \
+             ms), {} of them resumed (p50 {:.2} ms, p99 {:.2} ms)",
             c1.handshakes - c0.handshakes,
             s.handshake_time.count,
             s.handshake_time.p50_us as f64 / 1000.0,
-            s.handshake_time.p99_us as f64 / 1000.0
+            s.handshake_time.p99_us as f64 / 1000.0,
+            s.resumed_handshake_time.count,
+            s.resumed_handshake_time.p50_us as f64 / 1000.0,
+            s.resumed_handshake_time.p99_us as f64 / 1000.0
         ),
         Front::Haproxy => format!(
             "; the client timed {} handshakes (p50 {:.2} ms, p99 {:.2} ms); heartbeat behind \
@@ -540,7 +560,8 @@ pub fn table(figures: &TlsFigures) -> String {
         ),
         (
             format!(
-                "T2. connect (+ full TLS handshake) rate, load client to the front on this host \
+                "T2. connect (+ TLS handshake: full, or mostly resumed) rate, load client to the \
+                 front on this host \
                  (client capped at {}/s, and at 512 handshakes in flight)",
                 s.rate
             ),
@@ -602,8 +623,9 @@ pub fn table(figures: &TlsFigures) -> String {
     let mut out = vec![
         String::new(),
         format!(
-            "TLS (issue 18): the same load client with --tls (every handshake a full one, no \
-             resumption: TLS 1.3, X25519, a P-256 certificate) against heartbeat with \
+            "TLS (issue 18): the same load client with --tls (TLS 1.3, X25519, a P-256 \
+             certificate; every handshake a full one, --no-tls-resume, except in the resumed \
+             column: the client's resumption, its counts in the notes) against heartbeat with \
              --tls-cert, against HAProxy + OpenSSL terminating TLS in front of a plain \
              heartbeat (one thread), and plain heartbeat for reference; \"the front\" is the \
              process the clients connect to; reproduce: {}SCALE_PHASES=tls cargo bench --bench \

@@ -116,6 +116,10 @@ pub struct ClientArgs {
     /// address]
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_server_name: Option<String>,
+    /// Every handshake a full one: no session resumption (by default connections resume
+    /// with tickets the server gave earlier ones)
+    #[arg(long, requires = "tls")]
+    pub no_tls_resume: bool,
     #[command(subcommand)]
     pub command: Option<ClientCommand>,
 }
@@ -271,6 +275,7 @@ impl ClientArgs {
         Ok(Some(client::ClientTls {
             config: crate::edge::tls::client_config(&files).map_err(invalid)?,
             server_name: crate::edge::tls::server_name(&name).map_err(invalid)?,
+            resume: !self.no_tls_resume,
         }))
     }
 }

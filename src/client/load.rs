@@ -67,6 +67,12 @@ struct Conn {
     /// `--tls`: counted in `Client::handshakes_in_flight` (from `connect()` until its
     /// handshake is done or it is gone).
     shaking: bool,
+    /// `--tls`: its session took a ticket; counted in `Client::resumed_in_flight` while
+    /// `shaking`.
+    resuming: bool,
+    /// `--tls` with resumption: its handshake is done and the server's tickets for it have
+    /// not come yet; counted in `Client::awaiting_tickets`.
+    awaiting: bool,
 }
 
 /// A reconnect waiting out its back-off: when, which slot, failed attempts so far, and
@@ -104,12 +110,28 @@ pub struct Client {
     /// `--tls`: connections between `connect()` and the end of their handshake; no new
     /// connection starts at [`tls::MAX_HANDSHAKES_IN_FLIGHT`].
     handshakes_in_flight: usize,
+    /// `--tls`: of those, the ones whose session took a ticket.
+    resumed_in_flight: usize,
+    /// `--tls`: of those, the ones not yet at their handshake (TCP connecting).
+    pending: usize,
+    /// `--tls` with resumption: connections whose tickets are on their way.
+    awaiting_tickets: usize,
+    /// `--tls`: when the first handshake was done.
+    first_done: Option<Instant>,
+    /// `--tls` with resumption: the run's tickets (`tls::TicketStore`).
+    tickets: Option<std::sync::Arc<tls::TicketStore>>,
 }
 
 impl Client {
     /// Prepares the loop; checks the open-file limit before any connection is made.
-    pub fn new(config: ClientConfig) -> Result<Client, SetupError> {
+    pub fn new(mut config: ClientConfig) -> Result<Client, SetupError> {
         let baseline_rss = memory::rss_bytes();
+        // Hook (tls): resumption on or off, and the run's ticket store.
+        let connections = config.connections;
+        let tickets = config
+            .tls
+            .as_mut()
+            .and_then(|tls| tls::resumption(tls, connections));
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
@@ -139,6 +161,11 @@ impl Client {
             stop,
             first_error: None,
             handshakes_in_flight: 0,
+            resumed_in_flight: 0,
+            pending: 0,
+            awaiting_tickets: 0,
+            first_done: None,
+            tickets,
             config,
         })
     }
@@ -279,8 +306,11 @@ impl Client {
     /// When the next new connection or reconnect is due, if any.
     fn next_connect_at(&self) -> Option<Instant> {
         // Hook (tls): at the cap, a handshake's end (an event) lets the next one start.
-        if self.draining() || self.at_handshake_cap() {
+        if self.draining() {
             return None;
+        }
+        if self.at_handshake_cap() {
+            return self.warm_up_deadline();
         }
         let retry = self.retries.peek().map(|Reverse((at, _, _, _))| *at);
         earliest([self.pacer.next_at(), retry])
@@ -350,6 +380,8 @@ impl Client {
             tls: None,
             handshake_since: None,
             shaking: false,
+            resuming: false,
+            awaiting: false,
         });
         // Hook (tls): counted until its handshake is done.
         self.handshake_begun(key);

@@ -80,6 +80,8 @@ pub struct ClientConfig {
 pub struct ClientTls {
     pub config: std::sync::Arc<rustls::ClientConfig>,
     pub server_name: rustls::pki_types::ServerName<'static>,
+    /// Resume sessions with the run's tickets (`--no-tls-resume` turns it off).
+    pub resume: bool,
 }
 
 pub const DEFAULT_MESSAGE: &str = "Hello, there";

@@ -153,6 +153,11 @@ impl TlsSession {
         !self.conn.is_handshaking()
     }
 
+    /// The handshake resumed a session (a ticket we gave, TLS 1.3 PSK) rather than a full one.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The peer's certificate chain (mutual TLS), leaf first.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.conn.peer_certificates()

@@ -146,6 +146,12 @@ impl Collector for Moment {
             "TLS handshakes begun (--tls-cert); a peer refused at accept (--allow, --max-connections) begins none.",
             s.tls_handshakes,
         )?;
+        counter(
+            e,
+            "heartbeat_tls_resumed",
+            "TLS handshakes that resumed a session with a ticket the server gave (--tls-cert).",
+            s.tls_resumed,
+        )?;
         let tls: Vec<(&str, u64)> = s
             .rejected_tls
             .by_reason()

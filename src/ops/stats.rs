@@ -59,6 +59,9 @@ pub struct ServerStats {
     /// TLS handshakes begun (`--tls-cert`): each costs the server CPU, so a peer refused at
     /// accept (`--allow`, `--max-connections`) begins none.
     pub tls_handshakes: u64,
+    /// Of the TLS handshakes done, those that resumed a session with a ticket we gave
+    /// (TLS 1.3 PSK): no certificate sent, no signature made.
+    pub tls_resumed: u64,
     /// TLS handshakes refused, by reason (`--tls-cert`; `cores::tls::Refusal`).
     pub rejected_tls: TlsRefusals,
     /// Of those, closed to make room while the most peers allowed were waiting for one.
@@ -201,6 +204,11 @@ impl ServerStats {
         self.tls_handshakes += 1;
     }
 
+    /// A TLS handshake was done by resuming a session.
+    pub fn on_tls_resumed(&mut self) {
+        self.tls_resumed += 1;
+    }
+
     pub fn on_refused_tls(&mut self, refusal: TlsRefusal) {
         self.rejected_tls.0[refusal as usize] += 1;
     }
@@ -319,6 +327,7 @@ impl ServerStats {
             accept_errors,
             rejected_proxy_header,
             tls_handshakes,
+            tls_resumed,
             rejected_tls,
             proxy_header_evicted,
             metrics_busy,
@@ -354,6 +363,7 @@ impl ServerStats {
             (&mut self.accept_errors, accept_errors),
             (&mut self.rejected_proxy_header, rejected_proxy_header),
             (&mut self.tls_handshakes, tls_handshakes),
+            (&mut self.tls_resumed, tls_resumed),
             (&mut self.proxy_header_evicted, proxy_header_evicted),
             (&mut self.metrics_busy, metrics_busy),
             (&mut self.bytes_in, bytes_in),
@@ -394,8 +404,9 @@ impl ServerStats {
             ("bytes received", self.bytes_in),
             ("bytes sent", self.bytes_out),
         ];
-        let when_any: [(&str, u64); 17] = [
+        let when_any: [(&str, u64); 18] = [
             ("TLS handshakes begun", self.tls_handshakes),
+            ("TLS handshakes resumed", self.tls_resumed),
             ("live upgrades (SIGUSR2)", self.upgrades),
             ("live upgrades given up (served on)", self.upgrades_failed),
             ("peers handed over in live upgrades", self.handed_over),
@@ -533,13 +544,14 @@ mod tests {
             tls_kept: 1026 + TlsRefusal::ALL.len() as u64,
             upgrade_pause_us: 1025,
             tls_handshakes: 1027 + TlsRefusal::ALL.len() as u64,
+            tls_resumed: 1028 + TlsRefusal::ALL.len() as u64,
         };
         let text = s.summary();
         assert!(
             text.starts_with("Summary: 1001 connections accepted, peak 1002 open"),
             "{text}"
         );
-        for v in 1001..=1027 + TlsRefusal::ALL.len() as u64 {
+        for v in 1001..=1028 + TlsRefusal::ALL.len() as u64 {
             assert!(text.contains(&v.to_string()), "{v} missing from:\n{text}");
         }
         assert!(!text.contains('_'), "field names leaked:\n{text}");

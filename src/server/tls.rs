@@ -300,6 +300,9 @@ impl Server {
             ..
         } = shaking;
         let _ = self.poll.registry().deregister(&mut stream);
+        if session.resumed() {
+            self.core.stats_mut().on_tls_resumed();
+        }
         if self.core.is_stopping() {
             session.close_notify();
             let _ = flush(&mut stream, &mut session);

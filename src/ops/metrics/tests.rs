@@ -84,6 +84,9 @@ heartbeat_connections_refused_total{{reason=\"no_proxy_header\"}} 0
 # HELP heartbeat_tls_handshakes TLS handshakes begun (--tls-cert); a peer refused at accept (--allow, --max-connections) begins none.
 # TYPE heartbeat_tls_handshakes counter
 heartbeat_tls_handshakes_total 0
+# HELP heartbeat_tls_resumed TLS handshakes that resumed a session with a ticket the server gave (--tls-cert).
+# TYPE heartbeat_tls_resumed counter
+heartbeat_tls_resumed_total 0
 # HELP heartbeat_tls_handshakes_refused TLS handshakes refused (--tls-cert), by reason: not TLS, no client certificate, unknown CA, expired, other certificate, the peer's alert, protocol, deadline, evicted (too many in flight), closed.
 # TYPE heartbeat_tls_handshakes_refused counter
 heartbeat_tls_handshakes_refused_total{{reason=\"not_tls\"}} 0
@@ -257,7 +260,7 @@ fn every_metric_has_help_and_type() {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
         assert!(name.chars().all(valid), "{line}");
     }
-    assert_eq!(kinds.len(), 27, "{kinds:?}");
+    assert_eq!(kinds.len(), 28, "{kinds:?}");
     assert_eq!(helped.len(), kinds.len());
 }
 

@@ -103,9 +103,12 @@ pub struct ClientStats {
     #[serde(with = "super::exact")]
     lag: Latencies,
     faults: [FaultCounts; 4],
-    /// `--tls`: from the TCP connection established to the handshake done.
+    /// `--tls`: from the TCP connection established to the handshake done, every handshake.
     #[serde(with = "super::exact", default)]
     handshake_time: Latencies,
+    /// `--tls`: the same for the resumed ones only (the rest were full).
+    #[serde(with = "super::exact", default)]
+    resumed_handshake_time: Latencies,
     /// `--tls`: connections that failed in TLS, per [`TlsFailure`].
     #[serde(default)]
     tls_failed: [u64; 6],
@@ -185,6 +188,7 @@ impl ClientStats {
             lag: Latencies::default(),
             faults: Default::default(),
             handshake_time: Latencies::default(),
+            resumed_handshake_time: Latencies::default(),
             tls_failed: [0; 6],
             series: Series::default(),
         }
@@ -237,6 +241,7 @@ impl ClientStats {
             lag,
             faults,
             handshake_time,
+            resumed_handshake_time,
             tls_failed,
             series,
         } = other;
@@ -272,6 +277,7 @@ impl ClientStats {
         self.connect_time.merge(connect_time);
         self.lag.merge(lag);
         self.handshake_time.merge(handshake_time);
+        self.resumed_handshake_time.merge(resumed_handshake_time);
         for (sum, add) in self.tls_failed.iter_mut().zip(tls_failed) {
             *sum += *add;
         }
@@ -312,9 +318,13 @@ impl ClientStats {
         row.set(Column::Open, self.open);
     }
 
-    /// A TLS handshake was done `time` after its TCP connection was established.
-    pub fn on_handshake(&mut self, time: Duration) {
+    /// A TLS handshake was done `time` after its TCP connection was established; `resumed`
+    /// with a ticket (else a full one).
+    pub fn on_handshake(&mut self, time: Duration, resumed: bool) {
         self.handshake_time.record(time);
+        if resumed {
+            self.resumed_handshake_time.record(time);
+        }
     }
 
     /// A TLS connection failed (in its handshake, or refused by the server after it).
@@ -490,6 +500,7 @@ impl ClientStats {
             rtt: self.rtt.percentiles(),
             connect_time: self.connect_time.percentiles(),
             handshake_time: self.handshake_time.percentiles(),
+            resumed_handshake_time: self.resumed_handshake_time.percentiles(),
             tls_failed_by_reason: TlsFailure::ALL
                 .iter()
                 .filter(|why| self.tls_failed[**why as usize] > 0)
@@ -528,6 +539,7 @@ impl ClientStats {
             connect_time: super::hdr::encode(&self.connect_time),
             lag: super::hdr::encode(&self.lag),
             handshake_time: super::hdr::encode(&self.handshake_time),
+            resumed_handshake_time: super::hdr::encode(&self.resumed_handshake_time),
             detection,
         }
     }

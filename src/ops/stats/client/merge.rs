@@ -151,6 +151,13 @@ fn counters(s: &ClientSummary) -> Result<(ClientStats, RunFacts), String> {
             true => Latencies::default(),
             false => decode("handshake_time", &s.histograms.handshake_time)?,
         },
+        resumed_handshake_time: match s.histograms.resumed_handshake_time.is_empty() {
+            true => Latencies::default(),
+            false => decode(
+                "resumed_handshake_time",
+                &s.histograms.resumed_handshake_time,
+            )?,
+        },
         tls_failed,
         series: s.series.clone(),
     };
@@ -241,7 +248,7 @@ mod tests {
         let tls_run = |handshake_ms: u64| {
             let mut c = ClientStats::new(2);
             c.start_series(Instant::now(), SystemTime::now());
-            c.on_handshake(Duration::from_millis(handshake_ms));
+            c.on_handshake(Duration::from_millis(handshake_ms), false);
             c.on_tls_failed(TlsFailure::UnknownCa);
             c.summary(&RunFacts {
                 runs: 1,
@@ -262,11 +269,42 @@ mod tests {
         );
         let failed = TlsFailure::UnknownCa.as_str().to_string();
         assert_eq!(merged.tls_failed_by_reason, [(failed, 2)].into());
+        assert_eq!(merged.resumed_handshake_time.count, 0);
         let mut odd = a.clone();
         odd.tls_failed_by_reason
             .insert("tls: solar flare".into(), 1);
         let e = merge(&files(&[&odd])).expect_err("refused").to_string();
         assert!(e.contains("an unknown TLS failure"), "{e}");
+    }
+
+    /// Resumed handshakes are counted apart (and in all handshakes), and merge: the
+    /// resumed histogram goes through the summary's `histograms` like the others.
+    #[test]
+    fn resumed_handshakes_are_counted_apart_and_merge() {
+        let run = |resumed_ms: u64| {
+            let mut c = ClientStats::new(2);
+            c.start_series(Instant::now(), SystemTime::now());
+            c.on_handshake(Duration::from_millis(20), false);
+            c.on_handshake(Duration::from_millis(resumed_ms), true);
+            c.summary(&RunFacts {
+                runs: 1,
+                ..RunFacts::default()
+            })
+        };
+        let (a, b) = (run(1), run(7));
+        assert_eq!(
+            (a.handshake_time.count, a.resumed_handshake_time.count),
+            (2, 1)
+        );
+        assert!(!a.histograms.resumed_handshake_time.is_empty());
+        let merged = merge(&files(&[&a, &b])).expect("merges");
+        assert_eq!(merged.handshake_time.count, 4);
+        assert_eq!(merged.resumed_handshake_time.count, 2);
+        assert!(
+            (7000..20_000).contains(&merged.resumed_handshake_time.max_us),
+            "{:?}",
+            merged.resumed_handshake_time
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct ClientSummary {
     /// `--tls`: from the TCP connection established to the TLS handshake done.
     #[serde(default)]
     pub handshake_time: Percentiles,
+    /// `--tls`: the same, of the handshakes that resumed a session (a ticket); the others
+    /// (`handshake_time.count` less these) were full.
+    #[serde(default)]
+    pub resumed_handshake_time: Percentiles,
     /// `--tls`: connections that failed in TLS, per [`TlsFailure::as_str`]; only reasons
     /// that occurred.
     ///
@@ -114,6 +118,9 @@ pub struct Histograms {
     /// `--tls`: the handshake times (absent from summaries of runs without TLS support).
     #[serde(default)]
     pub handshake_time: String,
+    /// `--tls`: the resumed handshakes' times.
+    #[serde(default)]
+    pub resumed_handshake_time: String,
     /// Per fault kind injected: from the fault to the server's close.
     pub detection: BTreeMap<String, String>,
 }

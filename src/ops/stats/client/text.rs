@@ -118,6 +118,9 @@ impl ClientSummary {
         lines.push(self.lag.row("client lag"));
         if self.handshake_time.count > 0 {
             lines.push(self.handshake_time.row("TLS handshake"));
+            if self.resumed_handshake_time.count > 0 {
+                lines.push(self.resumed_handshake_time.row("TLS resumed"));
+            }
         }
         for (why, n) in &self.tls_failed_by_reason {
             lines.push(format!("  failed in TLS, {why}: {n}"));
