@@ -130,16 +130,6 @@ fn table(sizes: &Sizes, hb: &Figures, typical: &Figures, tuned: &Figures) -> Str
             ratio(row.better, hb.get(i), tuned.get(i)),
         ]);
     }
-    let columns = cells[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            cells
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
     let mut out = vec![
         String::new(),
         "ratio = heartbeat's advantage, > 1 means heartbeat is better: the other ÷ heartbeat for \
@@ -148,19 +138,7 @@ fn table(sizes: &Sizes, hb: &Figures, typical: &Figures, tuned: &Figures) -> Str
             .to_string(),
         String::new(),
     ];
-    for (i, row) in cells.iter().enumerate() {
-        let line: Vec<String> = (0..columns)
-            .map(|c| match c {
-                0 => format!("{:<w$}", row[c], w = widths[c]),
-                _ => format!("{:>w$}", row[c], w = widths[c]),
-            })
-            .collect();
-        out.push(line.join(" | "));
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push(rule.join("-|-"));
-        }
-    }
+    out.extend(aligned(&cells));
     out.join("\n")
 }
 
@@ -246,4 +224,35 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
         ),
     ]
     .join("\n")
+}
+
+/// `cells` as text table lines: the first row a header with a rule under it, the first
+/// column left-aligned and the others right-aligned, each as wide as its widest cell.
+pub fn aligned<R: AsRef<[String]>>(cells: &[R]) -> Vec<String> {
+    let columns = cells.first().map_or(0, |row| row.as_ref().len());
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r.as_ref()[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(cells.len() + 1);
+    for (i, row) in cells.iter().enumerate() {
+        let row = row.as_ref();
+        let line: Vec<String> = (0..columns)
+            .map(|c| match c {
+                0 => format!("{:<w$}", row[c], w = widths[c]),
+                _ => format!("{:>w$}", row[c], w = widths[c]),
+            })
+            .collect();
+        out.push(line.join(" | "));
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push(rule.join("-|-"));
+        }
+    }
+    out
 }

@@ -40,6 +40,7 @@ use rustls::RootCertStore;
 use crate::figures::SKIPPED;
 use crate::load::{client_line, idle_config, Load};
 use crate::proc::{cpu_ticks, rss_bytes};
+use crate::report::aligned;
 use crate::server::ServerProc;
 use crate::{env_or, progress, Kind, Run, CONNECT_TIMEOUT, FAR_TIMING};
 
@@ -610,16 +611,6 @@ pub fn table(figures: &TlsFigures) -> String {
         });
         cells.push(row);
     }
-    let columns = cells[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            cells
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
     let mut out = vec![
         String::new(),
         format!(
@@ -634,19 +625,7 @@ pub fn table(figures: &TlsFigures) -> String {
         ),
         String::new(),
     ];
-    for (i, row) in cells.iter().enumerate() {
-        let line: Vec<String> = (0..columns)
-            .map(|c| match c {
-                0 => format!("{:<w$}", row[c], w = widths[c]),
-                _ => format!("{:>w$}", row[c], w = widths[c]),
-            })
-            .collect();
-        out.push(line.join(" | "));
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push(rule.join("-|-"));
-        }
-    }
+    out.extend(aligned(&cells));
     out.join("\n")
 }
 
