@@ -24,11 +24,14 @@
 //! `\n`, and carries on with the line after it.
 
 mod handover;
+mod line_ends;
 
 use std::io::Write as _;
 use std::mem;
 
 use memchr::{memchr, memchr_iter};
+
+use line_ends::LineEnds;
 
 /// Server → client: "are you there?".
 pub const HEARTBEAT: &[u8] = b"heartbeat";
@@ -240,41 +243,139 @@ pub struct Echoed {
 /// [`LineDecoder`] at rest); what follows its last `\n` is left for the decoder.
 ///
 /// The answers are exactly those of [`LineDecoder::feed`] + [`classify`] + [`encode_echo`] /
-/// [`encode_too_long`] line by line (a property test holds the two paths to it), but with no
-/// call per line, and a line ending in a plain `\n` is copied with its `\n` in one piece.
+/// [`encode_too_long`] line by line (property tests hold the two paths to it), but with no
+/// call per line: the line ends come 64 bytes at a time ([`LineEnds`]), and a line of up to
+/// 64 bytes ending in a plain `\n` is echoed with its `\n` by copies of a fixed size into a
+/// stage on the stack, appended to `out` a couple of kilobytes at a time. Any other line (a
+/// `\r\n` ending, an answer, a line over the limit, a longer one) takes [`echo_line`].
 pub fn echo_lines(max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
     let mut echoed = Echoed::default();
     let mut start = 0;
-    for end in memchr_iter(b'\n', input) {
-        // `raw` is the line before its `\n`; `wire` is the same with the `\n`.
-        let wire = &input[start..=end];
-        let raw = &wire[..wire.len() - 1];
-        start = end + 1;
-        if raw.len() > max_line {
-            encode_too_long(out, max_line);
-            echoed.too_long += 1;
-            continue;
+    if input.len() < STAGED_READ {
+        // A read of a few lines (request and response): the stage would cost more to clear
+        // than it saves.
+        for end in LineEnds::new(input) {
+            echo_line(max_line, &input[start..=end], out, &mut echoed);
+            start = end + 1;
         }
-        let (line, crlf) = match raw.strip_suffix(b"\r") {
-            Some(line) => (line, true),
-            None => (raw, false),
-        };
-        if line == HEARTBEAT_REPLY {
-            echoed.replies += 1;
-            continue;
-        }
-        out.extend_from_slice(ECHO_PREFIX);
-        if crlf {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        } else {
-            // The line and its `\n` as they arrived: one copy.
-            out.extend_from_slice(wire);
-        }
-        echoed.lines += 1;
+        echoed.consumed = start;
+        return echoed;
     }
+    let mut stage = Stage::new();
+    for end in LineEnds::new(input) {
+        // `wire` is the line with its `\n`.
+        let wire = &input[start..=end];
+        let line_start = start;
+        start = end + 1;
+        // The common case, a line of up to 64 bytes ending in a plain `\n` within the limit
+        // (and not a heartbeat answer): staged with copies of a fixed size.
+        if wire.len() <= MEDIUM && is_plain(max_line, wire) {
+            if wire.len() <= SHORT {
+                if let Some(block) = input[line_start..].first_chunk::<SHORT>() {
+                    stage.echo(block, wire.len(), out);
+                    echoed.lines += 1;
+                    continue;
+                }
+            } else if !wire.starts_with(HEARTBEAT_REPLY) {
+                if let Some(block) = input[line_start..].first_chunk::<MEDIUM>() {
+                    stage.echo(block, wire.len(), out);
+                    echoed.lines += 1;
+                    continue;
+                }
+            }
+        }
+        stage.flush(out);
+        echo_line(max_line, wire, out, &mut echoed);
+    }
+    stage.flush(out);
     echoed.consumed = start;
     echoed
+}
+
+/// Whether `wire` (a line with its `\n`) is within `max_line` and does not end in `\r\n`.
+#[inline]
+fn is_plain(max_line: usize, wire: &[u8]) -> bool {
+    wire.len() <= max_line.saturating_add(1) && !(wire.len() >= 2 && wire[wire.len() - 2] == b'\r')
+}
+
+/// Lines up to these lengths (with their `\n`) are echoed by copies of these fixed sizes.
+const SHORT: usize = 16;
+const MEDIUM: usize = 64;
+const _: () = assert!(
+    HEARTBEAT_REPLY.len() >= SHORT,
+    "a short line is never an answer"
+);
+
+/// Short echoes built on the stack, where each is two copies of fixed size (no length or
+/// capacity bookkeeping, no copy call), then appended to the output a kilobyte or two at a
+/// time.
+struct Stage {
+    bytes: [u8; STAGE],
+    len: usize,
+}
+
+const STAGE: usize = 2048;
+/// Reads shorter than this are answered line by line, without a stage.
+const STAGED_READ: usize = 1024;
+
+/// [`ECHO_PREFIX`] padded to a copy of 16 bytes (the line overwrites the padding).
+const PREFIX_BLOCK: [u8; 16] = *b"Echoing...\0\0\0\0\0\0";
+
+impl Stage {
+    fn new() -> Stage {
+        Stage {
+            bytes: [0; STAGE],
+            len: 0,
+        }
+    }
+
+    /// Stages `Echoing...` + the first `wire_len` bytes of `block`.
+    #[inline]
+    fn echo<const N: usize>(&mut self, block: &[u8; N], wire_len: usize, out: &mut Vec<u8>) {
+        if self.len + ECHO_PREFIX.len() + N > STAGE {
+            self.flush(out);
+        }
+        let at = self.len;
+        self.bytes[at..at + PREFIX_BLOCK.len()].copy_from_slice(&PREFIX_BLOCK);
+        let at = at + ECHO_PREFIX.len();
+        self.bytes[at..at + N].copy_from_slice(block);
+        self.len = at + wire_len;
+    }
+
+    #[inline]
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.len > 0 {
+            out.extend_from_slice(&self.bytes[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+/// [`echo_lines`] for any one line: `wire` is the line with its `\n`.
+fn echo_line(max_line: usize, wire: &[u8], out: &mut Vec<u8>, echoed: &mut Echoed) {
+    let raw = &wire[..wire.len() - 1];
+    if raw.len() > max_line {
+        encode_too_long(out, max_line);
+        echoed.too_long += 1;
+        return;
+    }
+    let (line, crlf) = match raw.strip_suffix(b"\r") {
+        Some(line) => (line, true),
+        None => (raw, false),
+    };
+    if line == HEARTBEAT_REPLY {
+        echoed.replies += 1;
+        return;
+    }
+    out.extend_from_slice(ECHO_PREFIX);
+    if crlf {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    } else {
+        // The line and its `\n` as they arrived: one copy.
+        out.extend_from_slice(wire);
+    }
+    echoed.lines += 1;
 }
 
 /// The server's answer to one frame, line by line: an echo for data, nothing for a heartbeat
@@ -798,6 +899,47 @@ mod tests {
             consumed: input.len() - 4,
         };
         assert_eq!(got, counts);
+    }
+
+    /// Every line length around the fixed-size copies (16 and 64 bytes with the `\n`), with
+    /// and without `\r`, answers and limits on either side of them, in one read and with the
+    /// read ending right after a line (so a fixed-size copy would reach past the input):
+    /// byte-identical to the line-by-line path.
+    #[test]
+    fn echo_lines_matches_the_reference_at_every_copy_size() {
+        let mut wire = Vec::new();
+        for len in 0..=70 {
+            for ending in [&b"\n"[..], b"\r\n"] {
+                wire.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                wire.extend_from_slice(ending);
+            }
+            wire.extend_from_slice(HEARTBEAT_REPLY);
+            wire.extend_from_slice(b"\n");
+        }
+        for max_line in [0, 13, 14, 15, 16, 19, 20, 62, 63, 64, DEFAULT_MAX_LINE] {
+            for cut in [wire.len(), wire.len() - 1, 200, 17] {
+                let read = &wire[..cut];
+                let mut got_out = Vec::new();
+                let got = echo_lines(max_line, read, &mut got_out);
+                let last = read.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let mut want_out = Vec::new();
+                let want = echo_line_by_line(
+                    &mut LineDecoder::new(),
+                    max_line,
+                    &read[..last],
+                    &mut want_out,
+                );
+                assert_eq!(
+                    got,
+                    Echoed {
+                        consumed: last,
+                        ..want
+                    },
+                    "max_line {max_line}, cut {cut}"
+                );
+                assert_eq!(got_out, want_out, "max_line {max_line}, cut {cut}");
+            }
+        }
     }
 
     proptest! {
