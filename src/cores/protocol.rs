@@ -253,8 +253,8 @@ pub fn echo_lines(max_line: usize, input: &[u8], out: &mut Vec<u8>) -> Echoed {
     let mut start = 0;
     if input.len() < STAGED_READ {
         // A read of a few lines (request and response): the stage would cost more to clear
-        // than it saves.
-        for end in LineEnds::new(input) {
+        // than it saves, and the masks more to set up than a search call per line.
+        for end in memchr_iter(b'\n', input) {
             echo_line(max_line, &input[start..=end], out, &mut echoed);
             start = end + 1;
         }
