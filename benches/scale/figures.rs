@@ -110,7 +110,7 @@ pub const ROWS: [Row; 24] = {
             "/s",
         ),
         row(
-            "4. server CPU per echoed line, pipelined ({pc} connections, 64 KB writes)",
+            "4. server CPU per echoed line, pipelined ({pc} connections, 64 KB writes; median of {pr} runs)",
             "pipelining",
             Lower,
             0,
@@ -232,6 +232,8 @@ pub struct Figures {
     /// Every silent peer got exactly `count` heartbeats, End Connection, then EOF.
     pub silent_ok: Option<bool>,
     pub notes: Vec<String>,
+    /// Figure 4 of each pipelining run, in order: the figure is their median.
+    pub pipelined: Vec<f64>,
 }
 
 impl Figures {
@@ -243,6 +245,7 @@ impl Figures {
             held_ok: None,
             silent_ok: None,
             notes: Vec::new(),
+            pipelined: Vec::new(),
         }
     }
 

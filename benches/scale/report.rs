@@ -27,7 +27,8 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
         ),
         format!(
             "sizes: {} idle connections (opened at ≤ {}/s), {} silent peers (at {}/s), \
-             pipelining {} connections × {} lines × ≥ {} rounds (until ≥ {} server clock ticks), \
+             pipelining {} connections × {} lines × ≥ {} rounds (until ≥ {} server clock ticks; \
+             {} times, the servers taking turns), \
              request-response {} connections for {} s, idle window {} s, heartbeat --tick {}",
             sizes.connections,
             sizes.connect_rate,
@@ -37,6 +38,7 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
             sizes.pipeline_lines,
             sizes.pipeline_rounds,
             sizes.pipeline_ticks,
+            sizes.pipeline_repeats,
             sizes.rr_conns,
             sizes.rr_secs,
             sizes.idle_secs,
@@ -120,6 +122,7 @@ fn table(sizes: &Sizes, hb: &Figures, typical: &Figures, tuned: &Figures) -> Str
             .replace("{rate}", &sizes.connect_rate.to_string())
             .replace("{idle}", &sizes.idle_secs.to_string())
             .replace("{pc}", &sizes.pipeline_conns.to_string())
+            .replace("{pr}", &sizes.pipeline_repeats.to_string())
             .replace("{rr}", &sizes.rr_conns.to_string());
         cells.push([
             label,
