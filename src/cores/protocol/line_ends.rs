@@ -3,8 +3,9 @@
 //! bit. For short pipelined lines this replaces a search call per line (whose setup costs
 //! more than the search) with a few instructions.
 //!
-//! Under 64 bytes (a short read, a read's last lines) and past 256 bytes without one (a long
-//! line), a `memchr` call finds the next `\n` instead.
+//! Under 64 bytes (a short read, a read's last lines), and for long lines (two blocks without
+//! a `\n`, until a line of 128 bytes or less comes), a `memchr` call finds the next `\n`
+//! instead: one call is faster than a mask per 64 bytes there.
 //!
 //! Owns only the search; what a line means is `protocol`'s. On x86-64 the masks come from
 //! SSE2 (part of every x86-64 CPU) through `safe_arch`, which wraps the intrinsics in safe
@@ -43,10 +44,12 @@ impl<'a> LineEnds<'a> {
         }
     }
 
-    /// Finds the next line ends at or after `scanned`: false when there are none.
+    /// Finds the next line ends at or after `scanned`: false when there are none. The line
+    /// lengths that switch between masks and searches count from `from` (at least a line's
+    /// length: its start may lie before).
     #[inline]
     fn refill(&mut self) -> bool {
-        let line_start = self.scanned;
+        let from = self.scanned;
         loop {
             let Some(rest) = self.input.get(self.scanned..) else {
                 return false;
@@ -55,7 +58,7 @@ impl<'a> LineEnds<'a> {
                 Some(block) if !self.long => block,
                 // Long lines, or under 64 bytes left (a short read, a read's last lines):
                 // a search call for the next end.
-                _ => return self.search(line_start),
+                _ => return self.search(from),
             };
             self.mask = newline_mask(block);
             self.base = self.scanned;
@@ -63,13 +66,13 @@ impl<'a> LineEnds<'a> {
             if self.mask != 0 {
                 return true;
             }
-            self.long = self.scanned - line_start >= LONG_LINE;
+            self.long = self.scanned - from >= LONG_LINE;
         }
     }
 
-    /// Searches from `scanned` for the end of the line that starts at `line_start`.
+    /// Searches from `scanned` for the next line end (see `refill` for `from`).
     #[inline]
-    fn search(&mut self, line_start: usize) -> bool {
+    fn search(&mut self, from: usize) -> bool {
         let rest = self.input.get(self.scanned..).unwrap_or_default();
         let Some(end) = memchr(b'\n', rest) else {
             self.scanned = self.input.len();
@@ -78,7 +81,7 @@ impl<'a> LineEnds<'a> {
         self.base = self.scanned + end;
         self.mask = 1;
         self.scanned = self.base + 1;
-        self.long = self.base - line_start > LONG_LINE;
+        self.long = self.base - from > LONG_LINE;
         true
     }
 }
@@ -120,6 +123,12 @@ fn newline_mask(block: &[u8; BLOCK]) -> u64 {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn newline_mask(block: &[u8; BLOCK]) -> u64 {
+    portable_newline_mask(block)
+}
+
+/// The mask without SSE2 (and, in tests, the reference the SSE2 mask is held to).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn portable_newline_mask(block: &[u8; BLOCK]) -> u64 {
     block
         .iter()
         .enumerate()
@@ -166,6 +175,15 @@ mod tests {
             input in prop::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..300)
         ) {
             prop_assert_eq!(LineEnds::new(&input).collect::<Vec<_>>(), naive(&input));
+        }
+
+        /// The mask of any block is the portable loop's, bit for bit.
+        #[test]
+        fn the_mask_is_the_portable_one(
+            block in prop::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 64)
+        ) {
+            let block: &[u8; BLOCK] = block.first_chunk().expect("64 bytes");
+            prop_assert_eq!(newline_mask(block), portable_newline_mask(block));
         }
 
         /// The same with line ends far apart (long lines, blocks without one).
