@@ -12,6 +12,8 @@
 //! raw bytes (2.3 KB per idle peer instead of 3.3), offered first. Does not own sessions
 //! (`cores::tls`) nor any socket.
 
+#[cfg(test)]
+pub(crate) mod localhost;
 mod provider;
 
 use std::fmt;

@@ -170,25 +170,11 @@ fn silent_scrapers_give_their_slots_up_after_a_second() {
 #[test]
 fn at_the_handshake_cap_finished_handshakes_are_read_before_the_oldest_is_closed() {
     use crate::cores::tls::Refusal;
-    use crate::edge::tls::{provider, server_config_from};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use std::sync::Arc;
+    use rustls::client::Resumption;
+    use rustls::pki_types::ServerName;
 
     let _ = crate::edge::net::raise_open_file_limit();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let cert = params.self_signed(&key).expect("a certificate");
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let tls = server_config_from(vec![cert.der().clone()], der, None).expect("TLS");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).expect("a root");
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let (tls, client) = crate::edge::tls::localhost::pair(Resumption::default());
     let name = ServerName::try_from("localhost").expect("a name");
     let mut l = Loop::new(ServerConfig {
         tls: Some(tls),

@@ -307,8 +307,9 @@ mod tests {
     use std::io::{Read, Write};
     use std::sync::Arc;
 
+    use crate::edge::tls::localhost::identity;
     use rustls::crypto::{ring as stock, CryptoProvider};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::pki_types::ServerName;
     use rustls::{
         ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
         SupportedCipherSuite,
@@ -322,18 +323,6 @@ mod tests {
             cipher_suites: vec![suite],
             ..stock::default_provider()
         })
-    }
-
-    /// A P-256 certificate for "localhost" and its key.
-    fn identity() -> (
-        rustls::pki_types::CertificateDer<'static>,
-        PrivateKeyDer<'static>,
-    ) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (cert.der().clone(), key)
     }
 
     /// A connected pair: `server_provider` serving, `client_provider` connecting, `version`.

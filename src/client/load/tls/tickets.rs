@@ -137,29 +137,15 @@ mod tests {
     use std::sync::Arc;
 
     use rustls::client::Resumption;
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConnection};
 
     use super::TicketStore;
-    use crate::edge::tls::{provider, server_config_from};
 
     /// Our server's configuration (two stateless tickets per handshake) and a client that
     /// keeps its tickets in `store`.
     fn configs(store: Arc<TicketStore>) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let server = server_config_from(vec![cert.der().clone()], key, None).unwrap();
-        let mut roots = RootCertStore::empty();
-        roots.add(cert.der().clone()).unwrap();
-        let mut client = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.resumption = Resumption::store(store);
-        (server, Arc::new(client))
+        crate::edge::tls::localhost::pair(Resumption::store(store))
     }
 
     /// One handshake in memory, until both ends are quiet (the tickets read): its kind.
