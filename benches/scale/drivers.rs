@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use heartbeat::cores::liveness::Timing;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::load::source_address;
+use crate::stamped::StampedReader;
 use crate::CONNECT_TIMEOUT;
 
 const LINE: &[u8] = b"Hello, there\n";
@@ -125,6 +126,10 @@ pub struct PeerTimes {
     /// step's lateness is the server's own, not the sum of the steps before. May be a little
     /// negative: the two arrivals are timed by a busy task.
     pub close_step_late_us: i64,
+    /// The same from the kernel's receive timestamps of the two segments (`SO_TIMESTAMPNS`),
+    /// so this process's scheduling plays no part; `None` when either stamp is missing or
+    /// shared with another line's.
+    pub kernel_close_step_late_us: Option<i64>,
     /// Heartbeat 1's arrival after its due time (negative: early).
     pub first_heartbeat_late_us: i64,
     /// From sending the line to reading its echo.
@@ -175,7 +180,7 @@ async fn silent_peer(
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let mut stream = tokio::io::BufReader::new(stream);
+    let mut stream = StampedReader::new(stream).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
     // Taken before writing: the server's clock starts later, so lateness is never understated.
     let sent = Instant::now();
     stream
@@ -185,24 +190,25 @@ async fn silent_peer(
         .map_err(|e| format!("write: {e}"))?;
     let due = sent + timing.idle + timing.interval * timing.count;
     let give_up = tokio::time::Instant::from_std(due + Duration::from_secs(10));
-    let mut line = Vec::new();
     let mut heartbeats = 0;
     let (mut echo_us, mut first_heartbeat_late_us) = (None, 0);
-    // The rule's next due time, from when the previous step arrived.
+    // The rule's next due time, from when the previous step arrived: as this task read it,
+    // and as the kernel received it (`None` when a stamp is missing or shared with End
+    // Connection's).
     let mut step_due = sent + timing.idle;
-    let arrival = loop {
-        line.clear();
-        let n = tokio::time::timeout_at(give_up, stream.read_until(b'\n', &mut line))
+    let mut kernel_step_due = None;
+    let (arrival, kernel_step_late_us) = loop {
+        let line = tokio::time::timeout_at(give_up, stream.next_line())
             .await
             .map_err(|_| format!("nothing 10 s after due, {heartbeats} heartbeats seen"))?
             .map_err(|e| format!("read: {e}"))?;
-        let now = Instant::now();
-        if n == 0 {
-            return Err(format!(
-                "EOF without End Connection after {heartbeats} heartbeats"
-            ));
-        }
-        match (echo_us.is_some(), line.as_slice()) {
+        let (now, kernel_now) = (line.read_at, line.kernel_at.filter(|_| !line.shared_read));
+        match (echo_us.is_some(), line.bytes.as_slice()) {
+            (_, b"") => {
+                return Err(format!(
+                    "EOF without End Connection after {heartbeats} heartbeats"
+                ))
+            }
             (false, ECHO) => echo_us = Some((now - sent).as_micros() as u64),
             (true, b"heartbeat\n") => {
                 heartbeats += 1;
@@ -210,8 +216,14 @@ async fn silent_peer(
                     first_heartbeat_late_us = signed_micros(now, sent + timing.idle);
                 }
                 step_due = now + timing.interval;
+                kernel_step_due = kernel_now.map(|at| at + timing.interval);
             }
-            (true, b"End Connection\n") => break now,
+            (true, b"End Connection\n") => {
+                let kernel_late = kernel_now
+                    .zip(kernel_step_due)
+                    .map(|(at, due)| at.as_micros() as i64 - due.as_micros() as i64);
+                break (now, kernel_late);
+            }
             (_, other) => {
                 return Err(format!(
                     "unexpected line {:?}",
@@ -226,9 +238,8 @@ async fn silent_peer(
             timing.count
         ));
     }
-    let mut rest = [0u8; 64];
-    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut rest)).await {
-        Ok(Ok(0)) => {}
+    match tokio::time::timeout(Duration::from_secs(2), stream.next_line()).await {
+        Ok(Ok(line)) if line.bytes.is_empty() => {}
         Ok(Ok(_)) => return Err("bytes after End Connection".to_string()),
         Ok(Err(e)) => return Err(format!("{} after End Connection", e.kind())),
         Err(_) => return Err("no EOF within 2 s of End Connection".to_string()),
@@ -236,6 +247,7 @@ async fn silent_peer(
     Ok(PeerTimes {
         close_late_us: signed_micros(arrival, due),
         close_step_late_us: signed_micros(arrival, step_due),
+        kernel_close_step_late_us: kernel_step_late_us,
         first_heartbeat_late_us,
         echo_us: echo_us.unwrap_or(0),
     })

@@ -66,16 +66,20 @@ pub const SERVER_LATE: [usize; 3] = [10, 11, 12];
 pub const SERVER_LOOP: usize = 13;
 /// How late the OS woke heartbeat's loop after its alarm was due, max, as it measured it.
 pub const SERVER_WAKE: usize = 14;
-/// End Connection lateness at the peer (arrival − due, timed in this process).
+/// End Connection lateness at the peer's socket (arrival − due, from the kernel's receive
+/// timestamps of the segments).
 pub const PEER_LATE: [usize; 3] = [15, 16, 17];
+/// The same, timed by the driver's task when it read each line (this process's scheduling
+/// included).
+pub const PEER_READ_LATE: [usize; 3] = [18, 19, 20];
 /// A bare timer loop's wake-up lateness on this machine just before the phase, p99, max.
-pub const FLOOR: [usize; 2] = [18, 19];
-pub const WAKE_N: usize = 20;
-pub const CPU_N: usize = 21;
-pub const WAKE_0: usize = 22;
-pub const CPU_0: usize = 23;
+pub const FLOOR: [usize; 2] = [21, 22];
+pub const WAKE_N: usize = 23;
+pub const CPU_N: usize = 24;
+pub const WAKE_0: usize = 25;
+pub const CPU_0: usize = 26;
 
-pub const ROWS: [Row; 24] = {
+pub const ROWS: [Row; 27] = {
     use Better::{Higher, Lower, Neither};
     const SILENT: &str = "silent peers";
     const RR: &str = "request-response";
@@ -168,21 +172,42 @@ pub const ROWS: [Row; 24] = {
             " ms",
         ),
         row(
-            "5b. close lateness p50, arrival at the peer",
+            "5b. close lateness p50, at the peer's socket (kernel receive time)",
             SILENT,
             Lower,
             2,
             " ms",
         ),
         row(
-            "5b. close lateness p99, arrival at the peer",
+            "5b. close lateness p99, at the peer's socket",
             SILENT,
             Lower,
             2,
             " ms",
         ),
         row(
-            "5b. close lateness max, arrival at the peer",
+            "5b. close lateness max, at the peer's socket",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row(
+            "5b'. close lateness p50, at the peer, as its task read it",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row(
+            "5b'. close lateness p99, at the peer, as its task read it",
+            SILENT,
+            Lower,
+            2,
+            " ms",
+        ),
+        row(
+            "5b'. close lateness max, at the peer, as its task read it",
             SILENT,
             Lower,
             2,

@@ -50,6 +50,7 @@ mod report;
 mod request;
 mod server;
 mod silent;
+mod stamped;
 mod tls;
 mod tuned;
 

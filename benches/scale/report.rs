@@ -195,7 +195,7 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
         ),
         format!(
             "  {} every End Connection sent within tick + 2 ms ({} + 2 ms = {limit_ms} ms) of its \
-             due time, measured in the server: max {} (arrival at the peer: max {})",
+             due time, measured in the server: max {} (at the peer's socket: max {})",
             verdict(late.map(|v| v <= limit_ms)),
             duration_arg(sizes.tick),
             show(late, &|v| format!("{v:.3} ms")),

@@ -13,7 +13,7 @@ use heartbeat::ops::stats::Percentiles;
 
 use crate::drivers;
 use crate::figures::{
-    Figures, FLOOR, NOT_MEASURED, PEER_LATE, SERVER_LATE, SERVER_LOOP, SERVER_WAKE,
+    Figures, FLOOR, NOT_MEASURED, PEER_LATE, PEER_READ_LATE, SERVER_LATE, SERVER_LOOP, SERVER_WAKE,
 };
 use crate::machine::wake_up_floor;
 use crate::server::ServerProc;
@@ -65,6 +65,8 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     ));
     let output = server.stop()?;
     let mut close = micros_histogram()?;
+    let mut close_kernel = micros_histogram()?;
+    let mut unstamped = 0;
     let mut close_old = micros_histogram()?;
     let mut echo = micros_histogram()?;
     let mut first_heartbeat = micros_histogram()?;
@@ -78,6 +80,10 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
             }
             Ok(times) => {
                 close.saturating_record(times.close_step_late_us.max(1) as u64);
+                match times.kernel_close_step_late_us {
+                    Some(us) => close_kernel.saturating_record(us.max(1) as u64),
+                    None => unstamped += 1,
+                }
                 close_old.saturating_record((times.close_late_us as u64).max(1));
                 echo.saturating_record(times.echo_us.max(1));
                 first_heartbeat.saturating_record((times.first_heartbeat_late_us as u64).max(1));
@@ -103,16 +109,36 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     if close.is_empty() {
         return Err("no silent peer saw its End Connection".to_string());
     }
-    let at_peer = Percentiles::of(&close);
-    for (i, us) in PEER_LATE.into_iter().zip(key_figures(&at_peer)) {
+    let read_at_peer = Percentiles::of(&close);
+    for (i, us) in PEER_READ_LATE.into_iter().zip(key_figures(&read_at_peer)) {
         fig.set(i, ms(us));
     }
+    if close_kernel.is_empty() {
+        for i in PEER_LATE {
+            fig.fail(i, "the kernel gave no receive timestamps (SO_TIMESTAMPNS)");
+        }
+    } else {
+        let at_peer = Percentiles::of(&close_kernel);
+        for (i, us) in PEER_LATE.into_iter().zip(key_figures(&at_peer)) {
+            fig.set(i, ms(us));
+        }
+        fig.notes.push(format!(
+            "silent peers: close lateness at the peer's socket = End Connection's arrival − \
+             (the last heartbeat's arrival + interval {} ms), the rule's due time, both from \
+             the kernel's receive timestamps (SO_TIMESTAMPNS; below 1 µs counts as 1 µs): {}{}",
+            timing.interval.as_millis(),
+            row(&at_peer, 3),
+            if unstamped == 0 {
+                String::new()
+            } else {
+                format!("; {unstamped} peers without a stamp of their own left out")
+            }
+        ));
+    }
     fig.notes.push(format!(
-        "silent peers: close lateness at the peer = End Connection arrival − (last heartbeat's \
-         arrival + interval {} ms), the rule's due time, timed in this process (below 1 µs \
-         counts as 1 µs): {}",
-        timing.interval.as_millis(),
-        row(&at_peer, 2)
+        "silent peers: the same, as the driver's task read each line (its one thread serves \
+         every peer, so its delays count too): {}",
+        row(&read_at_peer, 2)
     ));
     fig.notes.push(format!(
         "silent peers: for comparison, against the fixed schedule line sent + idle {} ms + {} × \
