@@ -34,7 +34,7 @@ mod upgrading;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{debug, info};
 use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -144,6 +144,10 @@ impl Server {
         let alarm = Alarm::new(poll.registry())?;
         let open_files = net::open_file_limit();
         report::say_max_connections(config.max_connections, open_files);
+        if let Err(e) = net::reserve_descriptors(poll.registry(), config.max_connections) {
+            // The table grows as peers come instead, stopping the loop a moment each time.
+            debug!("could not size the descriptor table: {}", net::describe(&e));
+        }
         let mut settings = config.settings();
         settings.max_header_waits =
             core::waiting::default_header_waits(config.max_connections, open_files);

@@ -559,3 +559,42 @@ fn a_fifo_as_configuration_is_refused_by_both_binaries() {
         assert!(out.is_empty(), "{out}");
     }
 }
+
+/// The value of `field` (e.g. `FDSize:`) in `/proc/{pid}/status`.
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line"))
+}
+
+/// The soft open-file limit of process `pid`, from `/proc/{pid}/limits`.
+fn open_file_limit_of(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("its limits");
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("a Max open files line")
+}
+
+/// The server sizes its descriptor table for `--max-connections` before the first peer:
+/// growing it as peers arrive would stop the loop for milliseconds at each doubling.
+#[test]
+fn the_descriptor_table_is_sized_for_max_connections_at_start() {
+    let mut server = Server::start(&["--log-level", "off", "--max-connections", "3000"]);
+    // Serving: the table was sized in setup, before this echo.
+    let mut peer = Peer::connect(server.addr());
+    echo_time(&mut peer, "hello");
+    let pid = server.child.id();
+    let wanted = 3000.min(open_file_limit_of(pid));
+    let size = status_field(pid, "FDSize:");
+    assert!(
+        size >= wanted,
+        "the table holds {size} descriptors, not the {wanted} --max-connections 3000 needs"
+    );
+    server.signal("-TERM");
+    assert!(server.wait().success());
+}

@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 
 use super::core::{Event, Reason};
 use super::Server;
+use crate::edge::net::FILES_OF_OUR_OWN;
 
 /// Lines of each per-peer kind logged per second at most (connected, heartbeat sent, ...).
 pub const PEER_LINES_PER_SECOND: u32 = 20;
@@ -91,10 +92,6 @@ pub(super) fn say_max_connections(max_connections: usize, open_files: Option<u64
         );
     }
 }
-
-/// Descriptors the process holds besides its peers: listeners, epoll, the alarm, the
-/// waker, logs, standard streams, with room to spare.
-const FILES_OF_OUR_OWN: u64 = 32;
 
 /// Formats as the peer's address, asked of the socket only when a log line is written (no
 /// `String` per line, nothing at all when the level is off), or a placeholder once the
