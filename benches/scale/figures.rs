@@ -137,7 +137,7 @@ pub const ROWS: [Row; 27] = {
         ),
         row("4b. round trip p99, request-response", RR, Lower, 2, " ms"),
         row(
-            "5. close lateness p50, measured in the server ({s} silent peers)",
+            "5. close lateness p50, measured in the server ({s} silent peers; median of {sr} runs)",
             SILENT,
             Lower,
             3,
@@ -254,11 +254,15 @@ pub struct Figures {
     pub values: [Fig; ROWS.len()],
     /// All connections held, none dropped, heartbeats answered (figure 1's check).
     pub held_ok: Option<bool>,
-    /// Every silent peer got exactly `count` heartbeats, End Connection, then EOF.
+    /// Every silent peer got exactly `count` heartbeats, End Connection, then EOF (in every
+    /// run).
     pub silent_ok: Option<bool>,
+    /// Runs of the silent phase begun.
+    pub silent_runs: usize,
     pub notes: Vec<String>,
-    /// Figure 4 of each pipelining run, in order: the figure is their median.
-    pub pipelined: Vec<f64>,
+    /// Each figure's value in every run of a phase run more than once, in order: the figure
+    /// is their median (`set_run`).
+    pub runs: [Vec<f64>; ROWS.len()],
 }
 
 impl Figures {
@@ -269,13 +273,26 @@ impl Figures {
             values: Default::default(),
             held_ok: None,
             silent_ok: None,
+            silent_runs: 0,
             notes: Vec::new(),
-            pipelined: Vec::new(),
+            runs: Default::default(),
         }
     }
 
     pub fn set(&mut self, figure: usize, value: f64) {
         self.values[figure] = Some(Ok(value));
+    }
+
+    /// One run's value of `figure`, in a phase run several times: the figure is the median
+    /// of the runs so far.
+    pub fn set_run(&mut self, figure: usize, value: f64) {
+        self.runs[figure].push(value);
+        self.set(figure, median(&self.runs[figure]));
+    }
+
+    /// How many runs of `figure` have been recorded.
+    pub fn runs_of(&self, figure: usize) -> usize {
+        self.runs[figure].len()
     }
 
     /// Figure `figure` has no value, because of `why`.
@@ -314,5 +331,16 @@ impl Figures {
             }
         }
         lines
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }

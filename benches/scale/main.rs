@@ -162,6 +162,13 @@ fn main() -> ExitCode {
         "this process holds one descriptor per client connection: {needed} needed, the \
          open-file limit is {limit}; lower SCALE_CONNECTIONS / SCALE_SILENT"
     );
+    // The drivers open thousands of sockets from this process of several threads: sized now,
+    // its descriptor table does not stop them for milliseconds at each doubling (see
+    // `reserve_descriptors`), which would send the servers bursts of peers instead of a
+    // steady stream.
+    if let Err(e) = heartbeat::edge::net::reserve_descriptors(std::io::stdout(), needed as usize) {
+        eprintln!("scale bench: could not size the descriptor table: {e}");
+    }
     println!("{}", report::header(&sizes, &machine));
     println!("{}", machine.background_load());
     let others_at_start = OthersCpu::now();
@@ -200,11 +207,12 @@ fn main() -> ExitCode {
             continue;
         }
         // Pipelined CPU per line moves by a factor of two from run to run on a shared host
-        // (the machine's state drifts over seconds): the servers take turns, several times.
-        let repeats = if name == "pipelining" {
-            sizes.pipeline_repeats
-        } else {
-            1
+        // (the machine's state drifts over seconds), and a close lateness's tail and max
+        // follow the host's pauses: the servers take turns, several times.
+        let repeats = match name {
+            "pipelining" => sizes.pipeline_repeats,
+            "silent peers" => sizes.silent_repeats,
+            _ => 1,
         };
         for _ in 0..repeats {
             for figures in results.iter_mut().filter(|f| !f.skipped) {
@@ -249,6 +257,8 @@ struct Sizes {
     pipeline_rounds: usize,
     /// Times the pipelining phase runs, the servers taking turns; the median is reported.
     pipeline_repeats: usize,
+    /// Runs of the silent phase, the servers taking turns; each figure is the median.
+    silent_repeats: usize,
     pipeline_ticks: u64,
     pipeline_max: Duration,
     /// Request–response: connections, each with one line in flight, for this long.
@@ -299,6 +309,7 @@ impl Sizes {
             pipeline_lines: env_or("SCALE_PIPELINE_LINES", pick(20_000, 2_000) as usize),
             pipeline_rounds: env_or("SCALE_PIPELINE_ROUNDS", pick(3, 1) as usize),
             pipeline_repeats: env_or("SCALE_PIPELINE_REPEATS", pick(3, 1) as usize).max(1),
+            silent_repeats: env_or("SCALE_SILENT_REPEATS", pick(3, 1) as usize).max(1),
             pipeline_ticks: env_or("SCALE_PIPELINE_TICKS", pick(300, 20)),
             pipeline_max: Duration::from_secs(pick(60, 10)),
             rr_conns: env_or("SCALE_RR_CONNS", pick(10_000, 200) as usize),
@@ -318,13 +329,14 @@ impl Sizes {
         };
         command += &format!(
             "SCALE_CONNECTIONS={} SCALE_CONNECT_RATE={} SCALE_SILENT={} SCALE_SILENT_RATE={} \
-             SCALE_PIPELINE_CONNS={} SCALE_PIPELINE_LINES={} SCALE_PIPELINE_ROUNDS={} \
+             SCALE_SILENT_REPEATS={} SCALE_PIPELINE_CONNS={} SCALE_PIPELINE_LINES={} SCALE_PIPELINE_ROUNDS={} \
              SCALE_PIPELINE_REPEATS={} SCALE_PIPELINE_TICKS={} SCALE_RR_CONNS={} SCALE_RR_SECS={} SCALE_IDLE_SECS={} \
              SCALE_TICK={} ",
             self.connections,
             self.connect_rate,
             self.silent,
             self.silent_rate,
+            self.silent_repeats,
             self.pipeline_conns,
             self.pipeline_lines,
             self.pipeline_rounds,

@@ -240,8 +240,7 @@ pub fn pipeline_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         ));
     }
     let ns = ticks as f64 * 1e9 / run.machine.clk_tck as f64 / total as f64;
-    fig.pipelined.push(ns);
-    fig.set(CPU_LINE, median(&fig.pipelined));
+    fig.set_run(CPU_LINE, ns);
     let resolution = if ticks < 100 {
         format!(" (only {ticks} ticks: ±{:.0}%)", 100.0 / ticks as f64)
     } else {
@@ -251,20 +250,9 @@ pub fn pipeline_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         "pipelining, run {}: {ns:.1} ns a line; {total} echoes `Echoing...Hello, there` read and verified ({rounds} rounds \
          × {conns} connections × {lines} lines); server CPU {ticks} ticks{resolution} in \
          {wall:.2} s wall ({:.2} M lines/s)",
-        fig.pipelined.len(),
+        fig.runs_of(CPU_LINE),
         total as f64 / wall / 1e6
     ));
     server.stop()?;
     Ok(())
-}
-
-/// The median of `values` (the mean of the middle two for an even count); 0 for none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }

@@ -26,7 +26,8 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
             machine.cpus, machine.model, machine.memory, machine.kernel, machine.clk_tck
         ),
         format!(
-            "sizes: {} idle connections (opened at ≤ {}/s), {} silent peers (at {}/s), \
+            "sizes: {} idle connections (opened at ≤ {}/s), {} silent peers (at {}/s; {} times, \
+             the servers taking turns), \
              pipelining {} connections × {} lines × ≥ {} rounds (until ≥ {} server clock ticks; \
              {} times, the servers taking turns), \
              request-response {} connections for {} s, idle window {} s, heartbeat --tick {}",
@@ -34,6 +35,7 @@ pub fn header(sizes: &Sizes, machine: &Machine) -> String {
             sizes.connect_rate,
             sizes.silent,
             sizes.silent_rate,
+            sizes.silent_repeats,
             sizes.pipeline_conns,
             sizes.pipeline_lines,
             sizes.pipeline_rounds,
@@ -123,6 +125,7 @@ fn table(sizes: &Sizes, hb: &Figures, typical: &Figures, tuned: &Figures) -> Str
             .replace("{idle}", &sizes.idle_secs.to_string())
             .replace("{pc}", &sizes.pipeline_conns.to_string())
             .replace("{pr}", &sizes.pipeline_repeats.to_string())
+            .replace("{sr}", &sizes.silent_repeats.to_string())
             .replace("{rr}", &sizes.rr_conns.to_string());
         cells.push([
             label,

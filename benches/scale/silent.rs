@@ -27,6 +27,8 @@ const WAKE_LABEL: &str = "loop wake-up delay (OS)";
 /// Figure 5: N silent peers against one server; heartbeat's own figures from its summary,
 /// arrival at the peers for both.
 pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
+    fig.silent_runs += 1;
+    let nth = fig.silent_runs;
     let sizes = run.sizes;
     let timing = SILENT_TIMING;
     if fig.kind != Kind::Heartbeat {
@@ -38,10 +40,10 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     // Over as long as the closes will take, at heartbeat's tick.
     match wake_up_floor(sizes.tick, spread) {
         Ok(floor) => {
-            fig.set(FLOOR[0], ms(floor.p99_us));
-            fig.set(FLOOR[1], ms(floor.max_us));
+            fig.set_run(FLOOR[0], ms(floor.p99_us));
+            fig.set_run(FLOOR[1], ms(floor.max_us));
             fig.notes.push(format!(
-                "the machine just before the silent phase: a bare loop sleeping one tick at a \
+                "run {nth}: the machine just before the silent phase: a bare loop sleeping one tick at a \
                  time, woken by the same timerfd as heartbeat's, nothing else running, woke \
                  late by {} ({} wake-ups)",
                 row(&floor, 3),
@@ -92,9 +94,9 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         }
     }
     let bad: usize = anomalies.values().sum();
-    fig.silent_ok = Some(bad == 0);
+    fig.silent_ok = Some(fig.silent_ok.unwrap_or(true) && bad == 0);
     fig.notes.push(format!(
-        "silent peers: {} of {} got exactly {} heartbeats, End Connection, then EOF{}",
+        "silent peers, run {nth}: {} of {} got exactly {} heartbeats, End Connection, then EOF{}",
         close.len(),
         sizes.silent,
         timing.count,
@@ -111,7 +113,7 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     }
     let read_at_peer = Percentiles::of(&close);
     for (i, us) in PEER_READ_LATE.into_iter().zip(key_figures(&read_at_peer)) {
-        fig.set(i, ms(us));
+        fig.set_run(i, ms(us));
     }
     if close_kernel.is_empty() {
         for i in PEER_LATE {
@@ -120,10 +122,10 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
     } else {
         let at_peer = Percentiles::of(&close_kernel);
         for (i, us) in PEER_LATE.into_iter().zip(key_figures(&at_peer)) {
-            fig.set(i, ms(us));
+            fig.set_run(i, ms(us));
         }
         fig.notes.push(format!(
-            "silent peers: close lateness at the peer's socket = End Connection's arrival − \
+            "silent peers, run {nth}: close lateness at the peer's socket = End Connection's arrival − \
              (the last heartbeat's arrival + interval {} ms), the rule's due time, both from \
              the kernel's receive timestamps (SO_TIMESTAMPNS; below 1 µs counts as 1 µs): {}{}",
             timing.interval.as_millis(),
@@ -136,12 +138,12 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         ));
     }
     fig.notes.push(format!(
-        "silent peers: the same, as the driver's task read each line (its one thread serves \
+        "silent peers, run {nth}: the same, as the driver's task read each line (its one thread serves \
          every peer, so its delays count too): {}",
         row(&read_at_peer, 2)
     ));
     fig.notes.push(format!(
-        "silent peers: for comparison, against the fixed schedule line sent + idle {} ms + {} × \
+        "silent peers, run {nth}: for comparison, against the fixed schedule line sent + idle {} ms + {} × \
          {} ms (every step's lateness added up): {}",
         timing.idle.as_millis(),
         timing.count,
@@ -149,7 +151,7 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
         row(&Percentiles::of(&close_old), 2)
     ));
     fig.notes.push(format!(
-        "silent peers: for comparison, heartbeat 1 lateness at the peer {}; echo round trip of \
+        "silent peers, run {nth}: for comparison, heartbeat 1 lateness at the peer {}; echo round trip of \
          the line {}",
         row(&Percentiles::of(&first_heartbeat), 2),
         row(&Percentiles::of(&echo), 2)
@@ -160,6 +162,7 @@ pub fn silent_phase(run: &Run, fig: &mut Figures) -> Result<(), String> {
 /// Figure 5 as heartbeat measured it: the lateness row of the summary it printed on stdout
 /// when it stopped, or why there is none.
 fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
+    let nth = fig.silent_runs;
     let parsed = |label| output.iter().rev().find_map(|line| parse_row(line, label));
     let rows = [
         (
@@ -177,9 +180,9 @@ fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
     for (i, label, what) in rows {
         match parsed(label) {
             Some(p) => {
-                fig.set(i, ms(p.max_us));
+                fig.set_run(i, ms(p.max_us));
                 fig.notes.push(format!(
-                    "silent peers: {what} {} ({} samples, from the summary)",
+                    "silent peers, run {nth}: {what} {} ({} samples, from the summary)",
                     row(&p, 3),
                     p.count
                 ));
@@ -200,10 +203,10 @@ fn server_side(fig: &mut Figures, output: &[String], peers: usize) {
         return;
     };
     for (i, us) in SERVER_LATE.into_iter().zip(key_figures(&sent)) {
-        fig.set(i, ms(us));
+        fig.set_run(i, ms(us));
     }
     fig.notes.push(format!(
-        "silent peers: close lateness measured in the server = End Connection sent − its due \
+        "silent peers, run {nth}: close lateness measured in the server = End Connection sent − its due \
          time, from the summary it printed at exit: {} ({} samples for {peers} silent peers)",
         row(&sent, 3),
         sent.count
