@@ -4,15 +4,13 @@
 //! is when the server's send reached the stack, whatever this process's one thread was doing
 //! then: a peer busy with other peers' lines does not make a server's close look late.
 //!
+//! `SO_TIMESTAMPNS` is Linux's: elsewhere every stamp is `None`.
+//!
 //! Owns only the reading; what a line means is the driver's (`drivers::silent_peer`).
 
-use std::io::{self, IoSliceMut};
-use std::os::fd::AsRawFd;
+use std::io;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
-use nix::sys::time::TimeSpec;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// The lines of this test's protocol are short; a longer one is an error.
@@ -46,14 +44,22 @@ pub struct StampedReader {
 impl StampedReader {
     /// Turns on kernel receive timestamps for `stream`.
     pub fn new(stream: TcpStream) -> io::Result<StampedReader> {
-        setsockopt(&stream, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)?;
+        #[cfg(target_os = "linux")]
+        nix::sys::socket::setsockopt(
+            &stream,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )?;
         Ok(StampedReader {
             stream,
             buf: [0; BUFFER],
             start: 0,
             end: 0,
             last_read: (None, Instant::now(), 0),
-            control: nix::cmsg_space!(TimeSpec),
+            #[cfg(target_os = "linux")]
+            control: nix::cmsg_space!(nix::sys::time::TimeSpec),
+            #[cfg(not(target_os = "linux"))]
+            control: Vec::new(),
         })
     }
 
@@ -108,25 +114,51 @@ impl StampedReader {
     async fn read(&mut self) -> io::Result<(usize, Option<Duration>)> {
         loop {
             self.stream.readable().await?;
-            let fd = self.stream.as_raw_fd();
-            let (buf, control) = (&mut self.buf[self.end..], &mut self.control);
-            match self.stream.try_io(Interest::READABLE, || {
-                let mut iov = [IoSliceMut::new(buf)];
-                let msg = recvmsg::<()>(fd, &mut iov, Some(control), MsgFlags::empty())?;
-                let stamp = msg.cmsgs().ok().and_then(|mut all| {
-                    all.find_map(|cmsg| match cmsg {
-                        ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::new(
-                            u64::try_from(ts.tv_sec()).unwrap_or(0),
-                            u32::try_from(ts.tv_nsec()).unwrap_or(0),
-                        )),
-                        _ => None,
-                    })
-                });
-                Ok((msg.bytes, stamp))
+            let (stream, buf, control) =
+                (&self.stream, &mut self.buf[self.end..], &mut self.control);
+            match stream.try_io(tokio::io::Interest::READABLE, || {
+                recv_stamped(stream, buf, control)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
             }
         }
     }
+}
+
+/// One `recvmsg`: the bytes read, and the kernel's stamp of the last segment among them.
+#[cfg(target_os = "linux")]
+fn recv_stamped(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    control: &mut [u8],
+) -> io::Result<(usize, Option<Duration>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::empty(),
+    )?;
+    let stamp = msg.cmsgs().ok().and_then(|mut all| {
+        all.find_map(|cmsg| match cmsg {
+            ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::new(
+                u64::try_from(ts.tv_sec()).unwrap_or(0),
+                u32::try_from(ts.tv_nsec()).unwrap_or(0),
+            )),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, stamp))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn recv_stamped(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    _control: &mut [u8],
+) -> io::Result<(usize, Option<Duration>)> {
+    stream.try_read(buf).map(|n| (n, None))
 }
