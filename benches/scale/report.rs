@@ -198,7 +198,8 @@ fn targets(sizes: &Sizes, hb: &Figures, clk_tck: u64) -> String {
         ),
         format!(
             "  {} every End Connection sent within tick + 2 ms ({} + 2 ms = {limit_ms} ms) of its \
-             due time, measured in the server: max {} (at the peer's socket: max {})",
+             due time, measured in the server: max {} (at the peer's socket: max {}; with \
+             several runs, the median of their maxima)",
             verdict(late.map(|v| v <= limit_ms)),
             duration_arg(sizes.tick),
             show(late, &|v| format!("{v:.3} ms")),

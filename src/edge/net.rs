@@ -1,5 +1,6 @@
 //! Socket setup at the edges of the loops: resolving addresses, listening with an explicit
-//! backlog, connecting from a chosen source address, and the open-file limit.
+//! backlog, connecting from a chosen source address, the open-file limit and the size of the
+//! descriptor table.
 //!
 //! Owns [`SetupError`], the error type of everything that can fail before a loop runs. What
 //! happens on a connection once it is open belongs to `conn` and the loops.
