@@ -164,8 +164,10 @@ impl Servers {
         }
     }
 
+    /// Whether the log shows `text`, waiting for it: a process's last lines may still be on
+    /// their way through the pipe when it has exited.
     fn log_has(&self, text: &str) -> bool {
-        self.log.containing(text) > 0
+        self.log.wait_for(text, HANG_GUARD)
     }
 }
 
