@@ -97,6 +97,12 @@ pub struct Channel {
     stream: UnixStream,
 }
 
+impl std::os::fd::AsFd for Channel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 impl Channel {
     /// A new pair: this process's end, and the end for [`spawn`].
     pub fn pair() -> io::Result<(Channel, OwnedFd)> {

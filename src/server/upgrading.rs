@@ -22,7 +22,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
@@ -32,7 +32,7 @@ use super::upgrade::{StartedAs, Step, Upgrader};
 use super::{Server, ServerConfig, Socket};
 use crate::cores::vocab::format_duration;
 use crate::edge::handover::Channel;
-use crate::edge::net::{describe, SetupError};
+use crate::edge::net::{self, describe, SetupError};
 use crate::edge::turn::token;
 use crate::ops::stats::ServerStats;
 
@@ -336,6 +336,11 @@ impl Server {
     /// `takeover`), building this server around what it hands over as it comes: its
     /// listening sockets instead of binding, its peers with their state, its counters.
     pub fn take_over(config: &ServerConfig, channel: Channel) -> Result<Server, GiveUp> {
+        // Now, while the old process still serves: sized later (in `assemble`), the table
+        // would stop this one for milliseconds inside the pause (see `reserve_descriptors`).
+        if let Err(e) = net::reserve_descriptors(&channel, config.max_connections) {
+            debug!("could not size the descriptor table: {}", describe(&e));
+        }
         let mut server: Option<Server> = None;
         let fixed = config.fixed_for_upgrade();
         takeover::take_over(channel, fixed, |taken| match (taken, &mut server) {
