@@ -316,13 +316,25 @@ impl Server {
         // A peer already waiting to be read next turn has had its reads for this one.
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         if readable && !queued {
-            self.read_peer(key, now);
+            // Only this event can say that nothing lies past the data: an end of stream or
+            // an error it carries shows only to a read after the data.
+            let nothing_past_data = !event.is_read_closed() && !event.is_error();
+            self.read_peer_until(key, now, nothing_past_data);
         }
     }
 
     /// Reads `key` until the kernel has nothing more, the core wants no more for now, or the
     /// peer has had its turn; then it waits in the cut-off list for the next turn.
     fn read_peer(&mut self, key: usize, now: Instant) {
+        self.read_peer_until(key, now, false);
+    }
+
+    /// [`read_peer`](Self::read_peer); with `stop_at_short_read`, a plain peer's read that
+    /// came back shorter than asked for is its last this turn. The kernel had no more then,
+    /// and readiness is edge-triggered: whatever arrives later, its end of stream included,
+    /// wakes the loop again. That saves the empty read (`EAGAIN`) that would only say so,
+    /// one of the four system calls of a heartbeat round.
+    fn read_peer_until(&mut self, key: usize, now: Instant, stop_at_short_read: bool) {
         for _ in 0..READS_PER_TURN {
             let budget = self.core.read_budget(key);
             let Some(socket) = self.sockets.get_mut(key).and_then(Option::as_mut) else {
@@ -331,15 +343,22 @@ impl Server {
             if budget == 0 {
                 return;
             }
+            let mut drained = false;
             match read_once(&mut socket.stream, &mut self.read_buf[..budget]) {
                 // Hook (tls): ciphertext goes through the peer's session.
                 ReadResult::Data(n) if self.is_tls(key) => self.tls_read(key, n, now),
-                ReadResult::Data(n) => self.core.handle_read(now, key, &self.read_buf[..n]),
+                ReadResult::Data(n) => {
+                    drained = stop_at_short_read && n < budget;
+                    self.core.handle_read(now, key, &self.read_buf[..n]);
+                }
                 ReadResult::Eof => self.core.handle_eof(now, key),
                 ReadResult::WouldBlock => return,
                 ReadResult::Failed(e) => self.core.handle_error(now, key, e.kind()),
             }
             self.carry_out(now);
+            if drained {
+                return;
+            }
         }
         self.defer_read(key);
     }

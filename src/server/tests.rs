@@ -223,3 +223,36 @@ fn at_the_handshake_cap_finished_handshakes_are_read_before_the_oldest_is_closed
     assert_eq!(evicted(&l.server), 0);
     assert_eq!(l.server.core.waiting(Stage::TlsHandshake), newcomers.len());
 }
+
+/// A line and the peer's end of stream that came together are one readiness event: the
+/// read that takes the line is shorter than asked for, yet the loop reads on to the end of
+/// stream (the event says it is there, and no later event would), echoes the line and
+/// closes. A peer that writes later, after such a short read, wakes the loop again.
+#[test]
+fn a_line_and_the_end_of_stream_that_came_together_are_both_read() {
+    let mut l = Loop::new(ServerConfig::default());
+    let addr = l.server.local_addr();
+    let mut later = TcpStream::connect(addr).expect("connects");
+    let mut leaving = TcpStream::connect(addr).expect("connects");
+    l.turn_until(Duration::ZERO, |s| s.core.open() == 2);
+    later.write_all(b"one\n").expect("sends");
+    l.turn_until(Duration::ZERO, |s| s.core.stats().lines_echoed == 1);
+    leaving.write_all(b"hi\n").expect("sends");
+    leaving
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shuts down");
+    l.turn_until(Duration::ZERO, |s| s.core.open() == 1);
+    assert_eq!(l.server.core.stats().lines_echoed, 2);
+    leaving.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+    let mut echoed = Vec::new();
+    leaving
+        .read_to_end(&mut echoed)
+        .expect("the echo, then the end");
+    assert_eq!(echoed, b"Echoing...hi\n");
+    later.write_all(b"two\n").expect("sends");
+    l.turn_until(Duration::ZERO, |s| s.core.stats().lines_echoed == 3);
+    let mut echoes = [0u8; 28];
+    later.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+    later.read_exact(&mut echoes).expect("both echoes");
+    assert_eq!(&echoes, b"Echoing...one\nEchoing...two\n");
+}
