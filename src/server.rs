@@ -109,6 +109,11 @@ impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
         let listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
+        // Before the first peer (a live upgrade's new process does it in `take_over`).
+        if let Err(e) = net::reserve_descriptors(&listener, config.max_connections) {
+            // The table grows as peers come instead, stopping the loop a moment each time.
+            debug!("could not size the descriptor table: {}", net::describe(&e));
+        }
         let metrics = match config.metrics {
             Some(addr) => Some(net::listen(addr, Scrapers::BACKLOG)?),
             None => None,
@@ -144,10 +149,6 @@ impl Server {
         let alarm = Alarm::new(poll.registry())?;
         let open_files = net::open_file_limit();
         report::say_max_connections(config.max_connections, open_files);
-        if let Err(e) = net::reserve_descriptors(poll.registry(), config.max_connections) {
-            // The table grows as peers come instead, stopping the loop a moment each time.
-            debug!("could not size the descriptor table: {}", net::describe(&e));
-        }
         let mut settings = config.settings();
         settings.max_header_waits =
             core::waiting::default_header_waits(config.max_connections, open_files);

@@ -336,7 +336,7 @@ impl Server {
     /// `takeover`), building this server around what it hands over as it comes: its
     /// listening sockets instead of binding, its peers with their state, its counters.
     pub fn take_over(config: &ServerConfig, channel: Channel) -> Result<Server, GiveUp> {
-        // Now, while the old process still serves: sized later (in `assemble`), the table
+        // Now, while the old process still serves: sized with the listeners, the table
         // would stop this one for milliseconds inside the pause (see `reserve_descriptors`).
         if let Err(e) = net::reserve_descriptors(&channel, config.max_connections) {
             debug!("could not size the descriptor table: {}", describe(&e));
