@@ -1372,3 +1372,51 @@ fn a_close_due_with_a_heartbeat_is_fired_first() {
         assert_eq!(h.lines(asked), [(ms(700) + 300, "heartbeat")]);
     }
 }
+
+/// The one time the loop sleeps until is the earliest row of the timer table, whichever
+/// rows are set: checked at every wake-up while rows come and go (an accept back-off, a
+/// connection's heartbeats and close, first-byte waits of two stages, a drain).
+#[test]
+fn the_poll_timeout_is_always_the_earliest_row_of_the_timer_table() {
+    let rows = [
+        Timer::AcceptBackoff,
+        Timer::MemoryGrace,
+        Timer::FirstBytes(Stage::ProxyHeader),
+        Timer::FirstBytes(Stage::Scrape),
+        Timer::FirstBytes(Stage::Busy),
+        Timer::FirstBytes(Stage::TlsHandshake),
+        Timer::Kept,
+        Timer::Drain,
+        Timer::Liveness,
+    ];
+    let earliest_row =
+        |core: &ServerCore| rows.iter().filter_map(|&row| core.deadline_of(row)).min();
+    let mut h = Harness::new(Settings {
+        drain: Duration::from_millis(300),
+        ..settings(FAST)
+    });
+    h.connect();
+    h.core.handle_accept_failed(h.now);
+    arrive(&mut h, Stage::ProxyHeader);
+    h.run_for(MS);
+    arrive(&mut h, Stage::TlsHandshake);
+    h.connect();
+    let mut seen = 0;
+    loop {
+        let next = h.core.poll_timeout();
+        assert_eq!(next, earliest_row(&h.core), "at {:?}", h.elapsed());
+        let Some(next) = next else {
+            break;
+        };
+        if seen == 4 {
+            // Stopping with peers open sets the drain's row.
+            h.stop();
+            assert!(h.core.deadline_of(Timer::Drain).is_some());
+            assert_eq!(h.core.poll_timeout(), earliest_row(&h.core));
+        }
+        h.wake(next.max(h.now));
+        seen += 1;
+        assert!(seen < 10_000, "the loop never went to sleep");
+    }
+    assert!(seen > 5, "{seen} wake-ups");
+}

@@ -218,15 +218,17 @@ impl Timers {
     /// When the loop next needs to wake for a timer, or `None` when no timer is armed: the
     /// exact deadline of the earliest near timer, or the wheel's next tick.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        // Compared in nanoseconds, converted once: the loop asks this every turn.
         let wheel = self
             .wheel
             .next_deadline()
-            .map(|tick| self.instant_of_tick(tick));
-        let near = self.near.peek().map(|(at, _)| self.instant_of(at));
-        match (wheel, near) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .map(|tick| tick.saturating_mul(self.tick_nanos));
+        let near = self.near.peek().map(|(at, _)| at);
+        let nanos = match (wheel, near) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.instant_of(nanos))
     }
 
     /// When the timer of `key` is next looked at, if it is armed: a rounded timer's deadline

@@ -263,7 +263,10 @@ impl Wheel {
     /// The poll loop sleeps exactly until this tick. With an entry already due it is at or
     /// before `elapsed()`: poll at once.
     pub fn next_deadline(&self) -> Option<u64> {
-        if !self.list_is_empty(PENDING) {
+        if self.len == 0 {
+            // Most wheels are empty most of the time (the server's first-byte waits).
+            None
+        } else if !self.list_is_empty(PENDING) {
             Some(self.list_min[0])
         } else if let Some((_, start)) = self.next_slot() {
             Some(start)

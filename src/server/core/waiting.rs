@@ -263,6 +263,15 @@ impl Waiting {
     pub(super) fn next_deadline(&self, stage: Stage) -> Option<Instant> {
         self.0[stage.index()].timers.next_wakeup()
     }
+
+    /// When the earliest socket of any stage runs out of time.
+    pub(super) fn next_deadline_of_any(&self) -> Option<Instant> {
+        self.0
+            .iter()
+            .filter(|table| !table.entries.is_empty())
+            .filter_map(|table| table.timers.next_wakeup())
+            .min()
+    }
 }
 
 impl ServerCore {
