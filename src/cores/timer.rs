@@ -22,9 +22,13 @@
 //! cancel ends the parking, which makes the near entry stale (skipped), so nothing is added
 //! per key. [`next_wakeup`] is then the exact deadline, which the loop's alarm honours to the
 //! microsecond. What the wheel (or `near`) yields whose exact deadline has moved on (a peer
-//! that spoke) is filed again, nothing fired. An exact timer whose deadline is not on a tick
-//! costs one more wake-up than a rounded one (its tick, then its time); a wake-up still fires
-//! everything whose exact deadline has passed. Times are u64 nanoseconds since the origin
+//! that spoke) is filed again, nothing fired. The wheel is polled one tick ahead of `now`, so
+//! the next tick's timers are near by the time the loop sleeps: with timers in every tick (a
+//! busy server) the loop wakes only at exact deadlines. After a gap, an exact timer whose
+//! deadline is not on a tick costs one more wake-up than a rounded one (its tick, then its
+//! time); a wake-up still fires everything whose exact deadline has passed, and nothing
+//! polled ahead fires before its time (rounded timers are filed at their tick's start, and
+//! wait near for it like exact ones). Times are u64 nanoseconds since the origin
 //! (584 years), `now` converted once per batch, not per timer.
 //!
 //! [`arm`]: Timers::arm
@@ -183,7 +187,10 @@ impl Timers {
                     key
                 }
                 _ => {
-                    let (key, nanos) = self.wheel.poll(due.tick)?;
+                    // One tick ahead: the next tick's timers wait in `near` by their exact
+                    // deadlines, so the loop wakes at the first of them, not first at the
+                    // tick's start only to move them there (nothing fires early: see below).
+                    let (key, nanos) = self.wheel.poll(due.tick.saturating_add(1))?;
                     if nanos > due.nanos {
                         // An exact timer whose tick has come, not its time (a rounded one is
                         // filed at its tick's start): near, without asking `exact`, as its
@@ -491,6 +498,43 @@ mod tests {
             };
             assert_eq!(fired_at, due.max(t0), "{offset_ns} ns");
         }
+    }
+
+    #[test]
+    fn a_timer_in_the_tick_after_a_wake_up_is_woken_for_at_its_time_not_its_ticks_start() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let (first, second) = (t0 + 2 * MS + 300 * US, t0 + 3 * MS + 600 * US);
+        let exact = [None, Some(first), Some(second)];
+        timers.arm_exact(1, first);
+        timers.arm_exact(2, second);
+        assert_eq!(
+            timers.next_wakeup(),
+            Some(t0 + 2 * MS),
+            "first tick's start"
+        );
+        assert_eq!(poll_all(&mut timers, t0 + 2 * MS, &exact), [] as [usize; 0]);
+        assert_eq!(timers.next_wakeup(), Some(first));
+        assert_eq!(poll_all(&mut timers, first, &exact), [1]);
+        // Key 2's tick (3) follows the wake-up's (2): no wake-up at 3 ms only to find it.
+        assert_eq!(timers.next_wakeup(), Some(second));
+        assert_eq!(poll_all(&mut timers, second - US, &exact), [] as [usize; 0]);
+        assert_eq!(poll_all(&mut timers, second, &exact), [2]);
+        assert_eq!(timers.next_wakeup(), None);
+    }
+
+    #[test]
+    fn a_rounded_timer_in_the_next_tick_still_fires_at_that_ticks_start() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 2);
+        timers.arm(0, t0 + MS + 400 * US);
+        assert_eq!(timers.poll_expired(t0 + MS + 500 * US), None);
+        assert_eq!(timers.next_wakeup(), Some(t0 + 2 * MS));
+        assert_eq!(
+            timers.poll_expired(t0 + 2 * MS - Duration::from_nanos(1)),
+            None
+        );
+        assert_eq!(timers.poll_expired(t0 + 2 * MS), Some(0));
     }
 
     #[test]
