@@ -79,13 +79,52 @@ impl Alarm {
         }
     }
 
-    /// Call for an event on [`ALARM`]: consumes the expiry so the next one is a new edge.
+    /// Call for an event on [`ALARM`]: the alarm has gone off, so the next [`arm`](Self::arm)
+    /// sets it again whatever it was set for.
+    ///
+    /// The expiry is not read: `epoll` is edge-triggered (mio's mode), so each expiry is an
+    /// event of its own whether or not the last was consumed, and setting the timer clears
+    /// its count anyway. Not reading saves a system call on each wake-up by the alarm.
     pub fn on_event(&mut self) {
         self.armed = None;
-        #[cfg(target_os = "linux")]
-        {
-            // Nonblocking: a spurious event reads nothing and that is fine.
-            let _ = self.timer.wait();
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+    use std::time::Duration;
+
+    const HANG_GUARD: Duration = Duration::from_secs(10);
+
+    /// Polls until the alarm's event comes; panics if it has not after [`HANG_GUARD`].
+    fn wait_for_alarm(poll: &mut Poll, events: &mut Events) {
+        let give_up = Instant::now() + HANG_GUARD;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the alarm never went off");
+            poll.poll(events, Some(left)).unwrap();
+            if events.iter().any(|event| event.token() == ALARM) {
+                return;
+            }
         }
+    }
+
+    #[test]
+    fn each_setting_wakes_the_poll_though_no_expiry_is_read() {
+        let mut poll = Poll::new().unwrap();
+        let mut alarm = Alarm::new(poll.registry()).unwrap();
+        let mut events = Events::with_capacity(8);
+        for _ in 0..3 {
+            let now = Instant::now();
+            alarm.arm(Some(now + Duration::from_millis(1)), now);
+            wait_for_alarm(&mut poll, &mut events);
+            alarm.on_event();
+        }
+        // Gone off and not set again: its unread expiry is not reported a second time.
+        poll.poll(&mut events, Some(Duration::from_millis(20)))
+            .unwrap();
+        assert!(events.iter().all(|event| event.token() != ALARM));
     }
 }
