@@ -44,7 +44,10 @@ impl ServerCore {
     /// When the loop must wake even if no peer does anything: the earliest row of the timer
     /// table. `None`: sleep until an event.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.next_server_row(), self.timers.next_wakeup())
+        [self.next_server_row(), self.timers.next_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest of the rows outside the connections' wheel: [`deadline_of`] for each
@@ -207,13 +210,6 @@ impl ServerCore {
                 Fired::Close
             }
         }
-    }
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
