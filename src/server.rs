@@ -34,7 +34,7 @@ mod upgrading;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::info;
 use mio::event::Event as PollEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -110,10 +110,7 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, SetupError> {
         let listener = net::listen_shared(config.addr, config.backlog, config.reuse_port)?;
         // Before the first peer (a live upgrade's new process does it in `take_over`).
-        if let Err(e) = net::reserve_descriptors(&listener, config.max_connections) {
-            // The table grows as peers come instead, stopping the loop a moment each time.
-            debug!("could not size the descriptor table: {}", net::describe(&e));
-        }
+        net::size_descriptor_table(&listener, config.max_connections);
         let metrics = match config.metrics {
             Some(addr) => Some(net::listen(addr, Scrapers::BACKLOG)?),
             None => None,

@@ -135,10 +135,7 @@ impl Client {
         let event_loop = |what| move |source| SetupError::EventLoop { what, source };
         let poll = Poll::new().map_err(event_loop("poll instance"))?;
         let stop = StopSignal::new(poll.registry())?;
-        if let Err(e) = net::reserve_descriptors(poll.registry(), config.connections) {
-            // The table grows as connections open instead, stopping the loop a moment each time.
-            debug!("could not size the descriptor table: {}", net::describe(&e));
-        }
+        net::size_descriptor_table(poll.registry(), config.connections);
         let now = Instant::now();
         let mut stats = ClientStats::new(config.connections as u64);
         // The one wall-clock read: rows per second line up across hosts (`stats::client::series`).

@@ -295,6 +295,15 @@ pub fn reserve_descriptors(_any: impl std::os::fd::AsFd, _peers: usize) -> io::R
     Ok(0)
 }
 
+/// [`reserve_descriptors`] at a loop's start, as best it can: if sizing fails, the table grows
+/// as peers come instead (stopping the loop a moment at each doubling), and that is said at
+/// debug level only, since nothing else changes.
+pub fn size_descriptor_table(any: impl std::os::fd::AsFd, peers: usize) {
+    if let Err(e) = reserve_descriptors(any, peers) {
+        log::debug!("could not size the descriptor table: {}", describe(&e));
+    }
+}
+
 /// How many files this process may open now (the soft limit), if it can be known.
 pub fn open_file_limit() -> Option<u64> {
     rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)

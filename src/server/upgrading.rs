@@ -22,7 +22,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
@@ -338,9 +338,7 @@ impl Server {
     pub fn take_over(config: &ServerConfig, channel: Channel) -> Result<Server, GiveUp> {
         // Now, while the old process still serves: sized with the listeners, the table
         // would stop this one for milliseconds inside the pause (see `reserve_descriptors`).
-        if let Err(e) = net::reserve_descriptors(&channel, config.max_connections) {
-            debug!("could not size the descriptor table: {}", describe(&e));
-        }
+        net::size_descriptor_table(&channel, config.max_connections);
         let mut server: Option<Server> = None;
         let fixed = config.fixed_for_upgrade();
         takeover::take_over(channel, fixed, |taken| match (taken, &mut server) {
