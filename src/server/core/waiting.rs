@@ -247,26 +247,68 @@ impl Table {
 
 /// Every stage's table.
 #[derive(Debug)]
-pub(super) struct Waiting([Table; 4]);
+pub(super) struct Waiting {
+    tables: [Table; 4],
+    /// Sockets in all stages together. The loop asks for the next deadline of any stage at
+    /// least twice a turn, and most turns have none waiting: then no table is read (each
+    /// lies in cache lines of its own, which a busy turn's kernel work has evicted).
+    sockets: usize,
+}
 
 impl Waiting {
     pub(super) fn new(now: Instant, settings: &Settings) -> Waiting {
         let policies = Policy::all(settings);
-        Waiting(policies.map(|policy| Table::new(now, settings.tick, policy)))
+        Waiting {
+            tables: policies.map(|policy| Table::new(now, settings.tick, policy)),
+            sockets: 0,
+        }
     }
 
+    /// `stage`'s table, for what leaves its number of sockets as it is.
     fn table(&mut self, stage: Stage) -> &mut Table {
-        &mut self.0[stage.index()]
+        &mut self.tables[stage.index()]
+    }
+
+    fn insert(&mut self, stage: Stage, now: Instant) -> WaitKey {
+        self.sockets += 1;
+        self.table(stage).insert(now)
+    }
+
+    /// Whether `wk` was in `stage` (and is no more).
+    fn remove(&mut self, stage: Stage, wk: WaitKey) -> bool {
+        let removed = self.table(stage).remove(wk);
+        self.sockets -= usize::from(removed);
+        removed
+    }
+
+    /// Takes out one socket of `stage` whose time was up by `due_by`.
+    fn take_expired(&mut self, stage: Stage, due_by: Instant) -> Option<WaitKey> {
+        let table = self.table(stage);
+        loop {
+            let key = table.timers.poll_expired(due_by)?;
+            if let Some(entry) = table.entries.try_remove(key) {
+                self.sockets -= 1;
+                let generation = entry.generation;
+                return Some(WaitKey { key, generation });
+            }
+        }
     }
 
     /// When the earliest socket of `stage` runs out of time.
     pub(super) fn next_deadline(&self, stage: Stage) -> Option<Instant> {
-        self.0[stage.index()].timers.next_wakeup()
+        self.tables[stage.index()].timers.next_wakeup()
     }
 
     /// When the earliest socket of any stage runs out of time.
     pub(super) fn next_deadline_of_any(&self) -> Option<Instant> {
-        self.0
+        debug_assert_eq!(
+            self.sockets,
+            self.tables.iter().map(|t| t.entries.len()).sum::<usize>()
+        );
+        if self.sockets == 0 {
+            return None;
+        }
+        self.tables
             .iter()
             .filter(|table| !table.entries.is_empty())
             .filter_map(|table| table.timers.next_wakeup())
@@ -291,7 +333,7 @@ impl ServerCore {
             let Some(oldest) = table.oldest_waiting() else {
                 return Arrival::Full;
             };
-            table.remove(oldest);
+            self.waiting.remove(stage, oldest);
             match stage {
                 Stage::ProxyHeader => {
                     self.stats.on_refused_proxy_header();
@@ -306,18 +348,18 @@ impl ServerCore {
         if stage == Stage::TlsHandshake {
             self.stats.on_tls_handshake();
         }
-        Arrival::Waiting(self.waiting.table(stage).insert(now))
+        Arrival::Waiting(self.waiting.insert(stage, now))
     }
 
     /// The first bytes of `wk` are complete (a header, a request). It leaves the stage, or,
     /// if the stage keeps it while it is served, has until its arrival plus
     /// [`Policy::then`]; it is no longer evicted.
     pub fn handle_first_bytes(&mut self, stage: Stage, wk: WaitKey) {
-        let table = self.waiting.table(stage);
-        let Some(then) = table.policy.then else {
-            table.remove(wk);
+        let Some(then) = self.waiting.table(stage).policy.then else {
+            self.waiting.remove(stage, wk);
             return;
         };
+        let table = self.waiting.table(stage);
         let Some(entry) = table.entries.get_mut(wk.key) else {
             return;
         };
@@ -332,7 +374,7 @@ impl ServerCore {
     /// `refused`: it was closed for what it sent or did not send (a bad PROXY header,
     /// closing before one), which is counted.
     pub fn handle_wait_over(&mut self, stage: Stage, wk: WaitKey, refused: bool) {
-        let removed = self.waiting.table(stage).remove(wk);
+        let removed = self.waiting.remove(stage, wk);
         if removed && refused && stage == Stage::ProxyHeader {
             self.stats.on_refused_proxy_header();
         }
@@ -341,36 +383,28 @@ impl ServerCore {
     /// The loop closed the handshaking `wk` for `refusal` (not TLS, a certificate refused,
     /// closed): it leaves [`Stage::TlsHandshake`], counted by reason.
     pub fn handle_tls_refused(&mut self, wk: WaitKey, refusal: TlsRefusal) {
-        if self.waiting.table(Stage::TlsHandshake).remove(wk) {
+        if self.waiting.remove(Stage::TlsHandshake, wk) {
             self.stats.on_refused_tls(refusal);
         }
     }
 
     /// Sockets in `stage` now.
     pub fn waiting(&self, stage: Stage) -> usize {
-        self.waiting.0[stage.index()].entries.len()
+        self.waiting.tables[stage.index()].entries.len()
     }
 
     /// Whether `wk` is still in `stage`.
     pub fn is_waiting(&self, stage: Stage, wk: WaitKey) -> bool {
-        self.waiting.0[stage.index()].get(wk).is_some()
+        self.waiting.tables[stage.index()].get(wk).is_some()
     }
 
     /// Ends the waits in `stage` whose time was up by `due_by`, at most `left` of them.
     pub(super) fn expire_waiting(&mut self, stage: Stage, due_by: Instant, left: &mut usize) {
         while *left > 0 {
-            let table = self.waiting.table(stage);
-            let Some(key) = table.timers.poll_expired(due_by) else {
+            let Some(wk) = self.waiting.take_expired(stage, due_by) else {
                 return;
             };
-            let Some(entry) = table.entries.try_remove(key) else {
-                continue;
-            };
             *left -= 1;
-            let wk = WaitKey {
-                key,
-                generation: entry.generation,
-            };
             match stage {
                 Stage::ProxyHeader => self.stats.on_refused_proxy_header(),
                 Stage::TlsHandshake => self.stats.on_refused_tls(TlsRefusal::Deadline),
