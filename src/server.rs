@@ -50,7 +50,7 @@ use self::core::{Action, ServerCore, Stage};
 use self::scrape::Scrapers;
 use crate::cores::ratelimit::LogLimiter;
 use crate::edge::alarm::{Alarm, ALARM};
-use crate::edge::conn::{read_once, write_until_blocked, ReadResult};
+use crate::edge::conn::{read_once, write_until_blocked, Direct, ReadResult};
 use crate::edge::net::{self, SetupError};
 use crate::edge::stop::{StopSignal, Stoppable, SIGNALS, WAKER};
 use crate::edge::turn::{
@@ -342,7 +342,7 @@ impl Server {
                 return;
             }
             let mut drained = false;
-            match read_once(&mut socket.stream, &mut self.read_buf[..budget]) {
+            match read_once(&mut Direct(&socket.stream), &mut self.read_buf[..budget]) {
                 // Hook (tls): ciphertext goes through the peer's session.
                 ReadResult::Data(n) if self.is_tls(key) => self.tls_read(key, n, now),
                 ReadResult::Data(n) => {
@@ -387,7 +387,7 @@ impl Server {
                 Action::Write(key) => {
                     let result = match self.sockets.get_mut(key).and_then(Option::as_mut) {
                         Some(socket) => {
-                            write_until_blocked(&mut socket.stream, self.core.output(key))
+                            write_until_blocked(&mut Direct(&socket.stream), self.core.output(key))
                         }
                         None => Ok(0),
                     };
