@@ -244,9 +244,12 @@ impl Server {
         let overslept = alarm_ahead.filter(|due| now > *due);
         self.end_pause(now);
         self.core.handle_wakeup(now, overslept);
+        // Nothing done since the wake-up but the alarm's own event: see `fire_timers`.
+        let mut only_woken = self.cut_off.is_empty();
         self.read_cut_off(now);
         let mut listener_ready = false;
         for event in events.iter() {
+            only_woken &= event.token() == ALARM;
             match event.token() {
                 LISTENER => listener_ready = true,
                 WAKER => {}
@@ -264,7 +267,7 @@ impl Server {
         if self.stop.is_requested() && !self.core.is_stop_asked() {
             self.begin_stop(now);
         }
-        let stamp = self.fire_timers(now);
+        let stamp = self.fire_timers(now, only_woken);
         // After the reads, so that peers that hung up free their places first, and after
         // the timers, one of which may have ended an accept back-off.
         if listener_ready || self.accept_deferred {
@@ -279,12 +282,17 @@ impl Server {
     /// read), a batch at a time, each stamped with the clock read anew, so that a
     /// heartbeat's recorded send time stays within a batch of the real one. Returns the last
     /// stamp, if any timer was due.
-    fn fire_timers(&mut self, woke: Instant) -> Option<Instant> {
+    ///
+    /// `only_woken`: the turn has done nothing since it read the clock at `woke` (the alarm
+    /// woke it, with no peer to read), so the first batch is stamped `woke`, as fresh as a
+    /// new reading.
+    fn fire_timers(&mut self, woke: Instant, only_woken: bool) -> Option<Instant> {
         if self.core.poll_timeout().is_none_or(|at| at > woke) {
             return None;
         }
+        let mut fresh = only_woken.then_some(woke);
         loop {
-            let now = Instant::now().max(woke);
+            let now = fresh.take().unwrap_or_else(|| Instant::now().max(woke));
             let more = self.core.handle_timeout(now);
             self.carry_out(now);
             if !more {
