@@ -36,6 +36,7 @@
 //! [`poll_due`]: Timers::poll_due
 //! [`next_wakeup`]: Timers::next_wakeup
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::num::NonZeroU64;
@@ -60,6 +61,9 @@ pub struct Timers {
     last_due: Option<(Instant, Due)>,
     /// The last send time converted (`arm_exact_after`): a batch's timers share one.
     last_sent: Option<(Instant, u64)>,
+    /// The last wake-up converted back to an `Instant` (`next_wakeup`): the loop asks for
+    /// the same earliest deadline several times a turn, and each conversion divides.
+    last_wakeup: Cell<Option<(u64, Instant)>>,
 }
 
 /// `now` in the wheel's terms.
@@ -83,6 +87,7 @@ impl Timers {
             near: Near::default(),
             last_due: None,
             last_sent: None,
+            last_wakeup: Cell::new(None),
         }
     }
 
@@ -235,7 +240,14 @@ impl Timers {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
-        Some(self.instant_of(nanos))
+        match self.last_wakeup.get() {
+            Some((converted, at)) if converted == nanos => Some(at),
+            _ => {
+                let at = self.instant_of(nanos);
+                self.last_wakeup.set(Some((nanos, at)));
+                Some(at)
+            }
+        }
     }
 
     /// When the timer of `key` is next looked at, if it is armed: a rounded timer's deadline
@@ -416,6 +428,25 @@ mod tests {
             assert!(wakeups < 10, "a near deadline needs few wake-ups");
         }
         assert!(now >= t0 + Duration::from_micros(2500));
+    }
+
+    #[test]
+    fn next_wakeup_follows_the_earliest_timer_as_it_changes() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        timers.arm(0, t0 + 50 * MS);
+        // Asked twice each time: the second answer is the remembered conversion.
+        for _ in 0..2 {
+            assert_eq!(timers.next_wakeup(), Some(t0 + 50 * MS));
+        }
+        timers.arm(1, t0 + 5 * MS);
+        for _ in 0..2 {
+            assert_eq!(timers.next_wakeup(), Some(t0 + 5 * MS));
+        }
+        timers.cancel(1);
+        assert_eq!(timers.next_wakeup(), Some(t0 + 50 * MS));
+        timers.cancel(0);
+        assert_eq!(timers.next_wakeup(), None);
     }
 
     #[test]
