@@ -43,6 +43,7 @@ fn settings() -> Settings {
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: false,
+        heartbeat_reports: false,
         max_header_waits: 16,
     }
 }

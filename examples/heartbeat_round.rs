@@ -45,6 +45,8 @@ fn settings() -> Settings {
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: false,
+        // Who was asked is read from the reports.
+        heartbeat_reports: true,
         max_header_waits: 16,
     }
 }

@@ -50,6 +50,7 @@ fn settings(timing: Timing) -> Settings {
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: true,
+        heartbeat_reports: true,
         max_header_waits: 4,
     }
 }
@@ -281,6 +282,14 @@ impl Harness {
     }
 
     /// The lines `key` received, with their times in µs since t0.
+    /// How many of the reports the core queued are `which`.
+    fn reported(&self, which: impl Fn(&Event) -> bool) -> usize {
+        self.events
+            .iter()
+            .filter(|(_, _, event)| which(event))
+            .count()
+    }
+
     fn lines(&self, key: usize) -> Vec<(u128, &str)> {
         self.peers[&key]
             .lines
@@ -479,6 +488,32 @@ fn an_answer_at_the_last_moment_clears_the_count_once() {
     h.run_until(h.at(Duration::from_millis(1100)));
     assert_eq!(h.lines(key)[3], (ms(1100) - 1, "heartbeat"));
     assert_eq!(h.core.stats().heartbeats_answered, 1, "one round answered");
+}
+
+/// Heartbeats are reported to the loop (for `--events` and info lines) only when asked:
+/// without, a round is the same, with no report queued for it.
+#[test]
+fn heartbeats_are_reported_only_when_asked() {
+    for wanted in [true, false] {
+        let mut h = Harness::new(Settings {
+            heartbeat_reports: wanted,
+            ..settings(FAST)
+        });
+        h.connect_answering(MS);
+        h.run_until(h.at(Duration::from_secs(3)));
+        let stats = h.core.stats();
+        assert!(stats.heartbeats_answered >= 2, "{stats:?}");
+        assert_eq!(stats.heartbeats_answered, stats.heartbeats_sent);
+        let sent = h.reported(|e| matches!(e, Event::HeartbeatSent { .. }));
+        let answered = h.reported(|e| matches!(e, Event::HeartbeatAnswered { .. }));
+        if wanted {
+            assert_eq!(sent as u64, stats.heartbeats_sent);
+            assert_eq!(answered as u64, stats.heartbeats_answered);
+        } else {
+            assert_eq!((sent, answered), (0, 0));
+        }
+        assert_eq!(h.reported(|e| matches!(e, Event::Connected { .. })), 1);
+    }
 }
 
 /// A peer that stops reading: its output fills, reading it pauses, and bytes it keeps

@@ -349,8 +349,10 @@ impl ServerCore {
                     .arm_exact(key, record.liveness.deadline(&timing)),
             }
             self.stats.on_heartbeat_answered();
-            let rtt = now.saturating_duration_since(asked_at);
-            self.report(key, Event::HeartbeatAnswered { rtt });
+            if self.settings.heartbeat_reports {
+                let rtt = now.saturating_duration_since(asked_at);
+                self.report(key, Event::HeartbeatAnswered { rtt });
+            }
         }
         self.echo(now, key, Some(bytes));
     }

@@ -105,6 +105,8 @@ impl ServerConfig {
             jitter_percent: self.jitter_percent,
             jitter_seed: self.jitter_seed,
             sessions: self.events.is_some(),
+            // Logging is set up before the server: its level is known by now.
+            heartbeat_reports: self.events.is_some() || log::log_enabled!(log::Level::Info),
             max_header_waits: super::core::waiting::default_header_waits(
                 self.max_connections,
                 None,

@@ -337,6 +337,7 @@ pub(super) mod tests {
             jitter_percent: 0,
             jitter_seed: 1,
             sessions: true,
+            heartbeat_reports: true,
             max_header_waits: 4,
         }
     }

@@ -191,7 +191,9 @@ impl ServerCore {
                 // converted once per batch.
                 self.timers.arm_exact_after(key, now, timing.interval);
                 let count = timing.count;
-                self.report(key, super::Event::HeartbeatSent { number, count });
+                if self.settings.heartbeat_reports {
+                    self.report(key, super::Event::HeartbeatSent { number, count });
+                }
                 self.queue_line(now, key, protocol::HEARTBEAT);
                 Fired::Other
             }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub jitter_seed: u64,
     /// Keep each connection's [`super::Session`] (for `--events`).
     pub sessions: bool,
+    /// Report each heartbeat sent and answered ([`Event::HeartbeatSent`],
+    /// [`Event::HeartbeatAnswered`]), for `--events` and info lines. Off (a quieter log and
+    /// no event log), a heartbeat round queues no report for the loop to pass over.
+    pub heartbeat_reports: bool,
     /// Peers waiting for their PROXY header at once (`--proxy-protocol`); at the cap the
     /// oldest is closed to make room (see [`super::waiting`]).
     pub max_header_waits: usize,

@@ -37,6 +37,7 @@ pub(super) fn settings_with(timing: Timing, drain: Duration) -> Settings {
         jitter_percent: 0,
         jitter_seed: 1,
         sessions: false,
+        heartbeat_reports: true,
         max_header_waits: 4,
     }
 }
