@@ -7,24 +7,20 @@
 //! Order of calls: `insert`/`remove` at any time; sleep until `next_deadline()`; then call
 //! `poll(now)` until it returns `None`. Inserting and removing are O(1). A poll costs the
 //! entries that are due plus cascading (each entry moves down at most once per level), never
-//! the number scheduled, and the next occupied slot is found with `trailing_zeros` over a
-//! bitmap of 20 words, not a scan of the slots.
+//! the number scheduled, and the next occupied slot is found with `trailing_zeros`, not a scan.
 //!
-//! Levels of 256 slots (tokio's `runtime/time/wheel` has 64). An entry sits at the lowest
-//! level whose slot holds its deadline together with `elapsed`'s position in that level's
-//! window; when `elapsed` reaches a slot of level `l > 0`, its entries are cascaded to lower
-//! levels. Each cascade walks its slot's list, a cache miss per entry on a busy server whose
-//! entries were filed seconds ago, so the levels are wide: at the server's 500 µs tick, a
-//! heartbeat's next step (a second or a few ahead) is filed at level 1 and cascaded once,
-//! not twice as with 64 slots (measured in BENCHMARKS.md, "A heartbeat round").
+//! Levels of 64 slots, as in tokio's `runtime/time/wheel`. An entry sits at the lowest level
+//! whose slot holds its deadline together with `elapsed`'s position in that level's window;
+//! when `elapsed` reaches a slot of level `l > 0`, its entries are cascaded to lower levels.
 //!
-//! | level | one slot covers       | the level covers       | at 500 µs ticks |
-//! |-------|-----------------------|------------------------|-----------------|
-//! | 0     | 1 tick                | 256 ticks              | 128 ms          |
-//! | 1     | 256 ticks             | 256^2 = 65,536         | 32.8 s          |
-//! | 2     | 256^2 = 65,536        | 256^3 = 16,777,216     | 2.3 h           |
-//! | 3     | 256^3 = 16,777,216    | 256^4 = 2^32           | 24.9 days       |
-//! | 4     | 2^32                  | 2^40 (`SPAN`)          | 17.4 years      |
+//! | level | one slot covers       | the level covers       | at 1 ms ticks |
+//! |-------|-----------------------|------------------------|---------------|
+//! | 0     | 1 tick                | 64 ticks               | 64 ms         |
+//! | 1     | 64 ticks              | 64^2 = 4,096           | 4.1 s         |
+//! | 2     | 64^2 = 4,096          | 64^3 = 262,144         | 4.4 min       |
+//! | 3     | 64^3 = 262,144        | 64^4 = 16,777,216      | 4.7 h         |
+//! | 4     | 64^4 = 16,777,216     | 64^5 = 1,073,741,824   | 12.4 days     |
+//! | 5     | 64^5 = 1,073,741,824  | 64^6 = 2^36 (`SPAN`)   | 2.2 years     |
 //!
 //! Deadlines past the current `SPAN`-aligned window wait in a `far` list and are re-placed
 //! with their true deadline when `elapsed` leaves the window (so none wraps, and the far list
@@ -45,14 +41,13 @@
 use std::fmt;
 use std::num::NonZeroU64;
 
-/// Slots per level, as a power of two: a slot index is 8 bits of the tick.
-const SLOT_BITS: u32 = 8;
+/// Slots per level, as a power of two: a level's occupancy is one `u64` bitmap, so the next
+/// occupied slot is one `trailing_zeros`, and a slot index is 6 bits of the tick.
+const SLOT_BITS: u32 = 6;
 const SLOTS: u32 = 1 << SLOT_BITS;
-/// Five levels span 2^40 ticks (17 years at 500 µs), far beyond any heartbeat timeout, so the
+/// Six levels span 2^36 ticks (2.2 years at 1 ms), far beyond any heartbeat timeout, so the
 /// `far` list is all but always empty.
-const LEVELS: u32 = 5;
-/// Words of the occupancy bitmap: one bit per slot, of every level.
-const OCCUPANCY_WORDS: usize = (LEVELS * SLOTS).div_ceil(64) as usize;
+const LEVELS: u32 = 6;
 /// Ticks covered by one window of the top level.
 const SPAN: u64 = 1 << (SLOT_BITS * LEVELS);
 /// List ids: `level * SLOTS + slot` for the slots, then `PENDING` (due) and `FAR`.
@@ -99,9 +94,8 @@ pub struct Wheel {
     nodes: Vec<Node>,
     /// List heads (sentinels): `LEVELS * SLOTS` slots, then `PENDING`, then `FAR`.
     heads: [Link; LISTS as usize],
-    /// Bit `list` (a slot's list id, `level * SLOTS + slot`) is set when that slot holds
-    /// entries: in list order, so the first set bit is the lowest level's first slot.
-    occupied: [u64; OCCUPANCY_WORDS],
+    /// Bit `s` of `occupied[l]` is set when slot `s` of level `l` holds entries.
+    occupied: [u64; LEVELS as usize],
     /// Lower bounds of the deadlines in `PENDING` and in `FAR`, when they hold any: set as
     /// entries are placed, not raised by removals (`next_deadline` may come early, not late).
     list_min: [u64; 2],
@@ -145,7 +139,7 @@ impl Wheel {
         Wheel {
             nodes: Vec::with_capacity(keys),
             heads: std::array::from_fn(|list| Link::empty(list as u32)),
-            occupied: [0; OCCUPANCY_WORDS],
+            occupied: [0; LEVELS as usize],
             list_min: [u64::MAX; 2],
             elapsed: 0,
             unit,
@@ -321,9 +315,8 @@ impl Wheel {
     /// The first occupied slot (at the lowest non-empty level) and the tick it starts at.
     /// Occupied slots always lie after `elapsed`'s slot, so the lowest set bit is the earliest.
     fn next_slot(&self) -> Option<(u32, u64)> {
-        let word = self.occupied.iter().position(|&bits| bits != 0)?;
-        let list = word as u32 * 64 + self.occupied[word].trailing_zeros();
-        let (level, slot) = (list / SLOTS, list % SLOTS);
+        let level = self.occupied.iter().position(|&bits| bits != 0)? as u32;
+        let slot = self.occupied[level as usize].trailing_zeros();
         let shift = SLOT_BITS * level;
         let window = self.elapsed & !((SLOTS as u64) << shift).wrapping_sub(1);
         Some((level * SLOTS + slot, window + (u64::from(slot) << shift)))
@@ -343,9 +336,7 @@ impl Wheel {
         level * SLOTS + slot
     }
 
-    /// Links the node `link` (not in any list) at the back of the list for its deadline: each
-    /// list keeps the order its entries came in, through every cascade, so entries due at
-    /// the same tick come out first in, first out, however many levels they went through.
+    /// Links the node `link` (not in any list) at the front of the list for its deadline.
     fn place(&mut self, link: u32) {
         let deadline = self.nodes[(link - LISTS) as usize].deadline / self.unit;
         let list = self.list_for(deadline);
@@ -354,12 +345,12 @@ impl Wheel {
             let min = &mut self.list_min[(list - PENDING) as usize];
             *min = if empty { deadline } else { deadline.min(*min) };
         } else {
-            self.occupied[(list / 64) as usize] |= 1 << (list % 64);
+            self.occupied[(list / SLOTS) as usize] |= 1 << (list % SLOTS);
         }
-        let prev = self.heads[list as usize].prev;
-        *self.link_mut(link) = Link { prev, next: list };
-        self.link_mut(prev).next = link;
-        self.heads[list as usize].prev = link;
+        let next = self.heads[list as usize].next;
+        *self.link_mut(link) = Link { prev: list, next };
+        self.link_mut(next).prev = link;
+        self.heads[list as usize].next = link;
     }
 
     /// Unlinks the node `link`, marks it vacant, and clears its slot's bit if it was the last.
@@ -368,7 +359,7 @@ impl Wheel {
         self.link_mut(prev).next = next;
         self.link_mut(next).prev = prev;
         if prev == next && prev < PENDING {
-            self.occupied[(prev / 64) as usize] &= !(1 << (prev % 64));
+            self.occupied[(prev / SLOTS) as usize] &= !(1 << (prev % SLOTS));
         }
         self.link_mut(link).prev = VACANT;
     }
@@ -383,7 +374,7 @@ impl Wheel {
                 next: first,
             } = self.heads[list as usize];
             self.heads[list as usize] = Link::empty(list);
-            self.occupied[(list / 64) as usize] &= !(1 << (list % 64));
+            self.occupied[0] &= !(1 << list);
             self.link_mut(first).prev = PENDING;
             self.link_mut(last).next = PENDING;
             self.heads[PENDING as usize] = Link {
@@ -396,7 +387,7 @@ impl Wheel {
         let mut link = self.heads[list as usize].next;
         self.heads[list as usize] = Link::empty(list);
         if list < PENDING {
-            self.occupied[(list / 64) as usize] &= !(1 << (list % 64));
+            self.occupied[(list / SLOTS) as usize] &= !(1 << (list % SLOTS));
         }
         // The detached chain still ends at `list`'s id; read each `next` before re-placing.
         while link != list {
@@ -424,8 +415,8 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    /// Ticks per slot of level `k`: `SLOTS`^k.
-    fn slot_ticks(k: u32) -> u64 {
+    /// Ticks per slot of level `k`: 64^k.
+    fn pow64(k: u32) -> u64 {
         1 << (SLOT_BITS * k)
     }
 
@@ -446,21 +437,6 @@ mod tests {
         assert_eq!(wheel.poll(deadline), None);
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
-    }
-
-    #[test]
-    fn entries_due_together_come_out_in_the_order_they_went_in_at_every_level() {
-        for k in 0..LEVELS {
-            let deadline = slot_ticks(k) * 3 + 1;
-            let mut wheel = Wheel::with_capacity(8);
-            for key in 0..8 {
-                wheel.insert(key, deadline);
-            }
-            let out: Vec<usize> = std::iter::from_fn(|| wheel.poll(deadline))
-                .map(|(key, _)| key)
-                .collect();
-            assert_eq!(out, (0..8).collect::<Vec<_>>(), "level {k}");
-        }
     }
 
     #[test]
@@ -529,12 +505,7 @@ mod tests {
     fn slot_and_level_edges_fire_exactly_at_their_deadline() {
         let mut deadlines = vec![0, 1, 62, 63, 64, 65, 127, 128, SPAN + 1, 3 * SPAN + 17];
         for k in 1..=LEVELS {
-            deadlines.extend([
-                slot_ticks(k) - 1,
-                slot_ticks(k),
-                slot_ticks(k) + 1,
-                63 * slot_ticks(k - 1),
-            ]);
+            deadlines.extend([pow64(k) - 1, pow64(k), pow64(k) + 1, 63 * pow64(k - 1)]);
         }
         deadlines.extend([u64::MAX / 2, u64::MAX - 1, u64::MAX]);
         let starts = [0, 1, 63, 64, SPAN - 1, SPAN, u64::MAX / 2 - SPAN];
@@ -598,7 +569,7 @@ mod tests {
     #[test]
     fn an_idle_wheel_wakes_a_few_times_per_level_not_per_tick() {
         let mut far = vec![u64::MAX / 2, u64::MAX, SPAN, SPAN + 1];
-        far.extend((1..=LEVELS).map(|k| slot_ticks(k) + slot_ticks(k - 1) * 7 + 3));
+        far.extend((1..=LEVELS).map(|k| pow64(k) + pow64(k - 1) * 7 + 3));
         for deadline in far {
             let mut wheel = Wheel::new();
             wheel.insert(1, deadline);
