@@ -31,7 +31,16 @@
 //! wait near for it like exact ones). Times are u64 nanoseconds since the origin
 //! (584 years), `now` converted once per batch, not per timer.
 //!
+//! An exact timer armed as `now` plus a fixed delay ([`arm_exact_after`]: a heartbeat's
+//! interval, the idle time after an answer) skips the wheel's slots: `now` only grows, so
+//! such timers arrive in the order of their deadlines, and each delay gets a FIFO lane of the
+//! wheel (a key's node linked at the back; see `wheel.rs`). A lane's front is its earliest
+//! timer, read exactly by [`next_wakeup`] and [`poll_due`]: O(1) in and out, no cascading
+//! from level to level, no `near`. A timer that would break its lane's order (jitter gives
+//! each key its own idle time; more delays than lanes) is filed in the wheel as above.
+//!
 //! [`arm`]: Timers::arm
+//! [`arm_exact_after`]: Timers::arm_exact_after
 //! [`arm_exact`]: Timers::arm_exact
 //! [`poll_due`]: Timers::poll_due
 //! [`next_wakeup`]: Timers::next_wakeup
@@ -42,7 +51,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use crate::cores::wheel::Wheel;
+use crate::cores::wheel::{Wheel, LANES};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -64,6 +73,13 @@ pub struct Timers {
     /// The last wake-up converted back to an `Instant` (`next_wakeup`): the loop asks for
     /// the same earliest deadline several times a turn, and each conversion divides.
     last_wakeup: Cell<Option<(u64, Instant)>>,
+    /// `next_wakeup`'s whole answer, until the next change (every `&mut self` method clears
+    /// it): a turn asks 2–3 times with nothing changed in between, and finding the earliest
+    /// of the wheel, `near` and the lanes costs more than reading this.
+    wakeup: Cell<Option<Option<Instant>>>,
+    /// The delay (ns) whose timers each of the wheel's lanes holds; `None` while unclaimed.
+    /// An empty lane may be claimed again for another delay.
+    lane_delays: [Option<u64>; LANES],
 }
 
 /// `now` in the wheel's terms.
@@ -88,11 +104,14 @@ impl Timers {
             last_due: None,
             last_sent: None,
             last_wakeup: Cell::new(None),
+            wakeup: Cell::new(None),
+            lane_delays: [None; LANES],
         }
     }
 
     /// Arms (or re-arms) the timer of `key` for `deadline`, rounded up to a tick.
     pub fn arm(&mut self, key: usize, deadline: Instant) {
+        self.wakeup.set(None);
         let tick = self.nanos_since_origin(deadline).div_ceil(self.tick_nanos);
         let was_parked = self.wheel.parked(key).is_some();
         // Filed at the start of the tick it rounds up to: due once that tick has come.
@@ -107,13 +126,16 @@ impl Timers {
     /// every [`poll_due`](Self::poll_due) must return this deadline for `key` (or a later
     /// one, once the caller's state has moved it) until the timer fires or is re-armed.
     pub fn arm_exact(&mut self, key: usize, deadline: Instant) {
+        self.wakeup.set(None);
         let nanos = self.nanos_since_origin(deadline);
         self.file_exact(key, nanos);
     }
 
-    /// [`arm_exact`](Self::arm_exact) for `later(now, delay)`, converting `now` once for
-    /// all the timers a batch arms at the same `now` (a heartbeat's next step).
+    /// [`arm_exact`](Self::arm_exact) for `later(now, delay)`, in the lane of `delay` when
+    /// it keeps that lane's order (see the module notes), converting `now` once for all the
+    /// timers a batch arms at the same `now` (a heartbeat's next step).
     pub fn arm_exact_after(&mut self, key: usize, now: Instant, delay: Duration) {
+        self.wakeup.set(None);
         let now = match self.last_sent {
             Some((at, nanos)) if at == now => nanos,
             _ => {
@@ -122,7 +144,44 @@ impl Timers {
                 nanos
             }
         };
-        self.file_exact(key, now.saturating_add(duration_nanos(delay)));
+        let delay = duration_nanos(delay);
+        let nanos = now.saturating_add(delay);
+        // A tick already come is near at once (`file_exact`), as from the wheel.
+        if nanos / self.tick_nanos > self.wheel.elapsed() {
+            if let Some(lane) = self.lane_for(delay) {
+                let was_parked = self.wheel.parked(key).is_some();
+                if self.wheel.push_lane(key, lane, nanos) {
+                    if was_parked {
+                        self.drop_stale();
+                    }
+                    return;
+                }
+            }
+        }
+        self.file_exact(key, nanos);
+    }
+
+    /// The lane holding timers of `delay`: its own, or an empty one claimed for it.
+    fn lane_for(&mut self, delay: u64) -> Option<usize> {
+        if let Some(lane) = self.lane_delays.iter().position(|&d| d == Some(delay)) {
+            return Some(lane);
+        }
+        let free = (0..LANES).find(|&lane| self.wheel.lane_front(lane).is_none())?;
+        self.lane_delays[free] = Some(delay);
+        Some(free)
+    }
+
+    /// The earliest lane front, as (key, exact deadline).
+    fn lanes_first(&self) -> Option<(usize, u64)> {
+        let mut first: Option<(usize, u64)> = None;
+        for lane in 0..LANES {
+            if let Some((key, at)) = self.wheel.lane_front(lane) {
+                if first.is_none_or(|(_, earliest)| at < earliest) {
+                    first = Some((key, at));
+                }
+            }
+        }
+        first
     }
 
     fn file_exact(&mut self, key: usize, nanos: u64) {
@@ -139,6 +198,7 @@ impl Timers {
     }
 
     pub fn cancel(&mut self, key: usize) {
+        self.wakeup.set(None);
         if self.wheel.parked(key).is_some() {
             self.wheel.remove(key);
             self.drop_stale();
@@ -180,6 +240,7 @@ impl Timers {
         mut exact: impl FnMut(usize) -> Option<Instant>,
     ) -> Option<usize> {
         let due = self.due(now);
+        self.wakeup.set(None);
         while *left > 0 {
             let key = match self.near.peek() {
                 Some((at, key)) if at <= due.nanos => {
@@ -191,21 +252,27 @@ impl Timers {
                     self.drop_stale();
                     key
                 }
-                _ => {
-                    // One tick ahead: the next tick's timers wait in `near` by their exact
-                    // deadlines, so the loop wakes at the first of them, not first at the
-                    // tick's start only to move them there (nothing fires early: see below).
-                    let (key, nanos) = self.wheel.poll(due.tick.saturating_add(1))?;
-                    if nanos > due.nanos {
-                        // An exact timer whose tick has come, not its time (a rounded one is
-                        // filed at its tick's start): near, without asking `exact`, as its
-                        // deadline can only have moved later.
-                        *left -= 1;
-                        self.park(key, nanos);
-                        continue;
+                _ => match self.lanes_first() {
+                    Some((key, at)) if at <= due.nanos => {
+                        self.wheel.remove(key);
+                        key
                     }
-                    key
-                }
+                    _ => {
+                        // One tick ahead: the next tick's timers wait in `near` by their exact
+                        // deadlines, so the loop wakes at the first of them, not first at the
+                        // tick's start only to move them there (nothing fires early: see below).
+                        let (key, nanos) = self.wheel.poll(due.tick.saturating_add(1))?;
+                        if nanos > due.nanos {
+                            // An exact timer whose tick has come, not its time (a rounded one is
+                            // filed at its tick's start): near, without asking `exact`, as its
+                            // deadline can only have moved later.
+                            *left -= 1;
+                            self.park(key, nanos);
+                            continue;
+                        }
+                        key
+                    }
+                },
             };
             *left -= 1;
             // The caller's state may have moved the deadline on since it was armed (a peer
@@ -228,18 +295,30 @@ impl Timers {
     }
 
     /// When the loop next needs to wake for a timer, or `None` when no timer is armed: the
-    /// exact deadline of the earliest near timer, or the wheel's next tick.
+    /// exact deadline of the earliest near timer or lane front, or the wheel's next tick.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        if let Some(known) = self.wakeup.get() {
+            return known;
+        }
+        let wakeup = self.find_wakeup();
+        self.wakeup.set(Some(wakeup));
+        wakeup
+    }
+
+    fn find_wakeup(&self) -> Option<Instant> {
         // Compared in nanoseconds, converted once: the loop asks this every turn.
         let wheel = self
             .wheel
             .next_deadline()
             .map(|tick| tick.saturating_mul(self.tick_nanos));
         let near = self.near.peek().map(|(at, _)| at);
-        let nanos = match (wheel, near) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let lanes = self.lanes_first().map(|(_, at)| at);
+        let nanos = [near, lanes]
+            .into_iter()
+            .fold(wheel, |first, next| match (first, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })?;
         match self.last_wakeup.get() {
             Some((converted, at)) if converted == nanos => Some(at),
             _ => {
@@ -670,6 +749,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn timers_after_a_fixed_delay_wake_the_loop_only_at_their_deadlines() {
+        // In the wheel's slots, a 1 s timer at 1 ms ticks would first wake the loop to be
+        // cascaded down the levels; in its delay's lane it is looked at once, when due.
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, MS, 4);
+        let (interval, idle) = (Duration::from_secs(1), Duration::from_secs(3));
+        let (sent_a, sent_b) = (t0 + 300 * US, t0 + 700 * US);
+        timers.arm_exact_after(0, sent_a, interval);
+        timers.arm_exact_after(1, sent_b, interval);
+        timers.arm_exact_after(2, sent_b, idle);
+        timers.arm_exact_after(3, sent_b, interval);
+        timers.cancel(3);
+        let exact = [
+            Some(sent_a + interval),
+            Some(sent_b + interval),
+            Some(sent_b + idle),
+        ];
+        let mut wakeups = Vec::new();
+        while let Some(at) = timers.next_wakeup() {
+            wakeups.push((at, poll_all(&mut timers, at, &exact)));
+        }
+        let want = [
+            (exact[0], vec![0]),
+            (exact[1], vec![1]),
+            (exact[2], vec![2]),
+        ];
+        assert_eq!(wakeups, want.map(|(at, keys)| (at.unwrap_or(t0), keys)));
+        assert!(timers.is_empty());
+    }
+
     proptest::proptest! {
         /// The near set gives its entries back earliest first, however they were pushed.
         #[test]
@@ -708,6 +818,8 @@ mod tests {
     enum Op {
         /// Arm exactly at `now + n` ns (or `now - n` when the flag is set).
         ArmExact(usize, u64, bool),
+        /// Arm exactly at `now` plus the delay `DELAYS[n]` (in a lane when it can).
+        ArmAfter(usize, usize),
         /// Arm rounded up at `now + n` ns.
         Arm(usize, u64),
         Cancel(usize),
@@ -717,11 +829,15 @@ mod tests {
         Wake,
     }
 
+    /// More delays than lanes, some under a tick (1,000 ns in the model).
+    const DELAYS: [u64; 6] = [0, 700, 2_000, 5_000, 30_000, 1_000_000];
+
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         let ns = prop_oneof![3 => 0..3_000u64, 2 => 0..200_000u64, 1 => 0..50_000_000u64];
         prop_oneof![
             4 => (0..8usize, ns.clone(), any::<bool>()).prop_map(|(k, n, p)| Op::ArmExact(k, n, p)),
+            3 => (0..8usize, 0..DELAYS.len()).prop_map(|(k, d)| Op::ArmAfter(k, d)),
             1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Arm(k, n)),
             1 => (0..8usize).prop_map(Op::Cancel),
             1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Move(k, n)),
@@ -753,6 +869,12 @@ mod tests {
                         let at = if past { now.saturating_sub(n) } else { now + n };
                         timers.arm_exact(key, t0 + Duration::from_nanos(at));
                         model.insert(key, (at, true));
+                        continue;
+                    }
+                    Op::ArmAfter(key, d) => {
+                        let delay = Duration::from_nanos(DELAYS[d]);
+                        timers.arm_exact_after(key, t0 + Duration::from_nanos(now), delay);
+                        model.insert(key, (now + DELAYS[d], true));
                         continue;
                     }
                     Op::Arm(key, n) => {

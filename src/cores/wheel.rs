@@ -33,6 +33,14 @@
 //! nanoseconds as the unit, so what comes due at a tick says whether its exact time has come
 //! too, without asking the caller (and with no more memory per key).
 //!
+//! A key may instead sit in a *lane*: one of [`LANES`] FIFO lists, outside the slots (never
+//! polled, never cascaded), that keeps its entries in the order of their values and takes a
+//! new one only at its back, only if that keeps the order
+//! ([`push_lane`](Wheel::push_lane)). Timers armed as "now plus a fixed delay" arrive in
+//! that order already, so `timer.rs` files them there: O(1) in and out, with no cascading
+//! and no tick of rounding, and the caller reads each lane's front. A lane uses the node
+//! that the key already has, so it costs no memory per key either.
+//!
 //! A key may instead be *parked*: out of the wheel (never polled, not in `len`), holding one
 //! caller's value in its node (`timer.rs` parks a timer whose tick has come but whose exact
 //! deadline, the value, is still ahead, and keeps the order itself). Parking uses the node
@@ -50,11 +58,16 @@ const SLOTS: u32 = 1 << SLOT_BITS;
 const LEVELS: u32 = 6;
 /// Ticks covered by one window of the top level.
 const SPAN: u64 = 1 << (SLOT_BITS * LEVELS);
-/// List ids: `level * SLOTS + slot` for the slots, then `PENDING` (due) and `FAR`.
+/// List ids: `level * SLOTS + slot` for the slots, then `PENDING` (due) and `FAR`, then the
+/// lanes.
 const PENDING: u32 = LEVELS * SLOTS;
 const FAR: u32 = PENDING + 1;
+const LANE0: u32 = FAR + 1;
+/// How many FIFO lanes a wheel has: one per fixed delay in use (a heartbeat's interval, the
+/// idle time), with room to spare.
+pub const LANES: usize = 4;
 /// Number of lists. A link below `LISTS` names a list head; `LISTS + key` names a key's node.
-const LISTS: u32 = FAR + 1;
+const LISTS: u32 = LANE0 + LANES as u32;
 /// `prev` of a key that has no entry.
 const VACANT: u32 = u32::MAX;
 /// `prev` of a key that is parked (no entry; its node's `deadline` holds the parked value).
@@ -102,6 +115,7 @@ pub struct Wheel {
     elapsed: u64,
     /// What one tick is in an entry's values (non-zero: no check per division).
     unit: NonZeroU64,
+    /// Entries in the slots, `PENDING`, `FAR` and the lanes.
     len: usize,
     /// Keys parked.
     parked: usize,
@@ -196,6 +210,58 @@ impl Wheel {
         node.deadline = value;
     }
 
+    /// Files `key` with `value` at the back of lane `lane` (below [`LANES`]), replacing its
+    /// entry or parked value, if the lane's last value is at most `value`; otherwise changes
+    /// nothing and returns `false` (file it in the wheel instead). A lane is never polled:
+    /// the caller takes its entries from the front ([`lane_front`](Self::lane_front), then
+    /// [`remove`](Self::remove)).
+    ///
+    /// # Panics
+    /// As [`insert`](Self::insert); or if `lane` is not below [`LANES`].
+    pub fn push_lane(&mut self, key: usize, lane: usize, value: u64) -> bool {
+        assert!(lane < LANES, "lane {lane} of {LANES}");
+        let head = LANE0 + lane as u32;
+        let back = self.heads[head as usize].prev;
+        if back != head && self.nodes[(back - LISTS) as usize].deadline > value {
+            return false;
+        }
+        let link = self.node_for(key);
+        match self.nodes[key].link.prev {
+            VACANT => self.len += 1,
+            PARKED => {
+                self.parked -= 1;
+                self.len += 1;
+            }
+            _ => self.unlink(link),
+        }
+        // Read again: the key may have been the back itself.
+        let back = self.heads[head as usize].prev;
+        self.nodes[key] = Node {
+            deadline: value,
+            link: Link {
+                prev: back,
+                next: head,
+            },
+        };
+        self.link_mut(back).next = link;
+        self.heads[head as usize].prev = link;
+        true
+    }
+
+    /// The first entry of lane `lane`, the one with the least value, as (key, value); `None`
+    /// when the lane is empty or `lane` is not below [`LANES`].
+    pub fn lane_front(&self, lane: usize) -> Option<(usize, u64)> {
+        let head = LANE0
+            + u32::try_from(lane)
+                .ok()
+                .filter(|&lane| lane < LANES as u32)?;
+        let first = self.heads[head as usize].next;
+        (first != head).then(|| {
+            let key = (first - LISTS) as usize;
+            (key, self.nodes[key].deadline)
+        })
+    }
+
     /// The value `key` is parked with, if it is parked.
     pub fn parked(&self, key: usize) -> Option<u64> {
         let node = self.nodes.get(key)?;
@@ -244,7 +310,7 @@ impl Wheel {
         Some(deadline)
     }
 
-    /// The value `key`'s entry was inserted with, if it is in the wheel (not parked).
+    /// The value `key`'s entry was filed with, if it is in the wheel or a lane (not parked).
     pub fn deadline(&self, key: usize) -> Option<u64> {
         let node = self.nodes.get(key)?;
         (node.link.prev < PARKED).then_some(node.deadline)
@@ -259,7 +325,8 @@ impl Wheel {
     }
 
     /// The earliest tick at which `poll` may have work to do: never later than the earliest
-    /// deadline (it may be earlier, when a higher-level slot must be cascaded). None when empty.
+    /// deadline (it may be earlier, when a higher-level slot must be cascaded). None when empty
+    /// but for the lanes, which are the caller's to watch.
     /// The poll loop sleeps exactly until this tick. With an entry already due it is at or
     /// before `elapsed()`: poll at once.
     pub fn next_deadline(&self) -> Option<u64> {
@@ -645,10 +712,48 @@ mod tests {
         assert!(wheel.is_empty());
     }
 
+    #[test]
+    fn a_lane_keeps_its_order_and_is_never_polled() {
+        let mut wheel = Wheel::new();
+        wheel.insert(1, 5);
+        wheel.park(2, 99);
+        assert!(wheel.push_lane(3, 0, 10));
+        assert!(
+            wheel.push_lane(1, 0, 10),
+            "a tie keeps the order; leaves its slot"
+        );
+        assert!(wheel.push_lane(2, 0, 20), "ends the parking");
+        assert!(!wheel.push_lane(4, 0, 19), "before the back: refused");
+        assert_eq!(wheel.deadline(4), None, "a refused key is not filed");
+        assert!(wheel.push_lane(4, 1, 19), "another lane has its own order");
+        assert_eq!((wheel.len(), wheel.parked_len()), (4, 0));
+        assert_eq!(
+            wheel.next_deadline(),
+            None,
+            "lanes are the caller's to watch"
+        );
+        assert_eq!(wheel.poll(1_000), None, "and never polled");
+        assert_eq!(wheel.lane_front(0), Some((3, 10)));
+        assert_eq!(wheel.lane_front(1), Some((4, 19)));
+        assert_eq!((wheel.lane_front(2), wheel.lane_front(LANES)), (None, None));
+        assert_eq!(wheel.remove(3), Some(10));
+        assert_eq!(wheel.lane_front(0), Some((1, 10)));
+        assert!(wheel.push_lane(2, 0, 20), "the back itself, again");
+        assert!(wheel.push_lane(1, 0, 30), "the front moved to the back");
+        assert_eq!(wheel.lane_front(0), Some((2, 20)));
+        wheel.insert(2, 2_000);
+        wheel.park(1, 7);
+        assert_eq!(wheel.lane_front(0), None, "moved out of the lane");
+        assert_eq!((wheel.len(), wheel.parked_len()), (2, 1));
+        assert_eq!(wheel.poll(2_000), Some((2, 2_000)));
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         /// Insert at `elapsed + n`, or at `elapsed - n` when the flag is set.
         Insert(usize, u64, bool),
+        /// Push onto a lane at `elapsed + n`.
+        Lane(usize, usize, u64),
         Remove(usize),
         /// Park the key with this value.
         Park(usize, u64),
@@ -667,6 +772,7 @@ mod tests {
             4 => (0..40usize, prop_oneof![offset(), any::<u64>()], any::<bool>())
                 .prop_map(|(key, n, past)| Op::Insert(key, n, past)),
             1 => (0..40usize).prop_map(Op::Remove),
+            2 => (0..40usize, 0..LANES, offset()).prop_map(|(key, lane, n)| Op::Lane(key, lane, n)),
             1 => (0..40usize, any::<u64>()).prop_map(|(key, value)| Op::Park(key, value)),
             2 => offset().prop_map(Op::Advance),
             2 => Just(Op::Wake),
@@ -683,6 +789,16 @@ mod tests {
             let mut wheel = Wheel::new();
             let mut model = BTreeMap::new();
             let mut parked = BTreeMap::new();
+            let mut lanes: Vec<Vec<(usize, u64)>> = vec![Vec::new(); LANES];
+            fn unlane(key: usize, lanes: &mut [Vec<(usize, u64)>]) -> Option<u64> {
+                let mut value = None;
+                for lane in lanes.iter_mut() {
+                    if let Some(at) = lane.iter().position(|&(k, _)| k == key) {
+                        value = Some(lane.remove(at).1);
+                    }
+                }
+                value
+            }
             for op in ops {
                 let target = match op {
                     Op::Insert(key, n, past) => {
@@ -691,10 +807,27 @@ mod tests {
                         wheel.insert(key, deadline);
                         model.insert(key, deadline);
                         parked.remove(&key);
+                        unlane(key, &mut lanes);
+                        continue;
+                    }
+                    Op::Lane(key, lane, n) => {
+                        let value = wheel.elapsed().saturating_add(n);
+                        let in_order = lanes[lane].last().is_none_or(|&(_, back)| back <= value);
+                        prop_assert_eq!(wheel.push_lane(key, lane, value), in_order);
+                        if in_order {
+                            model.remove(&key);
+                            parked.remove(&key);
+                            unlane(key, &mut lanes);
+                            lanes[lane].push((key, value));
+                        }
+                        for (lane, entries) in lanes.iter().enumerate() {
+                            prop_assert_eq!(wheel.lane_front(lane), entries.first().copied());
+                        }
                         continue;
                     }
                     Op::Remove(key) => {
-                        prop_assert_eq!(wheel.remove(key), model.remove(&key));
+                        let laned = unlane(key, &mut lanes);
+                        prop_assert_eq!(wheel.remove(key), model.remove(&key).or(laned));
                         parked.remove(&key);
                         prop_assert_eq!(wheel.parked(key), None);
                         continue;
@@ -702,6 +835,7 @@ mod tests {
                     Op::Park(key, value) => {
                         wheel.park(key, value);
                         model.remove(&key);
+                        unlane(key, &mut lanes);
                         parked.insert(key, value);
                         prop_assert_eq!(wheel.deadline(key), None);
                         prop_assert_eq!(wheel.parked_len(), parked.len());
@@ -726,7 +860,8 @@ mod tests {
                 }
                 prop_assert_eq!(wheel.elapsed(), now);
                 prop_assert!(model.values().all(|&d| d > now), "late at {}", now);
-                prop_assert_eq!(wheel.len(), model.len());
+                let laned: usize = lanes.iter().map(Vec::len).sum();
+                prop_assert_eq!(wheel.len(), model.len() + laned);
                 prop_assert_eq!(wheel.parked_len(), parked.len());
                 for (&key, &value) in &parked {
                     prop_assert_eq!(wheel.parked(key), Some(value));
