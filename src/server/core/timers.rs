@@ -44,10 +44,7 @@ impl ServerCore {
     /// When the loop must wake even if no peer does anything: the earliest row of the timer
     /// table. `None`: sleep until an event.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_server_row(), self.timers.next_wakeup()]
-            .into_iter()
-            .flatten()
-            .min()
+        earlier(self.next_server_row(), self.timers.next_wakeup())
     }
 
     /// The earliest of the rows outside the connections' wheel: [`deadline_of`] for each
@@ -56,14 +53,19 @@ impl ServerCore {
     ///
     /// [`deadline_of`]: Self::deadline_of
     fn next_server_row(&self) -> Option<Instant> {
-        let rows = [
-            self.accept_paused_until,
+        // Row by row, not through an iterator: each row is a branch or two when unset.
+        let mut first = self.accept_paused_until;
+        for row in [
             self.budget.deadline(),
             self.waiting.next_deadline_of_any(),
             self.kept,
-            self.drain.and_then(|drain| drain.next_due()),
-        ];
-        rows.into_iter().flatten().min()
+        ] {
+            first = earlier(first, row);
+        }
+        match self.drain {
+            Some(drain) => earlier(first, drain.next_due()),
+            None => first,
+        }
     }
 
     /// When the row `kind` is due; for a connection's kinds, the earliest connection timer.
@@ -212,6 +214,15 @@ impl ServerCore {
                 Fired::Close
             }
         }
+    }
+}
+
+/// The earlier of two deadlines, either of which may be unset.
+#[inline]
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
