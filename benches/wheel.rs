@@ -6,6 +6,11 @@
 //! - `tick/k`: one tick with `k` entries due among the million, per due entry; each due entry
 //!   is re-armed one round later, as liveness does, so every tick has exactly `k` due.
 //!
+//! - `cycle/slots` and `cycle/lane`: a heartbeat's cycle, a million keys each due every 3,000
+//!   ticks (3 s at 1 ms) and each re-armed for 3,000 ticks after it comes due, per due entry:
+//!   in the wheel's slots (cascaded down the levels on its way) or in a FIFO lane (taken from
+//!   the front, pushed at the back), as `timer.rs` files timers armed as now plus a delay.
+//!
 //! `cargo bench --bench wheel` prints time per entry (`elem/s` is its inverse).
 
 use std::hint::black_box;
@@ -97,5 +102,57 @@ fn tick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, insert, rearm, tick);
+/// Ticks between a key's rounds in `cycle`.
+const PERIOD: u64 = 3_000;
+
+fn cycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wheel/cycle");
+    // Key `i` first comes due at tick `1 + scatter(i) * PERIOD / N`: 333 or 334 keys a
+    // tick, neighbours in time apart in memory, as peers' slab keys are.
+    let first_due = |key: usize| 1 + scatter(key) * PERIOD / N as u64;
+    let mut by_due: Vec<usize> = (0..N).collect();
+    by_due.sort_unstable_by_key(|&key| scatter(key));
+    let per_tick = (N as u64 / PERIOD) as usize;
+    group.throughput(Throughput::Elements(per_tick as u64));
+
+    let mut wheel = Wheel::with_capacity(N);
+    for key in 0..N {
+        wheel.insert(key, first_due(key));
+    }
+    let mut now = 0;
+    group.bench_function("slots", |b| {
+        b.iter(|| {
+            now += 1;
+            let mut due = 0;
+            while let Some((key, _)) = wheel.poll(now) {
+                wheel.insert(key, now + PERIOD);
+                due += 1;
+            }
+            black_box(due)
+        })
+    });
+    assert_eq!(wheel.len(), N);
+
+    let mut wheel = Wheel::with_capacity(N);
+    for key in by_due {
+        assert!(wheel.push_lane(key, 0, first_due(key)));
+    }
+    let mut now = 0;
+    group.bench_function("lane", |b| {
+        b.iter(|| {
+            now += 1;
+            let mut due = 0;
+            while let Some((key, _)) = wheel.lane_front(0).filter(|&(_, at)| at <= now) {
+                wheel.remove(key);
+                wheel.push_lane(key, 0, now + PERIOD);
+                due += 1;
+            }
+            black_box(due)
+        })
+    });
+    assert_eq!(wheel.len(), N);
+    group.finish();
+}
+
+criterion_group!(benches, insert, rearm, tick, cycle);
 criterion_main!(benches);

@@ -16,7 +16,8 @@
 //!
 //! The rows are read where the state they time lives (the back-off's end, the budget, the
 //! drain, the wheels), so a deadline is never stored twice. A liveness timer is exact: the
-//! wheel files it at the tick at or before its deadline, and the deadline itself is
+//! wheel files it at the tick at or before its deadline (or, armed as now plus the interval
+//! or the idle time, in that delay's FIFO lane), and the deadline itself is
 //! recomputed from the liveness record whenever the timer is about to fire
 //! (`Timers::poll_due`), so a heartbeat or `End Connection` goes out at its due time, not at
 //! the next tick, and a peer that spoke meanwhile is filed again without firing. A linger is
