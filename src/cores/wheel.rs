@@ -175,15 +175,7 @@ impl Wheel {
     /// # Panics
     /// If `key` does not fit in a `u32` link (over four billion keys).
     pub fn insert(&mut self, key: usize, deadline: u64) {
-        let link = self.node_for(key);
-        match self.nodes[key].link.prev {
-            VACANT => self.len += 1,
-            PARKED => {
-                self.parked -= 1;
-                self.len += 1;
-            }
-            _ => self.unlink(link),
-        }
+        let link = self.detach_as_entry(key);
         self.nodes[key].deadline = deadline;
         self.place(link);
     }
@@ -225,15 +217,7 @@ impl Wheel {
         if back != head && self.nodes[(back - LISTS) as usize].deadline > value {
             return false;
         }
-        let link = self.node_for(key);
-        match self.nodes[key].link.prev {
-            VACANT => self.len += 1,
-            PARKED => {
-                self.parked -= 1;
-                self.len += 1;
-            }
-            _ => self.unlink(link),
-        }
+        let link = self.detach_as_entry(key);
         // Read again: the key may have been the back itself.
         let back = self.heads[head as usize].prev;
         self.nodes[key] = Node {
@@ -271,6 +255,21 @@ impl Wheel {
     /// How many keys are parked.
     pub fn parked_len(&self) -> usize {
         self.parked
+    }
+
+    /// Takes `key`'s node out of its list or ends its parking, counted as an entry from now
+    /// on (it is about to be linked again); returns its link.
+    fn detach_as_entry(&mut self, key: usize) -> u32 {
+        let link = self.node_for(key);
+        match self.nodes[key].link.prev {
+            VACANT => self.len += 1,
+            PARKED => {
+                self.parked -= 1;
+                self.len += 1;
+            }
+            _ => self.unlink(link),
+        }
+        link
     }
 
     /// The link of `key`'s node, which exists (vacant if new) once this returns.
