@@ -329,9 +329,9 @@ impl Timers {
         }
     }
 
-    /// When the timer of `key` is next looked at, if it is armed: a rounded timer's deadline
-    /// rounded up to a tick; an exact timer's filed tick (at or before its deadline), or its
-    /// exact deadline once near.
+    /// When the timer of `key` is next looked at, if it is armed, or earlier: a rounded
+    /// timer's deadline rounded up to a tick; an exact timer's filed tick (the start of its
+    /// deadline's tick, in the wheel or in a lane), or its exact deadline once near.
     pub fn deadline(&self, key: usize) -> Option<Instant> {
         match self.wheel.parked(key) {
             Some(nanos) => Some(self.instant_of(nanos)),
@@ -829,8 +829,9 @@ mod tests {
         Wake,
     }
 
-    /// More delays than lanes, some under a tick (1,000 ns in the model).
-    const DELAYS: [u64; 6] = [0, 700, 2_000, 5_000, 30_000, 1_000_000];
+    /// More delays than lanes among those of two ticks or more (1,000 ns in the model; a
+    /// shorter one is near at once, never in a lane), and some under a tick.
+    const DELAYS: [u64; 8] = [0, 700, 2_000, 3_000, 5_000, 9_000, 30_000, 1_000_000];
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;

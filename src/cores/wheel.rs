@@ -105,7 +105,8 @@ struct Node {
 pub struct Wheel {
     /// Entries, indexed by key; grown on demand, never shrunk.
     nodes: Vec<Node>,
-    /// List heads (sentinels): `LEVELS * SLOTS` slots, then `PENDING`, then `FAR`.
+    /// List heads (sentinels): `LEVELS * SLOTS` slots, then `PENDING`, then `FAR`, then the
+    /// `LANES` lanes.
     heads: [Link; LISTS as usize],
     /// Bit `s` of `occupied[l]` is set when slot `s` of level `l` holds entries.
     occupied: [u64; LEVELS as usize],
@@ -799,6 +800,10 @@ mod tests {
                 value
             }
             for op in ops {
+                // Whatever the last operation was, each lane still gives its first entry.
+                for (lane, entries) in lanes.iter().enumerate() {
+                    prop_assert_eq!(wheel.lane_front(lane), entries.first().copied());
+                }
                 let target = match op {
                     Op::Insert(key, n, past) => {
                         let e = wheel.elapsed();
@@ -818,9 +823,6 @@ mod tests {
                             parked.remove(&key);
                             unlane(key, &mut lanes);
                             lanes[lane].push((key, value));
-                        }
-                        for (lane, entries) in lanes.iter().enumerate() {
-                            prop_assert_eq!(wheel.lane_front(lane), entries.first().copied());
                         }
                         continue;
                     }
