@@ -128,7 +128,7 @@ impl Timers {
     pub fn arm_exact(&mut self, key: usize, deadline: Instant) {
         self.wakeup.set(None);
         let nanos = self.nanos_since_origin(deadline);
-        self.file_exact(key, nanos);
+        self.file_exact(key, nanos, None);
     }
 
     /// [`arm_exact`](Self::arm_exact) for `later(now, delay)`, in the lane of `delay` when
@@ -145,20 +145,7 @@ impl Timers {
             }
         };
         let delay = duration_nanos(delay);
-        let nanos = now.saturating_add(delay);
-        // A tick already come is near at once (`file_exact`), as from the wheel.
-        if nanos / self.tick_nanos > self.wheel.elapsed() {
-            if let Some(lane) = self.lane_for(delay) {
-                let was_parked = self.wheel.parked(key).is_some();
-                if self.wheel.push_lane(key, lane, nanos) {
-                    if was_parked {
-                        self.drop_stale();
-                    }
-                    return;
-                }
-            }
-        }
-        self.file_exact(key, nanos);
+        self.file_exact(key, now.saturating_add(delay), Some(delay));
     }
 
     /// The lane holding timers of `delay`: its own, or an empty one claimed for it.
@@ -184,13 +171,21 @@ impl Timers {
         first
     }
 
-    fn file_exact(&mut self, key: usize, nanos: u64) {
+    /// Files an exact timer: near once its tick has come; else in the lane of `delay`, the
+    /// fixed delay it was armed after if any, when that keeps the lane's order; else in the
+    /// wheel.
+    fn file_exact(&mut self, key: usize, nanos: u64, delay: Option<u64>) {
         let was_parked = self.wheel.parked(key).is_some();
         let tick = nanos / self.tick_nanos;
         if tick <= self.wheel.elapsed() {
             self.park(key, nanos);
         } else {
-            self.wheel.insert(key, nanos);
+            let laned = delay
+                .and_then(|delay| self.lane_for(delay))
+                .is_some_and(|lane| self.wheel.push_lane(key, lane, nanos));
+            if !laned {
+                self.wheel.insert(key, nanos);
+            }
         }
         if was_parked {
             self.drop_stale();
@@ -313,12 +308,7 @@ impl Timers {
             .map(|tick| tick.saturating_mul(self.tick_nanos));
         let near = self.near.peek().map(|(at, _)| at);
         let lanes = self.lanes_first().map(|(_, at)| at);
-        let nanos = [near, lanes]
-            .into_iter()
-            .fold(wheel, |first, next| match (first, next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            })?;
+        let nanos = earlier(earlier(wheel, near), lanes)?;
         match self.last_wakeup.get() {
             Some((converted, at)) if converted == nanos => Some(at),
             _ => {
@@ -418,12 +408,10 @@ impl Near {
     }
 
     fn peek(&self) -> Option<(u64, usize)> {
-        match (self.run.front(), self.heap.peek()) {
-            (Some(&run), Some(&Reverse(heap))) => Some(run.min(heap)),
-            (Some(&run), None) => Some(run),
-            (None, Some(&Reverse(heap))) => Some(heap),
-            (None, None) => None,
-        }
+        earlier(
+            self.run.front().copied(),
+            self.heap.peek().map(|first| first.0),
+        )
     }
 
     /// Removes the earliest entry.
@@ -439,6 +427,16 @@ impl Near {
                 self.heap.pop();
             }
         }
+    }
+}
+
+/// The earlier of two times (deadlines, entries ordered by deadline), either of which may be
+/// unset.
+#[inline]
+pub fn earlier<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -260,6 +260,7 @@ impl Wheel {
 
     /// Takes `key`'s node out of its list or ends its parking, counted as an entry from now
     /// on (it is about to be linked again); returns its link.
+    #[inline]
     fn detach_as_entry(&mut self, key: usize) -> u32 {
         let link = self.node_for(key);
         match self.nodes[key].link.prev {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use crate::cores::timer::timeout_until;
+use crate::cores::timer::{earlier, timeout_until};
 use crate::edge::alarm::Alarm;
 use crate::edge::net::{interrupted, SetupError};
 
@@ -142,7 +142,7 @@ impl CutOff {
 
 /// The earliest of several deadlines, `None` when there is none: what the loop sleeps until.
 pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
-    deadlines.into_iter().flatten().min()
+    deadlines.into_iter().fold(None, earlier)
 }
 
 /// How a [`wait`] ended.
