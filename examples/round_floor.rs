@@ -53,11 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let before = Instant::now();
         let wakeup = queue.front().map(|&(at, _)| at);
-        alarm.arm(wakeup, before);
-        poll.poll(
-            &mut events,
-            wakeup.map(|at| at.saturating_duration_since(before)),
-        )?;
+        let until = wakeup.map(|at| at.saturating_duration_since(before));
+        alarm.arm_in(wakeup.zip(until));
+        poll.poll(&mut events, until)?;
         let now = Instant::now();
         for event in events.iter() {
             match event.token() {

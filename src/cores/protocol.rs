@@ -35,6 +35,9 @@ use line_ends::LineEnds;
 
 /// Server → client: "are you there?".
 pub const HEARTBEAT: &[u8] = b"heartbeat";
+/// [`HEARTBEAT`] as it goes on the wire, newline included: what [`encode_line`] makes of it,
+/// as a constant the server can write without copying it anywhere first.
+pub const HEARTBEAT_LINE: &[u8] = b"heartbeat\n";
 /// Client → server: the answer to [`HEARTBEAT`]; the server does not echo it.
 pub const HEARTBEAT_REPLY: &[u8] = b"Echoing...heartbeat";
 /// Server → client: the last line before the server closes the connection.
@@ -466,6 +469,13 @@ pub fn classify(line: &[u8]) -> Message<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_heartbeat_line_is_the_heartbeat_encoded() {
+        let mut encoded = Vec::new();
+        encode_line(&mut encoded, HEARTBEAT);
+        assert_eq!(encoded, HEARTBEAT_LINE);
+    }
 
     /// An owned [`Frame`], to collect what the decoder yields.
     #[derive(Debug, Clone, PartialEq, Eq)]

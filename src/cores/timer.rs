@@ -66,10 +66,10 @@ pub struct Timers {
     /// live (stale ones are dropped after every change), so `next_wakeup` never wakes for
     /// nothing.
     near: Near,
-    /// The last `now` converted, so that a batch converts it once.
-    last_due: Option<(Instant, Due)>,
-    /// The last send time converted (`arm_exact_after`): a batch's timers share one.
-    last_sent: Option<(Instant, u64)>,
+    /// The last `now` converted to nanoseconds since `origin`: a turn passes the same `now`
+    /// to the reads' re-arms, the timer poll and a batch's heartbeats, and each conversion
+    /// subtracts two timespecs.
+    last_now: Option<(Instant, u64)>,
     /// The last wake-up converted back to an `Instant` (`next_wakeup`): the loop asks for
     /// the same earliest deadline several times a turn, and each conversion divides.
     last_wakeup: Cell<Option<(u64, Instant)>>,
@@ -101,8 +101,7 @@ impl Timers {
             origin,
             tick_nanos: tick_nanos.get(),
             near: Near::default(),
-            last_due: None,
-            last_sent: None,
+            last_now: None,
             last_wakeup: Cell::new(None),
             wakeup: Cell::new(None),
             lane_delays: [None; LANES],
@@ -136,14 +135,7 @@ impl Timers {
     /// timers a batch arms at the same `now` (a heartbeat's next step).
     pub fn arm_exact_after(&mut self, key: usize, now: Instant, delay: Duration) {
         self.wakeup.set(None);
-        let now = match self.last_sent {
-            Some((at, nanos)) if at == now => nanos,
-            _ => {
-                let nanos = self.nanos_since_origin(now);
-                self.last_sent = Some((now, nanos));
-                nanos
-            }
-        };
+        let now = self.nanos_of_now(now);
         let delay = duration_nanos(delay);
         self.file_exact(key, now.saturating_add(delay), Some(delay));
     }
@@ -349,16 +341,22 @@ impl Timers {
     }
 
     fn due(&mut self, now: Instant) -> Due {
-        match self.last_due {
-            Some((at, due)) if at == now => due,
+        let nanos = self.nanos_of_now(now);
+        Due {
+            nanos,
+            tick: nanos / self.tick_nanos,
+        }
+    }
+
+    /// [`nanos_since_origin`](Self::nanos_since_origin) for a `now`, converted once however
+    /// many calls pass the same one.
+    fn nanos_of_now(&mut self, now: Instant) -> u64 {
+        match self.last_now {
+            Some((at, nanos)) if at == now => nanos,
             _ => {
                 let nanos = self.nanos_since_origin(now);
-                let due = Due {
-                    nanos,
-                    tick: nanos / self.tick_nanos,
-                };
-                self.last_due = Some((now, due));
-                due
+                self.last_now = Some((now, nanos));
+                nanos
             }
         }
     }

@@ -9,7 +9,7 @@
 //! the poll timeout stays as a backstop. Owns the timer descriptor only: what is due is the wheel's
 //! business. On other systems it does nothing and the poll timeout alone is used.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
@@ -58,7 +58,14 @@ impl Alarm {
     /// Arms the alarm for `at` (or disarms it for `None`) unless it is armed for that already.
     /// A time at or before `now` needs no alarm: the loop polls without sleeping.
     pub fn arm(&mut self, at: Option<Instant>, now: Instant) {
-        let at = at.filter(|at| *at > now);
+        self.arm_in(at.map(|at| (at, at.saturating_duration_since(now))));
+    }
+
+    /// [`arm`](Self::arm) for `(at, at − now)`, when the caller has the delay already (the
+    /// loop needs it for `poll`'s timeout too; each subtraction of instants costs).
+    pub fn arm_in(&mut self, wake: Option<(Instant, Duration)>) {
+        let wake = wake.filter(|(_, delay)| !delay.is_zero());
+        let at = wake.map(|(at, _)| at);
         if at == self.armed {
             return;
         }
@@ -68,10 +75,9 @@ impl Alarm {
             use nix::sys::time::TimeSpec;
             use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
             // If arming fails the poll timeout still wakes the loop, a little later.
-            let _ = match at {
-                Some(at) => {
-                    let delay = TimeSpec::from_duration(at - now);
-                    let expiration = Expiration::OneShot(delay);
+            let _ = match wake {
+                Some((_, delay)) => {
+                    let expiration = Expiration::OneShot(TimeSpec::from_duration(delay));
                     self.timer.set(expiration, TimerSetTimeFlags::empty())
                 }
                 None => self.timer.unset(),
@@ -94,7 +100,6 @@ impl Alarm {
 mod tests {
     use super::*;
     use mio::{Events, Poll};
-    use std::time::Duration;
 
     const HANG_GUARD: Duration = Duration::from_secs(10);
 

@@ -168,12 +168,13 @@ pub fn wait(
     busy: bool,
     now: Instant,
 ) -> Result<Waited, SetupError> {
+    let until = timeout_until(wakeup, now);
     if let Some(alarm) = alarm {
-        alarm.arm(wakeup, now);
+        alarm.arm_in(wakeup.zip(until));
     }
     let timeout = match busy {
         true => Some(Duration::ZERO),
-        false => timeout_until(wakeup, now),
+        false => until,
     };
     let alarm_ahead = wakeup.filter(|at| !busy && *at > now);
     woke(poll.poll(events, timeout), alarm_ahead)

@@ -140,6 +140,9 @@ struct Record {
     /// Heap bytes of `buffers` as last counted in the budget (saturating: a single peer
     /// holding over 4 GiB counts as 4 GiB, consistently).
     accounted: u32,
+    /// A heartbeat waits to be written, by reference to [`protocol::HEARTBEAT_LINE`]: set
+    /// only while nothing else waits for this peer (see `output::queue_heartbeat`).
+    heartbeat_queued: bool,
 }
 
 impl Record {
@@ -250,6 +253,7 @@ impl ServerCore {
             buffers: Buffers::default(),
             lifecycle: Lifecycle::Open { spoke: false },
             accounted: 0,
+            heartbeat_queued: false,
         });
         self.timers
             .arm_exact(key, liveness.deadline(&timing_for(&self.settings, key)));
@@ -411,6 +415,7 @@ impl ServerCore {
     /// The bytes to write for `key` after [`Action::Write`]: empty when nothing waits.
     pub fn output(&self, key: usize) -> &[u8] {
         match self.conns.get(key) {
+            Some(record) if record.heartbeat_queued => protocol::HEARTBEAT_LINE,
             Some(record) if !record.buffers.outbox().is_empty() => record.buffers.outbox(),
             Some(_) => self
                 .segment(key)
@@ -441,7 +446,13 @@ impl ServerCore {
                 return;
             }
         };
-        if !record.buffers.outbox().is_empty() {
+        if std::mem::take(&mut record.heartbeat_queued) {
+            // Nothing else was waiting: only what the kernel refused is copied.
+            let rest = protocol::HEARTBEAT_LINE.get(written..).unwrap_or_default();
+            if !rest.is_empty() {
+                record.buffers.hold(rest);
+            }
+        } else if !record.buffers.outbox().is_empty() {
             record.buffers.sent(written);
         } else if let Some((i, range)) = segment {
             // Only what the kernel refused is copied, and only then is memory allocated.

@@ -24,6 +24,7 @@ use super::ending::Drain;
 use super::{timing_for, Action, Lifecycle, Reason, Record, ServerCore};
 use crate::cores::buffers::Buffers;
 use crate::cores::liveness::{Carried, Peer};
+use crate::cores::protocol;
 use crate::cores::timer::later;
 use crate::cores::upgrade::wire::{PeerState, Stage};
 use crate::ops::stats::ServerStats;
@@ -51,6 +52,9 @@ impl ServerCore {
         };
         let (partial, discarding, outbox) = record.buffers.parts();
         let mut unsent = outbox.to_vec();
+        if record.heartbeat_queued {
+            unsent.extend_from_slice(protocol::HEARTBEAT_LINE);
+        }
         if let Some((_, range)) = self.segment(key) {
             unsent.extend_from_slice(&self.output[range]);
         }
@@ -130,6 +134,7 @@ impl ServerCore {
             buffers,
             lifecycle,
             accounted: 0,
+            heartbeat_queued: false,
         });
         if let Lifecycle::Ending {
             peer_done: true, ..

@@ -6,6 +6,10 @@
 //! the order it was decided: a batch of timers queues heartbeats for many peers before the
 //! loop writes any. A segment is done once written (or moved to its peer's outbox); the
 //! buffer is emptied, keeping its capacity, once every segment is done.
+//!
+//! A heartbeat to a peer with nothing else waiting (most rounds) takes no segment at all:
+//! the record notes it, and the loop writes [`protocol::HEARTBEAT_LINE`] itself. Output
+//! decided for that peer before the write starts a segment with the heartbeat copied in.
 
 //!
 //! A read is echoed per read, not per line ([`protocol::echo_lines`]); the line-by-line path
@@ -111,10 +115,36 @@ impl ServerCore {
         self.output_ready(now, key);
     }
 
+    /// Queues a heartbeat for `key`. When nothing else waits for the peer (most rounds), by
+    /// reference to [`protocol::HEARTBEAT_LINE`]: no copy, no segment, nothing to account;
+    /// output decided for it before the write joins behind it ([`claim_output`]). Otherwise
+    /// behind what waits, as any line.
+    ///
+    /// [`claim_output`]: Self::claim_output
+    pub(super) fn queue_heartbeat(&mut self, now: Instant, key: usize) {
+        let nothing_waits = self.segments.find(key).is_none();
+        match self.conns.get_mut(key) {
+            Some(record)
+                if nothing_waits
+                    && !record.heartbeat_queued
+                    && record.buffers.outbox().is_empty() =>
+            {
+                record.heartbeat_queued = true;
+                self.actions.push_back(Action::Write(key));
+            }
+            _ => self.queue_line(now, key, protocol::HEARTBEAT),
+        }
+    }
+
     /// Makes the end of the shared output buffer `key`'s, so what is encoded next is its. If
     /// an earlier segment of it is still there (not written yet), that output moves to its
-    /// outbox first, in order.
+    /// outbox first, in order; a heartbeat queued by reference is copied in first.
     pub(super) fn claim_output(&mut self, now: Instant, key: usize) {
+        // Queued by reference only while nothing else waits: it starts the segment below.
+        let heartbeat_queued = self
+            .conns
+            .get_mut(key)
+            .is_some_and(|record| std::mem::take(&mut record.heartbeat_queued));
         let output_len = self.output.len();
         if let Some(last) = self.segments.list.last() {
             if last.key == key {
@@ -134,6 +164,9 @@ impl ServerCore {
             self.account(now, key);
         }
         self.segments.push(key, self.output.len());
+        if heartbeat_queued {
+            self.output.extend_from_slice(protocol::HEARTBEAT_LINE);
+        }
     }
 
     /// New output for `key` is at the end of the shared buffer: behind unsent output it
@@ -156,7 +189,10 @@ impl ServerCore {
     /// Bytes decided for `key` and not yet taken by the kernel.
     pub(super) fn pending_output(&self, key: usize) -> usize {
         let shared = self.segment(key).map_or(0, |(_, range)| range.len());
-        shared + self.conns.get(key).map_or(0, |r| r.buffers.unsent())
+        let own = self.conns.get(key).map_or(0, |r| {
+            r.buffers.unsent() + usize::from(r.heartbeat_queued) * protocol::HEARTBEAT_LINE.len()
+        });
+        shared + own
     }
 
     /// `key`'s segment, if it has output in the shared buffer: its index and its bytes.
@@ -456,6 +492,75 @@ pub(super) mod tests {
             !trace.after_each_read[2].1,
             "nothing held once all is written"
         );
+    }
+
+    /// A quiet peer and the core at its first heartbeat's due time (30 s idle): the
+    /// heartbeat is queued, not yet written.
+    fn at_first_heartbeat() -> (ServerCore, usize, Instant) {
+        let t0 = Instant::now();
+        let mut core = ServerCore::new(t0, settings(DEFAULT_MAX_LINE, 1 << 20));
+        let Admission::Admitted(key) =
+            core.handle_accept(t0, SocketAddr::from(([127, 0, 0, 1], 9)))
+        else {
+            panic!("refused");
+        };
+        while core.poll_action().is_some() {}
+        let due = t0 + Duration::from_secs(30);
+        core.handle_wakeup(due, None);
+        core.handle_timeout(due);
+        (core, key, due)
+    }
+
+    /// Carries out every action, the kernel taking at most `room` bytes per write; returns
+    /// the bytes written.
+    fn write_all(core: &mut ServerCore, now: Instant, room: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while let Some(action) = core.poll_action() {
+            if let Action::Write(key) = action {
+                let out = core.output(key);
+                let n = room.min(out.len());
+                wire.extend_from_slice(&out[..n]);
+                core.handle_written(now, key, Ok(n));
+            }
+        }
+        wire
+    }
+
+    /// A heartbeat to a peer with nothing waiting is written from the protocol's constant:
+    /// nothing is copied into the shared buffer, and the peer holds no memory until the
+    /// kernel refuses part of it. Whatever the kernel takes, the peer receives the heartbeat
+    /// whole, and an echo decided after it (before or after the first write) comes behind it.
+    #[test]
+    fn a_heartbeat_by_reference_arrives_whole_and_before_what_follows() {
+        for room in [usize::MAX, 4, 0] {
+            for read_before_write in [false, true] {
+                let (mut core, key, now) = at_first_heartbeat();
+                assert_eq!(core.stats().heartbeats_sent, 1);
+                assert!(core.output.is_empty() && !core.holds_memory(key));
+                assert_eq!(core.pending_output(key), b"heartbeat\n".len());
+                let exported = core.export_peer(now, key).map(|peer| peer.unsent);
+                assert_eq!(exported.as_deref(), Some(&b"heartbeat\n"[..]));
+                let mut wire = Vec::new();
+                if !read_before_write {
+                    wire = write_all(&mut core, now, room);
+                    assert_eq!(
+                        core.holds_memory(key),
+                        wire.len() < 10,
+                        "room {room}: only the refused rest is held"
+                    );
+                }
+                core.handle_read(now, key, b"data\n");
+                wire.extend(write_all(&mut core, now, usize::MAX));
+                core.handle_writable(now, key);
+                wire.extend(write_all(&mut core, now, usize::MAX));
+                assert_eq!(
+                    wire, b"heartbeat\nEchoing...data\n",
+                    "room {room}, read before the write: {read_before_write}"
+                );
+                assert_eq!(core.pending_output(key), 0);
+                assert!(core.output.is_empty() && !core.holds_memory(key));
+            }
+        }
     }
 
     #[test]

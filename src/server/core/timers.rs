@@ -199,7 +199,7 @@ impl ServerCore {
                 if self.settings.heartbeat_reports {
                     self.report(key, super::Event::HeartbeatSent { number, count });
                 }
-                self.queue_line(now, key, protocol::HEARTBEAT);
+                self.queue_heartbeat(now, key);
                 Fired::Other
             }
             liveness::Action::Close => {
