@@ -10,7 +10,6 @@
 //! A heartbeat to a peer with nothing else waiting (most rounds) takes no segment at all:
 //! the record notes it, and the loop writes [`protocol::HEARTBEAT_LINE`] itself. Output
 //! decided for that peer before the write starts a segment with the heartbeat copied in.
-
 //!
 //! A read is echoed per read, not per line ([`protocol::echo_lines`]); the line-by-line path
 //! ([`protocol::answer`] per frame) remains for debug logging (it logs each line), for the
@@ -148,6 +147,10 @@ impl ServerCore {
         let output_len = self.output.len();
         if let Some(last) = self.segments.list.last() {
             if last.key == key {
+                debug_assert!(
+                    !heartbeat_queued,
+                    "a heartbeat by reference behind a segment"
+                );
                 return;
             }
             if last.start == output_len {
