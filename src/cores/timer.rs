@@ -66,10 +66,10 @@ pub struct Timers {
     /// live (stale ones are dropped after every change), so `next_wakeup` never wakes for
     /// nothing.
     near: Near,
-    /// The last `now` converted to nanoseconds since `origin`: a turn passes the same `now`
-    /// to the reads' re-arms, the timer poll and a batch's heartbeats, and each conversion
-    /// subtracts two timespecs.
-    last_now: Option<(Instant, u64)>,
+    /// The last `now` converted to the wheel's terms: a turn passes the same `now` to the
+    /// reads' re-arms, each timer poll and a batch's heartbeats, and each conversion
+    /// subtracts two timespecs and divides.
+    last_now: Option<(Instant, Due)>,
     /// The last wake-up converted back to an `Instant` (`next_wakeup`): the loop asks for
     /// the same earliest deadline several times a turn, and each conversion divides.
     last_wakeup: Cell<Option<(u64, Instant)>>,
@@ -135,7 +135,7 @@ impl Timers {
     /// timers a batch arms at the same `now` (a heartbeat's next step).
     pub fn arm_exact_after(&mut self, key: usize, now: Instant, delay: Duration) {
         self.wakeup.set(None);
-        let now = self.nanos_of_now(now);
+        let now = self.due(now).nanos;
         let delay = duration_nanos(delay);
         self.file_exact(key, now.saturating_add(delay), Some(delay));
     }
@@ -340,23 +340,18 @@ impl Timers {
         }
     }
 
+    /// `now` in the wheel's terms, converted once however many calls pass the same one.
     fn due(&mut self, now: Instant) -> Due {
-        let nanos = self.nanos_of_now(now);
-        Due {
-            nanos,
-            tick: nanos / self.tick_nanos,
-        }
-    }
-
-    /// [`nanos_since_origin`](Self::nanos_since_origin) for a `now`, converted once however
-    /// many calls pass the same one.
-    fn nanos_of_now(&mut self, now: Instant) -> u64 {
         match self.last_now {
-            Some((at, nanos)) if at == now => nanos,
+            Some((at, due)) if at == now => due,
             _ => {
                 let nanos = self.nanos_since_origin(now);
-                self.last_now = Some((now, nanos));
-                nanos
+                let due = Due {
+                    nanos,
+                    tick: nanos / self.tick_nanos,
+                };
+                self.last_now = Some((now, due));
+                due
             }
         }
     }
