@@ -27,6 +27,9 @@ use heartbeat::server::core::{Action, Admission, Event, ServerCore, Settings};
 /// How long after its heartbeat a peer's answer arrives.
 const RTT: Duration = Duration::from_micros(200);
 
+/// How long after the wake-up the loop reads the clock to stamp a batch.
+const BATCH_READING: Duration = Duration::from_micros(3);
+
 fn settings() -> Settings {
     Settings {
         timing: Timing {
@@ -81,8 +84,11 @@ fn rounds(core: &mut ServerCore, heartbeats: usize, answer: &[u8]) -> usize {
         };
         core.handle_wakeup(now, None);
         loop {
-            let more = core.handle_timeout(now);
-            carry_out(core, now, &mut asked, &mut written);
+            // The loop stamps a batch with a clock reading taken after the wake-up (see
+            // `Server::fire_timers`), unless the alarm alone woke it.
+            let sent_at = now + BATCH_READING;
+            let more = core.handle_timeout(sent_at);
+            carry_out(core, sent_at, &mut asked, &mut written);
             if !more {
                 break;
             }

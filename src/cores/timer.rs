@@ -66,10 +66,11 @@ pub struct Timers {
     /// live (stale ones are dropped after every change), so `next_wakeup` never wakes for
     /// nothing.
     near: Near,
-    /// The last `now` converted to the wheel's terms: a turn passes the same `now` to the
-    /// reads' re-arms, each timer poll and a batch's heartbeats, and each conversion
-    /// subtracts two timespecs and divides.
-    last_now: Option<(Instant, Due)>,
+    /// The last two `now`s converted to the wheel's terms, the newer first: a turn passes
+    /// its wake-up to the reads' re-arms and to each timer poll, and a batch's clock reading
+    /// to its heartbeats' re-arms; polls and re-arms alternate within a batch, and each
+    /// conversion subtracts two timespecs and divides.
+    last_now: [Option<(Instant, Due)>; 2],
     /// The last wake-up converted back to an `Instant` (`next_wakeup`): the loop asks for
     /// the same earliest deadline several times a turn, and each conversion divides.
     last_wakeup: Cell<Option<(u64, Instant)>>,
@@ -101,7 +102,7 @@ impl Timers {
             origin,
             tick_nanos: tick_nanos.get(),
             near: Near::default(),
-            last_now: None,
+            last_now: [None; 2],
             last_wakeup: Cell::new(None),
             wakeup: Cell::new(None),
             lane_delays: [None; LANES],
@@ -342,18 +343,16 @@ impl Timers {
 
     /// `now` in the wheel's terms, converted once however many calls pass the same one.
     fn due(&mut self, now: Instant) -> Due {
-        match self.last_now {
-            Some((at, due)) if at == now => due,
-            _ => {
-                let nanos = self.nanos_since_origin(now);
-                let due = Due {
-                    nanos,
-                    tick: nanos / self.tick_nanos,
-                };
-                self.last_now = Some((now, due));
-                due
-            }
+        if let Some((_, due)) = self.last_now.iter().flatten().find(|(at, _)| *at == now) {
+            return *due;
         }
+        let nanos = self.nanos_since_origin(now);
+        let due = Due {
+            nanos,
+            tick: nanos / self.tick_nanos,
+        };
+        self.last_now = [Some((now, due)), self.last_now[0]];
+        due
     }
 
     /// The instant tick `tick` starts.
@@ -809,8 +808,10 @@ mod tests {
     enum Op {
         /// Arm exactly at `now + n` ns (or `now - n` when the flag is set).
         ArmExact(usize, u64, bool),
-        /// Arm exactly at `now` plus the delay `DELAYS[n]` (in a lane when it can).
-        ArmAfter(usize, usize),
+        /// Arm exactly at a clock reading `m` ns after `now` plus the delay `DELAYS[n]` (in
+        /// a lane when it can): a batch's heartbeats are re-armed from a reading taken after
+        /// the wake-up its polls use, so the two alternate.
+        ArmAfter(usize, usize, u64),
         /// Arm rounded up at `now + n` ns.
         Arm(usize, u64),
         Cancel(usize),
@@ -829,7 +830,8 @@ mod tests {
         let ns = prop_oneof![3 => 0..3_000u64, 2 => 0..200_000u64, 1 => 0..50_000_000u64];
         prop_oneof![
             4 => (0..8usize, ns.clone(), any::<bool>()).prop_map(|(k, n, p)| Op::ArmExact(k, n, p)),
-            3 => (0..8usize, 0..DELAYS.len()).prop_map(|(k, d)| Op::ArmAfter(k, d)),
+            3 => (0..8usize, 0..DELAYS.len(), prop_oneof![0..1u64, 1..900u64])
+                .prop_map(|(k, d, m)| Op::ArmAfter(k, d, m)),
             1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Arm(k, n)),
             1 => (0..8usize).prop_map(Op::Cancel),
             1 => (0..8usize, ns.clone()).prop_map(|(k, n)| Op::Move(k, n)),
@@ -863,10 +865,11 @@ mod tests {
                         model.insert(key, (at, true));
                         continue;
                     }
-                    Op::ArmAfter(key, d) => {
+                    Op::ArmAfter(key, d, reading) => {
                         let delay = Duration::from_nanos(DELAYS[d]);
-                        timers.arm_exact_after(key, t0 + Duration::from_nanos(now), delay);
-                        model.insert(key, (now + DELAYS[d], true));
+                        let sent = now + reading;
+                        timers.arm_exact_after(key, t0 + Duration::from_nanos(sent), delay);
+                        model.insert(key, (sent + DELAYS[d], true));
                         continue;
                     }
                     Op::Arm(key, n) => {
