@@ -21,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use heartbeat::cores::timer::timeout_until;
 use heartbeat::edge::alarm::{Alarm, ALARM};
 use heartbeat::edge::conn::Direct;
 use mio::net::{TcpListener, TcpStream};
@@ -53,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let before = Instant::now();
         let wakeup = queue.front().map(|&(at, _)| at);
-        let until = wakeup.map(|at| at.saturating_duration_since(before));
+        let until = timeout_until(wakeup, before);
         alarm.arm_in(wakeup.zip(until));
         poll.poll(&mut events, until)?;
         let now = Instant::now();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
+use crate::cores::timer::timeout_until;
 use crate::edge::net::SetupError;
 
 /// The alarm's token; connection tokens never reach it (see `turn::token`).
@@ -58,7 +59,7 @@ impl Alarm {
     /// Arms the alarm for `at` (or disarms it for `None`) unless it is armed for that already.
     /// A time at or before `now` needs no alarm: the loop polls without sleeping.
     pub fn arm(&mut self, at: Option<Instant>, now: Instant) {
-        self.arm_in(at.map(|at| (at, at.saturating_duration_since(now))));
+        self.arm_in(at.zip(timeout_until(at, now)));
     }
 
     /// [`arm`](Self::arm) for `(at, at − now)`, when the caller has the delay already (the
